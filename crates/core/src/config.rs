@@ -1,0 +1,530 @@
+//! Configuration: built-in defaults, then an optional TOML file, then
+//! `HERALD_*` environment variables, then command-line flags — each layer
+//! overriding the one before. A bad value fails start-up with one line that
+//! names the setting and where it came from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::auth::{JwtAlgorithm, KeyError, TokenVerifier};
+use crate::channel::Channel;
+use crate::protocol::{ErrorBody, ErrorCode};
+
+/// The secret and API key standalone uses when none is configured, so the
+/// first run needs no set-up. Distributed services refuse to start without
+/// real ones, and standalone warns loudly.
+pub const DEV_JWT_SECRET: &str = "herald-development-secret-do-not-deploy";
+pub const DEV_API_KEY: &str = "herald-dev-key";
+
+/// Environment variables with this prefix are settings (`HERALD_HTTP_ADDR`
+/// → `http_addr`), except those listed in [`ENV_NOT_SETTINGS`].
+pub const ENV_PREFIX: &str = "HERALD_";
+/// `HERALD_*` variables that are not settings: the config-file path itself
+/// and the test suite's own variables.
+const ENV_NOT_SETTINGS: &[&str] = &["config"];
+const ENV_TEST_PREFIX: &str = "test_";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad setting `{key}`{origin}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.to_owned(),
+            origin: String::new(),
+            message: message.into(),
+        }
+    }
+
+    fn from_figment(error: figment::Error) -> Self {
+        let profile = error.profile.clone().unwrap_or_default();
+        let key = error.path.join(".");
+        let origin = match &error.metadata {
+            Some(md) => {
+                let name = if error.path.is_empty() {
+                    md.name.to_string()
+                } else if md.name.contains("environment") {
+                    // figment names env keys without their prefix
+                    format!("{ENV_PREFIX}{}", md.interpolate(&profile, &error.path))
+                } else {
+                    md.interpolate(&profile, &error.path)
+                };
+                match &md.source {
+                    Some(source) => format!(" (from {name} in {source})"),
+                    None => format!(" (from {name})"),
+                }
+            }
+            None => String::new(),
+        };
+        let message = error.kind.to_string();
+        ConfigError {
+            key: if key.is_empty() {
+                "<config>".into()
+            } else {
+                key
+            },
+            origin,
+            message,
+        }
+    }
+}
+
+/// Per-namespace channel behaviour. A namespace not listed gets `default`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// How many publications of each channel are kept for recovery.
+    pub history_size: usize,
+    /// How long a publication is kept, in seconds.
+    pub history_ttl_secs: u64,
+    /// Whether clients (not only the server API) may publish.
+    pub allow_publish: bool,
+    pub presence: bool,
+    pub join_leave: bool,
+    pub typing: bool,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        NamespaceConfig {
+            history_size: 100,
+            history_ttl_secs: 3600,
+            allow_publish: true,
+            presence: true,
+            join_leave: true,
+            typing: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listen address (edge: clients; routing: server API).
+    pub http_addr: Option<SocketAddr>,
+    /// gRPC listen address.
+    pub grpc_addr: Option<SocketAddr>,
+    /// This process's name in the cluster; generated when unset.
+    pub node_id: Option<String>,
+    pub nats_url: String,
+    pub database_url: Option<String>,
+    pub presence_url: Option<String>,
+    /// The first token of every NATS subject and the prefix of stream names,
+    /// so several Herald clusters (or test runs) can share one NATS.
+    pub subject_prefix: String,
+
+    pub jwt_algorithm: JwtAlgorithm,
+    /// The HS256 secret.
+    pub jwt_secret: Option<String>,
+    /// PEM public key for RS256 / ES256.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` / `nbf`, seconds.
+    pub jwt_leeway_secs: u64,
+    /// Server API keys (`Authorization: Bearer <key>`).
+    #[serde(deserialize_with = "string_or_list")]
+    pub api_keys: Vec<String>,
+    /// Browser origins allowed to open client connections; empty allows all.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_origins: Vec<String>,
+
+    /// Seconds between server pings on client connections.
+    pub ping_interval_secs: u64,
+    /// Seconds a client has to answer a ping.
+    pub pong_timeout_secs: u64,
+    /// Seconds a new connection has to send `connect`.
+    pub connect_timeout_secs: u64,
+    /// Largest client frame, and largest publication `data`, in bytes.
+    pub max_message_bytes: usize,
+    /// Frames waiting to be written to one client before it counts as a
+    /// slow consumer.
+    pub client_queue_len: usize,
+    /// How long an edge waits for routing to answer a client publish, ms.
+    pub route_timeout_ms: u64,
+    /// Seconds to finish in-flight work after SIGTERM.
+    pub shutdown_grace_secs: u64,
+
+    pub strict_namespaces: bool,
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+
+    /// `pretty`, `json`, or unset: pretty on a terminal, JSON otherwise.
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: None,
+            grpc_addr: None,
+            node_id: None,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            database_url: None,
+            presence_url: None,
+            subject_prefix: "herald".into(),
+            jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_leeway_secs: 5,
+            api_keys: Vec::new(),
+            allowed_origins: Vec::new(),
+            ping_interval_secs: 25,
+            pong_timeout_secs: 10,
+            connect_timeout_secs: 10,
+            max_message_bytes: 64 * 1024,
+            client_queue_len: 1024,
+            route_timeout_ms: 5000,
+            shutdown_grace_secs: 10,
+            strict_namespaces: false,
+            namespaces: BTreeMap::new(),
+            log_format: None,
+        }
+    }
+}
+
+/// Accepts `"a,b"` (as environment variables give it) or `["a","b"]`.
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Why a channel's namespace is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown namespace `{0}`")]
+pub struct UnknownNamespace(pub String);
+
+impl From<UnknownNamespace> for ErrorBody {
+    fn from(e: UnknownNamespace) -> Self {
+        ErrorBody::new(ErrorCode::UnknownChannel, e.to_string())
+    }
+}
+
+impl Config {
+    /// Loads the layers: defaults < `file` (if any) < `HERALD_*` < `flags`.
+    /// `flags` holds only the settings given on the command line.
+    pub fn load(file: Option<&Path>, flags: impl Serialize) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "config",
+                    format!("no such file: {}", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = Env::prefixed(ENV_PREFIX).filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            !key.starts_with(ENV_TEST_PREFIX) && !ENV_NOT_SETTINGS.contains(&key.as_str())
+        });
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(ConfigError::from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(ConfigError::new(key, "must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("ping_interval_secs", self.ping_interval_secs)?;
+        positive("pong_timeout_secs", self.pong_timeout_secs)?;
+        positive("connect_timeout_secs", self.connect_timeout_secs)?;
+        positive("route_timeout_ms", self.route_timeout_ms)?;
+        positive("max_message_bytes", self.max_message_bytes as u64)?;
+        positive("client_queue_len", self.client_queue_len as u64)?;
+        if self.subject_prefix.is_empty()
+            || !self
+                .subject_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::new(
+                "subject_prefix",
+                "must be non-empty and use only A-Z a-z 0-9 _ -",
+            ));
+        }
+        for (name, ns) in &self.namespaces {
+            let valid = name == "default"
+                || (!name.contains([':', '#']) && Channel::new(&format!("{name}:x")).is_ok());
+            if !valid {
+                return Err(ConfigError::new(
+                    &format!("namespaces.{name}"),
+                    "is not a valid namespace name",
+                ));
+            }
+            if ns.history_size > 1_000_000 {
+                return Err(ConfigError::new(
+                    &format!("namespaces.{name}.history_size"),
+                    "must be at most 1000000",
+                ));
+            }
+        }
+        if self.api_keys.iter().any(|k| k.len() < 8) {
+            return Err(ConfigError::new(
+                "api_keys",
+                "every API key must be at least 8 characters long",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The token verifier for client connections. `allow_dev_secret` lets
+    /// standalone fall back to [`DEV_JWT_SECRET`].
+    pub fn token_verifier(&self, allow_dev_secret: bool) -> Result<TokenVerifier, ConfigError> {
+        let leeway = Duration::from_secs(self.jwt_leeway_secs);
+        fn key_error(key: &'static str) -> impl Fn(KeyError) -> ConfigError {
+            move |e| ConfigError::new(key, e.0)
+        }
+        match self.jwt_algorithm {
+            JwtAlgorithm::HS256 => {
+                let secret = match (&self.jwt_secret, allow_dev_secret) {
+                    (Some(s), _) => s.as_str(),
+                    (None, true) => DEV_JWT_SECRET,
+                    (None, false) => {
+                        return Err(ConfigError::new(
+                            "jwt_secret",
+                            "is required (HERALD_JWT_SECRET) for HS256",
+                        ));
+                    }
+                };
+                TokenVerifier::new(JwtAlgorithm::HS256, secret.as_bytes(), leeway)
+                    .map_err(key_error("jwt_secret"))
+            }
+            algorithm => {
+                let path = self.jwt_public_key_file.as_ref().ok_or_else(|| {
+                    ConfigError::new(
+                        "jwt_public_key_file",
+                        format!("is required for {}", algorithm.name()),
+                    )
+                })?;
+                let pem = std::fs::read(path).map_err(|e| {
+                    ConfigError::new(
+                        "jwt_public_key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                TokenVerifier::new(algorithm, &pem, leeway).map_err(key_error("jwt_public_key_file"))
+            }
+        }
+    }
+
+    /// The server API keys; standalone falls back to [`DEV_API_KEY`].
+    pub fn api_keys(&self, allow_dev_key: bool) -> Result<Vec<String>, ConfigError> {
+        match (self.api_keys.is_empty(), allow_dev_key) {
+            (false, _) => Ok(self.api_keys.clone()),
+            (true, true) => Ok(vec![DEV_API_KEY.to_owned()]),
+            (true, false) => Err(ConfigError::new(
+                "api_keys",
+                "at least one API key is required (HERALD_API_KEYS)",
+            )),
+        }
+    }
+
+    /// The settings of the channel's namespace; `default` (or the built-in
+    /// defaults) for channels without one or with an unlisted one, unless
+    /// `strict_namespaces` is on.
+    pub fn namespace(&self, channel: &Channel) -> Result<&NamespaceConfig, UnknownNamespace> {
+        static BUILT_IN: std::sync::OnceLock<NamespaceConfig> = std::sync::OnceLock::new();
+        let default = || {
+            self.namespaces
+                .get("default")
+                .unwrap_or_else(|| BUILT_IN.get_or_init(NamespaceConfig::default))
+        };
+        match channel.namespace() {
+            None => Ok(default()),
+            Some(ns) => match self.namespaces.get(ns) {
+                Some(config) => Ok(config),
+                None if self.strict_namespaces => Err(UnknownNamespace(ns.to_owned())),
+                None => Ok(default()),
+            },
+        }
+    }
+
+    /// This node's id, or a generated one.
+    pub fn node_id_or_generate(&self, role: &str) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            format!("{role}-{:08x}", rand::random::<u32>())
+        })
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    pub fn pong_timeout(&self) -> Duration {
+        Duration::from_secs(self.pong_timeout_secs)
+    }
+
+    pub fn route_timeout(&self) -> Duration {
+        Duration::from_millis(self.route_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Default)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        http_addr: Option<String>,
+    }
+
+    fn load(toml: Option<&str>, vars: &[(&str, &str)], flags: Flags) -> Result<Config, ConfigError> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            let path = toml.map(|t| {
+                jail.create_file("herald.toml", t).expect("write file");
+                PathBuf::from("herald.toml")
+            });
+            // Jail serializes tests that touch the process environment.
+            out = Some(Config::load(path.as_deref(), &flags));
+            Ok(())
+        });
+        out.expect("the jail ran")
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let c = load(None, &[], Flags::default()).unwrap();
+        assert_eq!(c, Config::default());
+
+        let toml = "http_addr = \"127.0.0.1:1000\"\nping_interval_secs = 7\napi_keys = [\"aaaaaaaa\"]\n";
+        let c = load(Some(toml), &[], Flags::default()).unwrap();
+        assert_eq!(c.http_addr, Some("127.0.0.1:1000".parse().unwrap()));
+        assert_eq!(c.ping_interval_secs, 7);
+
+        let c = load(
+            Some(toml),
+            &[("HERALD_HTTP_ADDR", "127.0.0.1:2000"), ("HERALD_API_KEYS", "k1k1k1k1, k2k2k2k2")],
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.http_addr, Some("127.0.0.1:2000".parse().unwrap()));
+        assert_eq!(c.api_keys, vec!["k1k1k1k1", "k2k2k2k2"]);
+        assert_eq!(c.ping_interval_secs, 7, "TOML still applies where env is silent");
+
+        let c = load(
+            Some(toml),
+            &[("HERALD_HTTP_ADDR", "127.0.0.1:2000")],
+            Flags {
+                http_addr: Some("127.0.0.1:3000".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(c.http_addr, Some("127.0.0.1:3000".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_in_one_line() {
+        let e = load(None, &[("HERALD_HTTP_ADDR", "not-an-address")], Flags::default())
+            .unwrap_err();
+        assert_eq!(e.key, "http_addr");
+        assert!(e.origin.contains("HERALD_HTTP_ADDR"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+
+        let e = load(None, &[("HERALD_PING_INTERVAL_SECS", "soon")], Flags::default())
+            .unwrap_err();
+        assert_eq!(e.key, "ping_interval_secs");
+
+        let e = load(Some("ping_interval_secs = 0\n"), &[], Flags::default()).unwrap_err();
+        assert_eq!(e.to_string(), "bad setting `ping_interval_secs`: must be greater than 0");
+
+        let e = load(Some("jwt_algorithm = \"HS999\"\n"), &[], Flags::default()).unwrap_err();
+        assert_eq!(e.key, "jwt_algorithm");
+        assert!(e.origin.contains("herald.toml"), "{e}");
+
+        // a typo in a setting name is refused, not ignored
+        let e = load(None, &[("HERALD_HTTP_ADR", "x")], Flags::default()).unwrap_err();
+        assert!(e.message.contains("http_adr"), "{e}");
+
+        let e = load(Some("[namespaces.chat]\nhistory_sise = 3\n"), &[], Flags::default())
+            .unwrap_err();
+        assert!(e.message.contains("history_sise"), "{e}");
+
+        let e = load(None, &[("HERALD_API_KEYS", "short")], Flags::default()).unwrap_err();
+        assert_eq!(e.key, "api_keys");
+
+        // the test suite's own variables are not settings
+        assert!(load(None, &[("HERALD_TEST_NATS_URL", "x")], Flags::default()).is_ok());
+    }
+
+    #[test]
+    fn namespaces_default_and_strict() {
+        let toml = "[namespaces.chat]\nhistory_size = 5\nallow_publish = false\n";
+        let c = load(Some(toml), &[], Flags::default()).unwrap();
+        let ch = |s| Channel::new(s).unwrap();
+        assert_eq!(c.namespace(&ch("chat:1")).unwrap().history_size, 5);
+        assert!(!c.namespace(&ch("chat:1")).unwrap().allow_publish);
+        assert_eq!(c.namespace(&ch("news:1")).unwrap().history_size, 100);
+        assert_eq!(c.namespace(&ch("lobby")).unwrap().history_size, 100);
+
+        let strict = load(
+            Some(&format!("strict_namespaces = true\n{toml}")),
+            &[],
+            Flags::default(),
+        )
+        .unwrap();
+        assert!(strict.namespace(&ch("chat:1")).is_ok());
+        assert_eq!(
+            strict.namespace(&ch("news:1")),
+            Err(UnknownNamespace("news".into()))
+        );
+        assert!(strict.namespace(&ch("lobby")).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_required_outside_standalone() {
+        let c = Config::default();
+        assert_eq!(c.token_verifier(false).unwrap_err().key, "jwt_secret");
+        assert!(c.token_verifier(true).is_ok());
+        assert_eq!(c.api_keys(false).unwrap_err().key, "api_keys");
+        assert_eq!(c.api_keys(true).unwrap(), vec![DEV_API_KEY]);
+        let rs = Config {
+            jwt_algorithm: JwtAlgorithm::RS256,
+            ..Config::default()
+        };
+        assert_eq!(rs.token_verifier(true).unwrap_err().key, "jwt_public_key_file");
+    }
+}

@@ -1,0 +1,17 @@
+//! Herald's shared vocabulary: channel names, the client protocol, the
+//! seams between services (`Bus`, `History`) with their adapters, client
+//! tokens, configuration and telemetry.
+
+pub mod auth;
+pub mod bus;
+pub mod channel;
+pub mod config;
+pub mod history;
+pub mod protocol;
+pub mod route;
+pub mod subjects;
+pub mod telemetry;
+pub mod time;
+
+pub use channel::Channel;
+pub use config::Config;

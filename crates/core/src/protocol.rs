@@ -1,0 +1,713 @@
+//! Client protocol v1: the JSON frames exchanged with clients, byte for byte
+//! the shapes of DESIGN.md. Commands are decoded by [`decode_command`];
+//! replies and pushes are plain serde structs.
+
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use crate::channel::Channel;
+
+/// The WebSocket subprotocol of v1.
+pub const SUBPROTOCOL: &str = "herald.v1.json";
+
+/// Error codes carried in `{"error":{"code":…}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    PermissionDenied,
+    UnknownChannel,
+    LimitExceeded,
+    TooManyRequests,
+    TokenExpired,
+    Unrecoverable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const fn as_u16(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 100,
+            ErrorCode::Unauthorized => 101,
+            ErrorCode::PermissionDenied => 103,
+            ErrorCode::UnknownChannel => 104,
+            ErrorCode::LimitExceeded => 106,
+            ErrorCode::TooManyRequests => 107,
+            ErrorCode::TokenExpired => 109,
+            ErrorCode::Unrecoverable => 110,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    pub fn from_u16(code: u16) -> Option<Self> {
+        Some(match code {
+            100 => ErrorCode::BadRequest,
+            101 => ErrorCode::Unauthorized,
+            103 => ErrorCode::PermissionDenied,
+            104 => ErrorCode::UnknownChannel,
+            106 => ErrorCode::LimitExceeded,
+            107 => ErrorCode::TooManyRequests,
+            109 => ErrorCode::TokenExpired,
+            110 => ErrorCode::Unrecoverable,
+            500 => ErrorCode::Internal,
+            _ => return None,
+        })
+    }
+
+    /// The HTTP status the server API answers with for this error.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
+            ErrorCode::PermissionDenied => 403,
+            ErrorCode::UnknownChannel => 404,
+            ErrorCode::LimitExceeded => 413,
+            ErrorCode::TooManyRequests => 429,
+            ErrorCode::Unrecoverable => 410,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(self.as_u16())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = u16::deserialize(d)?;
+        ErrorCode::from_u16(code)
+            .ok_or_else(|| de::Error::custom(format!("unknown error code {code}")))
+    }
+}
+
+/// The body of an error reply: `{"code":100,"message":"…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} (code {})", code.as_u16())]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// WebSocket close codes. 4000–4499: reconnect and resume; 4500–4999: do
+/// not reconnect as you are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    Shutdown,
+    SlowConsumer,
+    ServerError,
+    NoPong,
+    BadProtocol,
+    Unauthorized,
+    Forbidden,
+    TokenExpired,
+}
+
+impl CloseCode {
+    pub const fn as_u16(self) -> u16 {
+        match self {
+            CloseCode::Shutdown => 4000,
+            CloseCode::SlowConsumer => 4001,
+            CloseCode::ServerError => 4002,
+            CloseCode::NoPong => 4003,
+            CloseCode::BadProtocol => 4500,
+            CloseCode::Unauthorized => 4501,
+            CloseCode::Forbidden => 4503,
+            CloseCode::TokenExpired => 4509,
+        }
+    }
+
+    pub const fn reason(self) -> &'static str {
+        match self {
+            CloseCode::Shutdown => "shutdown",
+            CloseCode::SlowConsumer => "slow consumer",
+            CloseCode::ServerError => "server error",
+            CloseCode::NoPong => "no pong",
+            CloseCode::BadProtocol => "bad protocol",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::Forbidden => "forbidden",
+            CloseCode::TokenExpired => "token expired",
+        }
+    }
+
+    /// Whether a client should reconnect (and resume) after this close.
+    pub const fn reconnect(self) -> bool {
+        self.as_u16() < 4500
+    }
+
+    pub fn disconnect_push(self) -> Push {
+        Push::Disconnect(Disconnect {
+            code: self.as_u16(),
+            reason: self.reason().to_owned(),
+            reconnect: self.reconnect(),
+        })
+    }
+}
+
+/// A position in a channel's stream: the last offset seen and the epoch it
+/// belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+// ---------------------------------------------------------------- commands
+
+/// A decoded client command with its `id`.
+#[derive(Debug)]
+pub struct ClientFrame {
+    pub id: Option<u64>,
+    pub command: Command,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Connect(ConnectCommand),
+    Subscribe(SubscribeCommand),
+    Unsubscribe(ChannelCommand),
+    Publish(PublishCommand),
+    Typing(ChannelCommand),
+    Presence(ChannelCommand),
+    Refresh(ConnectCommand),
+    Pong,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Connect(_) => "connect",
+            Command::Subscribe(_) => "subscribe",
+            Command::Unsubscribe(_) => "unsubscribe",
+            Command::Publish(_) => "publish",
+            Command::Typing(_) => "typing",
+            Command::Presence(_) => "presence",
+            Command::Refresh(_) => "refresh",
+            Command::Pong => "pong",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectCommand {
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeCommand {
+    pub channel: Channel,
+    #[serde(default)]
+    pub since: Option<StreamPosition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelCommand {
+    pub channel: Channel,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishCommand {
+    pub channel: Channel,
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// Why a frame could not be decoded; `id` is kept when it could be read so
+/// the error reply can carry it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FrameError {
+    pub id: Option<u64>,
+    pub message: String,
+}
+
+impl FrameError {
+    pub fn into_reply(self) -> ErrorReply {
+        ErrorReply {
+            id: self.id,
+            error: ErrorBody::new(ErrorCode::BadRequest, self.message),
+        }
+    }
+}
+
+/// The top level of a command frame before the command is decoded: the id
+/// and each other member as raw JSON, so each command's arguments are parsed
+/// once, straight into their own type.
+struct RawFrame<'a> {
+    id: Option<u64>,
+    members: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawFrame<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FrameVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for FrameVisitor<'a> {
+            type Value = RawFrame<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut frame = RawFrame {
+                    id: None,
+                    members: Vec::with_capacity(1),
+                };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "id" {
+                        frame.id = Some(map.next_value::<u64>().map_err(|_| {
+                            de::Error::custom("`id` must be a non-negative integer")
+                        })?);
+                    } else {
+                        frame.members.push((key, map.next_value::<&'de RawValue>()?));
+                    }
+                }
+                Ok(frame)
+            }
+        }
+        d.deserialize_map(FrameVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Decodes one client frame. Errors say what is wrong in words a client
+/// author can act on, and keep the `id` whenever it could be read.
+pub fn decode_command(text: &str) -> Result<ClientFrame, FrameError> {
+    let raw: RawFrame = serde_json::from_str(text).map_err(|e| FrameError {
+        id: None,
+        message: format!("malformed frame: {e}"),
+    })?;
+    let id = raw.id;
+    let fail = |message: String| FrameError { id, message };
+    let mut members = raw.members.into_iter();
+    let (name, args) = match (members.next(), members.next()) {
+        (Some(one), None) => one,
+        (None, _) => return Err(fail("frame has no command".into())),
+        (Some((a, _)), Some((b, _))) => {
+            return Err(fail(format!(
+                "frame has more than one command (`{a}` and `{b}`)"
+            )));
+        }
+    };
+    fn args_of<'a, T: Deserialize<'a>>(
+        name: &str,
+        args: &'a RawValue,
+        id: Option<u64>,
+    ) -> Result<T, FrameError> {
+        serde_json::from_str(args.get()).map_err(|e| FrameError {
+            id,
+            message: format!("bad `{name}` arguments: {e}"),
+        })
+    }
+    let command = match name.as_ref() {
+        "connect" => Command::Connect(args_of(&name, args, id)?),
+        "subscribe" => Command::Subscribe(args_of(&name, args, id)?),
+        "unsubscribe" => Command::Unsubscribe(args_of(&name, args, id)?),
+        "publish" => Command::Publish(args_of(&name, args, id)?),
+        "typing" => Command::Typing(args_of(&name, args, id)?),
+        "presence" => Command::Presence(args_of(&name, args, id)?),
+        "refresh" => Command::Refresh(args_of(&name, args, id)?),
+        "pong" => {
+            args_of::<Empty>(&name, args, id)?;
+            Command::Pong
+        }
+        other => return Err(fail(format!("unknown command `{other}`"))),
+    };
+    if id.is_none() && !matches!(command, Command::Pong) {
+        return Err(fail(format!("command `{name}` needs an `id`")));
+    }
+    Ok(ClientFrame { id, command })
+}
+
+// ---------------------------------------------------------------- replies
+
+/// `{"id":N,"ok":{…}}`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OkReply<T> {
+    pub id: u64,
+    pub ok: T,
+}
+
+/// `{"id":N,"error":{"code":…,"message":"…"}}` (no `id` when the frame had none).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorReply {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<u64>,
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectOk {
+    pub client: String,
+    pub user: String,
+    pub ping_interval: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubscribeOk {
+    pub offset: u64,
+    pub epoch: String,
+    /// Present only when the client asked to resume with `since`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recovered: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub publications: Option<Vec<Publication>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishOk {
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceOk {
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshOk {
+    pub exp: i64,
+}
+
+/// `{}` — the answer of commands that return nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EmptyOk {}
+
+// ---------------------------------------------------------------- pushes
+
+/// A stored publication as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publication {
+    pub channel: Channel,
+    pub offset: u64,
+    pub epoch: String,
+    pub data: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from: Option<String>,
+    /// Milliseconds since the Unix epoch, when routing accepted it.
+    pub ts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelUser {
+    pub channel: Channel,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disconnect {
+    pub code: u16,
+    pub reason: String,
+    pub reconnect: bool,
+}
+
+/// Server → client pushes: `{"pub":{…}}`, `{"ping":{}}`, …
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Push {
+    #[serde(rename = "pub")]
+    Pub(Publication),
+    Join(ChannelUser),
+    Leave(ChannelUser),
+    Typing(ChannelUser),
+    Ping(EmptyOk),
+    Disconnect(Disconnect),
+}
+
+impl Push {
+    /// The name of the push kind (`pub`, `join`, …): the SSE `event:` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Push::Pub(_) => "pub",
+            Push::Join(_) => "join",
+            Push::Leave(_) => "leave",
+            Push::Typing(_) => "typing",
+            Push::Ping(_) => "ping",
+            Push::Disconnect(_) => "disconnect",
+        }
+    }
+}
+
+/// Anything the server sends, as a client decodes it.
+#[derive(Debug)]
+pub enum ServerFrame {
+    Ok { id: u64, body: Box<RawValue> },
+    Error(ErrorReply),
+    Push(Push),
+}
+
+/// Decodes a server frame (the client side of the protocol).
+pub fn decode_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error> {
+    let raw: RawFrame = serde_json::from_str(text)?;
+    let ok = raw.members.iter().find(|(k, _)| k == "ok").map(|(_, v)| *v);
+    let error = raw.members.iter().find(|(k, _)| k == "error").map(|(_, v)| *v);
+    match (raw.id, ok, error) {
+        (Some(id), Some(body), _) => Ok(ServerFrame::Ok {
+            id,
+            body: body.to_owned(),
+        }),
+        (id, None, Some(error)) => Ok(ServerFrame::Error(ErrorReply {
+            id,
+            error: serde_json::from_str(error.get())?,
+        })),
+        _ => serde_json::from_str(text).map(ServerFrame::Push),
+    }
+}
+
+/// Serializes a server frame. Our own types always serialize, so a failure
+/// here is a bug; it is reported as an internal error frame rather than a
+/// panic.
+pub fn encode<T: Serialize>(frame: &T) -> String {
+    serde_json::to_string(frame).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "failed to serialize a server frame");
+        r#"{"error":{"code":500,"message":"internal error"}}"#.to_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn decodes_every_documented_command() {
+        let f = decode_command(r#"{"id":1,"connect":{"token":"abc"}}"#).unwrap();
+        assert_eq!(f.id, Some(1));
+        assert!(matches!(f.command, Command::Connect(ConnectCommand { ref token }) if token == "abc"));
+
+        let f = decode_command(
+            r#"{"id":2,"subscribe":{"channel":"chat:room:42","since":{"offset":17,"epoch":"e1"}}}"#,
+        )
+        .unwrap();
+        match f.command {
+            Command::Subscribe(s) => {
+                assert_eq!(s.channel.as_str(), "chat:room:42");
+                assert_eq!(
+                    s.since,
+                    Some(StreamPosition {
+                        offset: 17,
+                        epoch: "e1".into()
+                    })
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let f = decode_command(r#"{"id":3,"unsubscribe":{"channel":"chat:room:42"}}"#).unwrap();
+        assert!(matches!(f.command, Command::Unsubscribe(_)));
+
+        let f = decode_command(r#"{"id":4,"publish":{"channel":"chat:room:42","data":{"text":"hi","n":[1,2]}}}"#)
+            .unwrap();
+        match f.command {
+            Command::Publish(p) => assert_eq!(p.data.get(), r#"{"text":"hi","n":[1,2]}"#),
+            other => panic!("{other:?}"),
+        }
+
+        for (text, name) in [
+            (r#"{"id":5,"typing":{"channel":"c"}}"#, "typing"),
+            (r#"{"id":6,"presence":{"channel":"c"}}"#, "presence"),
+            (r#"{"id":7,"refresh":{"token":"t"}}"#, "refresh"),
+            (r#"{"pong":{}}"#, "pong"),
+        ] {
+            assert_eq!(decode_command(text).unwrap().command.name(), name);
+        }
+    }
+
+    #[test]
+    fn bad_frames_say_why_and_keep_the_id() {
+        let e = decode_command("{not json").unwrap_err();
+        assert_eq!(e.id, None);
+        assert!(e.message.starts_with("malformed frame"), "{}", e.message);
+
+        let e = decode_command("[1,2]").unwrap_err();
+        assert!(e.message.contains("JSON object"), "{}", e.message);
+
+        let e = decode_command(r#"{"id":9,"launch":{}}"#).unwrap_err();
+        assert_eq!(e.id, Some(9));
+        assert_eq!(e.message, "unknown command `launch`");
+
+        let e = decode_command(r#"{"id":9}"#).unwrap_err();
+        assert_eq!(e.message, "frame has no command");
+
+        let e = decode_command(r#"{"id":9,"connect":{"token":"a"},"pong":{}}"#).unwrap_err();
+        assert!(e.message.contains("more than one"), "{}", e.message);
+
+        let e = decode_command(r#"{"id":10,"subscribe":{"channel":"bad name"}}"#).unwrap_err();
+        assert_eq!(e.id, Some(10));
+        assert!(e.message.contains("bad `subscribe` arguments"), "{}", e.message);
+        assert!(e.message.contains("' '"), "{}", e.message);
+
+        let e = decode_command(r#"{"subscribe":{"channel":"a"}}"#).unwrap_err();
+        assert!(e.message.contains("needs an `id`"), "{}", e.message);
+
+        let e = decode_command(r#"{"id":-1,"pong":{}}"#).unwrap_err();
+        assert!(e.message.contains("`id`"), "{}", e.message);
+
+        let e = decode_command(r#"{"id":4,"publish":{"channel":"a"}}"#).unwrap_err();
+        assert!(e.message.contains("missing field `data`"), "{}", e.message);
+
+        let reply = e.into_reply();
+        assert_eq!(
+            encode(&reply),
+            r#"{"id":4,"error":{"code":100,"message":"bad `publish` arguments: missing field `data` at line 1 column 15"}}"#
+        );
+    }
+
+    #[test]
+    fn replies_and_pushes_match_the_documented_bytes() {
+        assert_eq!(
+            encode(&OkReply {
+                id: 1,
+                ok: ConnectOk {
+                    client: "c1".into(),
+                    user: "alice".into(),
+                    ping_interval: 25
+                }
+            }),
+            r#"{"id":1,"ok":{"client":"c1","user":"alice","ping_interval":25}}"#
+        );
+        assert_eq!(
+            encode(&OkReply { id: 3, ok: EmptyOk {} }),
+            r#"{"id":3,"ok":{}}"#
+        );
+        assert_eq!(
+            encode(&OkReply {
+                id: 4,
+                ok: PublishOk { offset: 22 }
+            }),
+            r#"{"id":4,"ok":{"offset":22}}"#
+        );
+        assert_eq!(
+            encode(&OkReply {
+                id: 2,
+                ok: SubscribeOk {
+                    offset: 21,
+                    epoch: "e1".into(),
+                    recovered: Some(true),
+                    publications: Some(vec![])
+                }
+            }),
+            r#"{"id":2,"ok":{"offset":21,"epoch":"e1","recovered":true,"publications":[]}}"#
+        );
+        assert_eq!(
+            encode(&OkReply {
+                id: 6,
+                ok: PresenceOk {
+                    users: vec!["alice".into(), "bob".into()]
+                }
+            }),
+            r#"{"id":6,"ok":{"users":["alice","bob"]}}"#
+        );
+        assert_eq!(
+            encode(&OkReply {
+                id: 7,
+                ok: RefreshOk { exp: 1764303600 }
+            }),
+            r#"{"id":7,"ok":{"exp":1764303600}}"#
+        );
+        assert_eq!(
+            encode(&ErrorReply {
+                id: Some(8),
+                error: ErrorBody::new(ErrorCode::PermissionDenied, "no")
+            }),
+            r#"{"id":8,"error":{"code":103,"message":"no"}}"#
+        );
+        let publication = Publication {
+            channel: Channel::new("chat:room:42").unwrap(),
+            offset: 22,
+            epoch: "e1".into(),
+            data: raw(r#"{"text":"hi"}"#),
+            from: Some("alice".into()),
+            ts: 1764300000123,
+        };
+        assert_eq!(
+            encode(&Push::Pub(publication)),
+            r#"{"pub":{"channel":"chat:room:42","offset":22,"epoch":"e1","data":{"text":"hi"},"from":"alice","ts":1764300000123}}"#
+        );
+        let bob = ChannelUser {
+            channel: Channel::new("c").unwrap(),
+            user: "bob".into(),
+        };
+        assert_eq!(
+            encode(&Push::Join(bob.clone())),
+            r#"{"join":{"channel":"c","user":"bob"}}"#
+        );
+        assert_eq!(
+            encode(&Push::Leave(bob.clone())),
+            r#"{"leave":{"channel":"c","user":"bob"}}"#
+        );
+        assert_eq!(
+            encode(&Push::Typing(bob)),
+            r#"{"typing":{"channel":"c","user":"bob"}}"#
+        );
+        assert_eq!(encode(&Push::Ping(EmptyOk {})), r#"{"ping":{}}"#);
+        assert_eq!(
+            encode(&CloseCode::Shutdown.disconnect_push()),
+            r#"{"disconnect":{"code":4000,"reason":"shutdown","reconnect":true}}"#
+        );
+    }
+
+    #[test]
+    fn close_code_ranges_agree_with_reconnect() {
+        for c in [
+            CloseCode::Shutdown,
+            CloseCode::SlowConsumer,
+            CloseCode::ServerError,
+            CloseCode::NoPong,
+        ] {
+            assert!(c.reconnect() && (4000..4500).contains(&c.as_u16()));
+        }
+        for c in [
+            CloseCode::BadProtocol,
+            CloseCode::Unauthorized,
+            CloseCode::Forbidden,
+            CloseCode::TokenExpired,
+        ] {
+            assert!(!c.reconnect() && (4500..5000).contains(&c.as_u16()));
+        }
+    }
+
+    #[test]
+    fn client_side_decodes_server_frames() {
+        match decode_server_frame(r#"{"id":1,"ok":{"offset":3}}"#).unwrap() {
+            ServerFrame::Ok { id, body } => {
+                assert_eq!(id, 1);
+                assert_eq!(body.get(), r#"{"offset":3}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        let f = decode_server_frame(r#"{"id":1,"error":{"code":101,"message":"x"}}"#).unwrap();
+        assert!(matches!(f, ServerFrame::Error(ErrorReply { id: Some(1), error: ErrorBody { code: ErrorCode::Unauthorized, .. } })));
+        let f = decode_server_frame(r#"{"ping":{}}"#).unwrap();
+        assert!(matches!(f, ServerFrame::Push(Push::Ping(_))));
+        let f = decode_server_frame(
+            r#"{"pub":{"channel":"c","offset":1,"epoch":"e","data":[1],"ts":5}}"#,
+        )
+        .unwrap();
+        match f {
+            ServerFrame::Push(Push::Pub(p)) => assert_eq!(p.data.get(), "[1]"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

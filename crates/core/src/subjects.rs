@@ -1,0 +1,88 @@
+//! The NATS subjects Herald's services talk on — the architecture in one
+//! place. Every subject starts with the configured prefix (`herald` by
+//! default) so clusters and test runs can share one NATS without crosstalk.
+
+use std::sync::Arc;
+
+use crate::channel::{Channel, ChannelError};
+
+/// The queue group routing replicas share for client publishes.
+pub const ROUTING_QUEUE_GROUP: &str = "routing";
+
+/// Header carrying a live publication's offset.
+pub const HEADER_OFFSET: &str = "Herald-Offset";
+/// Header carrying a live publication's epoch.
+pub const HEADER_EPOCH: &str = "Herald-Epoch";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: Arc<str>,
+}
+
+impl Subjects {
+    pub fn new(prefix: &str) -> Self {
+        Subjects {
+            prefix: Arc::from(prefix),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `herald.live.<channel>`: live publications and events of a channel.
+    pub fn live(&self, channel: &Channel) -> String {
+        format!("{}.live.{}", self.prefix, channel.subject_token())
+    }
+
+    /// The channel a `live` subject belongs to.
+    pub fn channel_of_live(&self, subject: &str) -> Result<Channel, ChannelError> {
+        let token = subject
+            .strip_prefix(&*self.prefix)
+            .and_then(|s| s.strip_prefix(".live."))
+            .ok_or_else(|| ChannelError::BadSubjectToken(subject.to_owned()))?;
+        Channel::from_subject_token(token)
+    }
+
+    /// `herald.route.publish`: client publishes from edges to routing.
+    pub fn route_publish(&self) -> String {
+        format!("{}.route.publish", self.prefix)
+    }
+
+    /// `herald.hist.<channel>`: the history stream's subject of a channel.
+    pub fn history(&self, channel: &Channel) -> String {
+        format!("{}.hist.{}", self.prefix, channel.subject_token())
+    }
+
+    /// `herald.presence.<edge>`.
+    pub fn presence(&self, edge: &str) -> String {
+        format!("{}.presence.{edge}", self.prefix)
+    }
+
+    /// `herald.ctl.disconnect`: close a user's connections on every edge.
+    pub fn ctl_disconnect(&self) -> String {
+        format!("{}.ctl.disconnect", self.prefix)
+    }
+
+    /// A JetStream stream name (`HERALD_HISTORY` for the default prefix).
+    pub fn stream_name(&self, what: &str) -> String {
+        format!("{}_{what}", self.prefix.to_ascii_uppercase().replace('-', "_"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let s = Subjects::new("herald");
+        let c = Channel::new("chat:room.42").unwrap();
+        assert_eq!(s.live(&c), "herald.live.chat:room%42");
+        assert_eq!(s.channel_of_live(&s.live(&c)).unwrap(), c);
+        assert!(s.channel_of_live("other.live.x").is_err());
+        assert_eq!(s.route_publish(), "herald.route.publish");
+        assert_eq!(s.stream_name("HISTORY"), "HERALD_HISTORY");
+        assert_eq!(Subjects::new("t-1a").stream_name("NOTIFY"), "T_1A_NOTIFY");
+    }
+}
