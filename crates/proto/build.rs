@@ -1,0 +1,30 @@
+//! Generates the gRPC code from `proto/` with the protoc that ships inside
+//! `protoc-bin-vendored`, so building needs no network and no system protoc.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "herald/routing/v1/routing.proto",
+        "herald/presence/v1/presence.proto",
+        "herald/notify/v1/notify.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    if std::env::var_os("PROTOC").is_none() {
+        let protoc = protoc_bin_vendored::protoc_bin_path()?;
+        // SAFETY: build scripts are single-threaded; nothing else reads the
+        // environment concurrently.
+        unsafe { std::env::set_var("PROTOC", protoc) };
+    }
+    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("herald_descriptor.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
+        .compile_protos(
+            &files.map(|f| root.join(f)),
+            &[root],
+        )?;
+    Ok(())
+}
