@@ -5,6 +5,7 @@
 mod memory;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::channel::Channel;
@@ -36,7 +37,8 @@ pub struct NewPublication {
 }
 
 /// The answer to "publications of C after offset N".
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Recovery {
     /// Every publication after the position, oldest first (at most the
     /// limit asked for), and the channel's current position.
@@ -46,6 +48,14 @@ pub enum Recovery {
     },
     /// The position is older than what is kept, or from another epoch.
     Unrecoverable { latest: StreamPosition },
+}
+
+impl Recovery {
+    pub fn latest(&self) -> &StreamPosition {
+        match self {
+            Recovery::Recovered { latest, .. } | Recovery::Unrecoverable { latest } => latest,
+        }
+    }
 }
 
 #[async_trait]

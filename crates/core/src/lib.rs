@@ -9,9 +9,11 @@ pub mod config;
 pub mod history;
 pub mod protocol;
 pub mod route;
+pub mod shutdown;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;
 
 pub use channel::Channel;
 pub use config::Config;
+pub use shutdown::Shutdown;

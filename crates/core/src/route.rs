@@ -4,6 +4,7 @@
 //! never re-encodes them.
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -23,22 +24,39 @@ pub struct ClientPublish {
     pub publish: Vec<String>,
 }
 
-/// Routing's answer to a [`ClientPublish`].
+/// A history read asked of routing by an edge (for `subscribe`, and to fill
+/// gaps): publications of `channel` after `since`, at most `limit`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<StreamPosition>,
+    pub limit: usize,
+}
+
+/// Routing's answer to an edge: `{"ok":…}` or `{"error":{…}}`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RouteReply {
-    Ok(StreamPosition),
+pub enum RouteReply<T> {
+    Ok(T),
     Error(ErrorBody),
 }
 
-impl RouteReply {
+impl<T: Serialize + DeserializeOwned> RouteReply<T> {
+    pub fn from_result(result: Result<T, ErrorBody>) -> Self {
+        match result {
+            Ok(v) => RouteReply::Ok(v),
+            Err(e) => RouteReply::Error(e),
+        }
+    }
+
     pub fn encode(&self) -> Bytes {
         Bytes::from(crate::protocol::encode(self))
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<StreamPosition, ErrorBody> {
-        match serde_json::from_slice::<RouteReply>(bytes) {
-            Ok(RouteReply::Ok(position)) => Ok(position),
+    pub fn decode(bytes: &[u8]) -> Result<T, ErrorBody> {
+        match serde_json::from_slice::<RouteReply<T>>(bytes) {
+            Ok(RouteReply::Ok(v)) => Ok(v),
             Ok(RouteReply::Error(e)) => Err(e),
             Err(e) => Err(ErrorBody::new(
                 ErrorCode::Internal,
@@ -89,10 +107,11 @@ mod tests {
 
     #[test]
     fn route_reply_round_trip() {
-        let ok = RouteReply::Ok(StreamPosition { offset: 3, epoch: "e".into() }).encode();
-        assert_eq!(RouteReply::decode(&ok).unwrap().offset, 3);
-        let err = RouteReply::Error(ErrorBody::new(ErrorCode::PermissionDenied, "no")).encode();
-        assert_eq!(RouteReply::decode(&err).unwrap_err().code, ErrorCode::PermissionDenied);
-        assert_eq!(RouteReply::decode(b"junk").unwrap_err().code, ErrorCode::Internal);
+        type R = RouteReply<StreamPosition>;
+        let ok = R::Ok(StreamPosition { offset: 3, epoch: "e".into() }).encode();
+        assert_eq!(R::decode(&ok).unwrap().offset, 3);
+        let err = R::Error(ErrorBody::new(ErrorCode::PermissionDenied, "no")).encode();
+        assert_eq!(R::decode(&err).unwrap_err().code, ErrorCode::PermissionDenied);
+        assert_eq!(R::decode(b"junk").unwrap_err().code, ErrorCode::Internal);
     }
 }

@@ -49,6 +49,11 @@ impl Subjects {
         format!("{}.route.publish", self.prefix)
     }
 
+    /// `herald.route.history`: history reads from edges to routing.
+    pub fn route_history(&self) -> String {
+        format!("{}.route.history", self.prefix)
+    }
+
     /// `herald.hist.<channel>`: the history stream's subject of a channel.
     pub fn history(&self, channel: &Channel) -> String {
         format!("{}.hist.{}", self.prefix, channel.subject_token())

@@ -1,0 +1,42 @@
+//! `typing`: an ephemeral event to the channel's subscribers — no offset,
+//! never stored, never pushed to phones.
+
+use herald_core::bus::Headers;
+use herald_core::protocol::{ChannelCommand, ChannelUser, EmptyOk, ErrorBody, ErrorCode, Push, encode};
+
+use crate::session::Session;
+
+pub(crate) async fn run(session: &mut Session, command: ChannelCommand) -> Result<EmptyOk, ErrorBody> {
+    let claims = session.claims()?;
+    let channel = command.channel;
+    if !claims.may_subscribe(&channel) {
+        return Err(ErrorBody::new(
+            ErrorCode::PermissionDenied,
+            format!("not allowed in `{channel}`"),
+        ));
+    }
+    if !session.edge.config.namespace(&channel)?.typing {
+        return Err(ErrorBody::new(
+            ErrorCode::PermissionDenied,
+            format!("typing events are off for `{channel}`"),
+        ));
+    }
+    let event = Push::Typing(ChannelUser {
+        channel: channel.clone(),
+        user: claims.sub.clone(),
+    });
+    session
+        .edge
+        .bus
+        .publish(
+            &session.edge.subjects.live(&channel),
+            Headers::new(),
+            encode(&event).into(),
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "typing event not sent");
+            ErrorBody::new(ErrorCode::Internal, "temporarily unavailable")
+        })?;
+    Ok(EmptyOk {})
+}

@@ -1,0 +1,60 @@
+//! The edge's requests to routing over the bus.
+
+use bytes::Bytes;
+use herald_core::bus::{BusError, Headers};
+use herald_core::history::Recovery;
+use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
+use herald_core::route::{ClientPublish, HistoryQuery, RouteReply};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Edge;
+
+impl Edge {
+    /// Forwards a client publish; routing answers with its position.
+    pub(crate) async fn route_publish(
+        &self,
+        request: &ClientPublish,
+    ) -> Result<StreamPosition, ErrorBody> {
+        self.ask_routing(&self.subjects.route_publish(), request).await
+    }
+
+    /// Reads a channel's history (or only its position, with limit 0).
+    pub(crate) async fn read_history(&self, query: &HistoryQuery) -> Result<Recovery, ErrorBody> {
+        self.ask_routing(&self.subjects.route_history(), query).await
+    }
+
+    async fn ask_routing<Q: Serialize, A: Serialize + DeserializeOwned>(
+        &self,
+        subject: &str,
+        question: &Q,
+    ) -> Result<A, ErrorBody> {
+        let payload = serde_json::to_vec(question)
+            .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
+        let answer = self
+            .bus
+            .request(
+                subject,
+                Headers::new(),
+                Bytes::from(payload),
+                self.config.route_timeout(),
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(subject, error = %e, "routing request failed");
+                match e {
+                    BusError::NoResponders(_) => {
+                        ErrorBody::new(ErrorCode::Internal, "no routing service is available")
+                    }
+                    BusError::Timeout(_) => {
+                        ErrorBody::new(ErrorCode::Internal, "routing did not answer in time")
+                    }
+                    BusError::TooLarge(_) => {
+                        ErrorBody::new(ErrorCode::LimitExceeded, "message too large")
+                    }
+                    _ => ErrorBody::new(ErrorCode::Internal, "temporarily unavailable"),
+                }
+            })?;
+        RouteReply::<A>::decode(&answer.payload)
+    }
+}

@@ -1,0 +1,124 @@
+//! Command-line interface. Flags override `HERALD_*` variables, which
+//! override the TOML file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use herald_core::Config;
+use herald_core::auth::{JwtAlgorithm, TokenSigner};
+use herald_core::config::DEV_JWT_SECRET;
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Self-hosted real-time push: WebSocket, SSE, long polling and mobile push")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Every service in one process, in-memory bus and history (start here).
+    Standalone(ServeArgs),
+    /// Client connections (WebSocket), joined to the cluster over NATS.
+    Edge(ServeArgs),
+    /// The write path and the server API, joined to the cluster over NATS.
+    Routing(ServeArgs),
+    /// Mint a client token with the configured secret (development).
+    Token(TokenArgs),
+}
+
+/// Settings that can be given as flags; only those given are serialized,
+/// so they override the other layers and nothing else.
+#[derive(Args, Serialize, Debug)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "HERALD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address (HERALD_HTTP_ADDR).
+    #[arg(long = "http", value_name = "ADDR")]
+    #[serde(rename = "http_addr", skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
+    /// gRPC listen address (HERALD_GRPC_ADDR).
+    #[arg(long = "grpc", value_name = "ADDR")]
+    #[serde(rename = "grpc_addr", skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<SocketAddr>,
+    /// NATS server URL (HERALD_NATS_URL).
+    #[arg(long = "nats", value_name = "URL")]
+    #[serde(rename = "nats_url", skip_serializing_if = "Option::is_none")]
+    pub nats: Option<String>,
+    /// This node's name in the cluster (HERALD_NODE_ID).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// TOML config file.
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub user: String,
+    /// Channel patterns the user may subscribe to, comma-separated (`chat:*`).
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    pub channels: Vec<String>,
+    /// Channel patterns the user may publish to, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    pub publish: Vec<String>,
+    /// Lifetime: `90s`, `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 1h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+pub fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
+    if config.jwt_algorithm != JwtAlgorithm::HS256 {
+        anyhow::bail!(
+            "`herald token` signs with the HS256 secret; with {} sign tokens with your private key",
+            config.jwt_algorithm.name()
+        );
+    }
+    let secret = config.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET);
+    let signer = TokenSigner::new(JwtAlgorithm::HS256, secret.as_bytes())?;
+    let clean = |v: &[String]| v.iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>();
+    Ok(signer.mint(&args.user, &clean(&args.channels), &clean(&args.publish), args.ttl)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert!(parse_ttl("1y").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}
+
+/// For commands that take no setting flags.
+#[derive(Serialize)]
+pub struct NoFlags {}
