@@ -1,0 +1,393 @@
+//! Client protocol v1 over WebSocket, end to end in one process: an edge
+//! and routing joined by the in-memory bus (the standalone wiring), driven
+//! by the Rust client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use herald_client::{Client, ClientError, Event, Options};
+use herald_core::auth::{JwtAlgorithm, TokenSigner, unix_now};
+use herald_core::bus::{Bus, MemoryBus};
+use herald_core::config::Config;
+use herald_core::history::{History, MemoryHistory};
+use herald_core::protocol::{ErrorCode, Push};
+use herald_core::shutdown::Shutdown;
+use herald_edge::Edge;
+use herald_routing::{ApiKeys, Routing, api_router};
+use serde_json::json;
+
+const SECRET: &str = "protocol-test-secret-0123456789";
+const API_KEY: &str = "protocol-test-key";
+
+struct Server {
+    ws: String,
+    http: String,
+    shutdown: Shutdown,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut config = Config {
+        jwt_secret: Some(SECRET.into()),
+        jwt_leeway_secs: 0,
+        api_keys: vec![API_KEY.into()],
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let config = Arc::new(config);
+    let shutdown = Shutdown::new();
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+    let history: Arc<dyn History> = Arc::new(MemoryHistory::new());
+    let routing = Arc::new(Routing::new(config.clone(), bus.clone(), history));
+    routing.listen_to_edges(shutdown.clone()).await.unwrap();
+    let edge = Edge::new(
+        config.clone(),
+        config.token_verifier(false).unwrap(),
+        bus,
+        "test".into(),
+        shutdown.clone(),
+    );
+    let app = edge.router().merge(api_router(
+        routing,
+        ApiKeys::new(config.api_keys.clone()),
+        config.max_message_bytes,
+    ));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(herald_edge::serve_http(tcp, app, shutdown.clone()));
+    Server {
+        ws: format!("ws://{addr}/ws"),
+        http: format!("http://{addr}"),
+        shutdown,
+    }
+}
+
+fn token(user: &str, channels: &[&str], publish: &[&str], ttl_secs: i64) -> String {
+    TokenSigner::new(JwtAlgorithm::HS256, SECRET.as_bytes())
+        .unwrap()
+        .sign(&json!({
+            "sub": user,
+            "exp": unix_now() + ttl_secs,
+            "channels": channels,
+            "publish": publish,
+        }))
+        .unwrap()
+}
+
+fn alice() -> String {
+    token("alice", &["chat:*"], &["chat:*"], 600)
+}
+
+async fn connected(server: &Server) -> Client {
+    Client::connect(&server.ws, &alice()).await.unwrap().0
+}
+
+fn server_error(result: Result<impl std::fmt::Debug, ClientError>) -> (ErrorCode, String) {
+    match result {
+        Err(ClientError::Server(e)) => (e.code, e.message),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+async fn api_publish(server: &Server, body: serde_json::Value) -> reqwest::Response {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+        .post(format!("{}/api/publish", server.http))
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn connect_subscribe_publish_receive() {
+    let server = start(|_| {}).await;
+    let (mut client, ok) = Client::connect(&server.ws, &alice()).await.unwrap();
+    assert_eq!(ok.user, "alice");
+    assert_eq!(ok.ping_interval, 25);
+    assert_eq!(client.protocol.as_deref(), Some("herald.v1.json"));
+
+    let sub = client.subscribe("chat:room:1").await.unwrap();
+    assert_eq!(sub.offset, 0);
+    assert!(sub.recovered.is_none());
+
+    let offset = client
+        .publish("chat:room:1", json!({"text": "hello"}))
+        .await
+        .unwrap();
+    assert_eq!(offset, 1);
+    match client.next_push().await.unwrap() {
+        Push::Pub(p) => {
+            assert_eq!(p.channel.as_str(), "chat:room:1");
+            assert_eq!(p.offset, 1);
+            assert_eq!(p.epoch, sub.epoch);
+            assert_eq!(p.from.as_deref(), Some("alice"));
+            assert_eq!(p.data.get(), r#"{"text":"hello"}"#);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // after unsubscribe nothing more arrives from the channel
+    client.unsubscribe("chat:room:1").await.unwrap();
+    api_publish(&server, json!({"channel": "chat:room:1", "data": 2})).await;
+    client.subscribe("chat:room:2").await.unwrap();
+    api_publish(&server, json!({"channel": "chat:room:2", "data": 3})).await;
+    match client.next_push().await.unwrap() {
+        Push::Pub(p) => assert_eq!(p.channel.as_str(), "chat:room:2"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_get_their_error_then_the_connection_closes() {
+    let server = start(|_| {}).await;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let claims = json!({"sub": "alice", "exp": unix_now() + 600, "channels": ["*"]});
+
+    let forged = TokenSigner::new(JwtAlgorithm::HS256, b"some-other-secret-0123456789")
+        .unwrap()
+        .sign(&claims)
+        .unwrap();
+    let alg_none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    let expired = token("alice", &["*"], &[], -60);
+
+    for (token, code, close) in [
+        (forged, ErrorCode::Unauthorized, 4501),
+        (alg_none, ErrorCode::Unauthorized, 4501),
+        ("not-a-jwt".to_owned(), ErrorCode::Unauthorized, 4501),
+        (expired, ErrorCode::TokenExpired, 4509),
+    ] {
+        let mut client = Client::open(&server.ws, Options::default()).await.unwrap();
+        let (got, message) =
+            server_error(client.call::<serde_json::Value>("connect", json!({"token": token})).await);
+        assert_eq!(got, code, "{message}");
+        match client.next_event().await {
+            Ok(Event::Push(Push::Disconnect(d))) => {
+                assert_eq!(d.code, close);
+                assert!(!d.reconnect);
+            }
+            other => panic!("expected a disconnect push, got {other:?}"),
+        }
+        let closed = client.wait_closed(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(closed.code, close);
+    }
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_100_and_the_connection_stays_usable() {
+    let server = start(|_| {}).await;
+    let mut client = connected(&server).await;
+
+    client.send_raw("{this is not json".into()).await.unwrap();
+    match client.next_event().await.unwrap() {
+        Event::Error(e) => {
+            assert_eq!(e.id, None);
+            assert_eq!(e.error.code, ErrorCode::BadRequest);
+            assert!(e.error.message.contains("malformed"), "{}", e.error.message);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let (code, message) = server_error(client.call::<serde_json::Value>("launch", json!({})).await);
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert_eq!(message, "unknown command `launch`");
+
+    let (code, message) = server_error(client.subscribe("chat room").await);
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("character ' '"), "{message}");
+
+    let (code, _) = server_error(client.subscribe(&"x".repeat(300)).await);
+    assert_eq!(code, ErrorCode::BadRequest);
+
+    // still usable
+    client.subscribe("chat:ok").await.unwrap();
+    assert_eq!(client.publish("chat:ok", json!(1)).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn permissions_and_namespaces() {
+    let server = start(|c| {
+        c.strict_namespaces = true;
+        c.namespaces.insert("chat".into(), Default::default());
+    })
+    .await;
+    let (client, _) = Client::connect(&server.ws, &token("alice", &["chat:*", "news:*"], &["chat:mine"], 600))
+        .await
+        .unwrap();
+    let (code, _) = server_error(client.subscribe("secret:1").await);
+    assert_eq!(code, ErrorCode::PermissionDenied);
+    let (code, message) = server_error(client.subscribe("news:1").await);
+    assert_eq!(code, ErrorCode::UnknownChannel, "{message}");
+    let (code, _) = server_error(client.publish("chat:other", json!(1)).await);
+    assert_eq!(code, ErrorCode::PermissionDenied);
+    assert_eq!(client.publish("chat:mine", json!(1)).await.unwrap(), 1);
+
+    // the # boundary: alice may join a DM that lists her, not one that doesn't
+    client.subscribe("chat:#alice,bob").await.unwrap();
+    let (code, _) = server_error(client.subscribe("chat:#bob,carol").await);
+    assert_eq!(code, ErrorCode::PermissionDenied);
+
+    // commands before connect
+    let fresh = Client::open(&server.ws, Options::default()).await.unwrap();
+    let (code, _) = server_error(fresh.subscribe("chat:1").await);
+    assert_eq!(code, ErrorCode::Unauthorized);
+}
+
+#[tokio::test]
+async fn oversized_data_is_refused_and_nothing_is_stored() {
+    let server = start(|c| c.max_message_bytes = 1024).await;
+    let client = connected(&server).await;
+    client.subscribe("chat:big").await.unwrap();
+    let (code, message) = server_error(client.publish("chat:big", json!("x".repeat(2000))).await);
+    assert_eq!(code, ErrorCode::LimitExceeded, "{message}");
+    assert_eq!(client.publish("chat:big", json!("small")).await.unwrap(), 1);
+
+    // a frame far over the limit closes the connection (it cannot be read)
+    let mut big = connected(&server).await;
+    big.send_raw(format!("{{\"id\":9,\"publish\":{{\"channel\":\"chat:big\",\"data\":\"{}\"}}}}", "y".repeat(100_000)))
+        .await
+        .unwrap();
+    let closed = big.wait_closed(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(closed.code, 4500);
+    let _ = big.next_event_within(Duration::from_millis(10)).await;
+    // other clients are unaffected
+    assert_eq!(client.publish("chat:big", json!("again")).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn personal_channel_receives_what_is_sent_to_the_user() {
+    let server = start(|_| {}).await;
+    let mut client = connected(&server).await;
+    let response = api_publish(&server, json!({"channel": "#alice", "data": {"dm": true}})).await;
+    assert_eq!(response.status(), 200);
+    match client.next_push().await.unwrap() {
+        Push::Pub(p) => {
+            assert_eq!(p.channel.as_str(), "#alice");
+            assert_eq!(p.data.get(), r#"{"dm":true}"#);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_closed_with_4003() {
+    let server = start(|c| {
+        c.ping_interval_secs = 1;
+        c.pong_timeout_secs = 1;
+    })
+    .await;
+    let mut silent = Client::open(
+        &server.ws,
+        Options {
+            auto_pong: false,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    silent
+        .call::<serde_json::Value>("connect", json!({"token": alice()}))
+        .await
+        .unwrap();
+    // a client that answers stays connected meanwhile
+    let mut polite = connected(&server).await;
+
+    match silent.next_event().await.unwrap() {
+        Event::Push(Push::Ping(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    let closed = silent.wait_closed(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(closed.code, 4003);
+
+    match polite.next_event().await.unwrap() {
+        Event::Push(Push::Ping(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    polite.subscribe("chat:still-here").await.unwrap();
+}
+
+#[tokio::test]
+async fn no_connect_in_time_closes_with_4501() {
+    let server = start(|c| c.connect_timeout_secs = 1).await;
+    let idle = Client::open(&server.ws, Options::default()).await.unwrap();
+    let closed = idle.wait_closed(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(closed.code, 4501);
+}
+
+#[tokio::test]
+async fn token_expiry_closes_with_4509_unless_refreshed() {
+    let server = start(|_| {}).await;
+    let (expiring, _) = Client::connect(&server.ws, &token("alice", &["chat:*"], &[], 1))
+        .await
+        .unwrap();
+    let (refreshed, _) = Client::connect(&server.ws, &token("alice", &["chat:*"], &[], 1))
+        .await
+        .unwrap();
+    let ok: serde_json::Value = refreshed
+        .call("refresh", json!({"token": token("alice", &["chat:*"], &[], 600)}))
+        .await
+        .unwrap();
+    assert!(ok["exp"].as_i64().unwrap() > unix_now() + 500);
+    let (code, _) = server_error(
+        refreshed
+            .call::<serde_json::Value>("refresh", json!({"token": token("mallory", &["*"], &[], 600)}))
+            .await,
+    );
+    assert_eq!(code, ErrorCode::Unauthorized);
+
+    let closed = expiring.wait_closed(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(closed.code, 4509);
+    refreshed.subscribe("chat:after").await.unwrap();
+}
+
+#[tokio::test]
+async fn origins_outside_the_allow_list_are_refused() {
+    let server = start(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
+    let denied = Client::open(
+        &server.ws,
+        Options {
+            origin: Some("https://evil.example".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    match denied {
+        Err(ClientError::Connect(e)) => assert!(e.contains("403"), "{e}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    Client::open(
+        &server.ws,
+        Options {
+            origin: Some("https://app.example".into()),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_to_reconnect() {
+    let server = start(|_| {}).await;
+    let mut client = connected(&server).await;
+    server.shutdown.trigger();
+    match client.next_event().await.unwrap() {
+        Event::Push(Push::Disconnect(d)) => {
+            assert_eq!(d.code, 4000);
+            assert!(d.reconnect);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.wait_closed(Duration::from_secs(5)).await.unwrap().code, 4000);
+}
