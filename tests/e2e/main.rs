@@ -1,1 +1,6 @@
+//! End-to-end tests: real `herald` processes, real NATS, clients that are
+//! not ours (Python) as well as the Rust client.
 
+mod distributed;
+mod standalone;
+mod support;

@@ -1,0 +1,136 @@
+//! The distributed mode: routing and two edges as separate processes joined
+//! by a real NATS server.
+
+use herald_client::Client;
+use herald_core::protocol::Push;
+use serde_json::json;
+
+use crate::support::*;
+
+const SECRET: &str = "e2e-distributed-secret-0123456789";
+const API_KEY: &str = "e2e-distributed-key";
+
+struct Cluster {
+    routing: Herald,
+    edge_a: Herald,
+    edge_b: Herald,
+    env: Env,
+}
+
+fn cluster() -> Cluster {
+    let prefix = unique_prefix();
+    let env = Env::new(&[
+        ("HERALD_JWT_SECRET", SECRET),
+        ("HERALD_API_KEYS", API_KEY),
+        ("HERALD_NATS_URL", &nats_url()),
+        ("HERALD_SUBJECT_PREFIX", &prefix),
+    ]);
+    let routing = Herald::start("routing", &env, &["routing", "--http", "127.0.0.1:0"]);
+    let edge_a = Herald::start(
+        "edge-a",
+        &env,
+        &["edge", "--http", "127.0.0.1:0", "--node-id", "edge-a"],
+    );
+    let edge_b = Herald::start(
+        "edge-b",
+        &env,
+        &["edge", "--http", "127.0.0.1:0", "--node-id", "edge-b"],
+    );
+    Cluster {
+        routing,
+        edge_a,
+        edge_b,
+        env,
+    }
+}
+
+fn token(env: &Env, user: &str) -> String {
+    herald_output(
+        env,
+        &["token", "--user", user, "--channels", "chat:*", "--publish", "chat:*"],
+    )
+}
+
+#[tokio::test]
+async fn a_client_on_one_edge_receives_what_a_client_on_another_edge_and_the_api_publish() {
+    let cluster = cluster();
+    let (mut alice, _) = Client::connect(&cluster.edge_a.ws(), &token(&cluster.env, "alice"))
+        .await
+        .unwrap();
+    let (mut bob, _) = Client::connect(&cluster.edge_b.ws(), &token(&cluster.env, "bob"))
+        .await
+        .unwrap();
+    let sub_a = alice.subscribe("chat:room:7").await.unwrap();
+    let sub_b = bob.subscribe("chat:room:7").await.unwrap();
+    assert_eq!(sub_a.epoch, sub_b.epoch, "one history behind both edges");
+
+    // bob publishes on edge B; alice on edge A receives it
+    let offset = bob.publish("chat:room:7", json!({"text": "hi from B"})).await.unwrap();
+    assert_eq!(offset, 1);
+    for client in [&mut alice, &mut bob] {
+        match client.next_push().await.unwrap() {
+            Push::Pub(p) => {
+                assert_eq!(p.offset, 1);
+                assert_eq!(p.from.as_deref(), Some("bob"));
+                assert_eq!(p.data.get(), r#"{"text":"hi from B"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // the server API publishes through routing; both edges deliver it
+    let response = http_client()
+        .post(format!("{}/api/publish", cluster.routing.http()))
+        .bearer_auth(API_KEY)
+        .json(&json!({"channel": "chat:room:7", "data": {"text": "from the API"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["offset"], 2);
+    for client in [&mut alice, &mut bob] {
+        match client.next_push().await.unwrap() {
+            Push::Pub(p) => {
+                assert_eq!(p.offset, 2);
+                assert_eq!(p.from, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn python_websockets_client_on_an_edge_receives_an_api_publish_through_routing() {
+    let cluster = cluster();
+    let out = run_python(
+        "ws_receive_api_publish.py",
+        &[
+            &cluster.edge_b.ws(),
+            &cluster.routing.http(),
+            &token(&cluster.env, "carol"),
+            API_KEY,
+            "chat:python",
+        ],
+    );
+    assert!(out.contains("ok: carol received offset 1"), "{out}");
+}
+
+#[test]
+fn distributed_services_refuse_to_start_without_secrets() {
+    for service in ["edge", "routing"] {
+        let output = std::process::Command::new(herald_bin())
+            .args([service, "--http", "127.0.0.1:0"])
+            .env_remove("HERALD_JWT_SECRET")
+            .env_remove("HERALD_API_KEYS")
+            .env("HERALD_NATS_URL", nats_url())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{service} started without secrets");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("jwt_secret") || stderr.contains("api_keys"),
+            "{service}: {stderr}"
+        );
+    }
+}

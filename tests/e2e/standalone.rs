@@ -1,0 +1,85 @@
+//! `herald standalone`, as a user runs it.
+
+use serde_json::json;
+
+use crate::support::*;
+
+const SECRET: &str = "e2e-standalone-secret-0123456789";
+const API_KEY: &str = "e2e-standalone-key";
+
+fn env() -> Env {
+    Env::new(&[("HERALD_JWT_SECRET", SECRET), ("HERALD_API_KEYS", API_KEY)])
+}
+
+#[test]
+fn python_websockets_client_receives_an_api_publish() {
+    let env = env();
+    let herald = Herald::start("standalone", &env, &["standalone", "--http", "127.0.0.1:0"]);
+    let token = herald_output(&env, &["token", "--user", "alice", "--channels", "chat:*"]);
+    let out = run_python(
+        "ws_receive_api_publish.py",
+        &[&herald.ws(), &herald.http(), &token, API_KEY, "chat:lobby"],
+    );
+    assert!(out.contains("ok: alice received offset 1 on chat:lobby"), "{out}");
+}
+
+#[tokio::test]
+async fn publishing_without_a_valid_api_key_is_refused_and_stores_nothing() {
+    let env = env();
+    let herald = Herald::start("standalone", &env, &["standalone", "--http", "127.0.0.1:0"]);
+    let http = http_client();
+    let body = json!({"channel": "chat:locked", "data": {"x": 1}});
+    let url = format!("{}/api/publish", herald.http());
+
+    for request in [
+        http.post(&url).json(&body),
+        http.post(&url).json(&body).bearer_auth("wrong-key-000"),
+        http.post(&url).json(&body).header("Authorization", API_KEY),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], 101, "{answer}");
+    }
+
+    let history: serde_json::Value = http
+        .get(format!("{}/api/history?channel=chat:locked", herald.http()))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["offset"], 0, "{history}");
+    assert_eq!(history["publications"], json!([]));
+
+    // the right key works, so the refusals above were about the key
+    let ok = http.post(&url).json(&body).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[test]
+fn a_bad_setting_fails_start_up_with_one_line_naming_it() {
+    let output = std::process::Command::new(herald_bin())
+        .args(["standalone"])
+        .env("HERALD_PING_INTERVAL_SECS", "soon")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("ping_interval_secs"), "{stderr}");
+    assert!(lines[0].contains("HERALD_PING_INTERVAL_SECS"), "{stderr}");
+}
+
+#[test]
+fn sigterm_stops_standalone_cleanly() {
+    let env = env();
+    let mut herald = Herald::start("standalone", &env, &["standalone", "--http", "127.0.0.1:0"]);
+    let status = herald
+        .terminate(std::time::Duration::from_secs(15))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status}\n{}", herald.logs());
+}

@@ -1,0 +1,200 @@
+//! Running real `herald` processes for end-to-end tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn herald_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_herald")
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn nats_url() -> String {
+    std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A prefix no other test run uses, for NATS subjects and streams.
+pub fn unique_prefix() -> String {
+    format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// The Python with the test requirements (`scripts/test.sh` sets it up).
+pub fn python() -> String {
+    std::env::var("HERALD_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Settings shared by the processes of one test.
+#[derive(Clone, Debug)]
+pub struct Env(pub Vec<(String, String)>);
+
+impl Env {
+    pub fn new(pairs: &[(&str, &str)]) -> Self {
+        Env(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    fn apply(&self, command: &mut Command) {
+        // Nothing from the developer's own environment leaks into a test.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HERALD_") {
+                command.env_remove(&key);
+            }
+        }
+        command.env("RUST_LOG", "info").env("HERALD_LOG_FORMAT", "json");
+        for (k, v) in &self.0 {
+            command.env(k, v);
+        }
+    }
+}
+
+/// Runs `herald` with `args` to completion and returns its stdout.
+pub fn herald_output(env: &Env, args: &[&str]) -> String {
+    let mut command = Command::new(herald_bin());
+    command.args(args);
+    env.apply(&mut command);
+    let output = command.output().expect("run herald");
+    assert!(
+        output.status.success(),
+        "herald {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A running `herald` process; killed when dropped.
+pub struct Herald {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Herald {
+    /// Starts `herald <args>` and waits until it logs that it listens.
+    pub fn start(name: &str, env: &Env, args: &[&str]) -> Herald {
+        let mut command = Command::new(herald_bin());
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        env.apply(&mut command);
+        let mut child = command.spawn().expect("spawn herald");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        {
+            let logs = logs.clone();
+            // Keep reading so the process never blocks on a full pipe.
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(addr) = listening_addr(&line) {
+                        let _ = addr_tx.send(addr);
+                    }
+                    logs.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
+        let addr = match addr_rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{name} did not start listening:\n{}",
+                    logs.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+                );
+            }
+        };
+        Herald {
+            child,
+            addr,
+            logs,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- logs of {} ---\n{}", self.name, self.logs());
+        }
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    if value["message"] != "listening" {
+        return None;
+    }
+    value["addr"].as_str()?.parse().ok()
+}
+
+/// Runs a Python test client; panics with its output unless it exits 0.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let path = repo_root().join("tests/python").join(script);
+    let output = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run scripts/test.sh, which sets up HERALD_TEST_PYTHON", python()));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n{stdout}\n{}\n(HERALD_TEST_PYTHON must have tests/python/requirements.txt installed; scripts/test.sh does this)",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
