@@ -22,9 +22,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("herald_descriptor.bin");
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptors)
-        .compile_protos(
-            &files.map(|f| root.join(f)),
-            &[root],
-        )?;
+        .compile_protos(&files.map(|f| root.join(f)), &[root])?;
     Ok(())
 }

@@ -47,7 +47,15 @@ fn cluster() -> Cluster {
 fn token(env: &Env, user: &str) -> String {
     herald_output(
         env,
-        &["token", "--user", user, "--channels", "chat:*", "--publish", "chat:*"],
+        &[
+            "token",
+            "--user",
+            user,
+            "--channels",
+            "chat:*",
+            "--publish",
+            "chat:*",
+        ],
     )
 }
 
@@ -65,7 +73,10 @@ async fn a_client_on_one_edge_receives_what_a_client_on_another_edge_and_the_api
     assert_eq!(sub_a.epoch, sub_b.epoch, "one history behind both edges");
 
     // bob publishes on edge B; alice on edge A receives it
-    let offset = bob.publish("chat:room:7", json!({"text": "hi from B"})).await.unwrap();
+    let offset = bob
+        .publish("chat:room:7", json!({"text": "hi from B"}))
+        .await
+        .unwrap();
     assert_eq!(offset, 1);
     for client in [&mut alice, &mut bob] {
         match client.next_push().await.unwrap() {
@@ -126,7 +137,10 @@ fn distributed_services_refuse_to_start_without_secrets() {
             .env("HERALD_NATS_URL", nats_url())
             .output()
             .unwrap();
-        assert!(!output.status.success(), "{service} started without secrets");
+        assert!(
+            !output.status.success(),
+            "{service} started without secrets"
+        );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             stderr.contains("jwt_secret") || stderr.contains("api_keys"),

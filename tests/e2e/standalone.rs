@@ -20,7 +20,10 @@ fn python_websockets_client_receives_an_api_publish() {
         "ws_receive_api_publish.py",
         &[&herald.ws(), &herald.http(), &token, API_KEY, "chat:lobby"],
     );
-    assert!(out.contains("ok: alice received offset 1 on chat:lobby"), "{out}");
+    assert!(
+        out.contains("ok: alice received offset 1 on chat:lobby"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -55,7 +58,13 @@ async fn publishing_without_a_valid_api_key_is_refused_and_stores_nothing() {
     assert_eq!(history["publications"], json!([]));
 
     // the right key works, so the refusals above were about the key
-    let ok = http.post(&url).json(&body).bearer_auth(API_KEY).send().await.unwrap();
+    let ok = http
+        .post(&url)
+        .json(&body)
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 

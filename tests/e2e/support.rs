@@ -50,7 +50,9 @@ impl Env {
                 command.env_remove(&key);
             }
         }
-        command.env("RUST_LOG", "info").env("HERALD_LOG_FORMAT", "json");
+        command
+            .env("RUST_LOG", "info")
+            .env("HERALD_LOG_FORMAT", "json");
         for (k, v) in &self.0 {
             command.env(k, v);
         }
@@ -180,7 +182,12 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
         .arg(&path)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run scripts/test.sh, which sets up HERALD_TEST_PYTHON", python()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); run scripts/test.sh, which sets up HERALD_TEST_PYTHON",
+                python()
+            )
+        });
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use herald_core::protocol::{
-    ConnectOk, ErrorBody, ErrorReply, Push, PublishOk, ServerFrame, StreamPosition, SubscribeOk,
-    SUBPROTOCOL, decode_server_frame,
+    ConnectOk, ErrorBody, ErrorReply, PublishOk, Push, SUBPROTOCOL, ServerFrame, StreamPosition,
+    SubscribeOk, decode_server_frame,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -60,7 +60,11 @@ type Sink = futures::stream::SplitSink<
     Message,
 >;
 
-type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Box<serde_json::value::RawValue>, ErrorBody>>>>>;
+type Pending = Arc<
+    std::sync::Mutex<
+        HashMap<u64, oneshot::Sender<Result<Box<serde_json::value::RawValue>, ErrorBody>>>,
+    >,
+>;
 
 pub struct Client {
     sink: Arc<Mutex<Sink>>,
@@ -107,14 +111,15 @@ impl Client {
             HeaderValue::from_static(SUBPROTOCOL),
         );
         if let Some(origin) = &options.origin {
-            let value = HeaderValue::from_str(origin)
-                .map_err(|e| ClientError::Connect(e.to_string()))?;
+            let value =
+                HeaderValue::from_str(origin).map_err(|e| ClientError::Connect(e.to_string()))?;
             request.headers_mut().insert("Origin", value);
         }
-        let (ws, response) = tokio::time::timeout(DEFAULT_TIMEOUT, tokio_tungstenite::connect_async(request))
-            .await
-            .map_err(|_| ClientError::Timeout)?
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (ws, response) =
+            tokio::time::timeout(DEFAULT_TIMEOUT, tokio_tungstenite::connect_async(request))
+                .await
+                .map_err(|_| ClientError::Timeout)?
+                .map_err(|e| ClientError::Connect(e.to_string()))?;
         let protocol = response
             .headers()
             .get("Sec-WebSocket-Protocol")
@@ -144,7 +149,11 @@ impl Client {
     }
 
     /// Sends `{"id":N,"<command>":args}` and waits for the reply.
-    pub async fn call<T: DeserializeOwned>(&self, command: &str, args: Value) -> Result<T, ClientError> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        command: &str,
+        args: Value,
+    ) -> Result<T, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
@@ -161,8 +170,9 @@ impl Client {
             Err(_) => Err(ClientError::Timeout),
             Ok(Err(_)) => Err(self.closed_error()),
             Ok(Ok(Err(e))) => Err(ClientError::Server(e)),
-            Ok(Ok(Ok(body))) => serde_json::from_str(body.get())
-                .map_err(|e| ClientError::Protocol(format!("unexpected reply {}: {e}", body.get()))),
+            Ok(Ok(Ok(body))) => serde_json::from_str(body.get()).map_err(|e| {
+                ClientError::Protocol(format!("unexpected reply {}: {e}", body.get()))
+            }),
         }
     }
 
@@ -170,16 +180,25 @@ impl Client {
         self.call("subscribe", json!({ "channel": channel })).await
     }
 
-    pub async fn subscribe_since(&self, channel: &str, since: &StreamPosition) -> Result<SubscribeOk, ClientError> {
-        self.call("subscribe", json!({ "channel": channel, "since": since })).await
+    pub async fn subscribe_since(
+        &self,
+        channel: &str,
+        since: &StreamPosition,
+    ) -> Result<SubscribeOk, ClientError> {
+        self.call("subscribe", json!({ "channel": channel, "since": since }))
+            .await
     }
 
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), ClientError> {
-        self.call::<Value>("unsubscribe", json!({ "channel": channel })).await.map(drop)
+        self.call::<Value>("unsubscribe", json!({ "channel": channel }))
+            .await
+            .map(drop)
     }
 
     pub async fn publish(&self, channel: &str, data: Value) -> Result<u64, ClientError> {
-        let ok: PublishOk = self.call("publish", json!({ "channel": channel, "data": data })).await?;
+        let ok: PublishOk = self
+            .call("publish", json!({ "channel": channel, "data": data }))
+            .await?;
         Ok(ok.offset)
     }
 
@@ -213,7 +232,9 @@ impl Client {
                 Event::Push(Push::Ping(_)) => continue,
                 Event::Push(p) => return Ok(p),
                 Event::Error(e) => {
-                    return Err(ClientError::Protocol(format!("unexpected error frame: {e:?}")));
+                    return Err(ClientError::Protocol(format!(
+                        "unexpected error frame: {e:?}"
+                    )));
                 }
             }
         }
@@ -224,7 +245,10 @@ impl Client {
         let mut closed = self.closed.clone();
         let wait = closed.wait_for(Option::is_some);
         match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(c)) => Ok(c.clone().unwrap_or(Closed { code: 1006, reason: String::new() })),
+            Ok(Ok(c)) => Ok(c.clone().unwrap_or(Closed {
+                code: 1006,
+                reason: String::new(),
+            })),
             Ok(Err(_)) => Err(ClientError::Protocol("reader gone".into())),
             Err(_) => Err(ClientError::Timeout),
         }
@@ -232,8 +256,14 @@ impl Client {
 
     fn closed_error(&self) -> ClientError {
         match &*self.closed.borrow() {
-            Some(c) => ClientError::Closed { code: c.code, reason: c.reason.clone() },
-            None => ClientError::Closed { code: 1006, reason: "connection lost".into() },
+            Some(c) => ClientError::Closed {
+                code: c.code,
+                reason: c.reason.clone(),
+            },
+            None => ClientError::Closed {
+                code: 1006,
+                reason: "connection lost".into(),
+            },
         }
     }
 
@@ -249,7 +279,9 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn read_loop(
     mut stream: futures::stream::SplitStream<
-        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
     >,
     sink: Arc<Mutex<Sink>>,
     pending: Pending,
@@ -257,15 +289,24 @@ async fn read_loop(
     closed: watch::Sender<Option<Closed>>,
     auto_pong: bool,
 ) {
-    let mut end = Closed { code: 1006, reason: "connection lost".into() };
+    let mut end = Closed {
+        code: 1006,
+        reason: "connection lost".into(),
+    };
     while let Some(message) = stream.next().await {
         let text = match message {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(frame)) => {
                 if let Some(f) = frame {
-                    end = Closed { code: f.code.into(), reason: f.reason.to_string() };
+                    end = Closed {
+                        code: f.code.into(),
+                        reason: f.reason.to_string(),
+                    };
                 } else {
-                    end = Closed { code: 1005, reason: String::new() };
+                    end = Closed {
+                        code: 1005,
+                        reason: String::new(),
+                    };
                 }
                 break;
             }
@@ -296,7 +337,11 @@ async fn read_loop(
             },
             ServerFrame::Push(Push::Ping(p)) => {
                 if auto_pong {
-                    let _ = sink.lock().await.send(Message::Text(r#"{"pong":{}}"#.into())).await;
+                    let _ = sink
+                        .lock()
+                        .await
+                        .send(Message::Text(r#"{"pong":{}}"#.into()))
+                        .await;
                 }
                 Event::Push(Push::Ping(p))
             }

@@ -47,7 +47,10 @@ pub enum TokenError {
     #[error("token is not a well-formed JWT: {0}")]
     Malformed(String),
     #[error("token is signed with {found}, but this server accepts only {expected}")]
-    AlgorithmNotAllowed { found: String, expected: &'static str },
+    AlgorithmNotAllowed {
+        found: String,
+        expected: &'static str,
+    },
     #[error("token signature is invalid")]
     BadSignature,
     #[error("token has expired")]
@@ -207,19 +210,21 @@ impl TokenVerifier {
                 expected: self.algorithm.name(),
             });
         }
-        let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
-                ErrorKind::InvalidClaimFormat(c) => TokenError::BadClaim(c.clone()),
-                ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed {
-                    found: "another algorithm".into(),
-                    expected: self.algorithm.name(),
-                },
-                ErrorKind::Json(e) => TokenError::BadClaim(e.to_string()),
-                _ => TokenError::Malformed(e.to_string()),
+        let data =
+            jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidSignature => TokenError::BadSignature,
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                    ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+                    ErrorKind::InvalidClaimFormat(c) => TokenError::BadClaim(c.clone()),
+                    ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed {
+                        found: "another algorithm".into(),
+                        expected: self.algorithm.name(),
+                    },
+                    ErrorKind::Json(e) => TokenError::BadClaim(e.to_string()),
+                    _ => TokenError::Malformed(e.to_string()),
+                }
             })?;
         data.claims.into_claims()
     }
@@ -265,7 +270,12 @@ impl TokenSigner {
             JwtAlgorithm::RS256 => EncodingKey::from_rsa_pem(key),
             JwtAlgorithm::ES256 => EncodingKey::from_ec_pem(key),
         }
-        .map_err(|e| KeyError(format!("not a usable {} signing key: {e}", algorithm.name())))?;
+        .map_err(|e| {
+            KeyError(format!(
+                "not a usable {} signing key: {e}",
+                algorithm.name()
+            ))
+        })?;
         Ok(TokenSigner { algorithm, key })
     }
 
@@ -329,7 +339,9 @@ mod tests {
                 .sign(&claims(60))
                 .unwrap();
             let verifier = TokenVerifier::new(alg, public, Duration::ZERO).unwrap();
-            let c = verifier.verify(&token).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            let c = verifier
+                .verify(&token)
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
             assert_eq!(c.sub, "alice");
             assert_eq!(c.channels, vec!["chat:*"]);
             assert_eq!(c.publish, vec!["chat:room:1"]);
@@ -395,7 +407,12 @@ mod tests {
         let parts: Vec<&str> = genuine.split('.').collect();
         let mut evil = claims(60);
         evil["sub"] = "mallory".into();
-        let tampered = format!("{}.{}.{}", parts[0], b64(evil.to_string().as_bytes()), parts[2]);
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(evil.to_string().as_bytes()),
+            parts[2]
+        );
         assert_eq!(hs().verify(&tampered), Err(TokenError::BadSignature));
     }
 
@@ -428,7 +445,9 @@ mod tests {
             Err(TokenError::BadClaim(_))
         ));
         let future = signer
-            .sign(&serde_json::json!({"sub": "a", "exp": unix_now() + 600, "nbf": unix_now() + 300}))
+            .sign(
+                &serde_json::json!({"sub": "a", "exp": unix_now() + 600, "nbf": unix_now() + 300}),
+            )
             .unwrap();
         assert_eq!(hs().verify(&future), Err(TokenError::NotYetValid));
     }

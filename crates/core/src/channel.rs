@@ -211,14 +211,8 @@ mod tests {
             Channel::new("chat:*"),
             Err(ChannelError::InvalidChar('*', 5))
         );
-        assert_eq!(
-            Channel::new("a>b"),
-            Err(ChannelError::InvalidChar('>', 1))
-        );
-        assert_eq!(
-            Channel::new("ünï"),
-            Err(ChannelError::InvalidChar('ü', 0))
-        );
+        assert_eq!(Channel::new("a>b"), Err(ChannelError::InvalidChar('>', 1)));
+        assert_eq!(Channel::new("ünï"), Err(ChannelError::InvalidChar('ü', 0)));
         assert_eq!(Channel::new(":x"), Err(ChannelError::EmptyNamespace));
         assert_eq!(Channel::new("dm:#"), Err(ChannelError::EmptyUser));
         assert_eq!(Channel::new("dm:#a,,b"), Err(ChannelError::EmptyUser));

@@ -340,7 +340,8 @@ impl Config {
                         format!("cannot read {}: {e}", path.display()),
                     )
                 })?;
-                TokenVerifier::new(algorithm, &pem, leeway).map_err(key_error("jwt_public_key_file"))
+                TokenVerifier::new(algorithm, &pem, leeway)
+                    .map_err(key_error("jwt_public_key_file"))
             }
         }
     }
@@ -379,9 +380,9 @@ impl Config {
 
     /// This node's id, or a generated one.
     pub fn node_id_or_generate(&self, role: &str) -> String {
-        self.node_id.clone().unwrap_or_else(|| {
-            format!("{role}-{:08x}", rand::random::<u32>())
-        })
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("{role}-{:08x}", rand::random::<u32>()))
     }
 
     pub fn ping_interval(&self) -> Duration {
@@ -407,7 +408,12 @@ mod tests {
         http_addr: Option<String>,
     }
 
-    fn load(toml: Option<&str>, vars: &[(&str, &str)], flags: Flags) -> Result<Config, ConfigError> {
+    #[allow(clippy::result_large_err)] // figment's Jail API, tests only
+    fn load(
+        toml: Option<&str>,
+        vars: &[(&str, &str)],
+        flags: Flags,
+    ) -> Result<Config, ConfigError> {
         let mut out = None;
         figment::Jail::expect_with(|jail| {
             jail.clear_env();
@@ -430,20 +436,27 @@ mod tests {
         let c = load(None, &[], Flags::default()).unwrap();
         assert_eq!(c, Config::default());
 
-        let toml = "http_addr = \"127.0.0.1:1000\"\nping_interval_secs = 7\napi_keys = [\"aaaaaaaa\"]\n";
+        let toml =
+            "http_addr = \"127.0.0.1:1000\"\nping_interval_secs = 7\napi_keys = [\"aaaaaaaa\"]\n";
         let c = load(Some(toml), &[], Flags::default()).unwrap();
         assert_eq!(c.http_addr, Some("127.0.0.1:1000".parse().unwrap()));
         assert_eq!(c.ping_interval_secs, 7);
 
         let c = load(
             Some(toml),
-            &[("HERALD_HTTP_ADDR", "127.0.0.1:2000"), ("HERALD_API_KEYS", "k1k1k1k1, k2k2k2k2")],
+            &[
+                ("HERALD_HTTP_ADDR", "127.0.0.1:2000"),
+                ("HERALD_API_KEYS", "k1k1k1k1, k2k2k2k2"),
+            ],
             Flags::default(),
         )
         .unwrap();
         assert_eq!(c.http_addr, Some("127.0.0.1:2000".parse().unwrap()));
         assert_eq!(c.api_keys, vec!["k1k1k1k1", "k2k2k2k2"]);
-        assert_eq!(c.ping_interval_secs, 7, "TOML still applies where env is silent");
+        assert_eq!(
+            c.ping_interval_secs, 7,
+            "TOML still applies where env is silent"
+        );
 
         let c = load(
             Some(toml),
@@ -458,18 +471,29 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting_in_one_line() {
-        let e = load(None, &[("HERALD_HTTP_ADDR", "not-an-address")], Flags::default())
-            .unwrap_err();
+        let e = load(
+            None,
+            &[("HERALD_HTTP_ADDR", "not-an-address")],
+            Flags::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "http_addr");
         assert!(e.origin.contains("HERALD_HTTP_ADDR"), "{e}");
         assert!(!e.to_string().contains('\n'));
 
-        let e = load(None, &[("HERALD_PING_INTERVAL_SECS", "soon")], Flags::default())
-            .unwrap_err();
+        let e = load(
+            None,
+            &[("HERALD_PING_INTERVAL_SECS", "soon")],
+            Flags::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "ping_interval_secs");
 
         let e = load(Some("ping_interval_secs = 0\n"), &[], Flags::default()).unwrap_err();
-        assert_eq!(e.to_string(), "bad setting `ping_interval_secs`: must be greater than 0");
+        assert_eq!(
+            e.to_string(),
+            "bad setting `ping_interval_secs`: must be greater than 0"
+        );
 
         let e = load(Some("jwt_algorithm = \"HS999\"\n"), &[], Flags::default()).unwrap_err();
         assert_eq!(e.key, "jwt_algorithm");
@@ -479,8 +503,12 @@ mod tests {
         let e = load(None, &[("HERALD_HTTP_ADR", "x")], Flags::default()).unwrap_err();
         assert!(e.message.contains("http_adr"), "{e}");
 
-        let e = load(Some("[namespaces.chat]\nhistory_sise = 3\n"), &[], Flags::default())
-            .unwrap_err();
+        let e = load(
+            Some("[namespaces.chat]\nhistory_sise = 3\n"),
+            &[],
+            Flags::default(),
+        )
+        .unwrap_err();
         assert!(e.message.contains("history_sise"), "{e}");
 
         let e = load(None, &[("HERALD_API_KEYS", "short")], Flags::default()).unwrap_err();
@@ -525,6 +553,9 @@ mod tests {
             jwt_algorithm: JwtAlgorithm::RS256,
             ..Config::default()
         };
-        assert_eq!(rs.token_verifier(true).unwrap_err().key, "jwt_public_key_file");
+        assert_eq!(
+            rs.token_verifier(true).unwrap_err().key,
+            "jwt_public_key_file"
+        );
     }
 }

@@ -278,7 +278,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawFrame<'a> {
                             de::Error::custom("`id` must be a non-negative integer")
                         })?);
                     } else {
-                        frame.members.push((key, map.next_value::<&'de RawValue>()?));
+                        frame
+                            .members
+                            .push((key, map.next_value::<&'de RawValue>()?));
                     }
                 }
                 Ok(frame)
@@ -458,7 +460,11 @@ pub enum ServerFrame {
 pub fn decode_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error> {
     let raw: RawFrame = serde_json::from_str(text)?;
     let ok = raw.members.iter().find(|(k, _)| k == "ok").map(|(_, v)| *v);
-    let error = raw.members.iter().find(|(k, _)| k == "error").map(|(_, v)| *v);
+    let error = raw
+        .members
+        .iter()
+        .find(|(k, _)| k == "error")
+        .map(|(_, v)| *v);
     match (raw.id, ok, error) {
         (Some(id), Some(body), _) => Ok(ServerFrame::Ok {
             id,
@@ -494,7 +500,9 @@ mod tests {
     fn decodes_every_documented_command() {
         let f = decode_command(r#"{"id":1,"connect":{"token":"abc"}}"#).unwrap();
         assert_eq!(f.id, Some(1));
-        assert!(matches!(f.command, Command::Connect(ConnectCommand { ref token }) if token == "abc"));
+        assert!(
+            matches!(f.command, Command::Connect(ConnectCommand { ref token }) if token == "abc")
+        );
 
         let f = decode_command(
             r#"{"id":2,"subscribe":{"channel":"chat:room:42","since":{"offset":17,"epoch":"e1"}}}"#,
@@ -517,8 +525,10 @@ mod tests {
         let f = decode_command(r#"{"id":3,"unsubscribe":{"channel":"chat:room:42"}}"#).unwrap();
         assert!(matches!(f.command, Command::Unsubscribe(_)));
 
-        let f = decode_command(r#"{"id":4,"publish":{"channel":"chat:room:42","data":{"text":"hi","n":[1,2]}}}"#)
-            .unwrap();
+        let f = decode_command(
+            r#"{"id":4,"publish":{"channel":"chat:room:42","data":{"text":"hi","n":[1,2]}}}"#,
+        )
+        .unwrap();
         match f.command {
             Command::Publish(p) => assert_eq!(p.data.get(), r#"{"text":"hi","n":[1,2]}"#),
             other => panic!("{other:?}"),
@@ -555,7 +565,11 @@ mod tests {
 
         let e = decode_command(r#"{"id":10,"subscribe":{"channel":"bad name"}}"#).unwrap_err();
         assert_eq!(e.id, Some(10));
-        assert!(e.message.contains("bad `subscribe` arguments"), "{}", e.message);
+        assert!(
+            e.message.contains("bad `subscribe` arguments"),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains("' '"), "{}", e.message);
 
         let e = decode_command(r#"{"subscribe":{"channel":"a"}}"#).unwrap_err();
@@ -588,7 +602,10 @@ mod tests {
             r#"{"id":1,"ok":{"client":"c1","user":"alice","ping_interval":25}}"#
         );
         assert_eq!(
-            encode(&OkReply { id: 3, ok: EmptyOk {} }),
+            encode(&OkReply {
+                id: 3,
+                ok: EmptyOk {}
+            }),
             r#"{"id":3,"ok":{}}"#
         );
         assert_eq!(
@@ -698,7 +715,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let f = decode_server_frame(r#"{"id":1,"error":{"code":101,"message":"x"}}"#).unwrap();
-        assert!(matches!(f, ServerFrame::Error(ErrorReply { id: Some(1), error: ErrorBody { code: ErrorCode::Unauthorized, .. } })));
+        assert!(matches!(
+            f,
+            ServerFrame::Error(ErrorReply {
+                id: Some(1),
+                error: ErrorBody {
+                    code: ErrorCode::Unauthorized,
+                    ..
+                }
+            })
+        ));
         let f = decode_server_frame(r#"{"ping":{}}"#).unwrap();
         assert!(matches!(f, ServerFrame::Push(Push::Ping(_))));
         let f = decode_server_frame(

@@ -108,10 +108,17 @@ mod tests {
     #[test]
     fn route_reply_round_trip() {
         type R = RouteReply<StreamPosition>;
-        let ok = R::Ok(StreamPosition { offset: 3, epoch: "e".into() }).encode();
+        let ok = R::Ok(StreamPosition {
+            offset: 3,
+            epoch: "e".into(),
+        })
+        .encode();
         assert_eq!(R::decode(&ok).unwrap().offset, 3);
         let err = R::Error(ErrorBody::new(ErrorCode::PermissionDenied, "no")).encode();
-        assert_eq!(R::decode(&err).unwrap_err().code, ErrorCode::PermissionDenied);
+        assert_eq!(
+            R::decode(&err).unwrap_err().code,
+            ErrorCode::PermissionDenied
+        );
         assert_eq!(R::decode(b"junk").unwrap_err().code, ErrorCode::Internal);
     }
 }

@@ -71,7 +71,10 @@ impl Subjects {
 
     /// A JetStream stream name (`HERALD_HISTORY` for the default prefix).
     pub fn stream_name(&self, what: &str) -> String {
-        format!("{}_{what}", self.prefix.to_ascii_uppercase().replace('-', "_"))
+        format!(
+            "{}_{what}",
+            self.prefix.to_ascii_uppercase().replace('-', "_")
+        )
     }
 }
 

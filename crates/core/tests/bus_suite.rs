@@ -43,9 +43,13 @@ async fn recv(sub: &mut Subscription) -> herald_core::bus::Message {
 /// Asserts nothing more arrives: publishes a marker on `marker_subject`
 /// (which `sub` also receives) and checks the marker is the next message.
 async fn assert_next_is_marker(bus: &dyn Bus, sub: &mut Subscription, marker_subject: &str) {
-    bus.publish(marker_subject, Headers::new(), Bytes::from_static(b"marker"))
-        .await
-        .unwrap();
+    bus.publish(
+        marker_subject,
+        Headers::new(),
+        Bytes::from_static(b"marker"),
+    )
+    .await
+    .unwrap();
     let m = recv(sub).await;
     assert_eq!(m.payload, "marker", "unexpected message on {}", m.subject);
 }
@@ -211,7 +215,9 @@ async fn unsubscribe_and_drop_stop_delivery(bus: Arc<dyn Bus>) {
     let mut probe = bus.subscribe(&ping).await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        bus.publish(&ping, Headers::new(), Bytes::new()).await.unwrap();
+        bus.publish(&ping, Headers::new(), Bytes::new())
+            .await
+            .unwrap();
         recv(&mut probe).await;
         // a and c are gone once every one of a burst lands on b
         const N: usize = 50;
@@ -239,7 +245,12 @@ async fn unsubscribe_and_drop_stop_delivery(bus: Arc<dyn Bus>) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         match bus
-            .request(&subject, Headers::new(), Bytes::new(), Duration::from_millis(200))
+            .request(
+                &subject,
+                Headers::new(),
+                Bytes::new(),
+                Duration::from_millis(200),
+            )
             .await
         {
             Err(BusError::NoResponders(_)) => break,
@@ -257,7 +268,10 @@ async fn invalid_subjects_are_refused(bus: Arc<dyn Bus>) {
             .publish(bad, Headers::new(), Bytes::new())
             .await
             .unwrap_err();
-        assert!(matches!(err, BusError::InvalidSubject(_)), "{bad:?}: {err:?}");
+        assert!(
+            matches!(err, BusError::InvalidSubject(_)),
+            "{bad:?}: {err:?}"
+        );
     }
     assert!(matches!(
         bus.subscribe("a.>.b").await,

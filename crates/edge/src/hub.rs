@@ -170,7 +170,11 @@ mod tests {
         let (b, mut rx_b, _) = Outbox::new(8);
         hub.subscribe(&channel, 1, a).await.unwrap();
         hub.subscribe(&channel, 2, b).await.unwrap();
-        assert_eq!(bus.subscription_count(), 1, "one bus subscription per channel");
+        assert_eq!(
+            bus.subscription_count(),
+            1,
+            "one bus subscription per channel"
+        );
 
         let payload = Bytes::from_static(br#"{"pub":{"x":1}}"#);
         bus.publish(&subjects.live(&channel), Headers::new(), payload)
@@ -191,7 +195,10 @@ mod tests {
         // the fan-out task is aborted; its subscription goes with it
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while bus.subscription_count() != 0 {
-            assert!(tokio::time::Instant::now() < deadline, "bus subscription leaked");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "bus subscription leaked"
+            );
             tokio::task::yield_now().await;
         }
         assert_eq!(hub.channel_count().await, 0);
@@ -208,9 +215,13 @@ mod tests {
         hub.subscribe(&channel, 1, slow).await.unwrap();
         hub.subscribe(&channel, 2, fast).await.unwrap();
         for i in 0..10 {
-            bus.publish(&subjects.live(&channel), Headers::new(), Bytes::from(format!("{{\"n\":{i}}}")))
-                .await
-                .unwrap();
+            bus.publish(
+                &subjects.live(&channel),
+                Headers::new(),
+                Bytes::from(format!("{{\"n\":{i}}}")),
+            )
+            .await
+            .unwrap();
         }
         for i in 0..10 {
             assert_eq!(next(&mut fast_rx).await.as_str(), format!("{{\"n\":{i}}}"));

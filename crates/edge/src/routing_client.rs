@@ -16,12 +16,14 @@ impl Edge {
         &self,
         request: &ClientPublish,
     ) -> Result<StreamPosition, ErrorBody> {
-        self.ask_routing(&self.subjects.route_publish(), request).await
+        self.ask_routing(&self.subjects.route_publish(), request)
+            .await
     }
 
     /// Reads a channel's history (or only its position, with limit 0).
     pub(crate) async fn read_history(&self, query: &HistoryQuery) -> Result<Recovery, ErrorBody> {
-        self.ask_routing(&self.subjects.route_history(), query).await
+        self.ask_routing(&self.subjects.route_history(), query)
+            .await
     }
 
     async fn ask_routing<Q: Serialize, A: Serialize + DeserializeOwned>(

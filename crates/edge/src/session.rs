@@ -78,7 +78,10 @@ impl Session {
             Command::Connect(c) => commands::connect::run(self, id, c).await,
             _ if !self.is_connected() => reply::<()>(
                 id,
-                Err(ErrorBody::new(ErrorCode::Unauthorized, "send `connect` first")),
+                Err(ErrorBody::new(
+                    ErrorCode::Unauthorized,
+                    "send `connect` first",
+                )),
             ),
             Command::Subscribe(c) => reply(id, commands::subscribe::run(self, c).await),
             Command::Unsubscribe(c) => reply(id, commands::unsubscribe::run(self, c).await),

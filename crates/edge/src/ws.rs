@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
 use herald_core::auth::unix_now;
-use herald_core::protocol::{CloseCode, EmptyOk, ErrorBody, ErrorCode, ErrorReply, Push, SUBPROTOCOL, encode};
+use herald_core::protocol::{
+    CloseCode, EmptyOk, ErrorBody, ErrorCode, ErrorReply, Push, SUBPROTOCOL, encode,
+};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 

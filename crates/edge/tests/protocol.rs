@@ -169,8 +169,11 @@ async fn bad_tokens_get_their_error_then_the_connection_closes() {
         (expired, ErrorCode::TokenExpired, 4509),
     ] {
         let mut client = Client::open(&server.ws, Options::default()).await.unwrap();
-        let (got, message) =
-            server_error(client.call::<serde_json::Value>("connect", json!({"token": token})).await);
+        let (got, message) = server_error(
+            client
+                .call::<serde_json::Value>("connect", json!({"token": token}))
+                .await,
+        );
         assert_eq!(got, code, "{message}");
         match client.next_event().await {
             Ok(Event::Push(Push::Disconnect(d))) => {
@@ -222,9 +225,12 @@ async fn permissions_and_namespaces() {
         c.namespaces.insert("chat".into(), Default::default());
     })
     .await;
-    let (client, _) = Client::connect(&server.ws, &token("alice", &["chat:*", "news:*"], &["chat:mine"], 600))
-        .await
-        .unwrap();
+    let (client, _) = Client::connect(
+        &server.ws,
+        &token("alice", &["chat:*", "news:*"], &["chat:mine"], 600),
+    )
+    .await
+    .unwrap();
     let (code, _) = server_error(client.subscribe("secret:1").await);
     assert_eq!(code, ErrorCode::PermissionDenied);
     let (code, message) = server_error(client.subscribe("news:1").await);
@@ -255,9 +261,12 @@ async fn oversized_data_is_refused_and_nothing_is_stored() {
 
     // a frame far over the limit closes the connection (it cannot be read)
     let mut big = connected(&server).await;
-    big.send_raw(format!("{{\"id\":9,\"publish\":{{\"channel\":\"chat:big\",\"data\":\"{}\"}}}}", "y".repeat(100_000)))
-        .await
-        .unwrap();
+    big.send_raw(format!(
+        "{{\"id\":9,\"publish\":{{\"channel\":\"chat:big\",\"data\":\"{}\"}}}}",
+        "y".repeat(100_000)
+    ))
+    .await
+    .unwrap();
     let closed = big.wait_closed(Duration::from_secs(5)).await.unwrap();
     assert_eq!(closed.code, 4500);
     let _ = big.next_event_within(Duration::from_millis(10)).await;
@@ -335,13 +344,19 @@ async fn token_expiry_closes_with_4509_unless_refreshed() {
         .await
         .unwrap();
     let ok: serde_json::Value = refreshed
-        .call("refresh", json!({"token": token("alice", &["chat:*"], &[], 600)}))
+        .call(
+            "refresh",
+            json!({"token": token("alice", &["chat:*"], &[], 600)}),
+        )
         .await
         .unwrap();
     assert!(ok["exp"].as_i64().unwrap() > unix_now() + 500);
     let (code, _) = server_error(
         refreshed
-            .call::<serde_json::Value>("refresh", json!({"token": token("mallory", &["*"], &[], 600)}))
+            .call::<serde_json::Value>(
+                "refresh",
+                json!({"token": token("mallory", &["*"], &[], 600)}),
+            )
             .await,
     );
     assert_eq!(code, ErrorCode::Unauthorized);
@@ -389,5 +404,12 @@ async fn shutdown_tells_clients_to_reconnect() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(client.wait_closed(Duration::from_secs(5)).await.unwrap().code, 4000);
+    assert_eq!(
+        client
+            .wait_closed(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .code,
+        4000
+    );
 }

@@ -12,7 +12,11 @@ use herald_core::config::DEV_JWT_SECRET;
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "Self-hosted real-time push: WebSocket, SSE, long polling and mobile push")]
+#[command(
+    name = "herald",
+    version,
+    about = "Self-hosted real-time push: WebSocket, SSE, long polling and mobile push"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -99,8 +103,18 @@ pub fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
     }
     let secret = config.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET);
     let signer = TokenSigner::new(JwtAlgorithm::HS256, secret.as_bytes())?;
-    let clean = |v: &[String]| v.iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>();
-    Ok(signer.mint(&args.user, &clean(&args.channels), &clean(&args.publish), args.ttl)?)
+    let clean = |v: &[String]| {
+        v.iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    Ok(signer.mint(
+        &args.user,
+        &clean(&args.channels),
+        &clean(&args.publish),
+        args.ttl,
+    )?)
 }
 
 #[cfg(test)]

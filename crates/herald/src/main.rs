@@ -40,11 +40,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Standalone(args) => serve("standalone", &args, standalone::serve).await,
             Command::Edge(args) => {
-                serve("edge", &args, |c, s| async move { Ok(herald_edge::serve(c, s).await?) }).await
+                serve("edge", &args, |c, s| async move {
+                    Ok(herald_edge::serve(c, s).await?)
+                })
+                .await
             }
             Command::Routing(args) => {
-                serve("routing", &args, |c, s| async move { Ok(herald_routing::serve(c, s).await?) })
-                    .await
+                serve("routing", &args, |c, s| async move {
+                    Ok(herald_routing::serve(c, s).await?)
+                })
+                .await
             }
         }
     })

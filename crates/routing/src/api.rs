@@ -92,8 +92,8 @@ fn json_body<T: for<'de> Deserialize<'de>>(
             bad_request(rejection.body_text())
         }
     })?;
-    let value =
-        serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))?;
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad_request(format!("invalid JSON body: {e}")))?;
     Ok((value, bytes))
 }
 
@@ -150,8 +150,8 @@ async fn history(
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
-    let channel = Channel::new(&params.channel)
-        .map_err(|e| bad_request(format!("invalid channel: {e}")))?;
+    let channel =
+        Channel::new(&params.channel).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
     let limit = params.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
     let since = match params.since {
         None => None,

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use herald_core::auth;
 use herald_core::bus::{BusError, Message, respond};
+use herald_core::history::Recovery;
 use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
 use herald_core::route::{ClientPublish, HistoryQuery, RouteReply};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::ROUTING_QUEUE_GROUP;
-use herald_core::history::Recovery;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 

@@ -71,7 +71,10 @@ impl Routing {
             .await
             .map_err(|e| {
                 tracing::error!(channel = %input.channel, error = %e, "history append failed");
-                ErrorBody::new(ErrorCode::Internal, "history unavailable; nothing was stored")
+                ErrorBody::new(
+                    ErrorCode::Internal,
+                    "history unavailable; nothing was stored",
+                )
             })?;
         let (headers, payload) = live_message(&publication);
         // The publication is stored: if live delivery fails, subscribers

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{Bus, BusError, DEFAULT_SUBSCRIPTION_CAPACITY, Headers, Message, Subscription, subject};
+use super::{
+    Bus, BusError, DEFAULT_SUBSCRIPTION_CAPACITY, Headers, Message, Subscription, subject,
+};
 
 #[derive(Clone)]
 pub struct MemoryBus {
@@ -125,7 +127,11 @@ impl MemoryBus {
             if subject::has_wildcard(pattern) {
                 table.wildcard.push((pattern.to_owned(), entry));
             } else {
-                table.exact.entry(pattern.to_owned()).or_default().push(entry);
+                table
+                    .exact
+                    .entry(pattern.to_owned())
+                    .or_default()
+                    .push(entry);
             }
         }
         let registration = Registration {
@@ -185,7 +191,12 @@ fn offer(entry: &Entry, message: Message) {
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn publish(&self, subject: &str, headers: Headers, payload: Bytes) -> Result<(), BusError> {
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
         subject::validate(subject, false)?;
         if payload.len() > self.inner.max_payload {
             return Err(BusError::TooLarge(format!(

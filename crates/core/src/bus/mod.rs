@@ -123,15 +123,18 @@ impl Stream for Subscription {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes to every matching subscriber (one member per queue group).
-    async fn publish(&self, subject: &str, headers: Headers, payload: Bytes)
-    -> Result<(), BusError>;
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError>;
 
     /// Subscribes to `subject`, which may hold `*` and `>` wildcards.
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError>;
 
     /// Subscribes as a member of `group`: each message reaches one member.
-    async fn queue_subscribe(&self, subject: &str, group: &str)
-    -> Result<Subscription, BusError>;
+    async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription, BusError>;
 
     /// Sends a request and waits at most `timeout` for the first answer.
     /// Fails at once with [`BusError::NoResponders`] when nobody listens.

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{Bus, BusError, DEFAULT_SUBSCRIPTION_CAPACITY, Headers, Message, Subscription, subject};
+use super::{
+    Bus, BusError, DEFAULT_SUBSCRIPTION_CAPACITY, Headers, Message, Subscription, subject,
+};
 
 #[derive(Clone)]
 pub struct NatsBus {
@@ -77,7 +79,12 @@ fn connection_error(e: impl std::fmt::Display) -> BusError {
 
 #[async_trait]
 impl Bus for NatsBus {
-    async fn publish(&self, subject: &str, headers: Headers, payload: Bytes) -> Result<(), BusError> {
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
         subject::validate(subject, false)?;
         let result = if headers.is_empty() {
             self.client.publish(subject.to_owned(), payload).await

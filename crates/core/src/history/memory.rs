@@ -178,7 +178,10 @@ mod tests {
             epoch: epoch.clone(),
         };
         match h.read(&c, None, 1000).await.unwrap() {
-            Recovery::Recovered { publications, latest } => {
+            Recovery::Recovered {
+                publications,
+                latest,
+            } => {
                 let offsets: Vec<u64> = publications.iter().map(|p| p.offset).collect();
                 assert_eq!(offsets, (401..=500).collect::<Vec<_>>());
                 assert_eq!(latest.offset, 500);

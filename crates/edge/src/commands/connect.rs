@@ -3,7 +3,9 @@
 
 use herald_core::auth::TokenError;
 use herald_core::channel::Channel;
-use herald_core::protocol::{CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, ErrorReply, encode};
+use herald_core::protocol::{
+    CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, ErrorReply, encode,
+};
 
 use crate::session::{Outcome, Session, reply};
 
@@ -30,7 +32,10 @@ pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand)
             tracing::error!(error = %e, "personal channel subscription failed");
             return reply::<()>(
                 id,
-                Err(ErrorBody::new(ErrorCode::Internal, "temporarily unavailable")),
+                Err(ErrorBody::new(
+                    ErrorCode::Internal,
+                    "temporarily unavailable",
+                )),
             );
         }
         session.subscriptions.insert(personal);

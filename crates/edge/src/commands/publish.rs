@@ -6,7 +6,10 @@ use herald_core::route::ClientPublish;
 
 use crate::session::Session;
 
-pub(crate) async fn run(session: &mut Session, command: PublishCommand) -> Result<PublishOk, ErrorBody> {
+pub(crate) async fn run(
+    session: &mut Session,
+    command: PublishCommand,
+) -> Result<PublishOk, ErrorBody> {
     let claims = session.claims()?;
     let request = ClientPublish {
         channel: command.channel,

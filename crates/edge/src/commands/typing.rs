@@ -2,11 +2,16 @@
 //! never stored, never pushed to phones.
 
 use herald_core::bus::Headers;
-use herald_core::protocol::{ChannelCommand, ChannelUser, EmptyOk, ErrorBody, ErrorCode, Push, encode};
+use herald_core::protocol::{
+    ChannelCommand, ChannelUser, EmptyOk, ErrorBody, ErrorCode, Push, encode,
+};
 
 use crate::session::Session;
 
-pub(crate) async fn run(session: &mut Session, command: ChannelCommand) -> Result<EmptyOk, ErrorBody> {
+pub(crate) async fn run(
+    session: &mut Session,
+    command: ChannelCommand,
+) -> Result<EmptyOk, ErrorBody> {
     let claims = session.claims()?;
     let channel = command.channel;
     if !claims.may_subscribe(&channel) {

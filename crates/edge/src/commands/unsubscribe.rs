@@ -5,7 +5,10 @@ use herald_core::protocol::{ChannelCommand, EmptyOk, ErrorBody};
 
 use crate::session::Session;
 
-pub(crate) async fn run(session: &mut Session, command: ChannelCommand) -> Result<EmptyOk, ErrorBody> {
+pub(crate) async fn run(
+    session: &mut Session,
+    command: ChannelCommand,
+) -> Result<EmptyOk, ErrorBody> {
     if session.subscriptions.remove(&command.channel) {
         session
             .edge

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The one command that runs Herald's tests: starts what they need (NATS,
+# PostgreSQL, the Python test clients), then runs every Rust test,
+# unit to end-to-end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/herald/target}
+scripts/services.sh
+HERALD_TEST_PYTHON=$(scripts/python-env.sh)
+export HERALD_TEST_PYTHON
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
