@@ -4,3 +4,4 @@
 mod distributed;
 mod standalone;
 mod support;
+mod telemetry;

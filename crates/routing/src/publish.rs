@@ -44,6 +44,7 @@ impl Routing {
     }
 
     /// Validates, stores and delivers a publication; answers its position.
+    #[tracing::instrument(name = "publish", skip_all, fields(channel = %input.channel))]
     pub async fn publish(&self, input: PublishInput) -> Result<StreamPosition, ErrorBody> {
         let namespace = self.config.namespace(&input.channel)?;
         let size = input.data.get().len();
