@@ -2,6 +2,7 @@
 //! Routing is its only writer. Adapters: in-memory ring buffers (standalone)
 //! and JetStream (distributed).
 
+mod jetstream;
 mod memory;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use serde_json::value::RawValue;
 use crate::channel::Channel;
 use crate::protocol::{Publication, StreamPosition};
 
+pub use jetstream::{JetStreamHistory, Storage};
 pub use memory::MemoryHistory;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +36,43 @@ pub struct NewPublication {
     pub data: Box<RawValue>,
     pub from: Option<String>,
     pub ts: u64,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone)]
+pub enum Appended {
+    /// Stored now, with its offset: deliver it.
+    New(Publication),
+    /// The idempotency key was seen within the dedup window: this is the
+    /// first result again, and nothing new was stored.
+    Duplicate(StreamPosition),
+}
+
+impl Appended {
+    pub fn position(&self) -> StreamPosition {
+        match self {
+            Appended::New(p) => StreamPosition {
+                offset: p.offset,
+                epoch: p.epoch.clone(),
+            },
+            Appended::Duplicate(position) => position.clone(),
+        }
+    }
+}
+
+/// Whether a client at `since` can be brought up to date from publications
+/// kept from offset `first_kept` (None: nothing kept) in a channel at
+/// `latest`. A position with an empty epoch and offset 0 means "from the
+/// very beginning" (a client that subscribed before the first publication).
+pub(crate) fn recoverable(since: &StreamPosition, latest: &StreamPosition, first_kept: Option<u64>) -> bool {
+    let same_epoch = since.epoch == latest.epoch || (since.epoch.is_empty() && since.offset == 0);
+    if !same_epoch || since.offset > latest.offset {
+        return false;
+    }
+    if since.offset == latest.offset {
+        return true;
+    }
+    first_kept.is_some_and(|first| first <= since.offset + 1)
 }
 
 /// The answer to "publications of C after offset N".
@@ -60,15 +99,19 @@ impl Recovery {
 
 #[async_trait]
 pub trait History: Send + Sync + 'static {
-    /// Stores a publication; it gets the channel's next offset.
+    /// Stores a publication; it gets the channel's next offset. With an
+    /// idempotency key seen within the dedup window, nothing is stored and
+    /// the first result is answered again.
     async fn append(
         &self,
         channel: &Channel,
         publication: NewPublication,
         retention: Retention,
-    ) -> Result<Publication, HistoryError>;
+        idempotency_key: Option<&str>,
+    ) -> Result<Appended, HistoryError>;
 
-    /// The channel's current position (offset 0 before the first publication).
+    /// The channel's current position: offset 0 and an empty epoch before
+    /// the first publication (or after all of it expired).
     async fn position(&self, channel: &Channel) -> Result<StreamPosition, HistoryError>;
 
     /// Publications after `since` (all kept ones when `None`), at most `limit`.

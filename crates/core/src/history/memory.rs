@@ -3,53 +3,78 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{History, HistoryError, NewPublication, Recovery, Retention};
+use super::{Appended, History, HistoryError, NewPublication, Recovery, Retention, recoverable};
 use crate::channel::Channel;
 use crate::protocol::{Publication, StreamPosition};
 use crate::time::unix_millis as now_ms;
 
+/// Idempotency keys remembered at most (oldest forgotten first).
+const MAX_DEDUP_ENTRIES: usize = 100_000;
+
 pub struct MemoryHistory {
-    channels: Mutex<HashMap<Channel, Log>>,
-    /// Epochs are this process's id plus a per-channel counter: unique
+    state: Mutex<State>,
+    dedup_window: Duration,
+    /// Epochs are this process's id plus a per-channel random part: unique
     /// across restarts, cheap to make.
     process_epoch: String,
+}
+
+#[derive(Default)]
+struct State {
+    channels: HashMap<Channel, Log>,
+    dedup: HashMap<(Channel, String), StreamPosition>,
+    dedup_order: VecDeque<(Instant, Channel, String)>,
 }
 
 struct Log {
     epoch: String,
     offset: u64,
     kept: VecDeque<Publication>,
+    ttl: Duration,
 }
 
 impl Default for MemoryHistory {
     fn default() -> Self {
-        Self::new()
+        Self::new(Duration::from_secs(120))
     }
 }
 
 impl MemoryHistory {
-    pub fn new() -> Self {
+    /// `dedup_window`: how long an idempotency key is remembered.
+    pub fn new(dedup_window: Duration) -> Self {
         MemoryHistory {
-            channels: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
+            dedup_window,
             process_epoch: format!("{:08x}", rand::random::<u32>()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Channel, Log>> {
-        match self.channels.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    fn forget_old_keys(&mut self, window: Duration) {
+        let now = Instant::now();
+        while let Some((at, _, _)) = self.dedup_order.front() {
+            if now.duration_since(*at) < window && self.dedup_order.len() <= MAX_DEDUP_ENTRIES {
+                break;
+            }
+            if let Some((_, channel, key)) = self.dedup_order.pop_front() {
+                self.dedup.remove(&(channel, key));
+            }
         }
     }
 }
 
 impl Log {
-    fn expire(&mut self, ttl: Duration) {
-        let cutoff = now_ms().saturating_sub(ttl.as_millis() as u64);
+    fn expire(&mut self) {
+        let cutoff = now_ms().saturating_sub(self.ttl.as_millis() as u64);
         while self.kept.front().is_some_and(|p| p.ts < cutoff) {
             self.kept.pop_front();
         }
@@ -63,6 +88,13 @@ impl Log {
     }
 }
 
+fn empty_position() -> StreamPosition {
+    StreamPosition {
+        offset: 0,
+        epoch: String::new(),
+    }
+}
+
 #[async_trait]
 impl History for MemoryHistory {
     async fn append(
@@ -70,14 +102,23 @@ impl History for MemoryHistory {
         channel: &Channel,
         new: NewPublication,
         retention: Retention,
-    ) -> Result<Publication, HistoryError> {
-        let mut channels = self.lock();
-        let fresh_epoch = || format!("{}{:04x}", self.process_epoch, rand::random::<u16>());
-        let log = channels.entry(channel.clone()).or_insert_with(|| Log {
-            epoch: fresh_epoch(),
+        idempotency_key: Option<&str>,
+    ) -> Result<Appended, HistoryError> {
+        let mut state = self.lock();
+        state.forget_old_keys(self.dedup_window);
+        if let Some(key) = idempotency_key
+            && let Some(first) = state.dedup.get(&(channel.clone(), key.to_owned()))
+        {
+            return Ok(Appended::Duplicate(first.clone()));
+        }
+        let fresh_epoch = format!("{}{:04x}", self.process_epoch, rand::random::<u16>());
+        let log = state.channels.entry(channel.clone()).or_insert_with(|| Log {
+            epoch: fresh_epoch,
             offset: 0,
             kept: VecDeque::new(),
+            ttl: retention.ttl,
         });
+        log.ttl = retention.ttl;
         log.offset += 1;
         let publication = Publication {
             channel: channel.clone(),
@@ -88,24 +129,30 @@ impl History for MemoryHistory {
             ts: new.ts,
         };
         if retention.size > 0 {
-            if log.kept.len() >= retention.size {
+            while log.kept.len() >= retention.size {
                 log.kept.pop_front();
             }
             log.kept.push_back(publication.clone());
         }
-        log.expire(retention.ttl);
-        Ok(publication)
+        log.expire();
+        let position = log.position();
+        if let Some(key) = idempotency_key {
+            state
+                .dedup
+                .insert((channel.clone(), key.to_owned()), position);
+            state
+                .dedup_order
+                .push_back((Instant::now(), channel.clone(), key.to_owned()));
+        }
+        Ok(Appended::New(publication))
     }
 
     async fn position(&self, channel: &Channel) -> Result<StreamPosition, HistoryError> {
-        let mut channels = self.lock();
-        let epoch = format!("{}{:04x}", self.process_epoch, rand::random::<u16>());
-        let log = channels.entry(channel.clone()).or_insert_with(|| Log {
-            epoch,
-            offset: 0,
-            kept: VecDeque::new(),
-        });
-        Ok(log.position())
+        Ok(self
+            .lock()
+            .channels
+            .get(channel)
+            .map_or_else(empty_position, Log::position))
     }
 
     async fn read(
@@ -114,24 +161,28 @@ impl History for MemoryHistory {
         since: Option<&StreamPosition>,
         limit: usize,
     ) -> Result<Recovery, HistoryError> {
-        let latest = self.position(channel).await?;
-        let channels = self.lock();
-        let Some(log) = channels.get(channel) else {
-            return Ok(Recovery::Unrecoverable { latest });
+        let mut state = self.lock();
+        let Some(log) = state.channels.get_mut(channel) else {
+            let latest = empty_position();
+            return Ok(match since {
+                Some(s) if !recoverable(s, &latest, None) => Recovery::Unrecoverable { latest },
+                _ => Recovery::Recovered {
+                    publications: Vec::new(),
+                    latest,
+                },
+            });
         };
+        log.expire();
+        let latest = log.position();
         let after = match since {
             None => 0,
-            Some(p) if p.epoch != log.epoch => return Ok(Recovery::Unrecoverable { latest }),
-            Some(p) => p.offset,
+            Some(s) => {
+                if !recoverable(s, &latest, log.kept.front().map(|p| p.offset)) {
+                    return Ok(Recovery::Unrecoverable { latest });
+                }
+                s.offset
+            }
         };
-        if after > log.offset {
-            return Ok(Recovery::Unrecoverable { latest });
-        }
-        // Everything after `after` must still be kept for a full recovery.
-        let oldest_kept = log.kept.front().map_or(log.offset + 1, |p| p.offset);
-        if since.is_some() && after + 1 < oldest_kept {
-            return Ok(Recovery::Unrecoverable { latest });
-        }
         let publications = log
             .kept
             .iter()
@@ -143,82 +194,5 @@ impl History for MemoryHistory {
             publications,
             latest,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::value::RawValue;
-
-    fn new(i: u64) -> NewPublication {
-        NewPublication {
-            data: RawValue::from_string(i.to_string()).unwrap(),
-            from: None,
-            ts: now_ms(),
-        }
-    }
-
-    const KEEP_100: Retention = Retention {
-        size: 100,
-        ttl: Duration::from_secs(3600),
-    };
-
-    #[tokio::test]
-    async fn offsets_grow_by_one_and_recovery_follows_retention() {
-        let h = MemoryHistory::new();
-        let c = Channel::new("c").unwrap();
-        for i in 1..=500 {
-            let p = h.append(&c, new(i), KEEP_100).await.unwrap();
-            assert_eq!(p.offset, i);
-        }
-        let epoch = h.position(&c).await.unwrap().epoch;
-        let at = |offset| StreamPosition {
-            offset,
-            epoch: epoch.clone(),
-        };
-        match h.read(&c, None, 1000).await.unwrap() {
-            Recovery::Recovered {
-                publications,
-                latest,
-            } => {
-                let offsets: Vec<u64> = publications.iter().map(|p| p.offset).collect();
-                assert_eq!(offsets, (401..=500).collect::<Vec<_>>());
-                assert_eq!(latest.offset, 500);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            h.read(&c, Some(&at(350)), 1000).await.unwrap(),
-            Recovery::Unrecoverable { .. }
-        ));
-        match h.read(&c, Some(&at(450)), 1000).await.unwrap() {
-            Recovery::Recovered { publications, .. } => {
-                let offsets: Vec<u64> = publications.iter().map(|p| p.offset).collect();
-                assert_eq!(offsets, (451..=500).collect::<Vec<_>>());
-            }
-            other => panic!("{other:?}"),
-        }
-        // exactly the oldest boundary: after 400 → 401..500 are all kept
-        assert!(matches!(
-            h.read(&c, Some(&at(400)), 1000).await.unwrap(),
-            Recovery::Recovered { .. }
-        ));
-        let other_epoch = StreamPosition {
-            offset: 450,
-            epoch: "nope".into(),
-        };
-        assert!(matches!(
-            h.read(&c, Some(&other_epoch), 1000).await.unwrap(),
-            Recovery::Unrecoverable { .. }
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_new_process_has_a_new_epoch() {
-        let c = Channel::new("c").unwrap();
-        let a = MemoryHistory::new().position(&c).await.unwrap();
-        let b = MemoryHistory::new().position(&c).await.unwrap();
-        assert_ne!(a.epoch, b.epoch);
     }
 }

@@ -1,0 +1,431 @@
+//! History in JetStream. One stream per configured namespace (and one for
+//! all others), so each namespace's size and age limits are enforced by
+//! JetStream itself (`max_msgs_per_subject`, `max_age`). Each channel is one
+//! subject; every message carries its channel offset and epoch in headers.
+//!
+//! Offsets cannot fork: an append names the stream sequence of the channel's
+//! last message (`Nats-Expected-Last-Subject-Sequence`), so of two replicas
+//! appending at once one wins and the other retries with the new tip.
+//! Idempotency keys become `Nats-Msg-Id`, deduplicated by the stream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{Appended, History, HistoryError, NewPublication, Recovery, Retention, recoverable};
+use crate::channel::Channel;
+use crate::config::NamespaceConfig;
+use crate::protocol::{Publication, StreamPosition};
+use crate::subjects::{HEADER_EPOCH, HEADER_OFFSET, Subjects};
+
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+const MSG_ID: &str = "Nats-Msg-Id";
+/// Appends retried when other replicas keep winning the race.
+const MAX_ATTEMPTS: u32 = 50;
+/// Channels whose last offset is remembered; beyond this the cache starts
+/// over (a miss costs one request).
+const MAX_CACHED_TIPS: usize = 100_000;
+/// Stripes of the per-channel append lock.
+const APPEND_LOCK_STRIPES: usize = 1024;
+/// The stream token of channels whose namespace is not configured.
+const DEFAULT_NAMESPACE_TOKEN: &str = "_";
+
+/// What a stored message's payload holds (offset and epoch are headers).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    data: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
+    ts: u64,
+}
+
+/// A channel's last stored message.
+#[derive(Debug, Clone)]
+struct Tip {
+    offset: u64,
+    epoch: String,
+    sequence: u64,
+}
+
+pub struct JetStreamHistory {
+    js: jetstream::Context,
+    /// Appends to one channel are serialized within this process (striped by
+    /// channel hash), so optimistic retries only happen between replicas.
+    append_locks: Vec<tokio::sync::Mutex<()>>,
+    subjects: Subjects,
+    /// Stream per namespace token (`_` for the default).
+    streams: HashMap<String, stream::Stream>,
+    tips: Mutex<HashMap<Channel, Tip>>,
+}
+
+/// Where the streams keep their messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    File,
+    Memory,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Unavailable(e.to_string())
+}
+
+impl JetStreamHistory {
+    /// Creates (or updates) one stream per configured namespace and one for
+    /// the rest, with each namespace's limits.
+    pub async fn open(
+        client: async_nats::Client,
+        subjects: Subjects,
+        namespaces: &BTreeMap<String, NamespaceConfig>,
+        dedup_window: Duration,
+        storage: Storage,
+    ) -> Result<Self, HistoryError> {
+        let js = jetstream::new(client);
+        let default = namespaces.get("default").cloned().unwrap_or_default();
+        let mut wanted = vec![(DEFAULT_NAMESPACE_TOKEN.to_owned(), default)];
+        for (name, ns) in namespaces {
+            if name != "default" {
+                wanted.push((name.clone(), ns.clone()));
+            }
+        }
+        let mut streams = HashMap::new();
+        for (token, ns) in wanted {
+            let name = if token == DEFAULT_NAMESPACE_TOKEN {
+                subjects.stream_name("HISTORY")
+            } else {
+                subjects.stream_name(&format!("HISTORY_{}", token.to_ascii_uppercase()))
+            };
+            let max_age = Duration::from_secs(ns.history_ttl_secs.max(1));
+            let config = stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{}.hist.{token}.*", subjects.prefix())],
+                // JetStream must keep a channel's last message to know its
+                // offset, so at least one is kept.
+                max_messages_per_subject: ns.history_size.max(1) as i64,
+                max_age,
+                duplicate_window: dedup_window.min(max_age),
+                storage: match storage {
+                    Storage::File => stream::StorageType::File,
+                    Storage::Memory => stream::StorageType::Memory,
+                },
+                discard: stream::DiscardPolicy::Old,
+                allow_direct: true,
+                ..Default::default()
+            };
+            js.create_or_update_stream(config)
+                .await
+                .map_err(|e| unavailable(format!("stream {name}: {e}")))?;
+            let handle = js
+                .get_stream(&name)
+                .await
+                .map_err(|e| unavailable(format!("stream {name}: {e}")))?;
+            streams.insert(token, handle);
+        }
+        Ok(JetStreamHistory {
+            js,
+            append_locks: (0..APPEND_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            subjects,
+            streams,
+            tips: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The names of the streams this history uses.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.streams.values().map(|s| s.cached_info().config.name.clone()).collect()
+    }
+
+    /// Deletes the streams (tests clean up after themselves with this).
+    pub async fn delete_streams(&self) -> Result<(), HistoryError> {
+        for name in self.stream_names() {
+            self.js.delete_stream(&name).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    fn locate(&self, channel: &Channel) -> Result<(&stream::Stream, String), HistoryError> {
+        let token = match channel.namespace() {
+            Some(ns) if self.streams.contains_key(ns) => ns,
+            _ => DEFAULT_NAMESPACE_TOKEN,
+        };
+        let stream = self
+            .streams
+            .get(token)
+            .ok_or_else(|| unavailable("no history stream"))?;
+        let subject = format!(
+            "{}.hist.{token}.{}",
+            self.subjects.prefix(),
+            channel.subject_token()
+        );
+        Ok((stream, subject))
+    }
+
+    fn cached_tip(&self, channel: &Channel) -> Option<Tip> {
+        self.tips
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel)
+            .cloned()
+    }
+
+    fn remember_tip(&self, channel: &Channel, tip: Option<Tip>) {
+        let mut tips = self.tips.lock().unwrap_or_else(|p| p.into_inner());
+        match tip {
+            Some(t) => {
+                if tips.len() >= MAX_CACHED_TIPS {
+                    tips.clear();
+                }
+                tips.insert(channel.clone(), t);
+            }
+            None => {
+                tips.remove(channel);
+            }
+        }
+    }
+
+    async fn fetch_tip(
+        &self,
+        stream: &stream::Stream,
+        subject: &str,
+    ) -> Result<Option<Tip>, HistoryError> {
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => Ok(Some(tip_of(&message)?)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn first_kept(
+        &self,
+        stream: &stream::Stream,
+        subject: &str,
+        from_sequence: u64,
+    ) -> Result<Option<jetstream::message::StreamMessage>, HistoryError> {
+        match stream
+            .get_first_raw_message_by_subject(subject, from_sequence)
+            .await
+        {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+fn header<'a>(message: &'a jetstream::message::StreamMessage, name: &str) -> Option<&'a str> {
+    message.headers.get(name).map(|v| v.as_str())
+}
+
+fn tip_of(message: &jetstream::message::StreamMessage) -> Result<Tip, HistoryError> {
+    let offset = header(message, HEADER_OFFSET)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| unavailable(format!("message {} has no offset", message.sequence)))?;
+    let epoch = header(message, HEADER_EPOCH).unwrap_or_default().to_owned();
+    Ok(Tip {
+        offset,
+        epoch,
+        sequence: message.sequence,
+    })
+}
+
+fn publication_of(
+    channel: &Channel,
+    message: &jetstream::message::StreamMessage,
+) -> Result<Publication, HistoryError> {
+    let tip = tip_of(message)?;
+    let stored: Stored = serde_json::from_slice(&message.payload)
+        .map_err(|e| unavailable(format!("message {}: {e}", message.sequence)))?;
+    Ok(Publication {
+        channel: channel.clone(),
+        offset: tip.offset,
+        epoch: tip.epoch,
+        data: stored.data,
+        from: stored.from,
+        ts: stored.ts,
+    })
+}
+
+fn stripe_of(channel: &Channel) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    channel.hash(&mut hasher);
+    (hasher.finish() as usize) % APPEND_LOCK_STRIPES
+}
+
+fn new_epoch() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+fn position_of(tip: &Option<Tip>) -> StreamPosition {
+    match tip {
+        Some(t) => StreamPosition {
+            offset: t.offset,
+            epoch: t.epoch.clone(),
+        },
+        None => StreamPosition {
+            offset: 0,
+            epoch: String::new(),
+        },
+    }
+}
+
+#[async_trait]
+impl History for JetStreamHistory {
+    async fn append(
+        &self,
+        channel: &Channel,
+        new: NewPublication,
+        _retention: Retention,
+        idempotency_key: Option<&str>,
+    ) -> Result<Appended, HistoryError> {
+        let (stream, subject) = self.locate(channel)?;
+        let stored = Stored {
+            data: new.data,
+            from: new.from,
+            ts: new.ts,
+        };
+        let payload = Bytes::from(serde_json::to_vec(&stored).map_err(unavailable)?);
+        let _serial = self.append_locks[stripe_of(channel)].lock().await;
+        let mut tip = self.cached_tip(channel);
+        let mut fetched = false;
+        for attempt in 0..MAX_ATTEMPTS {
+            if tip.is_none() && !fetched {
+                tip = self.fetch_tip(stream, &subject).await?;
+                fetched = true;
+            }
+            let (offset, epoch, expected) = match &tip {
+                Some(t) => (t.offset + 1, t.epoch.clone(), t.sequence),
+                None => (1, new_epoch(), 0),
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
+            headers.insert(HEADER_OFFSET, offset.to_string().as_str());
+            headers.insert(HEADER_EPOCH, epoch.as_str());
+            if let Some(key) = idempotency_key {
+                headers.insert(MSG_ID, format!("{channel}|{key}").as_str());
+            }
+            let ack = match self
+                .js
+                .publish_with_headers(subject.clone(), headers, payload.clone())
+                .await
+            {
+                Ok(future) => future.await,
+                Err(e) => Err(e),
+            };
+            match ack {
+                Ok(ack) if ack.duplicate => {
+                    let first = stream
+                        .get_raw_message(ack.sequence)
+                        .await
+                        .map_err(unavailable)?;
+                    let t = tip_of(&first)?;
+                    return Ok(Appended::Duplicate(StreamPosition {
+                        offset: t.offset,
+                        epoch: t.epoch,
+                    }));
+                }
+                Ok(ack) => {
+                    self.remember_tip(
+                        channel,
+                        Some(Tip {
+                            offset,
+                            epoch: epoch.clone(),
+                            sequence: ack.sequence,
+                        }),
+                    );
+                    return Ok(Appended::New(Publication {
+                        channel: channel.clone(),
+                        offset,
+                        epoch,
+                        data: stored.data,
+                        from: stored.from,
+                        ts: stored.ts,
+                    }));
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Another replica appended first: read the new tip and
+                    // try again, after a short random pause so racing
+                    // replicas spread out.
+                    self.remember_tip(channel, None);
+                    tip = self.fetch_tip(stream, &subject).await?;
+                    let pause = rand::random_range(0..=(attempt.min(10) as u64 * 2));
+                    if pause > 0 {
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                }
+                Err(e) => {
+                    self.remember_tip(channel, None);
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        Err(unavailable(format!(
+            "{channel}: gave up after {MAX_ATTEMPTS} concurrent appends"
+        )))
+    }
+
+    async fn position(&self, channel: &Channel) -> Result<StreamPosition, HistoryError> {
+        let (stream, subject) = self.locate(channel)?;
+        Ok(position_of(&self.fetch_tip(stream, &subject).await?))
+    }
+
+    async fn read(
+        &self,
+        channel: &Channel,
+        since: Option<&StreamPosition>,
+        limit: usize,
+    ) -> Result<Recovery, HistoryError> {
+        let (stream, subject) = self.locate(channel)?;
+        let tip = self.fetch_tip(stream, &subject).await?;
+        let latest = position_of(&tip);
+        let Some(tip) = tip else {
+            return Ok(match since {
+                Some(s) if !recoverable(s, &latest, None) => Recovery::Unrecoverable { latest },
+                _ => Recovery::Recovered {
+                    publications: Vec::new(),
+                    latest,
+                },
+            });
+        };
+        let after = since.map_or(0, |s| s.offset);
+        if limit == 0 && since.is_none() {
+            return Ok(Recovery::Recovered {
+                publications: Vec::new(),
+                latest,
+            });
+        }
+        let first = self.first_kept(stream, &subject, 1).await?;
+        let first_offset = first.as_ref().map(tip_of).transpose()?.map(|t| t.offset);
+        if let Some(s) = since
+            && !recoverable(s, &latest, first_offset)
+        {
+            return Ok(Recovery::Unrecoverable { latest });
+        }
+        let mut publications = Vec::new();
+        let mut next = first;
+        while let Some(message) = next {
+            if publications.len() >= limit || message.sequence > tip.sequence {
+                break;
+            }
+            let publication = publication_of(channel, &message)?;
+            if publication.offset > after {
+                publications.push(publication);
+            }
+            next = self
+                .first_kept(stream, &subject, message.sequence + 1)
+                .await?;
+        }
+        Ok(Recovery::Recovered {
+            publications,
+            latest,
+        })
+    }
+}
