@@ -15,6 +15,7 @@ struct Cluster {
     edge_a: Herald,
     edge_b: Herald,
     env: Env,
+    _cleanup: StreamCleanup,
 }
 
 fn cluster() -> Cluster {
@@ -24,8 +25,13 @@ fn cluster() -> Cluster {
         ("HERALD_API_KEYS", API_KEY),
         ("HERALD_NATS_URL", &nats_url()),
         ("HERALD_SUBJECT_PREFIX", &prefix),
+        ("HERALD_HISTORY_STORAGE", "memory"),
     ]);
-    let routing = Herald::start("routing", &env, &["routing", "--http", "127.0.0.1:0"]);
+    let routing = Herald::start(
+        "routing",
+        &env,
+        &["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+    );
     let edge_a = Herald::start(
         "edge-a",
         &env,
@@ -41,6 +47,7 @@ fn cluster() -> Cluster {
         edge_a,
         edge_b,
         env,
+        _cleanup: StreamCleanup(prefix),
     }
 }
 
@@ -131,7 +138,7 @@ fn python_websockets_client_on_an_edge_receives_an_api_publish_through_routing()
 fn distributed_services_refuse_to_start_without_secrets() {
     for service in ["edge", "routing"] {
         let output = std::process::Command::new(herald_bin())
-            .args([service, "--http", "127.0.0.1:0"])
+            .args([service, "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
             .env_remove("HERALD_JWT_SECRET")
             .env_remove("HERALD_API_KEYS")
             .env("HERALD_NATS_URL", nats_url())

@@ -2,6 +2,7 @@
 //! not ours (Python) as well as the Rust client.
 
 mod distributed;
+mod server_api;
 mod standalone;
 mod support;
 mod telemetry;

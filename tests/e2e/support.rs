@@ -14,7 +14,10 @@ pub fn herald_bin() -> &'static str {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    // cargo sets it when running tests; the compile-time value is a fallback.
+    let manifest =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest).join("../..")
 }
 
 pub fn nats_url() -> String {
@@ -77,6 +80,8 @@ pub fn herald_output(env: &Env, args: &[&str]) -> String {
 pub struct Herald {
     child: Child,
     pub addr: SocketAddr,
+    /// The gRPC address, for services that serve gRPC.
+    pub grpc: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     name: String,
 }
@@ -107,8 +112,8 @@ impl Herald {
                 }
             });
         }
-        let addr = match addr_rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr,
+        let (addr, grpc) = match addr_rx.recv_timeout(START_TIMEOUT) {
+            Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -121,6 +126,7 @@ impl Herald {
         Herald {
             child,
             addr,
+            grpc,
             logs,
             name: name.to_owned(),
         }
@@ -167,12 +173,14 @@ impl Drop for Herald {
     }
 }
 
-fn listening_addr(line: &str) -> Option<SocketAddr> {
+fn listening_addr(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     if value["message"] != "listening" {
         return None;
     }
-    value["addr"].as_str()?.parse().ok()
+    let addr = value["addr"].as_str()?.parse().ok()?;
+    let grpc = value["grpc"].as_str().and_then(|g| g.parse().ok());
+    Some((addr, grpc))
 }
 
 /// Runs a Python test client; panics with its output unless it exits 0.
@@ -204,4 +212,40 @@ pub fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("http client")
+}
+
+/// Deletes a test's streams when dropped.
+pub struct StreamCleanup(pub String);
+
+impl Drop for StreamCleanup {
+    fn drop(&mut self) {
+        delete_streams(&self.0);
+    }
+}
+
+/// Deletes the JetStream streams a test's prefix created (best effort; run
+/// from `Drop`, so it brings its own runtime on its own thread).
+pub fn delete_streams(prefix: &str) {
+    let stream_prefix = format!("{}_", prefix.to_ascii_uppercase().replace('-', "_"));
+    let url = nats_url();
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            use futures::TryStreamExt;
+            let Ok(client) = async_nats::connect(&url).await else {
+                return;
+            };
+            let js = async_nats::jetstream::new(client);
+            let names: Vec<String> = js.stream_names().try_collect().await.unwrap_or_default();
+            for name in names.into_iter().filter(|n| n.starts_with(&stream_prefix)) {
+                let _ = js.delete_stream(&name).await;
+            }
+        });
+    })
+    .join();
 }

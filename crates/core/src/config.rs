@@ -153,12 +153,29 @@ pub struct Config {
     pub route_timeout_ms: u64,
     /// Seconds to finish in-flight work after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// How long an idempotency key is remembered, seconds.
+    pub idempotency_window_secs: u64,
+    /// Channels one broadcast may name at most.
+    pub max_broadcast_channels: usize,
+    /// How long routing waits for presence before treating users as
+    /// unknown, ms.
+    pub presence_timeout_ms: u64,
+    /// Where JetStream keeps history: `file` (default) or `memory`.
+    pub history_storage: HistoryStorage,
 
     pub strict_namespaces: bool,
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 
     /// `pretty`, `json`, or unset: pretty on a terminal, JSON otherwise.
     pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryStorage {
+    #[default]
+    File,
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +208,10 @@ impl Default for Config {
             client_queue_len: 1024,
             route_timeout_ms: 5000,
             shutdown_grace_secs: 10,
+            idempotency_window_secs: 120,
+            max_broadcast_channels: 1000,
+            presence_timeout_ms: 500,
+            history_storage: HistoryStorage::File,
             strict_namespaces: false,
             namespaces: BTreeMap::new(),
             log_format: None,
@@ -269,6 +290,9 @@ impl Config {
         positive("route_timeout_ms", self.route_timeout_ms)?;
         positive("max_message_bytes", self.max_message_bytes as u64)?;
         positive("client_queue_len", self.client_queue_len as u64)?;
+        positive("idempotency_window_secs", self.idempotency_window_secs)?;
+        positive("max_broadcast_channels", self.max_broadcast_channels as u64)?;
+        positive("presence_timeout_ms", self.presence_timeout_ms)?;
         if self.subject_prefix.is_empty()
             || !self
                 .subject_prefix
@@ -281,8 +305,14 @@ impl Config {
             ));
         }
         for (name, ns) in &self.namespaces {
+            // Namespace names become JetStream stream names and subject
+            // tokens, so they are kept to letters, digits, `_` and `-`.
             let valid = name == "default"
-                || (!name.contains([':', '#']) && Channel::new(&format!("{name}:x")).is_ok());
+                || (name != "_"
+                    && !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
             if !valid {
                 return Err(ConfigError::new(
                     &format!("namespaces.{name}"),
@@ -391,6 +421,14 @@ impl Config {
 
     pub fn pong_timeout(&self) -> Duration {
         Duration::from_secs(self.pong_timeout_secs)
+    }
+
+    pub fn idempotency_window(&self) -> Duration {
+        Duration::from_secs(self.idempotency_window_secs)
+    }
+
+    pub fn presence_timeout(&self) -> Duration {
+        Duration::from_millis(self.presence_timeout_ms)
     }
 
     pub fn route_timeout(&self) -> Duration {

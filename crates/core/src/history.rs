@@ -64,7 +64,11 @@ impl Appended {
 /// kept from offset `first_kept` (None: nothing kept) in a channel at
 /// `latest`. A position with an empty epoch and offset 0 means "from the
 /// very beginning" (a client that subscribed before the first publication).
-pub(crate) fn recoverable(since: &StreamPosition, latest: &StreamPosition, first_kept: Option<u64>) -> bool {
+pub(crate) fn recoverable(
+    since: &StreamPosition,
+    latest: &StreamPosition,
+    first_kept: Option<u64>,
+) -> bool {
     let same_epoch = since.epoch == latest.epoch || (since.epoch.is_empty() && since.offset == 0);
     if !same_epoch || since.offset > latest.offset {
         return false;

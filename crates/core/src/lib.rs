@@ -7,12 +7,14 @@ pub mod bus;
 pub mod channel;
 pub mod config;
 pub mod history;
+pub mod presence;
 pub mod protocol;
 pub mod route;
 pub mod shutdown;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;
+pub mod work_queue;
 
 pub use channel::Channel;
 pub use config::Config;

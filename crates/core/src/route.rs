@@ -34,6 +34,12 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+/// `<p>.ctl.disconnect`: close every connection of a user.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DisconnectUser {
+    pub user: String,
+}
+
 /// Routing's answer to an edge: `{"ok":…}` or `{"error":{…}}`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -64,6 +64,11 @@ impl Subjects {
         format!("{}.presence.{edge}", self.prefix)
     }
 
+    /// `herald.notify.jobs`: push jobs for notify (stream `<P>_NOTIFY`).
+    pub fn notify_jobs(&self) -> String {
+        format!("{}.notify.jobs", self.prefix)
+    }
+
     /// `herald.ctl.disconnect`: close a user's connections on every edge.
     pub fn ctl_disconnect(&self) -> String {
         format!("{}.ctl.disconnect", self.prefix)

@@ -22,11 +22,14 @@ fn nats_url() -> String {
     std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// Opens another instance over the same storage.
+type Reopen = Box<dyn Fn() -> futures::future::BoxFuture<'static, Arc<dyn History>> + Send + Sync>;
+
 /// A history under test and how to make another instance over the same
 /// storage (a routing restart, or another replica).
 struct Subject {
     history: Arc<dyn History>,
-    reopen: Option<Box<dyn Fn() -> futures::future::BoxFuture<'static, Arc<dyn History>> + Send + Sync>>,
+    reopen: Option<Reopen>,
     cleanup: Option<Arc<JetStreamHistory>>,
 }
 
@@ -44,6 +47,13 @@ fn namespaces() -> BTreeMap<String, NamespaceConfig> {
             "small".to_owned(),
             NamespaceConfig {
                 history_size: 3,
+                ..NamespaceConfig::default()
+            },
+        ),
+        (
+            "bulk".to_owned(),
+            NamespaceConfig {
+                history_size: 5000,
                 ..NamespaceConfig::default()
             },
         ),
@@ -165,9 +175,15 @@ async fn offsets_grow_by_one_and_recovery_follows_retention(s: Subject) {
         offsets(&h.read(&c, Some(&at(450)), 10).await.unwrap()),
         (451..=460).collect::<Vec<_>>()
     );
-    assert_eq!(offsets(&h.read(&c, Some(&at(500)), 10).await.unwrap()), Vec::<u64>::new());
+    assert_eq!(
+        offsets(&h.read(&c, Some(&at(500)), 10).await.unwrap()),
+        Vec::<u64>::new()
+    );
     for bad in [
-        StreamPosition { offset: 450, epoch: "another-epoch".into() },
+        StreamPosition {
+            offset: 450,
+            epoch: "another-epoch".into(),
+        },
         at(501),
     ] {
         assert!(matches!(
@@ -182,12 +198,24 @@ async fn an_empty_channel_and_its_first_publication(s: Subject) {
     let h = &*s.history;
     let c = Channel::new("fresh").unwrap();
     let empty = h.position(&c).await.unwrap();
-    assert_eq!(empty, StreamPosition { offset: 0, epoch: String::new() });
-    assert_eq!(offsets(&h.read(&c, Some(&empty), 100).await.unwrap()), Vec::<u64>::new());
+    assert_eq!(
+        empty,
+        StreamPosition {
+            offset: 0,
+            epoch: String::new()
+        }
+    );
+    assert_eq!(
+        offsets(&h.read(&c, Some(&empty), 100).await.unwrap()),
+        Vec::<u64>::new()
+    );
     append(h, &c, 1, None).await;
     append(h, &c, 2, None).await;
     // a client that subscribed before the first publication catches up
-    assert_eq!(offsets(&h.read(&c, Some(&empty), 100).await.unwrap()), vec![1, 2]);
+    assert_eq!(
+        offsets(&h.read(&c, Some(&empty), 100).await.unwrap()),
+        vec![1, 2]
+    );
     let latest = h.position(&c).await.unwrap();
     assert_eq!(latest.offset, 2);
     assert!(!latest.epoch.is_empty());
@@ -208,11 +236,18 @@ async fn idempotency_keys_store_once(s: Subject) {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(h.position(&c).await.unwrap().offset, 1, "nothing new stored");
+    assert_eq!(
+        h.position(&c).await.unwrap().offset,
+        1,
+        "nothing new stored"
+    );
     // another key, or the same key on another channel, is new
     assert!(matches!(append(h, &c, 2, Some("order-18")).await, Appended::New(p) if p.offset == 2));
     let other = Channel::new("invoices").unwrap();
-    assert!(matches!(append(h, &other, 1, Some("order-17")).await, Appended::New(_)));
+    assert!(matches!(
+        append(h, &other, 1, Some("order-17")).await,
+        Appended::New(_)
+    ));
     s.done().await;
 }
 
@@ -222,7 +257,10 @@ async fn namespaces_have_their_own_limits(s: Subject) {
     for n in 1..=10 {
         append(h, &small, n, None).await;
     }
-    assert_eq!(offsets(&h.read(&small, None, 100).await.unwrap()), vec![8, 9, 10]);
+    assert_eq!(
+        offsets(&h.read(&small, None, 100).await.unwrap()),
+        vec![8, 9, 10]
+    );
 
     let brief = Channel::new("brief:x").unwrap();
     append(h, &brief, 1, None).await;
@@ -246,7 +284,7 @@ async fn namespaces_have_their_own_limits(s: Subject) {
 async fn concurrent_appends_never_fork_or_skip(s: Subject) {
     const WRITERS: usize = 3;
     const EACH: usize = 1000;
-    let c = Channel::new("contended").unwrap();
+    let c = Channel::new("bulk:contended").unwrap();
     // For JetStream each writer is its own instance with its own NATS
     // connection: three routing replicas.
     let mut writers: Vec<Arc<dyn History>> = vec![s.history.clone()];
@@ -265,8 +303,15 @@ async fn concurrent_appends_never_fork_or_skip(s: Subject) {
                 let history = history.clone();
                 let c = c.clone();
                 inner.push(tokio::spawn(async move {
-                    let retention = Retention { size: 5000, ttl: Duration::from_secs(3600) };
-                    match history.append(&c, data(w * EACH + i), retention, None).await.unwrap() {
+                    let retention = Retention {
+                        size: 5000,
+                        ttl: Duration::from_secs(3600),
+                    };
+                    match history
+                        .append(&c, data(w * EACH + i), retention, None)
+                        .await
+                        .unwrap()
+                    {
                         Appended::New(p) => p.offset,
                         other => panic!("{other:?}"),
                     }
@@ -285,7 +330,10 @@ async fn concurrent_appends_never_fork_or_skip(s: Subject) {
     }
     all.sort_unstable();
     assert_eq!(all, (1..=(WRITERS * EACH) as u64).collect::<Vec<_>>());
-    assert_eq!(s.history.position(&c).await.unwrap().offset, (WRITERS * EACH) as u64);
+    assert_eq!(
+        s.history.position(&c).await.unwrap().offset,
+        (WRITERS * EACH) as u64
+    );
     s.done().await;
 }
 

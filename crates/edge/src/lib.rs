@@ -3,6 +3,7 @@
 //! publications. Edge processes hold no state but their connections.
 
 mod commands;
+mod control;
 mod hub;
 mod routing_client;
 mod session;
@@ -56,6 +57,8 @@ pub struct Edge {
     pub(crate) shutdown: Shutdown,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) connections: TaskTracker,
+    /// Connected users and, per connection, the signal that closes it.
+    pub(crate) users: control::Users,
 }
 
 impl Edge {
@@ -77,6 +80,7 @@ impl Edge {
             next_conn: AtomicU64::new(1),
             shutdown,
             connections: TaskTracker::new(),
+            users: control::Users::default(),
         })
     }
 
@@ -121,6 +125,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeEr
     let bus: Arc<dyn Bus> =
         Arc::new(NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?);
     let edge = Edge::new(config.clone(), verifier, bus, node, shutdown.clone());
+    let control = edge.listen_to_control(shutdown.clone()).await?;
     let addr = match config.http_addr {
         Some(a) => a,
         None => DEFAULT_HTTP_ADDR
@@ -135,6 +140,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeEr
     serve_http(listener, edge.router(), shutdown).await?;
     edge.drained(Duration::from_secs(config.shutdown_grace_secs))
         .await;
+    let _ = control.await;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use herald_core::channel::Channel;
 use herald_core::protocol::{
     CloseCode, Command, ErrorBody, ErrorCode, ErrorReply, OkReply, decode_command, encode,
 };
+use herald_core::shutdown::Shutdown;
 use serde::Serialize;
 
 use crate::Edge;
@@ -32,6 +33,8 @@ pub(crate) struct Session {
     pub outbox: Outbox,
     pub claims: Option<Claims>,
     pub subscriptions: HashSet<Channel>,
+    /// Fires when the server API disconnects this user.
+    pub kicked: Shutdown,
 }
 
 impl Session {
@@ -45,6 +48,7 @@ impl Session {
             outbox,
             claims: None,
             subscriptions: HashSet::new(),
+            kicked: Shutdown::new(),
         }
     }
 
@@ -100,6 +104,9 @@ impl Session {
 
     /// Leaves every channel. Called once when the connection ends.
     pub async fn close(self) {
+        if let Some(claims) = &self.claims {
+            self.edge.users.remove(&claims.sub, self.conn);
+        }
         for channel in &self.subscriptions {
             self.edge.hub.unsubscribe(channel, self.conn).await;
         }

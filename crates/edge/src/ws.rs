@@ -86,6 +86,7 @@ async fn run(edge: Arc<Edge>, mut socket: WebSocket) {
             biased;
             _ = edge.shutdown.wait() => break End::Close(CloseCode::Shutdown, None),
             _ = overflow.wait() => break End::Close(CloseCode::SlowConsumer, None),
+            _ = session.kicked.wait() => break End::Close(CloseCode::Forbidden, None),
             incoming = socket.recv() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,

@@ -9,10 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use herald_core::Config;
 use herald_core::bus::{Bus, MemoryBus};
-use herald_core::history::{History, MemoryHistory};
+use herald_core::history::MemoryHistory;
 use herald_core::shutdown::Shutdown;
+use herald_core::work_queue::MemoryWorkQueue;
 use herald_edge::Edge;
-use herald_routing::{ApiKeys, Routing, api_router};
+use herald_routing::{ApiKeys, Deps, Routing, api_router, grpc_service};
+
+/// Push jobs standalone holds before refusing more (notify drains them).
+const STANDALONE_QUEUE_CAPACITY: usize = 100_000;
 
 pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()> {
     let dev_secret = config.jwt_secret.is_none() && config.jwt_public_key_file.is_none();
@@ -32,14 +36,31 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     let keys = ApiKeys::new(config.api_keys(true)?);
 
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-    let history: Arc<dyn History> = Arc::new(MemoryHistory::new());
-    let routing = Arc::new(Routing::new(config.clone(), bus.clone(), history));
-    let listener = routing.listen_to_edges(shutdown.clone()).await?;
     let node = config.node_id_or_generate("standalone");
-    let edge = Edge::new(config.clone(), verifier, bus, node, shutdown.clone());
-    let app = edge
-        .router()
-        .merge(api_router(routing, keys, config.max_message_bytes));
+    let edge = Edge::new(
+        config.clone(),
+        verifier,
+        bus.clone(),
+        node,
+        shutdown.clone(),
+    );
+    let control = edge.listen_to_control(shutdown.clone()).await?;
+    let routing = Arc::new(Routing::new(
+        config.clone(),
+        Deps {
+            bus,
+            history: Arc::new(MemoryHistory::new(config.idempotency_window())),
+            queue: Arc::new(MemoryWorkQueue::new(STANDALONE_QUEUE_CAPACITY)),
+            // One edge sees every connection: it answers presence itself.
+            presence: edge.clone(),
+        },
+    ));
+    let listener = routing.listen_to_edges(shutdown.clone()).await?;
+    let app = edge.router().merge(api_router(
+        routing.clone(),
+        keys.clone(),
+        config.max_message_bytes,
+    ));
 
     let default_addr: SocketAddr = if dev_secret {
         ([127, 0, 0, 1], 8080).into()
@@ -50,10 +71,36 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(service = "standalone", addr = %tcp.local_addr()?, "listening");
-    herald_edge::serve_http(tcp, app, shutdown).await?;
+    let grpc_addr = config
+        .grpc_addr
+        .unwrap_or((default_addr.ip(), 50051).into());
+    let grpc = tokio::net::TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {grpc_addr} (gRPC)"))?;
+    tracing::info!(
+        service = "standalone",
+        addr = %tcp.local_addr()?,
+        grpc = %grpc.local_addr()?,
+        "listening"
+    );
+
+    // Every gRPC service on one port.
+    let routes = tonic::service::Routes::new(grpc_service(routing, keys));
+    let routes =
+        herald_proto::server::with_standard_services(routes, &[herald_routing::GRPC_SERVICE_NAME])
+            .await?;
+    let grpc_shutdown = shutdown.clone();
+    let grpc_server =
+        herald_proto::server::serve(grpc, routes, async move { grpc_shutdown.wait().await });
+    let (http_result, grpc_result) = tokio::join!(
+        herald_edge::serve_http(tcp, app, shutdown.clone()),
+        grpc_server
+    );
+    http_result?;
+    grpc_result?;
     edge.drained(Duration::from_secs(config.shutdown_grace_secs))
         .await;
     let _ = listener.await;
+    let _ = control.await;
     Ok(())
 }

@@ -18,5 +18,7 @@ pub mod notify {
     }
 }
 
+pub mod server;
+
 /// Every service's descriptors, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("herald_descriptor");

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -13,11 +13,15 @@ use axum::{Json, Router};
 use herald_core::channel::Channel;
 use herald_core::history::Recovery;
 use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::api_key::ApiKeys;
-use crate::publish::{PublishInput, Routing};
+use crate::routing::{
+    BroadcastAnswer, BroadcastRequest, PublishAnswer, PublishRequest, Routing, SendAnswer,
+    SendRequest,
+};
 
 /// An API error: the JSON body `{"error":{…}}` with its HTTP status.
 pub struct ApiError(pub ErrorBody);
@@ -36,6 +40,11 @@ impl IntoResponse for ApiError {
         }
         let status = StatusCode::from_u16(self.0.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = match (self.0.code, status) {
+            // Nothing was done and trying again may work: say so.
+            (ErrorCode::Internal, _) => StatusCode::SERVICE_UNAVAILABLE,
+            (_, s) => s,
+        };
         (status, Json(Body { error: self.0 })).into_response()
     }
 }
@@ -44,13 +53,16 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(ErrorBody::new(ErrorCode::BadRequest, message))
 }
 
-/// The `/api` routes. `max_message_bytes` bounds publication data; request
-/// bodies may be a little larger for the envelope around it.
+/// The `/api` routes. Request bodies may exceed `max_message_bytes` a
+/// little, for the envelope around `data`.
 pub fn api_router(routing: Arc<Routing>, keys: ApiKeys, max_message_bytes: usize) -> Router {
     Router::new()
         .route("/api/publish", post(publish))
+        .route("/api/broadcast", post(broadcast))
+        .route("/api/send", post(send))
         .route("/api/history", get(history))
-        .layer(DefaultBodyLimit::max(max_message_bytes + 16 * 1024))
+        .route("/api/disconnect", post(disconnect))
+        .layer(DefaultBodyLimit::max(max_message_bytes + 64 * 1024))
         .layer(middleware::from_fn_with_state(keys, require_api_key))
         .with_state(routing)
 }
@@ -79,9 +91,7 @@ async fn require_api_key(
 }
 
 /// Reads a JSON body, turning every failure into a clear API error.
-fn json_body<T: for<'de> Deserialize<'de>>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(T, Bytes), ApiError> {
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError(ErrorBody::new(
@@ -92,34 +102,50 @@ fn json_body<T: for<'de> Deserialize<'de>>(
             bad_request(rejection.body_text())
         }
     })?;
-    let value = serde_json::from_slice(&bytes)
-        .map_err(|e| bad_request(format!("invalid JSON body: {e}")))?;
-    Ok((value, bytes))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody {
-    channel: Channel,
-    data: Box<RawValue>,
+    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid request body: {e}")))
 }
 
 async fn publish(
     State(routing): State<Arc<Routing>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<StreamPosition>, ApiError> {
-    let (body, _): (PublishBody, _) = json_body(body)?;
-    let position = routing
-        .publish(PublishInput {
-            channel: body.channel,
-            data: body.data,
-            from: None,
-        })
-        .await?;
-    Ok(Json(position))
+) -> Result<Json<PublishAnswer>, ApiError> {
+    let request: PublishRequest = json_body(body)?;
+    Ok(Json(routing.publish(request).await?))
+}
+
+async fn broadcast(
+    State(routing): State<Arc<Routing>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BroadcastAnswer>, ApiError> {
+    let request: BroadcastRequest = json_body(body)?;
+    Ok(Json(routing.broadcast(request).await?))
+}
+
+async fn send(
+    State(routing): State<Arc<Routing>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SendAnswer>, ApiError> {
+    let request: SendRequest = json_body(body)?;
+    Ok(Json(routing.send_to_user(request).await?))
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    user: String,
+}
+
+async fn disconnect(
+    State(routing): State<Arc<Routing>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request: DisconnectBody = json_body(body)?;
+    routing.disconnect(&request.user).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HistoryParams {
     channel: String,
     since: Option<u64>,
@@ -143,32 +169,51 @@ struct HistoryAnswer<'a> {
     epoch: &'a str,
 }
 
-const DEFAULT_HISTORY_LIMIT: usize = 100;
+pub(crate) const DEFAULT_HISTORY_LIMIT: usize = 100;
+
+/// The stream position a history request names: `since` in `epoch`, or in
+/// the current epoch when none is given.
+pub(crate) async fn since_position(
+    routing: &Routing,
+    channel: &Channel,
+    since: Option<u64>,
+    epoch: Option<String>,
+) -> Result<Option<StreamPosition>, ErrorBody> {
+    let Some(offset) = since else {
+        return Ok(None);
+    };
+    let epoch = match epoch.filter(|e| !e.is_empty()) {
+        Some(e) => e,
+        None => routing
+            .history(channel, None, 0)
+            .await?
+            .latest()
+            .epoch
+            .clone(),
+    };
+    Ok(Some(StreamPosition { offset, epoch }))
+}
+
+/// The error for a position whose publications are no longer kept.
+pub(crate) fn unrecoverable(latest: &StreamPosition) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::Unrecoverable,
+        format!(
+            "publications after that position are no longer kept (the channel is at offset {} of epoch {:?})",
+            latest.offset, latest.epoch
+        ),
+    )
+}
 
 async fn history(
     State(routing): State<Arc<Routing>>,
-    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
     let channel =
         Channel::new(&params.channel).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
+    let since = since_position(&routing, &channel, params.since, params.epoch).await?;
     let limit = params.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-    let since = match params.since {
-        None => None,
-        Some(offset) => {
-            // Without an epoch the caller means the current one.
-            let epoch = match params.epoch {
-                Some(e) => e,
-                None => routing
-                    .history(&channel, None, 0)
-                    .await?
-                    .latest()
-                    .epoch
-                    .clone(),
-            };
-            Some(StreamPosition { offset, epoch })
-        }
-    };
     match routing.history(&channel, since.as_ref(), limit).await? {
         Recovery::Recovered {
             publications,
@@ -189,12 +234,6 @@ async fn history(
             };
             Ok(Json(answer).into_response())
         }
-        Recovery::Unrecoverable { latest } => Err(ApiError(ErrorBody::new(
-            ErrorCode::Unrecoverable,
-            format!(
-                "publications after that position are no longer kept (channel is at offset {} of epoch {})",
-                latest.offset, latest.epoch
-            ),
-        ))),
+        Recovery::Unrecoverable { latest } => Err(ApiError(unrecoverable(&latest))),
     }
 }

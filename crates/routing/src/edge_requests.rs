@@ -15,7 +15,7 @@ use herald_core::subjects::ROUTING_QUEUE_GROUP;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::publish::{PublishInput, Routing};
+use crate::routing::Routing;
 
 /// Requests handled at once by one routing process; more wait their turn
 /// (the bus buffers them, bounded).
@@ -70,12 +70,8 @@ impl Routing {
             let request: ClientPublish = serde_json::from_slice(&message.payload)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("bad publish: {e}")))?;
             self.check_client_publish(&request)?;
-            self.publish(PublishInput {
-                channel: request.channel,
-                data: request.data,
-                from: Some(request.user),
-            })
-            .await
+            self.store_and_deliver(&request.channel, request.data, Some(request.user), None)
+                .await
         }
         .await;
         RouteReply::<StreamPosition>::from_result(result).encode()

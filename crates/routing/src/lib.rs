@@ -1,27 +1,41 @@
 //! Routing: the single write path. A publication — from the server API or a
 //! client through an edge — is validated here, gets its per-channel offset
-//! from the history, is stored, and is published live for the edges.
+//! from the history, is stored, is published live for the edges, and the
+//! recipients who are not connected are handed to notify as push jobs.
 
 mod api;
 mod api_key;
 mod edge_requests;
-mod publish;
+mod grpc;
+mod idempotency;
+mod routing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::bus::{Bus, NatsBus};
-use herald_core::config::{Config, ConfigError};
-use herald_core::history::{History, MemoryHistory};
+use herald_core::config::{Config, ConfigError, HistoryStorage};
+use herald_core::history::{JetStreamHistory, Storage};
+use herald_core::presence::{NoPresence, PresenceLookup};
 use herald_core::shutdown::Shutdown;
+use herald_core::subjects::Subjects;
+use herald_core::work_queue::JetStreamWorkQueue;
 
 pub use api::api_router;
 pub use api_key::ApiKeys;
-pub use publish::{PublishInput, Routing};
+pub use grpc::{grpc_service, status_of};
+pub use routing::{
+    BroadcastAnswer, BroadcastRequest, BroadcastResult, Deps, NotifyOutcome, PublishAnswer,
+    PublishRequest, Routing, SendAnswer, SendRequest, SendResult,
+};
 
 /// The server API's default HTTP address in distributed mode.
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8081";
+/// The default gRPC address.
+pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50051";
+/// The gRPC service name, for health checks.
+pub const GRPC_SERVICE_NAME: &str = "herald.routing.v1.Routing";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutingError {
@@ -29,6 +43,10 @@ pub enum RoutingError {
     Config(#[from] ConfigError),
     #[error("bus: {0}")]
     Bus(#[from] herald_core::bus::BusError),
+    #[error(transparent)]
+    History(#[from] herald_core::history::HistoryError),
+    #[error(transparent)]
+    Queue(#[from] herald_core::work_queue::QueueError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -36,38 +54,91 @@ pub enum RoutingError {
     },
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(String),
 }
 
-/// Runs routing as its own process: connects to NATS, answers edges on the
-/// bus and serves the HTTP server API until `shutdown`.
+pub(crate) fn address(
+    configured: Option<SocketAddr>,
+    default: &str,
+    key: &str,
+) -> Result<SocketAddr, ConfigError> {
+    match configured {
+        Some(a) => Ok(a),
+        None => default
+            .parse()
+            .map_err(|_| ConfigError::new(key, "bad built-in default")),
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RoutingError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RoutingError::Listen { addr, source })
+}
+
+/// Runs routing as its own process: history in JetStream, push jobs on the
+/// JetStream work queue, the server API over HTTP and gRPC, and answers to
+/// edges on the bus — until `shutdown`.
 pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), RoutingError> {
     let keys = ApiKeys::new(config.api_keys(false)?);
     let node = config.node_id_or_generate("routing");
-    let bus: Arc<dyn Bus> =
-        Arc::new(NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?);
-    // Until the JetStream history lands, one routing replica keeps history
-    // in memory; offsets restart with a new epoch when it restarts.
-    let history: Arc<dyn History> = Arc::new(MemoryHistory::new());
-    let routing = Arc::new(Routing::new(config.clone(), bus, history));
-    let listener = routing.listen_to_edges(shutdown.clone()).await?;
-
-    let addr = match config.http_addr {
-        Some(a) => a,
-        None => DEFAULT_HTTP_ADDR
-            .parse()
-            .map_err(|_| ConfigError::new("http_addr", "bad built-in default"))?,
+    let nats = NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?;
+    let subjects = Subjects::new(&config.subject_prefix);
+    let storage = match config.history_storage {
+        HistoryStorage::File => Storage::File,
+        HistoryStorage::Memory => Storage::Memory,
     };
-    let tcp = tokio::net::TcpListener::bind(addr)
+    let history = JetStreamHistory::open(
+        nats.client().clone(),
+        subjects.clone(),
+        &config.namespaces,
+        config.idempotency_window(),
+        storage,
+    )
+    .await?;
+    let queue = JetStreamWorkQueue::open(nats.client().clone(), &subjects).await?;
+    // The presence service's client arrives with the presence service;
+    // until then offline hand-offs report users as unknown.
+    let presence: Arc<dyn PresenceLookup> = Arc::new(NoPresence);
+    let bus: Arc<dyn Bus> = Arc::new(nats);
+    let routing = Arc::new(Routing::new(
+        config.clone(),
+        Deps {
+            bus,
+            history: Arc::new(history),
+            queue: Arc::new(queue),
+            presence,
+        },
+    ));
+    let edge_listener = routing.listen_to_edges(shutdown.clone()).await?;
+
+    let http = bind(address(config.http_addr, DEFAULT_HTTP_ADDR, "http_addr")?).await?;
+    let grpc = bind(address(config.grpc_addr, DEFAULT_GRPC_ADDR, "grpc_addr")?).await?;
+    tracing::info!(
+        service = "routing",
+        addr = %http.local_addr().map_err(RoutingError::Http)?,
+        grpc = %grpc.local_addr().map_err(RoutingError::Http)?,
+        "listening"
+    );
+
+    let routes = tonic::service::Routes::new(grpc_service(routing.clone(), keys.clone()));
+    let routes = herald_proto::server::with_standard_services(routes, &[GRPC_SERVICE_NAME])
         .await
-        .map_err(|source| RoutingError::Listen { addr, source })?;
-    let local = tcp.local_addr().map_err(RoutingError::Http)?;
-    tracing::info!(service = "routing", addr = %local, "listening");
+        .map_err(|e| RoutingError::Grpc(e.to_string()))?;
+    let grpc_shutdown = shutdown.clone();
+    let grpc_server =
+        herald_proto::server::serve(grpc, routes, async move { grpc_shutdown.wait().await });
     let app = api_router(routing, keys, config.max_message_bytes);
-    let server_shutdown = shutdown.clone();
-    axum::serve(tcp, app)
-        .with_graceful_shutdown(async move { server_shutdown.wait().await })
-        .await
-        .map_err(RoutingError::Http)?;
-    let _ = listener.await;
+    let http_shutdown = shutdown.clone();
+    let http_server = async move {
+        axum::serve(http, app)
+            .with_graceful_shutdown(async move { http_shutdown.wait().await })
+            .await
+    };
+    let (http_result, grpc_result) = tokio::join!(http_server, grpc_server);
+    http_result.map_err(RoutingError::Http)?;
+    grpc_result.map_err(|e| RoutingError::Grpc(e.to_string()))?;
+    let _ = edge_listener.await;
     Ok(())
 }

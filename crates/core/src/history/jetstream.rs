@@ -27,8 +27,10 @@ use crate::subjects::{HEADER_EPOCH, HEADER_OFFSET, Subjects};
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 const MSG_ID: &str = "Nats-Msg-Id";
-/// Appends retried when other replicas keep winning the race.
-const MAX_ATTEMPTS: u32 = 50;
+/// How long an append keeps retrying while other replicas win the race
+/// for the same channel. A replica with a burst of appends for a channel
+/// wins repeatedly (it knows the tip); the others wait their turn.
+const APPEND_DEADLINE: Duration = Duration::from_secs(15);
 /// Channels whose last offset is remembered; beyond this the cache starts
 /// over (a miss costs one request).
 const MAX_CACHED_TIPS: usize = 100_000;
@@ -140,7 +142,10 @@ impl JetStreamHistory {
 
     /// The names of the streams this history uses.
     pub fn stream_names(&self) -> Vec<String> {
-        self.streams.values().map(|s| s.cached_info().config.name.clone()).collect()
+        self.streams
+            .values()
+            .map(|s| s.cached_info().config.name.clone())
+            .collect()
     }
 
     /// Deletes the streams (tests clean up after themselves with this).
@@ -296,7 +301,10 @@ impl History for JetStreamHistory {
         let _serial = self.append_locks[stripe_of(channel)].lock().await;
         let mut tip = self.cached_tip(channel);
         let mut fetched = false;
-        for attempt in 0..MAX_ATTEMPTS {
+        let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
+        let mut attempt: u32 = 0;
+        while tokio::time::Instant::now() < deadline {
+            attempt += 1;
             if tip.is_none() && !fetched {
                 tip = self.fetch_tip(stream, &subject).await?;
                 fetched = true;
@@ -306,7 +314,10 @@ impl History for JetStreamHistory {
                 None => (1, new_epoch(), 0),
             };
             let mut headers = HeaderMap::new();
-            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
+            headers.insert(
+                EXPECTED_LAST_SUBJECT_SEQUENCE,
+                expected.to_string().as_str(),
+            );
             headers.insert(HEADER_OFFSET, offset.to_string().as_str());
             headers.insert(HEADER_EPOCH, epoch.as_str());
             if let Some(key) = idempotency_key {
@@ -356,7 +367,7 @@ impl History for JetStreamHistory {
                     // replicas spread out.
                     self.remember_tip(channel, None);
                     tip = self.fetch_tip(stream, &subject).await?;
-                    let pause = rand::random_range(0..=(attempt.min(10) as u64 * 2));
+                    let pause = rand::random_range(0..=(1u64 << attempt.min(5)));
                     if pause > 0 {
                         tokio::time::sleep(Duration::from_millis(pause)).await;
                     }
@@ -368,7 +379,7 @@ impl History for JetStreamHistory {
             }
         }
         Err(unavailable(format!(
-            "{channel}: gave up after {MAX_ATTEMPTS} concurrent appends"
+            "{channel}: gave up after {attempt} attempts in {APPEND_DEADLINE:?} of contention"
         )))
     }
 

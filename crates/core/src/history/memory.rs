@@ -112,12 +112,15 @@ impl History for MemoryHistory {
             return Ok(Appended::Duplicate(first.clone()));
         }
         let fresh_epoch = format!("{}{:04x}", self.process_epoch, rand::random::<u16>());
-        let log = state.channels.entry(channel.clone()).or_insert_with(|| Log {
-            epoch: fresh_epoch,
-            offset: 0,
-            kept: VecDeque::new(),
-            ttl: retention.ttl,
-        });
+        let log = state
+            .channels
+            .entry(channel.clone())
+            .or_insert_with(|| Log {
+                epoch: fresh_epoch,
+                offset: 0,
+                kept: VecDeque::new(),
+                ttl: retention.ttl,
+            });
         log.ttl = retention.ttl;
         log.offset += 1;
         let publication = Publication {

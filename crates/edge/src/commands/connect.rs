@@ -45,6 +45,10 @@ pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand)
         user: claims.sub.clone(),
         ping_interval: session.edge.config.ping_interval_secs,
     };
+    session
+        .edge
+        .users
+        .add(&claims.sub, session.conn, session.kicked.clone());
     tracing::debug!(client = %session.client_id, user = %claims.sub, "connected");
     session.claims = Some(claims);
     reply(id, Ok(ok))

@@ -1,0 +1,29 @@
+//! The presence lookup routing needs before choosing between a live
+//! delivery and a push notification. Implemented by the edge in standalone
+//! (it sees every connection) and by the presence service's gRPC client in
+//! the distributed mode.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("presence unavailable: {0}")]
+pub struct PresenceError(pub String);
+
+#[async_trait]
+pub trait PresenceLookup: Send + Sync + 'static {
+    /// Which of `users` have at least one live connection.
+    async fn online(&self, users: &[String]) -> Result<HashSet<String>, PresenceError>;
+}
+
+/// Used where no presence service is configured: every lookup fails, so
+/// routing reports users as unknown instead of pushing blindly.
+pub struct NoPresence;
+
+#[async_trait]
+impl PresenceLookup for NoPresence {
+    async fn online(&self, _users: &[String]) -> Result<HashSet<String>, PresenceError> {
+        Err(PresenceError("no presence service configured".into()))
+    }
+}

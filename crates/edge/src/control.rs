@@ -1,0 +1,103 @@
+//! Who is connected to this edge, and the control messages that act on
+//! them (`<p>.ctl.disconnect`). In standalone the edge sees every
+//! connection, so it also answers routing's presence lookups.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use herald_core::bus::BusError;
+use herald_core::presence::{PresenceError, PresenceLookup};
+use herald_core::route::DisconnectUser;
+use herald_core::shutdown::Shutdown;
+use tokio::task::JoinHandle;
+
+use crate::Edge;
+use crate::hub::ConnId;
+
+/// Connected users → their connections → the signal that closes each.
+#[derive(Default)]
+pub(crate) struct Users {
+    inner: Mutex<HashMap<String, HashMap<ConnId, Shutdown>>>,
+}
+
+impl Users {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<ConnId, Shutdown>>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, user: &str, conn: ConnId, kick: Shutdown) {
+        self.lock()
+            .entry(user.to_owned())
+            .or_default()
+            .insert(conn, kick);
+    }
+
+    pub fn remove(&self, user: &str, conn: ConnId) {
+        let mut users = self.lock();
+        if let Some(conns) = users.get_mut(user) {
+            conns.remove(&conn);
+            if conns.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Closes every connection of `user`; returns how many.
+    pub fn kick(&self, user: &str) -> usize {
+        let users = self.lock();
+        let Some(conns) = users.get(user) else {
+            return 0;
+        };
+        for kick in conns.values() {
+            kick.trigger();
+        }
+        conns.len()
+    }
+
+    pub fn online<'a>(&self, candidates: impl Iterator<Item = &'a String>) -> HashSet<String> {
+        let users = self.lock();
+        candidates
+            .filter(|u| users.contains_key(u.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Edge {
+    /// Listens for control messages until `shutdown`; subscribed when this
+    /// returns.
+    pub async fn listen_to_control(
+        self: &Arc<Self>,
+        shutdown: Shutdown,
+    ) -> Result<JoinHandle<()>, BusError> {
+        let mut disconnects = self.bus.subscribe(&self.subjects.ctl_disconnect()).await?;
+        self.bus.flush().await?;
+        let edge = self.clone();
+        Ok(tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = shutdown.wait() => break,
+                    m = disconnects.next() => m,
+                };
+                let Some(message) = message else { break };
+                match serde_json::from_slice::<DisconnectUser>(&message.payload) {
+                    Ok(d) => {
+                        let closed = edge.users.kick(&d.user);
+                        tracing::info!(user = %d.user, connections = closed, "disconnect requested");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "bad disconnect message"),
+                }
+            }
+        }))
+    }
+}
+
+/// The edge sees all of standalone's connections, so it can say who is
+/// online without a presence service.
+#[async_trait]
+impl PresenceLookup for Edge {
+    async fn online(&self, users: &[String]) -> Result<HashSet<String>, PresenceError> {
+        Ok(self.users.online(users.iter()))
+    }
+}

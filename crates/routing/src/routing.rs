@@ -1,0 +1,495 @@
+//! The operations of the server API — publish, broadcast, send to a user,
+//! history, disconnect — shared by HTTP, gRPC and client publishes from
+//! edges. Every request is checked completely before anything is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::bus::{Bus, Headers};
+use herald_core::channel::Channel;
+use herald_core::config::Config;
+use herald_core::history::{Appended, History, NewPublication, Recovery, Retention};
+use herald_core::presence::PresenceLookup;
+use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
+use herald_core::route::live_message;
+use herald_core::subjects::Subjects;
+use herald_core::time::unix_millis;
+use herald_core::work_queue::{Notification, PushJob, WorkQueue};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::idempotency::IdempotencyCache;
+
+/// Upper bound of one history read.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+/// Users one publish may name in `notify_offline`.
+pub const MAX_NOTIFY_USERS: usize = 1000;
+/// Longest idempotency key, bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// Longest notification title or body, bytes (APNs allows 4 KB in all).
+pub const MAX_NOTIFICATION_TEXT: usize = 1024;
+
+/// `POST /api/publish`, `Publish`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    pub channel: Channel,
+    pub data: Box<RawValue>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Users to reach by push notification if they are offline.
+    #[serde(default)]
+    pub notify_offline: Vec<String>,
+    #[serde(default)]
+    pub notification: Option<Notification>,
+}
+
+/// `POST /api/broadcast`, `Broadcast`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastRequest {
+    pub channels: Vec<Channel>,
+    pub data: Box<RawValue>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `POST /api/send`, `SendToUser`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    pub user: String,
+    pub data: Box<RawValue>,
+    #[serde(default)]
+    pub notification: Option<Notification>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Who of `notify_offline` got what.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyOutcome {
+    /// Connected: they got the live publication.
+    pub online: Vec<String>,
+    /// Not connected: a push job was queued for each.
+    pub pushed: Vec<String>,
+    /// Presence could not be asked in time: no push was sent (better a
+    /// missed alert than a spurious one), the live publication was.
+    pub unknown: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishAnswer {
+    pub offset: u64,
+    pub epoch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastResult {
+    pub channel: Channel,
+    pub offset: u64,
+    pub epoch: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastAnswer {
+    pub results: Vec<BroadcastResult>,
+}
+
+/// What `SendToUser` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendResult {
+    /// Connected: delivered live.
+    Online,
+    /// Not connected: a push job was queued.
+    Pushed,
+    /// Not connected and no device to push to (reported once notify keeps
+    /// the device registry).
+    NoDevices,
+    /// Presence did not answer in time: delivered live to any connection,
+    /// no push sent.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendAnswer {
+    pub result: SendResult,
+}
+
+/// Answers remembered for idempotency keys.
+#[derive(Debug, Clone)]
+pub(crate) enum Answer {
+    Publish(PublishAnswer),
+    Broadcast(BroadcastAnswer),
+    Send(SendAnswer),
+}
+
+/// What routing needs from the rest of the system.
+pub struct Deps {
+    pub bus: Arc<dyn Bus>,
+    pub history: Arc<dyn History>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub presence: Arc<dyn PresenceLookup>,
+}
+
+pub struct Routing {
+    pub(crate) config: Arc<Config>,
+    pub(crate) bus: Arc<dyn Bus>,
+    history: Arc<dyn History>,
+    queue: Arc<dyn WorkQueue>,
+    presence: Arc<dyn PresenceLookup>,
+    pub(crate) subjects: Subjects,
+    idempotency: IdempotencyCache<Answer>,
+}
+
+fn bad_request(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::BadRequest, message)
+}
+
+fn too_large(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::LimitExceeded, message)
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> ErrorBody {
+    tracing::error!(error = %e, "{what} failed");
+    ErrorBody::new(
+        ErrorCode::Internal,
+        format!("{what} unavailable; try again"),
+    )
+}
+
+impl Routing {
+    pub fn new(config: Arc<Config>, deps: Deps) -> Self {
+        let subjects = Subjects::new(&config.subject_prefix);
+        Routing {
+            idempotency: IdempotencyCache::new(config.idempotency_window()),
+            config,
+            bus: deps.bus,
+            history: deps.history,
+            queue: deps.queue,
+            presence: deps.presence,
+            subjects,
+        }
+    }
+
+    // ------------------------------------------------------------ checks
+
+    fn check_data(&self, data: &RawValue) -> Result<(), ErrorBody> {
+        let size = data.get().len();
+        if size > self.config.max_message_bytes {
+            return Err(too_large(format!(
+                "data is {size} bytes; the limit is {}",
+                self.config.max_message_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_key(key: &Option<String>) -> Result<(), ErrorBody> {
+        match key {
+            Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY => Err(bad_request(format!(
+                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_notification(notification: &Option<Notification>) -> Result<(), ErrorBody> {
+        if let Some(n) = notification {
+            for (field, text) in [("title", &n.title), ("body", &n.body)] {
+                if text.len() > MAX_NOTIFICATION_TEXT {
+                    return Err(too_large(format!(
+                        "notification {field} is over {MAX_NOTIFICATION_TEXT} bytes"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_user(user: &str) -> Result<Channel, ErrorBody> {
+        Channel::personal(user).map_err(|e| bad_request(format!("invalid user `{user}`: {e}")))
+    }
+
+    fn retention(&self, channel: &Channel) -> Result<Retention, ErrorBody> {
+        let namespace = self.config.namespace(channel)?;
+        Ok(Retention {
+            size: namespace.history_size,
+            ttl: Duration::from_secs(namespace.history_ttl_secs),
+        })
+    }
+
+    // ------------------------------------------------------------ operations
+
+    /// Stores one publication and delivers it live (once: a duplicate is
+    /// neither stored nor delivered again).
+    #[tracing::instrument(name = "publish", skip_all, fields(channel = %channel))]
+    pub(crate) async fn store_and_deliver(
+        &self,
+        channel: &Channel,
+        data: Box<RawValue>,
+        from: Option<String>,
+        idempotency_key: Option<&str>,
+    ) -> Result<StreamPosition, ErrorBody> {
+        let retention = self.retention(channel)?;
+        self.check_data(&data)?;
+        let new = NewPublication {
+            data,
+            from,
+            ts: unix_millis(),
+        };
+        let appended = self
+            .history
+            .append(channel, new, retention, idempotency_key)
+            .await
+            .map_err(|e| unavailable("history", e))?;
+        if let Appended::New(publication) = &appended {
+            let (headers, payload) = live_message(publication);
+            // The publication is stored: if live delivery fails, subscribers
+            // still get it when they fill the gap from history.
+            if let Err(e) = self
+                .bus
+                .publish(&self.subjects.live(channel), headers, payload)
+                .await
+            {
+                tracing::warn!(channel = %channel, error = %e, "live delivery failed");
+            }
+        }
+        Ok(appended.position())
+    }
+
+    pub async fn publish(&self, request: PublishRequest) -> Result<PublishAnswer, ErrorBody> {
+        self.config.namespace(&request.channel)?;
+        self.check_data(&request.data)?;
+        Self::check_key(&request.idempotency_key)?;
+        Self::check_notification(&request.notification)?;
+        if request.notify_offline.len() > MAX_NOTIFY_USERS {
+            return Err(too_large(format!(
+                "notify_offline names more than {MAX_NOTIFY_USERS} users"
+            )));
+        }
+        for user in &request.notify_offline {
+            Self::check_user(user)?;
+        }
+        let key = request.idempotency_key.clone();
+        let answer = self
+            .idempotency
+            .run(
+                key.as_ref()
+                    .map(|k| format!("publish|{}|{k}", request.channel)),
+                || async {
+                    let position = self
+                        .store_and_deliver(
+                            &request.channel,
+                            request.data.clone(),
+                            None,
+                            key.as_deref(),
+                        )
+                        .await?;
+                    let notify = if request.notify_offline.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            self.hand_off(
+                                &request.notify_offline,
+                                &request.data,
+                                request.notification.as_ref(),
+                                Some(&request.channel),
+                                key.as_deref(),
+                            )
+                            .await?,
+                        )
+                    };
+                    Ok(Answer::Publish(PublishAnswer {
+                        offset: position.offset,
+                        epoch: position.epoch,
+                        notify,
+                    }))
+                },
+            )
+            .await?;
+        match answer {
+            Answer::Publish(a) => Ok(a),
+            _ => Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "idempotency_key was used for another kind of request",
+            )),
+        }
+    }
+
+    pub async fn broadcast(&self, request: BroadcastRequest) -> Result<BroadcastAnswer, ErrorBody> {
+        if request.channels.is_empty() {
+            return Err(bad_request("channels is empty"));
+        }
+        if request.channels.len() > self.config.max_broadcast_channels {
+            return Err(too_large(format!(
+                "broadcast to {} channels; the limit is {}",
+                request.channels.len(),
+                self.config.max_broadcast_channels
+            )));
+        }
+        for channel in &request.channels {
+            self.config.namespace(channel)?;
+        }
+        self.check_data(&request.data)?;
+        Self::check_key(&request.idempotency_key)?;
+        let key = request.idempotency_key.clone();
+        let answer = self
+            .idempotency
+            .run(key.as_ref().map(|k| format!("broadcast|{k}")), || async {
+                let mut results = Vec::with_capacity(request.channels.len());
+                for channel in &request.channels {
+                    let position = self
+                        .store_and_deliver(channel, request.data.clone(), None, key.as_deref())
+                        .await?;
+                    results.push(BroadcastResult {
+                        channel: channel.clone(),
+                        offset: position.offset,
+                        epoch: position.epoch,
+                    });
+                }
+                Ok(Answer::Broadcast(BroadcastAnswer { results }))
+            })
+            .await?;
+        match answer {
+            Answer::Broadcast(a) => Ok(a),
+            _ => Err(bad_request(
+                "idempotency_key was used for another kind of request",
+            )),
+        }
+    }
+
+    pub async fn send_to_user(&self, request: SendRequest) -> Result<SendAnswer, ErrorBody> {
+        let personal = Self::check_user(&request.user)?;
+        self.check_data(&request.data)?;
+        Self::check_key(&request.idempotency_key)?;
+        Self::check_notification(&request.notification)?;
+        let key = request.idempotency_key.clone();
+        let answer = self
+            .idempotency
+            .run(
+                key.as_ref().map(|k| format!("send|{}|{k}", request.user)),
+                || async {
+                    // Every connection of the user is subscribed to `#user`.
+                    self.store_and_deliver(&personal, request.data.clone(), None, key.as_deref())
+                        .await?;
+                    let outcome = self
+                        .hand_off(
+                            std::slice::from_ref(&request.user),
+                            &request.data,
+                            request.notification.as_ref(),
+                            None,
+                            key.as_deref(),
+                        )
+                        .await?;
+                    let result = if !outcome.online.is_empty() {
+                        SendResult::Online
+                    } else if !outcome.pushed.is_empty() {
+                        SendResult::Pushed
+                    } else {
+                        SendResult::Unknown
+                    };
+                    Ok(Answer::Send(SendAnswer { result }))
+                },
+            )
+            .await?;
+        match answer {
+            Answer::Send(a) => Ok(a),
+            _ => Err(bad_request(
+                "idempotency_key was used for another kind of request",
+            )),
+        }
+    }
+
+    /// Asks presence who of `users` is connected and queues a push job for
+    /// each of the others.
+    async fn hand_off(
+        &self,
+        users: &[String],
+        data: &RawValue,
+        notification: Option<&Notification>,
+        channel: Option<&Channel>,
+        idempotency_key: Option<&str>,
+    ) -> Result<NotifyOutcome, ErrorBody> {
+        let online =
+            match tokio::time::timeout(self.config.presence_timeout(), self.presence.online(users))
+                .await
+            {
+                Ok(Ok(online)) => online,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "presence lookup failed; no pushes sent");
+                    return Ok(NotifyOutcome {
+                        unknown: users.to_vec(),
+                        ..NotifyOutcome::default()
+                    });
+                }
+                Err(_) => {
+                    tracing::warn!("presence lookup timed out; no pushes sent");
+                    return Ok(NotifyOutcome {
+                        unknown: users.to_vec(),
+                        ..NotifyOutcome::default()
+                    });
+                }
+            };
+        let mut outcome = NotifyOutcome::default();
+        let scope = channel.map_or("send", |c| c.as_str());
+        for user in users {
+            if online.contains(user) {
+                outcome.online.push(user.clone());
+                continue;
+            }
+            let job = PushJob {
+                id: match idempotency_key {
+                    Some(key) => PushJob::id_for_key(scope, key, user),
+                    None => PushJob::new_id(),
+                },
+                user: user.clone(),
+                notification: notification.cloned(),
+                data: data.to_owned(),
+                channel: channel.cloned(),
+                created_ms: unix_millis(),
+            };
+            self.queue
+                .push(&job)
+                .await
+                .map_err(|e| unavailable("push queue", e))?;
+            outcome.pushed.push(user.clone());
+        }
+        Ok(outcome)
+    }
+
+    /// Publications of `channel` after `since`, at most `limit` (capped).
+    pub async fn history(
+        &self,
+        channel: &Channel,
+        since: Option<&StreamPosition>,
+        limit: usize,
+    ) -> Result<Recovery, ErrorBody> {
+        self.config.namespace(channel)?;
+        self.history
+            .read(channel, since, limit.min(MAX_HISTORY_LIMIT))
+            .await
+            .map_err(|e| unavailable("history", e))
+    }
+
+    /// Closes every connection of `user` on every edge.
+    pub async fn disconnect(&self, user: &str) -> Result<(), ErrorBody> {
+        Self::check_user(user)?;
+        let payload = serde_json::to_vec(&herald_core::route::DisconnectUser {
+            user: user.to_owned(),
+        })
+        .map_err(|e| unavailable("bus", e))?;
+        self.bus
+            .publish(
+                &self.subjects.ctl_disconnect(),
+                Headers::new(),
+                Bytes::from(payload),
+            )
+            .await
+            .map_err(|e| unavailable("bus", e))
+    }
+}

@@ -1,0 +1,226 @@
+//! The offline hand-off: routing asks presence who is connected, delivers
+//! live to them and queues push jobs for the others on the JetStream work
+//! queue (read back here). Presence is a stand-in behind the
+//! `PresenceLookup` seam until the presence service exists.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use herald_core::bus::{Bus, MemoryBus, NatsBus};
+use herald_core::channel::Channel;
+use herald_core::config::Config;
+use herald_core::history::MemoryHistory;
+use herald_core::presence::{PresenceError, PresenceLookup};
+use herald_core::subjects::Subjects;
+use herald_core::work_queue::{JetStreamWorkQueue, Notification, PushJob};
+use herald_routing::{Deps, NotifyOutcome, PublishRequest, Routing, SendRequest, SendResult};
+use serde_json::value::RawValue;
+
+enum FakePresence {
+    Online(HashSet<String>),
+    Down,
+    Slow,
+}
+
+#[async_trait]
+impl PresenceLookup for FakePresence {
+    async fn online(&self, users: &[String]) -> Result<HashSet<String>, PresenceError> {
+        match self {
+            FakePresence::Online(set) => {
+                Ok(users.iter().filter(|u| set.contains(*u)).cloned().collect())
+            }
+            FakePresence::Down => Err(PresenceError("connection refused".into())),
+            FakePresence::Slow => {
+                std::future::pending::<()>().await;
+                Ok(HashSet::new())
+            }
+        }
+    }
+}
+
+fn nats_url() -> String {
+    std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+struct Setup {
+    routing: Routing,
+    client: async_nats::Client,
+    stream: String,
+}
+
+impl Setup {
+    async fn new(presence: FakePresence) -> Setup {
+        let prefix = format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let config = Arc::new(Config {
+            subject_prefix: prefix.clone(),
+            presence_timeout_ms: 200,
+            ..Config::default()
+        });
+        let nats = NatsBus::connect(&nats_url(), "offline-test", Duration::from_secs(5))
+            .await
+            .expect("NATS is required");
+        let queue = JetStreamWorkQueue::open(nats.client().clone(), &Subjects::new(&prefix))
+            .await
+            .unwrap();
+        let stream = queue.stream_name().to_owned();
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+        let routing = Routing::new(
+            config,
+            Deps {
+                bus,
+                history: Arc::new(MemoryHistory::default()),
+                queue: Arc::new(queue),
+                presence: Arc::new(presence),
+            },
+        );
+        Setup {
+            routing,
+            client: nats.client().clone(),
+            stream,
+        }
+    }
+
+    /// Every job waiting on the work queue (taken off it).
+    async fn queued_jobs(&self) -> Vec<PushJob> {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let stream = js.get_stream(&self.stream).await.unwrap();
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("test-reader".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(100)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap();
+        let mut jobs = Vec::new();
+        while let Some(Ok(message)) = batch.next().await {
+            jobs.push(serde_json::from_slice(&message.payload).unwrap());
+            message.double_ack().await.unwrap();
+        }
+        jobs
+    }
+
+    async fn done(self) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        js.delete_stream(&self.stream).await.unwrap();
+    }
+}
+
+fn json(s: &str) -> Box<RawValue> {
+    RawValue::from_string(s.to_owned()).unwrap()
+}
+
+fn send(user: &str, key: Option<&str>) -> SendRequest {
+    SendRequest {
+        user: user.into(),
+        data: json(r#"{"text":"hi"}"#),
+        notification: Some(Notification {
+            title: "New message".into(),
+            body: "hi".into(),
+            collapse_key: Some("chat".into()),
+        }),
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn online_users_get_it_live_and_offline_users_get_one_push_job_each() {
+    let setup = Setup::new(FakePresence::Online(HashSet::from(["alice".to_owned()]))).await;
+
+    let r = setup
+        .routing
+        .send_to_user(send("alice", None))
+        .await
+        .unwrap();
+    assert_eq!(r.result, SendResult::Online);
+    assert!(
+        setup.queued_jobs().await.is_empty(),
+        "no push for an online user"
+    );
+
+    let r = setup.routing.send_to_user(send("bob", None)).await.unwrap();
+    assert_eq!(r.result, SendResult::Pushed);
+    let jobs = setup.queued_jobs().await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].user, "bob");
+    assert_eq!(jobs[0].notification.as_ref().unwrap().title, "New message");
+    assert_eq!(jobs[0].data.get(), r#"{"text":"hi"}"#);
+
+    let answer = setup
+        .routing
+        .publish(PublishRequest {
+            channel: Channel::new("chat:room").unwrap(),
+            data: json(r#"{"n":1}"#),
+            idempotency_key: None,
+            notify_offline: vec!["alice".into(), "bob".into(), "carol".into()],
+            notification: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.notify,
+        Some(NotifyOutcome {
+            online: vec!["alice".into()],
+            pushed: vec!["bob".into(), "carol".into()],
+            unknown: vec![],
+        })
+    );
+    let jobs = setup.queued_jobs().await;
+    let mut users: Vec<&str> = jobs.iter().map(|j| j.user.as_str()).collect();
+    users.sort();
+    assert_eq!(users, ["bob", "carol"]);
+    assert!(
+        jobs.iter()
+            .all(|j| j.channel.as_ref().map(Channel::as_str) == Some("chat:room"))
+    );
+    let ids: HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "each job has its own id");
+    setup.done().await;
+}
+
+#[tokio::test]
+async fn a_retried_send_with_the_same_key_queues_one_job() {
+    let setup = Setup::new(FakePresence::Online(HashSet::new())).await;
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(
+            setup
+                .routing
+                .send_to_user(send("dave", Some("msg-9")))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(answers.iter().all(|a| a.result == SendResult::Pushed));
+    assert_eq!(setup.queued_jobs().await.len(), 1);
+    setup.done().await;
+}
+
+#[tokio::test]
+async fn when_presence_is_down_or_slow_nothing_is_pushed_and_the_answer_says_unknown() {
+    for presence in [FakePresence::Down, FakePresence::Slow] {
+        let setup = Setup::new(presence).await;
+        let started = std::time::Instant::now();
+        let r = setup
+            .routing
+            .send_to_user(send("erin", None))
+            .await
+            .unwrap();
+        assert_eq!(r.result, SendResult::Unknown);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "bounded by the presence timeout"
+        );
+        assert!(setup.queued_jobs().await.is_empty());
+        setup.done().await;
+    }
+}
