@@ -233,11 +233,23 @@ async fn permissions_and_namespaces() {
     let server = start(|c| {
         c.strict_namespaces = true;
         c.namespaces.insert("chat".into(), Default::default());
+        c.namespaces.insert(
+            "announce".into(),
+            herald_core::config::NamespaceConfig {
+                allow_publish: false,
+                ..Default::default()
+            },
+        );
     })
     .await;
     let (client, _) = Client::connect(
         &server.ws,
-        &token("alice", &["chat:*", "news:*"], &["chat:mine"], 600),
+        &token(
+            "alice",
+            &["chat:*", "news:*", "announce:*"],
+            &["chat:mine", "announce:*"],
+            600,
+        ),
     )
     .await
     .unwrap();
@@ -248,6 +260,11 @@ async fn permissions_and_namespaces() {
     let (code, _) = server_error(client.publish("chat:other", json!(1)).await);
     assert_eq!(code, ErrorCode::PermissionDenied);
     assert_eq!(client.publish("chat:mine", json!(1)).await.unwrap(), 1);
+    // a namespace where only the server API publishes: the token's pattern
+    // allows it, the namespace does not
+    client.subscribe("announce:news").await.unwrap();
+    let (code, message) = server_error(client.publish("announce:news", json!(1)).await);
+    assert_eq!(code, ErrorCode::PermissionDenied, "{message}");
 
     // the # boundary: alice may join a DM that lists her, not one that doesn't
     client.subscribe("chat:#alice,bob").await.unwrap();
