@@ -149,10 +149,30 @@ pub struct Config {
     /// Frames waiting to be written to one client before it counts as a
     /// slow consumer.
     pub client_queue_len: usize,
+    /// Bytes waiting to be written to one client before it counts as a slow
+    /// consumer.
+    pub client_queue_bytes: usize,
     /// How long an edge waits for routing to answer a client publish, ms.
     pub route_timeout_ms: u64,
     /// Seconds to finish in-flight work after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Seconds over which an edge tells its clients to reconnect elsewhere
+    /// after SIGTERM, each at a random moment (no thundering herd).
+    pub drain_window_secs: u64,
+    /// Commands one connection may send per second (sustained)…
+    pub command_rate: u32,
+    /// …and in a burst.
+    pub command_burst: u32,
+    /// Connections one edge holds at most.
+    pub max_connections: usize,
+    /// New connections one edge accepts per second (sustained; bursts of
+    /// the same size).
+    pub connection_rate: u32,
+    /// Connections one user may hold on one edge.
+    pub max_connections_per_user: usize,
+    /// An SSE stream is ended after this many seconds (0: never), so
+    /// clients reconnect and rebalance; they resume with `Last-Event-ID`.
+    pub sse_max_duration_secs: u64,
     /// How long an idempotency key is remembered, seconds.
     pub idempotency_window_secs: u64,
     /// Channels one broadcast may name at most.
@@ -206,8 +226,16 @@ impl Default for Config {
             connect_timeout_secs: 10,
             max_message_bytes: 64 * 1024,
             client_queue_len: 1024,
+            client_queue_bytes: 4 * 1024 * 1024,
             route_timeout_ms: 5000,
             shutdown_grace_secs: 10,
+            drain_window_secs: 10,
+            command_rate: 50,
+            command_burst: 100,
+            max_connections: 100_000,
+            connection_rate: 1000,
+            max_connections_per_user: 100,
+            sse_max_duration_secs: 0,
             idempotency_window_secs: 120,
             max_broadcast_channels: 1000,
             presence_timeout_ms: 500,
@@ -290,7 +318,13 @@ impl Config {
         positive("route_timeout_ms", self.route_timeout_ms)?;
         positive("max_message_bytes", self.max_message_bytes as u64)?;
         positive("client_queue_len", self.client_queue_len as u64)?;
+        positive("client_queue_bytes", self.client_queue_bytes as u64)?;
         positive("idempotency_window_secs", self.idempotency_window_secs)?;
+        positive("command_rate", self.command_rate as u64)?;
+        positive("command_burst", self.command_burst as u64)?;
+        positive("max_connections", self.max_connections as u64)?;
+        positive("connection_rate", self.connection_rate as u64)?;
+        positive("max_connections_per_user", self.max_connections_per_user as u64)?;
         positive("max_broadcast_channels", self.max_broadcast_channels as u64)?;
         positive("presence_timeout_ms", self.presence_timeout_ms)?;
         if self.subject_prefix.is_empty()

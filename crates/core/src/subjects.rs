@@ -13,6 +13,9 @@ pub const ROUTING_QUEUE_GROUP: &str = "routing";
 pub const HEADER_OFFSET: &str = "Herald-Offset";
 /// Header carrying a live publication's epoch.
 pub const HEADER_EPOCH: &str = "Herald-Epoch";
+/// Header naming the kind of a live push that is not a publication
+/// (`typing`, `join`, `leave`).
+pub const HEADER_KIND: &str = "Herald-Kind";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {

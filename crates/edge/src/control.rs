@@ -26,11 +26,16 @@ impl Users {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn add(&self, user: &str, conn: ConnId, kick: Shutdown) {
-        self.lock()
-            .entry(user.to_owned())
-            .or_default()
-            .insert(conn, kick);
+    /// Registers a connection of `user`, unless the user already has
+    /// `max` here.
+    pub fn add(&self, user: &str, conn: ConnId, kick: Shutdown, max: usize) -> bool {
+        let mut users = self.lock();
+        let conns = users.entry(user.to_owned()).or_default();
+        if conns.len() >= max {
+            return false;
+        }
+        conns.insert(conn, kick);
+        true
     }
 
     pub fn remove(&self, user: &str, conn: ConnId) {

@@ -2,9 +2,12 @@
 //! subscriptions, forwards their publishes to routing and delivers live
 //! publications. Edge processes hold no state but their connections.
 
+mod admission;
 mod commands;
 mod control;
 mod hub;
+mod outbox;
+mod rate;
 mod routing_client;
 mod session;
 mod ws;
@@ -15,7 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use herald_core::auth::TokenVerifier;
 use herald_core::bus::{Bus, NatsBus};
@@ -24,7 +28,9 @@ use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use tokio_util::task::TaskTracker;
 
-pub use hub::{Frame, Hub, Outbox};
+pub use hub::Hub;
+pub use outbox::{Delivery, Inbox, Outbox, PushKind};
+pub use routing_client::RoutingClient;
 
 /// The edge's default HTTP address.
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
@@ -50,6 +56,7 @@ pub struct Edge {
     pub(crate) verifier: TokenVerifier,
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) subjects: Subjects,
+    pub(crate) routing: RoutingClient,
     pub(crate) hub: Hub,
     pub(crate) node_id: String,
     next_conn: AtomicU64,
@@ -59,6 +66,7 @@ pub struct Edge {
     pub(crate) connections: TaskTracker,
     /// Connected users and, per connection, the signal that closes it.
     pub(crate) users: control::Users,
+    pub(crate) admission: Arc<admission::Admission>,
 }
 
 impl Edge {
@@ -70,9 +78,10 @@ impl Edge {
         shutdown: Shutdown,
     ) -> Arc<Self> {
         let subjects = Subjects::new(&config.subject_prefix);
+        let routing = RoutingClient::new(bus.clone(), subjects.clone(), config.route_timeout());
         Arc::new(Edge {
-            hub: Hub::new(bus.clone(), subjects.clone()),
-            config,
+            hub: Hub::new(bus.clone(), subjects.clone(), routing.clone()),
+            routing,
             verifier,
             bus,
             subjects,
@@ -81,7 +90,40 @@ impl Edge {
             shutdown,
             connections: TaskTracker::new(),
             users: control::Users::default(),
+            admission: admission::Admission::new(config.max_connections, config.connection_rate),
+            config,
         })
+    }
+
+    /// A new connection's outbox, bounded by the configured limits.
+    pub(crate) fn new_outbox(&self) -> (Outbox, Inbox, Shutdown) {
+        Outbox::new(self.config.client_queue_len, self.config.client_queue_bytes)
+    }
+
+    /// Decides whether a new client connection may open: not while
+    /// draining, only from allowed origins, within the connection limits.
+    /// Refusals are cheap HTTP answers, given before any other work.
+    pub(crate) fn admit(&self, headers: &HeaderMap) -> Result<admission::Permit, Response> {
+        if self.shutdown.is_triggered() {
+            return Err(unavailable("draining; connect to another server", Duration::from_secs(1)));
+        }
+        if !origin_allowed(&self.config.allowed_origins, headers) {
+            return Err((StatusCode::FORBIDDEN, "origin not allowed").into_response());
+        }
+        self.admission
+            .admit()
+            .map_err(|refused| unavailable(refused.reason, refused.retry_after))
+    }
+
+    /// When, within the drain window, one connection is told to leave.
+    pub(crate) fn drain_delay(&self) -> Duration {
+        let window = Duration::from_secs(self.config.drain_window_secs);
+        window.mul_f64(rand::random::<f64>())
+    }
+
+    /// Client connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.admission.open_connections()
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -104,6 +146,28 @@ impl Edge {
         tokio::time::timeout(limit, self.connections.wait())
             .await
             .is_ok()
+    }
+}
+
+/// 503 with `Retry-After` (whole seconds, at least 1).
+fn unavailable(reason: &'static str, retry_after: Duration) -> Response {
+    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, seconds.to_string())],
+        reason,
+    )
+        .into_response()
+}
+
+/// Browsers send `Origin`; other clients usually do not, and are allowed.
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() || allowed.iter().any(|a| a == "*") {
+        return true;
+    }
+    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        None => true,
+        Some(origin) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
     }
 }
 
@@ -138,8 +202,10 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeEr
     let local = listener.local_addr().map_err(EdgeError::Http)?;
     tracing::info!(service = "edge", addr = %local, node = %edge.node_id, "listening");
     serve_http(listener, edge.router(), shutdown).await?;
-    edge.drained(Duration::from_secs(config.shutdown_grace_secs))
-        .await;
+    edge.drained(Duration::from_secs(
+        config.drain_window_secs + config.shutdown_grace_secs,
+    ))
+    .await;
     let _ = control.await;
     Ok(())
 }

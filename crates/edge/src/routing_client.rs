@@ -1,32 +1,44 @@
 //! The edge's requests to routing over the bus.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
-use herald_core::bus::{BusError, Headers};
+use herald_core::bus::{Bus, BusError, Headers};
 use herald_core::history::Recovery;
 use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
 use herald_core::route::{ClientPublish, HistoryQuery, RouteReply};
+use herald_core::subjects::Subjects;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Edge;
+#[derive(Clone)]
+pub struct RoutingClient {
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    timeout: Duration,
+}
 
-impl Edge {
+impl RoutingClient {
+    pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, timeout: Duration) -> Self {
+        RoutingClient {
+            bus,
+            subjects,
+            timeout,
+        }
+    }
+
     /// Forwards a client publish; routing answers with its position.
-    pub(crate) async fn route_publish(
-        &self,
-        request: &ClientPublish,
-    ) -> Result<StreamPosition, ErrorBody> {
-        self.ask_routing(&self.subjects.route_publish(), request)
-            .await
+    pub async fn publish(&self, request: &ClientPublish) -> Result<StreamPosition, ErrorBody> {
+        self.ask(&self.subjects.route_publish(), request).await
     }
 
     /// Reads a channel's history (or only its position, with limit 0).
-    pub(crate) async fn read_history(&self, query: &HistoryQuery) -> Result<Recovery, ErrorBody> {
-        self.ask_routing(&self.subjects.route_history(), query)
-            .await
+    pub async fn history(&self, query: &HistoryQuery) -> Result<Recovery, ErrorBody> {
+        self.ask(&self.subjects.route_history(), query).await
     }
 
-    async fn ask_routing<Q: Serialize, A: Serialize + DeserializeOwned>(
+    async fn ask<Q: Serialize, A: Serialize + DeserializeOwned>(
         &self,
         subject: &str,
         question: &Q,
@@ -35,12 +47,7 @@ impl Edge {
             .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
         let answer = self
             .bus
-            .request(
-                subject,
-                Headers::new(),
-                Bytes::from(payload),
-                self.config.route_timeout(),
-            )
+            .request(subject, Headers::new(), Bytes::from(payload), self.timeout)
             .await
             .map_err(|e| {
                 tracing::warn!(subject, error = %e, "routing request failed");

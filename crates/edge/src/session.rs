@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::Edge;
 use crate::commands;
-use crate::hub::{ConnId, Outbox};
+use crate::hub::ConnId;
+use crate::outbox::Outbox;
 
 /// What the transport does after a command.
 pub(crate) enum Outcome {

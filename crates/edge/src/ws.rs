@@ -5,39 +5,43 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
 use herald_core::auth::unix_now;
 use herald_core::protocol::{
-    CloseCode, EmptyOk, ErrorBody, ErrorCode, ErrorReply, Push, SUBPROTOCOL, encode,
+    CloseCode, EmptyOk, ErrorBody, ErrorCode, ErrorReply, Push, SUBPROTOCOL, decode_command, encode,
 };
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::Edge;
-use crate::hub::{Frame, Outbox};
+use crate::admission::Permit;
+use crate::outbox::{Delivery, Inbox};
+use crate::rate::TokenBucket;
 use crate::session::{Outcome, Session};
 
 /// A write that takes longer than this means the client stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Frames written before one flush: replies and pushes waiting for a
-/// connection leave in one write rather than one syscall each.
+/// How long the last frames and the close frame may take to leave.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Frames written before one flush: what waits for a connection leaves in
+/// one write rather than one syscall each.
 const MAX_BATCH: usize = 64;
 /// Room for the JSON around `data` in a publish frame.
 const FRAME_OVERHEAD: usize = 4096;
+/// Commands refused in a row (rate limit) before the connection is closed
+/// as abusive.
+const ABUSE_LIMIT: u32 = 100;
 
 pub(crate) async fn upgrade(
     State(edge): State<Arc<Edge>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if edge.shutdown.is_triggered() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
-    }
-    if !origin_allowed(&edge.config.allowed_origins, &headers) {
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
-    }
+    let permit = match edge.admit(&headers) {
+        Ok(p) => p,
+        Err(refusal) => return refusal,
+    };
     let max_message = edge.config.max_message_bytes + FRAME_OVERHEAD;
     ws.protocols([SUBPROTOCOL])
         // Idle connections should cost little: tungstenite's defaults
@@ -49,19 +53,9 @@ pub(crate) async fn upgrade(
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
             let tracker = edge.connections.clone();
-            tracker.track_future(run(edge, socket))
+            tracker.track_future(run(edge, socket, permit))
         })
-}
-
-/// Browsers send `Origin`; other clients usually do not, and are allowed.
-fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
-    if allowed.is_empty() || allowed.iter().any(|a| a == "*") {
-        return true;
-    }
-    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        None => true,
-        Some(origin) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
-    }
+        .into_response()
 }
 
 /// Why the loop ended.
@@ -72,19 +66,32 @@ enum End {
     Close(CloseCode, Option<String>),
 }
 
-async fn run(edge: Arc<Edge>, mut socket: WebSocket) {
-    let (outbox, mut queued, overflow) = Outbox::new(edge.config.client_queue_len);
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+async fn run(edge: Arc<Edge>, mut socket: WebSocket, _permit: Permit) {
+    let (outbox, mut inbox, overflow) = edge.new_outbox();
     let mut session = Session::new(edge.clone(), outbox);
+    let mut commands = TokenBucket::new(edge.config.command_rate, edge.config.command_burst);
+    let mut refused_in_a_row = 0u32;
     let connect_deadline = Instant::now() + Duration::from_secs(edge.config.connect_timeout_secs);
     let ping_every = edge.config.ping_interval();
     let mut next_ping = Instant::now() + ping_every;
     let mut pong_deadline: Option<Instant> = None;
+    let mut drain_at: Option<Instant> = None;
 
     let end = loop {
         let expiry = session.expires_at().map(instant_of_unix);
         tokio::select! {
             biased;
-            _ = edge.shutdown.wait() => break End::Close(CloseCode::Shutdown, None),
+            _ = edge.shutdown.wait(), if drain_at.is_none() => {
+                // Each connection leaves at its own moment of the window.
+                drain_at = Some(Instant::now() + edge.drain_delay());
+            }
+            _ = sleep_until(drain_at.unwrap_or_else(far_future)), if drain_at.is_some() => {
+                break End::Close(CloseCode::Shutdown, None);
+            }
             _ = overflow.wait() => break End::Close(CloseCode::SlowConsumer, None),
             _ = session.kicked.wait() => break End::Close(CloseCode::Forbidden, None),
             incoming = socket.recv() => {
@@ -109,6 +116,17 @@ async fn run(edge: Arc<Edge>, mut socket: WebSocket) {
                         break End::Close(CloseCode::BadProtocol, None);
                     }
                 };
+                if !commands.take() {
+                    refused_in_a_row += 1;
+                    if refused_in_a_row > ABUSE_LIMIT {
+                        break End::Close(CloseCode::BadProtocol, None);
+                    }
+                    if send(&mut socket, too_many_requests(&text, edge.config.command_rate)).await.is_err() {
+                        break End::Gone;
+                    }
+                    continue;
+                }
+                refused_in_a_row = 0;
                 match session.handle(&text).await {
                     Outcome::Reply(reply) => {
                         if send(&mut socket, reply).await.is_err() {
@@ -119,9 +137,17 @@ async fn run(edge: Arc<Edge>, mut socket: WebSocket) {
                     Outcome::Close { reply, code } => break End::Close(code, Some(reply)),
                 }
             }
-            Some(frame) = queued.recv() => {
-                if write_batch(&mut socket, frame, &mut queued).await.is_err() {
-                    break End::Gone;
+            Some(first) = inbox.recv() => {
+                tokio::select! {
+                    biased;
+                    // A client that stopped reading is cut even while a
+                    // write to it is stuck.
+                    _ = overflow.wait() => break End::Close(CloseCode::SlowConsumer, None),
+                    written = write_batch(&mut socket, first, &mut inbox) => {
+                        if written.is_err() {
+                            break End::Gone;
+                        }
+                    }
                 }
             }
             _ = sleep_until(next_ping), if session.is_connected() => {
@@ -131,26 +157,41 @@ async fn run(edge: Arc<Edge>, mut socket: WebSocket) {
                 }
                 pong_deadline.get_or_insert(Instant::now() + edge.config.pong_timeout());
             }
-            _ = sleep_until(pong_deadline.unwrap_or(connect_deadline)), if pong_deadline.is_some() => {
+            _ = sleep_until(pong_deadline.unwrap_or_else(far_future)), if pong_deadline.is_some() => {
                 break End::Close(CloseCode::NoPong, None);
             }
             _ = sleep_until(connect_deadline), if !session.is_connected() => {
                 break End::Close(CloseCode::Unauthorized, None);
             }
-            _ = sleep_until(expiry.unwrap_or(connect_deadline)), if expiry.is_some() => {
+            _ = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
                 break End::Close(CloseCode::TokenExpired, None);
             }
         }
     };
 
+    // Nothing more will be read from the outbox: let the hub forget it first.
+    session.close().await;
+    drop(inbox);
     if let End::Close(code, last) = end {
         close(&mut socket, code, last).await;
     }
-    session.close().await;
+}
+
+/// The 107 reply to a command over the rate limit (with its id when the
+/// frame has one).
+fn too_many_requests(text: &str, rate: u32) -> String {
+    let id = decode_command(text).ok().and_then(|f| f.id);
+    encode(&ErrorReply {
+        id,
+        error: ErrorBody::new(
+            ErrorCode::TooManyRequests,
+            format!("too many commands: at most {rate} per second"),
+        ),
+    })
 }
 
 /// Sends the last reply (if any), the `disconnect` push and the close frame,
-/// giving up quickly on a peer that does not read.
+/// giving up on a peer that does not read.
 async fn close(socket: &mut WebSocket, code: CloseCode, last: Option<String>) {
     let goodbye = async {
         if let Some(last) = last {
@@ -166,7 +207,7 @@ async fn close(socket: &mut WebSocket, code: CloseCode, last: Option<String>) {
             })))
             .await
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
 }
 
 async fn send(socket: &mut WebSocket, text: String) -> Result<(), ()> {
@@ -179,15 +220,15 @@ async fn send(socket: &mut WebSocket, text: String) -> Result<(), ()> {
 /// Writes `first` and whatever else is already queued, then flushes once.
 async fn write_batch(
     socket: &mut WebSocket,
-    first: Frame,
-    queued: &mut mpsc::Receiver<Frame>,
+    first: Arc<Delivery>,
+    queued: &mut Inbox,
 ) -> Result<(), ()> {
     let batch = async {
-        socket.feed(Message::Text(first)).await?;
+        socket.feed(Message::Text(first.frame.clone())).await?;
         for _ in 1..MAX_BATCH {
             match queued.try_recv() {
-                Ok(frame) => socket.feed(Message::Text(frame)).await?,
-                Err(_) => break,
+                Some(d) => socket.feed(Message::Text(d.frame.clone())).await?,
+                None => break,
             }
         }
         socket.flush().await

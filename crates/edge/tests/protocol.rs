@@ -421,7 +421,7 @@ async fn origins_outside_the_allow_list_are_refused() {
 
 #[tokio::test]
 async fn shutdown_tells_clients_to_reconnect() {
-    let server = start(|_| {}).await;
+    let server = start(|c| c.drain_window_secs = 1).await;
     let mut client = connected(&server).await;
     server.shutdown.trigger();
     match client.next_event().await.unwrap() {

@@ -20,6 +20,27 @@ pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand)
         Ok(c) => c,
         Err(e) => return refuse(id, &e),
     };
+    let edge = session.edge.clone();
+    if !edge.users.add(
+        &claims.sub,
+        session.conn,
+        session.kicked.clone(),
+        edge.config.max_connections_per_user,
+    ) {
+        return Outcome::Close {
+            reply: encode(&ErrorReply {
+                id: Some(id),
+                error: ErrorBody::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "at most {} connections per user",
+                        edge.config.max_connections_per_user
+                    ),
+                ),
+            }),
+            code: CloseCode::Forbidden,
+        };
+    }
     // Every connection of a user is subscribed to the user's personal
     // channel, so `SendToUser` reaches all of them.
     if let Ok(personal) = Channel::personal(&claims.sub) {
@@ -29,7 +50,8 @@ pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand)
             .subscribe(&personal, session.conn, session.outbox.clone())
             .await
         {
-            tracing::error!(error = %e, "personal channel subscription failed");
+            tracing::error!(error = %e.message, "personal channel subscription failed");
+            edge.users.remove(&claims.sub, session.conn);
             return reply::<()>(
                 id,
                 Err(ErrorBody::new(
@@ -45,10 +67,6 @@ pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand)
         user: claims.sub.clone(),
         ping_interval: session.edge.config.ping_interval_secs,
     };
-    session
-        .edge
-        .users
-        .add(&claims.sub, session.conn, session.kicked.clone());
     tracing::debug!(client = %session.client_id, user = %claims.sub, "connected");
     session.claims = Some(claims);
     reply(id, Ok(ok))

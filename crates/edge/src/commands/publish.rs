@@ -17,7 +17,7 @@ pub(crate) async fn run(
         user: claims.sub.clone(),
         publish: claims.publish.clone(),
     };
-    let position = session.edge.route_publish(&request).await?;
+    let position = session.edge.routing.publish(&request).await?;
     Ok(PublishOk {
         offset: position.offset,
     })

@@ -1,16 +1,18 @@
-//! `subscribe`: join a channel's live stream, with its position, and replay
-//! what was missed when the client names where it left off.
+//! `subscribe`: join a channel's live stream at a known position, and
+//! replay what was missed when the client says where it left off.
 
+use herald_core::channel::Channel;
 use herald_core::history::Recovery;
-use herald_core::protocol::{ErrorBody, ErrorCode, SubscribeCommand, SubscribeOk};
+use herald_core::protocol::{ErrorBody, ErrorCode, Publication, StreamPosition, SubscribeCommand, SubscribeOk};
 use herald_core::route::HistoryQuery;
 
 use crate::session::Session;
 
 /// Channels one connection may be subscribed to at once.
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 512;
-/// Publications replayed on one resume.
-const MAX_RECOVERY: usize = 1000;
+/// Publications replayed on one resume; a client further behind is told
+/// it cannot recover.
+pub(crate) const MAX_RECOVERY: u64 = 1000;
 
 pub(crate) async fn run(
     session: &mut Session,
@@ -37,50 +39,95 @@ pub(crate) async fn run(
             format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
         ));
     }
-    // Live first, then the position: nothing published in between is lost.
-    session
-        .edge
-        .hub
-        .subscribe(&channel, session.conn, session.outbox.clone())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "bus subscribe failed");
-            ErrorBody::new(ErrorCode::Internal, "temporarily unavailable")
-        })?;
-    let resume = command.since.is_some();
-    let query = HistoryQuery {
-        channel: channel.clone(),
-        since: command.since,
-        limit: if resume { MAX_RECOVERY } else { 0 },
-    };
-    let recovery = match session.edge.read_history(&query).await {
-        Ok(r) => r,
-        Err(e) => {
-            session.edge.hub.unsubscribe(&channel, session.conn).await;
-            return Err(e);
-        }
-    };
+    let joined = join(session, &channel, command.since.as_ref()).await?;
     session.subscriptions.insert(channel);
-    Ok(match recovery {
-        Recovery::Recovered {
-            publications,
-            latest,
-        } => {
-            let complete = publications
-                .last()
-                .is_none_or(|p| p.offset >= latest.offset);
-            SubscribeOk {
-                offset: latest.offset,
-                epoch: latest.epoch,
-                recovered: resume.then_some(complete),
-                publications: resume.then_some(publications),
-            }
-        }
-        Recovery::Unrecoverable { latest } => SubscribeOk {
+    Ok(joined)
+}
+
+/// Joins the live stream, then fills in from history what the client
+/// missed. Everything after `offset` of the answer goes to the connection's
+/// outbox, in order; everything up to it is in `publications`. Shared by
+/// every transport.
+pub(crate) async fn join(
+    session: &Session,
+    channel: &Channel,
+    since: Option<&StreamPosition>,
+) -> Result<SubscribeOk, ErrorBody> {
+    let edge = &session.edge;
+    let joined = edge
+        .hub
+        .subscribe(channel, session.conn, session.outbox.clone())
+        .await?;
+    let Some(latest) = joined else {
+        edge.hub.unsubscribe(channel, session.conn).await;
+        return Err(ErrorBody::new(
+            ErrorCode::Internal,
+            "history unavailable; try again",
+        ));
+    };
+    let Some(since) = since else {
+        return Ok(SubscribeOk {
             offset: latest.offset,
             epoch: latest.epoch,
-            recovered: resume.then_some(false),
-            publications: resume.then(Vec::new),
-        },
-    })
+            recovered: None,
+            publications: None,
+        });
+    };
+    match recover(session, channel, since, &latest).await {
+        Ok(recovered) => {
+            let complete = recovered.is_some();
+            Ok(SubscribeOk {
+                offset: latest.offset,
+                epoch: latest.epoch,
+                recovered: Some(complete),
+                publications: Some(recovered.unwrap_or_default()),
+            })
+        }
+        Err(e) => {
+            edge.hub.unsubscribe(channel, session.conn).await;
+            Err(e)
+        }
+    }
+}
+
+/// The publications after `since` up to `latest`, or `None` when they
+/// cannot all be had (another epoch, too old, too many).
+async fn recover(
+    session: &Session,
+    channel: &Channel,
+    since: &StreamPosition,
+    latest: &StreamPosition,
+) -> Result<Option<Vec<Publication>>, ErrorBody> {
+    let from_start = since.epoch.is_empty() && since.offset == 0;
+    if (since.epoch != latest.epoch && !from_start) || since.offset > latest.offset {
+        return Ok(None);
+    }
+    let missed = latest.offset - since.offset;
+    if missed == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    if missed > MAX_RECOVERY {
+        return Ok(None);
+    }
+    let query = HistoryQuery {
+        channel: channel.clone(),
+        since: Some(since.clone()),
+        limit: missed as usize,
+    };
+    match session.edge.routing.history(&query).await? {
+        Recovery::Recovered { publications, .. } => {
+            let wanted: Vec<Publication> = publications
+                .into_iter()
+                .filter(|p| p.offset <= latest.offset && p.epoch == latest.epoch)
+                .collect();
+            // Complete means exactly since+1 ..= latest, in order.
+            let complete = wanted.len() as u64 == missed
+                && wanted
+                    .iter()
+                    .zip(since.offset + 1..)
+                    .all(|(p, expected)| p.offset == expected);
+            Ok(complete.then_some(wanted))
+        }
+        Recovery::Unrecoverable { .. } => Ok(None),
+    }
 }

@@ -2,6 +2,7 @@
 //! never stored, never pushed to phones.
 
 use herald_core::bus::Headers;
+use herald_core::subjects::HEADER_KIND;
 use herald_core::protocol::{
     ChannelCommand, ChannelUser, EmptyOk, ErrorBody, ErrorCode, Push, encode,
 };
@@ -35,7 +36,7 @@ pub(crate) async fn run(
         .bus
         .publish(
             &session.edge.subjects.live(&channel),
-            Headers::new(),
+            Headers::new().with(HEADER_KIND, "typing"),
             encode(&event).into(),
         )
         .await

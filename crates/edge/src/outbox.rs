@@ -1,0 +1,178 @@
+//! What waits to be written to one connection: a bounded queue of shared
+//! deliveries. Bounded twice — by count and by bytes — so a client that
+//! stops reading costs a fixed amount of memory; past either bound it is a
+//! slow consumer and is disconnected (4001) without slowing anyone else.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use herald_core::channel::Channel;
+use herald_core::shutdown::Shutdown;
+use tokio::sync::mpsc;
+
+/// The kind of a push, as SSE names it in `event:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    Pub,
+    Join,
+    Leave,
+    Typing,
+}
+
+impl PushKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PushKind::Pub => "pub",
+            PushKind::Join => "join",
+            PushKind::Leave => "leave",
+            PushKind::Typing => "typing",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "pub" => PushKind::Pub,
+            "join" => PushKind::Join,
+            "leave" => PushKind::Leave,
+            "typing" => PushKind::Typing,
+            _ => return None,
+        })
+    }
+}
+
+/// One push, encoded once per edge and shared by every connection that
+/// receives it.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The whole frame: `{"<kind>":{…}}`.
+    pub frame: Utf8Bytes,
+    pub kind: PushKind,
+    pub channel: Channel,
+    /// Offset and epoch of a stored publication; `None` for ephemeral
+    /// events (typing, join, leave).
+    pub position: Option<(u64, Arc<str>)>,
+}
+
+impl Delivery {
+    /// The push's body without the `{"<kind>":` wrapper — the `data:` of an
+    /// SSE event. A slice of the shared bytes: nothing is copied.
+    pub fn body(&self) -> &str {
+        let frame = self.frame.as_str();
+        let start = self.kind.name().len() + 4; // {"kind":
+        frame.get(start..frame.len().saturating_sub(1)).unwrap_or("{}")
+    }
+}
+
+/// The sending half, held by the hub for each subscribed connection.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Arc<Delivery>>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+    overflow: Shutdown,
+}
+
+/// The receiving half, owned by the connection's writer.
+pub struct Inbox {
+    rx: mpsc::Receiver<Arc<Delivery>>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// A queue of at most `max_len` deliveries and `max_bytes` bytes;
+    /// `overflow` fires when either is exceeded.
+    pub fn new(max_len: usize, max_bytes: usize) -> (Outbox, Inbox, Shutdown) {
+        let (tx, rx) = mpsc::channel(max_len.max(1));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let overflow = Shutdown::new();
+        (
+            Outbox {
+                tx,
+                bytes: bytes.clone(),
+                max_bytes,
+                overflow: overflow.clone(),
+            },
+            Inbox { rx, bytes },
+            overflow,
+        )
+    }
+
+    /// Queues a delivery without waiting; false if it was not queued.
+    pub fn push(&self, delivery: Arc<Delivery>) -> bool {
+        if self.overflow.is_triggered() {
+            return false;
+        }
+        let size = delivery.frame.len();
+        let queued = self.bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if queued > self.max_bytes {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            self.overflow.trigger();
+            return false;
+        }
+        match self.tx.try_send(delivery) {
+            Ok(()) => true,
+            Err(e) => {
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.overflow.trigger();
+                }
+                false
+            }
+        }
+    }
+}
+
+impl Inbox {
+    pub async fn recv(&mut self) -> Option<Arc<Delivery>> {
+        let d = self.rx.recv().await?;
+        self.bytes.fetch_sub(d.frame.len(), Ordering::Relaxed);
+        Some(d)
+    }
+
+    pub fn try_recv(&mut self) -> Option<Arc<Delivery>> {
+        let d = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(d.frame.len(), Ordering::Relaxed);
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(text: &str) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            frame: Utf8Bytes::from(format!("{{\"pub\":{text}}}")),
+            kind: PushKind::Pub,
+            channel: Channel::new("c").unwrap(),
+            position: Some((1, Arc::from("e"))),
+        })
+    }
+
+    #[test]
+    fn body_is_the_push_without_its_wrapper() {
+        assert_eq!(delivery(r#"{"a":1}"#).body(), r#"{"a":1}"#);
+    }
+
+    #[tokio::test]
+    async fn bounded_by_count_and_by_bytes() {
+        let (outbox, mut inbox, overflow) = Outbox::new(3, 1_000_000);
+        for _ in 0..3 {
+            assert!(outbox.push(delivery("1")));
+        }
+        assert!(!outbox.push(delivery("1")));
+        assert!(overflow.is_triggered());
+        assert!(inbox.recv().await.is_some());
+
+        let (outbox, mut inbox, overflow) = Outbox::new(1000, 100);
+        let big = delivery(&format!("\"{}\"", "x".repeat(40)));
+        assert!(outbox.push(big.clone()));
+        assert!(outbox.push(big.clone()));
+        assert!(!outbox.push(big.clone()), "third would pass 100 bytes");
+        assert!(overflow.is_triggered());
+        // reading frees the bytes
+        inbox.recv().await.unwrap();
+        assert_eq!(inbox.bytes.load(Ordering::Relaxed), big.frame.len());
+    }
+}
