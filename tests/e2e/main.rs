@@ -6,3 +6,4 @@ mod server_api;
 mod standalone;
 mod support;
 mod telemetry;
+mod transports;

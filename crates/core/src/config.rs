@@ -324,7 +324,10 @@ impl Config {
         positive("command_burst", self.command_burst as u64)?;
         positive("max_connections", self.max_connections as u64)?;
         positive("connection_rate", self.connection_rate as u64)?;
-        positive("max_connections_per_user", self.max_connections_per_user as u64)?;
+        positive(
+            "max_connections_per_user",
+            self.max_connections_per_user as u64,
+        )?;
         positive("max_broadcast_channels", self.max_broadcast_channels as u64)?;
         positive("presence_timeout_ms", self.presence_timeout_ms)?;
         if self.subject_prefix.is_empty()

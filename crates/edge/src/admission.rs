@@ -3,8 +3,8 @@
 //! stream), so a flood costs a refused HTTP request, not a connection.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::rate::TokenBucket;
@@ -85,7 +85,10 @@ mod tests {
     async fn limits_open_connections_and_their_arrival_rate() {
         let admission = Admission::new(3, 100);
         let permits: Vec<Permit> = (0..3).map(|_| admission.admit().unwrap()).collect();
-        assert_eq!(admission.admit().err().map(|r| r.reason), Some("this server is at its connection limit"));
+        assert_eq!(
+            admission.admit().err().map(|r| r.reason),
+            Some("this server is at its connection limit")
+        );
         drop(permits);
         assert_eq!(admission.open_connections(), 0);
 

@@ -81,12 +81,7 @@ impl Fanout {
     }
 
     fn abort(&self) {
-        if let Some(task) = self
-            .task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
     }
@@ -160,7 +155,10 @@ impl Hub {
             let channels = self.channels();
             // The fanout may have been closed by its last subscriber leaving
             // while we waited; then open it again.
-            if !channels.get(channel).is_some_and(|f| Arc::ptr_eq(f, &fanout)) {
+            if !channels
+                .get(channel)
+                .is_some_and(|f| Arc::ptr_eq(f, &fanout))
+            {
                 continue;
             }
             let mut state = fanout.lock();
@@ -268,22 +266,17 @@ fn delivery_of(channel: &Channel, message: Message) -> Option<Delivery> {
             (kind, None)
         }
     };
-    Some(Delivery {
-        frame,
-        kind,
-        channel: channel.clone(),
-        position,
-    })
+    Some(Delivery::new(frame, kind, channel.clone(), position))
 }
 
 /// A stored publication (from history) as a delivery, encoded once.
 pub fn delivery_of_publication(publication: &Publication) -> Delivery {
-    Delivery {
-        frame: Utf8Bytes::from(encode(&Push::Pub(publication.clone()))),
-        kind: PushKind::Pub,
-        channel: publication.channel.clone(),
-        position: Some((publication.offset, Arc::from(publication.epoch.as_str()))),
-    }
+    Delivery::new(
+        Utf8Bytes::from(encode(&Push::Pub(publication.clone()))),
+        PushKind::Pub,
+        publication.channel.clone(),
+        Some((publication.offset, Arc::from(publication.epoch.as_str()))),
+    )
 }
 
 /// Publications that arrived ahead of a gap, by offset.
@@ -388,7 +381,12 @@ fn release(fanout: &Fanout, pending: &mut Pending) {
 /// Fills the gap before the waiting publications from history. If history
 /// cannot fill it (lost, or unreachable for too long), the gap is skipped so
 /// delivery goes on; clients see the jump in offsets and can resubscribe.
-async fn fill_gap(channel: &Channel, fanout: &Fanout, pending: &mut Pending, routing: &RoutingClient) {
+async fn fill_gap(
+    channel: &Channel,
+    fanout: &Fanout,
+    pending: &mut Pending,
+    routing: &RoutingClient,
+) {
     let last = fanout.lock().last.clone();
     let (epoch, after) = match (&pending.epoch, last) {
         (Some(pe), Some((e, l))) if *pe == e => (e, l),
@@ -445,7 +443,10 @@ async fn fill_gap(channel: &Channel, fanout: &Fanout, pending: &mut Pending, rou
 fn skip_gap(fanout: &Fanout, pending: &mut Pending) {
     let waiting = std::mem::take(&mut pending.waiting);
     if let Some(first) = waiting.keys().next() {
-        tracing::warn!(first, "gap in a channel's stream could not be filled; skipped");
+        tracing::warn!(
+            first,
+            "gap in a channel's stream could not be filled; skipped"
+        );
     }
     for (_, delivery) in waiting {
         fanout.deliver(delivery);

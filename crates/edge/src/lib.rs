@@ -5,11 +5,15 @@
 mod admission;
 mod commands;
 mod control;
+mod cursor;
+mod http_client;
 mod hub;
 mod outbox;
+mod poll;
 mod rate;
 mod routing_client;
 mod session;
+mod sse;
 mod ws;
 
 use std::net::SocketAddr;
@@ -19,14 +23,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use herald_core::auth::TokenVerifier;
 use herald_core::bus::{Bus, NatsBus};
 use herald_core::config::{Config, ConfigError};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use hub::Hub;
 pub use outbox::{Delivery, Inbox, Outbox, PushKind};
@@ -103,16 +109,17 @@ impl Edge {
     /// Decides whether a new client connection may open: not while
     /// draining, only from allowed origins, within the connection limits.
     /// Refusals are cheap HTTP answers, given before any other work.
-    pub(crate) fn admit(&self, headers: &HeaderMap) -> Result<admission::Permit, Response> {
+    pub(crate) fn admit(&self, headers: &HeaderMap) -> Result<admission::Permit, Refusal> {
         if self.shutdown.is_triggered() {
-            return Err(unavailable("draining; connect to another server", Duration::from_secs(1)));
+            return Err(Refusal::Unavailable(admission::Refused {
+                reason: "draining; connect to another server",
+                retry_after: Duration::from_secs(1),
+            }));
         }
         if !origin_allowed(&self.config.allowed_origins, headers) {
-            return Err((StatusCode::FORBIDDEN, "origin not allowed").into_response());
+            return Err(Refusal::Origin);
         }
-        self.admission
-            .admit()
-            .map_err(|refused| unavailable(refused.reason, refused.retry_after))
+        self.admission.admit().map_err(Refusal::Unavailable)
     }
 
     /// When, within the drain window, one connection is told to leave.
@@ -130,13 +137,45 @@ impl Edge {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The client-facing routes: `/ws`, `/healthz`, `/readyz`.
+    /// The client-facing routes: `/ws`, `/sse`, `/poll`, `/publish`,
+    /// `/typing`, `/healthz`, `/readyz`.
     pub fn router(self: &Arc<Self>) -> Router {
+        let clients = Router::new()
+            .route("/sse", get(sse::stream))
+            .route("/poll", get(poll::poll))
+            .route("/publish", post(poll::http_publish))
+            .route("/typing", post(poll::http_typing))
+            .layer(self.cors());
         Router::new()
             .route("/ws", get(ws::upgrade))
+            .merge(clients)
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .with_state(self.clone())
+    }
+
+    /// Browsers on other origins may use the HTTP transports when
+    /// `allowed_origins` lists them (any origin when it is empty).
+    fn cors(&self) -> CorsLayer {
+        let origins = &self.config.allowed_origins;
+        let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                origins
+                    .iter()
+                    .filter_map(|o| HeaderValue::from_str(o).ok())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static("last-event-id"),
+            ])
     }
 
     /// Waits for every connection to close after shutdown was triggered,
@@ -149,15 +188,29 @@ impl Edge {
     }
 }
 
-/// 503 with `Retry-After` (whole seconds, at least 1).
-fn unavailable(reason: &'static str, retry_after: Duration) -> Response {
-    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, seconds.to_string())],
-        reason,
-    )
-        .into_response()
+/// Why a new client connection was not accepted.
+pub(crate) enum Refusal {
+    /// 403: the browser's origin is not allowed.
+    Origin,
+    /// 503 with `Retry-After`: draining, or over a connection limit.
+    Unavailable(admission::Refused),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Origin => (StatusCode::FORBIDDEN, "origin not allowed").into_response(),
+            Refusal::Unavailable(refused) => {
+                let seconds = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, seconds.to_string())],
+                    refused.reason,
+                )
+                    .into_response()
+            }
+        }
+    }
 }
 
 /// Browsers send `Origin`; other clients usually do not, and are allowed.

@@ -3,8 +3,10 @@
 //! stops reading costs a fixed amount of memory; past either bound it is a
 //! slow consumer and is disconnected (4001) without slowing anyone else.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use axum::extract::ws::Utf8Bytes;
 use herald_core::channel::Channel;
@@ -52,16 +54,60 @@ pub struct Delivery {
     /// Offset and epoch of a stored publication; `None` for ephemeral
     /// events (typing, join, leave).
     pub position: Option<(u64, Arc<str>)>,
+    /// The SSE form (`event:` and `data:` lines), made once on first use
+    /// and shared by every SSE stream.
+    pub sse: OnceLock<Bytes>,
 }
 
 impl Delivery {
+    pub fn new(
+        frame: Utf8Bytes,
+        kind: PushKind,
+        channel: Channel,
+        position: Option<(u64, Arc<str>)>,
+    ) -> Self {
+        Delivery {
+            frame,
+            kind,
+            channel,
+            position,
+            sse: OnceLock::new(),
+        }
+    }
+
+    /// `event: <kind>` and the body as `data:` lines (the id and the blank
+    /// line that ends the event are per stream).
+    pub fn sse_event(&self) -> Bytes {
+        self.sse
+            .get_or_init(|| Bytes::from(sse_fields(self.kind.name(), self.body())))
+            .clone()
+    }
+
     /// The push's body without the `{"<kind>":` wrapper — the `data:` of an
     /// SSE event. A slice of the shared bytes: nothing is copied.
     pub fn body(&self) -> &str {
         let frame = self.frame.as_str();
         let start = self.kind.name().len() + 4; // {"kind":
-        frame.get(start..frame.len().saturating_sub(1)).unwrap_or("{}")
+        frame
+            .get(start..frame.len().saturating_sub(1))
+            .unwrap_or("{}")
     }
+}
+
+/// `event:` and `data:` lines for an SSE event. A body spanning lines
+/// (JSON may hold raw line breaks between tokens) becomes several `data:`
+/// lines, which the client joins back with `\n`.
+pub fn sse_fields(event: &str, body: &str) -> String {
+    let mut out = String::with_capacity(body.len() + event.len() + 16);
+    out.push_str("event: ");
+    out.push_str(event);
+    out.push('\n');
+    for line in body.split(['\n', '\r']) {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// The sending half, held by the hub for each subscribed connection.
@@ -142,17 +188,26 @@ mod tests {
     use super::*;
 
     fn delivery(text: &str) -> Arc<Delivery> {
-        Arc::new(Delivery {
-            frame: Utf8Bytes::from(format!("{{\"pub\":{text}}}")),
-            kind: PushKind::Pub,
-            channel: Channel::new("c").unwrap(),
-            position: Some((1, Arc::from("e"))),
-        })
+        Arc::new(Delivery::new(
+            Utf8Bytes::from(format!("{{\"pub\":{text}}}")),
+            PushKind::Pub,
+            Channel::new("c").unwrap(),
+            Some((1, Arc::from("e"))),
+        ))
     }
 
     #[test]
     fn body_is_the_push_without_its_wrapper() {
         assert_eq!(delivery(r#"{"a":1}"#).body(), r#"{"a":1}"#);
+        assert_eq!(
+            &delivery(r#"{"a":1}"#).sse_event()[..],
+            b"event: pub\ndata: {\"a\":1}\n"
+        );
+        // raw line breaks inside the JSON cannot end the event early
+        assert_eq!(
+            sse_fields("pub", "{\"a\":\r\n1}"),
+            "event: pub\ndata: {\"a\":\ndata: \ndata: 1}\n"
+        );
     }
 
     #[tokio::test]

@@ -40,7 +40,7 @@ pub(crate) async fn upgrade(
 ) -> Response {
     let permit = match edge.admit(&headers) {
         Ok(p) => p,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let max_message = edge.config.max_message_bytes + FRAME_OVERHEAD;
     ws.protocols([SUBPROTOCOL])

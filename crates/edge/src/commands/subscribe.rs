@@ -3,9 +3,14 @@
 
 use herald_core::channel::Channel;
 use herald_core::history::Recovery;
-use herald_core::protocol::{ErrorBody, ErrorCode, Publication, StreamPosition, SubscribeCommand, SubscribeOk};
+use herald_core::protocol::{
+    ErrorBody, ErrorCode, Publication, StreamPosition, SubscribeCommand, SubscribeOk,
+};
 use herald_core::route::HistoryQuery;
 
+use crate::Edge;
+use crate::hub::ConnId;
+use crate::outbox::Outbox;
 use crate::session::Session;
 
 /// Channels one connection may be subscribed to at once.
@@ -39,7 +44,14 @@ pub(crate) async fn run(
             format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
         ));
     }
-    let joined = join(session, &channel, command.since.as_ref()).await?;
+    let joined = join(
+        &session.edge,
+        session.conn,
+        &session.outbox,
+        &channel,
+        command.since.as_ref(),
+    )
+    .await?;
     session.subscriptions.insert(channel);
     Ok(joined)
 }
@@ -49,17 +61,15 @@ pub(crate) async fn run(
 /// outbox, in order; everything up to it is in `publications`. Shared by
 /// every transport.
 pub(crate) async fn join(
-    session: &Session,
+    edge: &Edge,
+    conn: ConnId,
+    outbox: &Outbox,
     channel: &Channel,
     since: Option<&StreamPosition>,
 ) -> Result<SubscribeOk, ErrorBody> {
-    let edge = &session.edge;
-    let joined = edge
-        .hub
-        .subscribe(channel, session.conn, session.outbox.clone())
-        .await?;
+    let joined = edge.hub.subscribe(channel, conn, outbox.clone()).await?;
     let Some(latest) = joined else {
-        edge.hub.unsubscribe(channel, session.conn).await;
+        edge.hub.unsubscribe(channel, conn).await;
         return Err(ErrorBody::new(
             ErrorCode::Internal,
             "history unavailable; try again",
@@ -73,7 +83,7 @@ pub(crate) async fn join(
             publications: None,
         });
     };
-    match recover(session, channel, since, &latest).await {
+    match recover(edge, channel, since, &latest).await {
         Ok(recovered) => {
             let complete = recovered.is_some();
             Ok(SubscribeOk {
@@ -84,7 +94,7 @@ pub(crate) async fn join(
             })
         }
         Err(e) => {
-            edge.hub.unsubscribe(channel, session.conn).await;
+            edge.hub.unsubscribe(channel, conn).await;
             Err(e)
         }
     }
@@ -93,7 +103,7 @@ pub(crate) async fn join(
 /// The publications after `since` up to `latest`, or `None` when they
 /// cannot all be had (another epoch, too old, too many).
 async fn recover(
-    session: &Session,
+    edge: &Edge,
     channel: &Channel,
     since: &StreamPosition,
     latest: &StreamPosition,
@@ -114,7 +124,7 @@ async fn recover(
         since: Some(since.clone()),
         limit: missed as usize,
     };
-    match session.edge.routing.history(&query).await? {
+    match edge.routing.history(&query).await? {
         Recovery::Recovered { publications, .. } => {
             let wanted: Vec<Publication> = publications
                 .into_iter()

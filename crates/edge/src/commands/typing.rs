@@ -1,12 +1,15 @@
 //! `typing`: an ephemeral event to the channel's subscribers — no offset,
 //! never stored, never pushed to phones.
 
+use herald_core::auth::Claims;
 use herald_core::bus::Headers;
-use herald_core::subjects::HEADER_KIND;
+use herald_core::channel::Channel;
 use herald_core::protocol::{
     ChannelCommand, ChannelUser, EmptyOk, ErrorBody, ErrorCode, Push, encode,
 };
+use herald_core::subjects::HEADER_KIND;
 
+use crate::Edge;
 use crate::session::Session;
 
 pub(crate) async fn run(
@@ -14,14 +17,22 @@ pub(crate) async fn run(
     command: ChannelCommand,
 ) -> Result<EmptyOk, ErrorBody> {
     let claims = session.claims()?;
-    let channel = command.channel;
+    typing(&session.edge, claims, command.channel).await
+}
+
+/// The typing event of any transport (WebSocket command, `POST /typing`).
+pub(crate) async fn typing(
+    edge: &Edge,
+    claims: &Claims,
+    channel: Channel,
+) -> Result<EmptyOk, ErrorBody> {
     if !claims.may_subscribe(&channel) {
         return Err(ErrorBody::new(
             ErrorCode::PermissionDenied,
             format!("not allowed in `{channel}`"),
         ));
     }
-    if !session.edge.config.namespace(&channel)?.typing {
+    if !edge.config.namespace(&channel)?.typing {
         return Err(ErrorBody::new(
             ErrorCode::PermissionDenied,
             format!("typing events are off for `{channel}`"),
@@ -31,11 +42,9 @@ pub(crate) async fn run(
         channel: channel.clone(),
         user: claims.sub.clone(),
     });
-    session
-        .edge
-        .bus
+    edge.bus
         .publish(
-            &session.edge.subjects.live(&channel),
+            &edge.subjects.live(&channel),
             Headers::new().with(HEADER_KIND, "typing"),
             encode(&event).into(),
         )
