@@ -2,6 +2,7 @@
 //! not ours (Python) as well as the Rust client.
 
 mod distributed;
+mod edge_limits;
 mod server_api;
 mod standalone;
 mod support;

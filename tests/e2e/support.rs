@@ -132,6 +132,10 @@ impl Herald {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn http(&self) -> String {
         format!("http://{}", self.addr)
     }

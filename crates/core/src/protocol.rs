@@ -491,6 +491,58 @@ pub fn encode<T: Serialize>(frame: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON documents, nested a little.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            ".{0,20}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::hash_map(
+                    prop_oneof![
+                        Just("id".to_owned()),
+                        Just("connect".to_owned()),
+                        Just("subscribe".to_owned()),
+                        Just("publish".to_owned()),
+                        Just("channel".to_owned()),
+                        Just("since".to_owned()),
+                        Just("data".to_owned()),
+                        Just("pong".to_owned()),
+                        ".{0,8}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn the_decoder_never_panics_on_any_text(text in ".{0,300}") {
+            let _ = decode_command(&text);
+            let _ = decode_server_frame(&text);
+        }
+
+        #[test]
+        fn the_decoder_never_panics_on_any_json(value in json_value()) {
+            let text = value.to_string();
+            match decode_command(&text) {
+                Ok(frame) => prop_assert!(frame.id.is_some() || matches!(frame.command, Command::Pong)),
+                Err(e) => prop_assert!(!e.message.is_empty()),
+            }
+        }
+    }
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()

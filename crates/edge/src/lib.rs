@@ -73,6 +73,8 @@ pub struct Edge {
     /// Connected users and, per connection, the signal that closes it.
     pub(crate) users: control::Users,
     pub(crate) admission: Arc<admission::Admission>,
+    /// Connections cut for not keeping up (4001), since start.
+    pub(crate) slow_consumers: std::sync::atomic::AtomicU64,
 }
 
 impl Edge {
@@ -97,6 +99,7 @@ impl Edge {
             connections: TaskTracker::new(),
             users: control::Users::default(),
             admission: admission::Admission::new(config.max_connections, config.connection_rate),
+            slow_consumers: std::sync::atomic::AtomicU64::new(0),
             config,
         })
     }
@@ -151,6 +154,7 @@ impl Edge {
             .merge(clients)
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
+            .route("/stats", get(stats))
             .with_state(self.clone())
     }
 
@@ -222,6 +226,19 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
         None => true,
         Some(origin) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
     }
+}
+
+/// This edge at a glance: `{"node","connections","channels","draining"}`.
+async fn stats(
+    axum::extract::State(edge): axum::extract::State<Arc<Edge>>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "node": edge.node_id,
+        "connections": edge.open_connections(),
+        "channels": edge.hub.channel_count(),
+        "draining": edge.shutdown.is_triggered(),
+        "slow_consumers": edge.slow_consumers.load(std::sync::atomic::Ordering::Relaxed),
+    }))
 }
 
 async fn readyz(

@@ -214,6 +214,10 @@ async fn run(edge: Arc<Edge>, mut stream: Stream, _permit: Permit) {
     }
     .await;
     if let Ok(Some(code)) = end {
+        if code == CloseCode::SlowConsumer {
+            edge.slow_consumers
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let _ = stream.send_disconnect(code).await;
     }
     for channel in &joined {

@@ -23,7 +23,7 @@ use crate::session::{Outcome, Session};
 /// A write that takes longer than this means the client stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the last frames and the close frame may take to leave.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames written before one flush: what waits for a connection leaves in
 /// one write rather than one syscall each.
 const MAX_BATCH: usize = 64;
@@ -143,10 +143,11 @@ async fn run(edge: Arc<Edge>, mut socket: WebSocket, _permit: Permit) {
                     // A client that stopped reading is cut even while a
                     // write to it is stuck.
                     _ = overflow.wait() => break End::Close(CloseCode::SlowConsumer, None),
-                    written = write_batch(&mut socket, first, &mut inbox) => {
-                        if written.is_err() {
-                            break End::Gone;
-                        }
+                    written = write_batch(&mut socket, first, &mut inbox) => match written {
+                        Ok(()) => {}
+                        // Stuck for WRITE_TIMEOUT: the client is not reading.
+                        Err(Stalled::Timeout) => break End::Close(CloseCode::SlowConsumer, None),
+                        Err(Stalled::Closed) => break End::Gone,
                     }
                 }
             }
@@ -170,9 +171,15 @@ async fn run(edge: Arc<Edge>, mut socket: WebSocket, _permit: Permit) {
     };
 
     // Nothing more will be read from the outbox: let the hub forget it first.
+    let session_id = session.client_id.clone();
     session.close().await;
     drop(inbox);
     if let End::Close(code, last) = end {
+        if code == CloseCode::SlowConsumer {
+            edge.slow_consumers
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(client = %session_id, "slow consumer disconnected");
+        }
         close(&mut socket, code, last).await;
     }
 }
@@ -208,6 +215,17 @@ async fn close(socket: &mut WebSocket, code: CloseCode, last: Option<String>) {
             .await
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
+    // Complete the closing handshake: read (and drop) what the peer still
+    // sends until its Close. Dropping the socket at once would reset the
+    // connection and could destroy the close frame before the peer reads it.
+    let handshake = async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
 }
 
 async fn send(socket: &mut WebSocket, text: String) -> Result<(), ()> {
@@ -217,12 +235,18 @@ async fn send(socket: &mut WebSocket, text: String) -> Result<(), ()> {
     }
 }
 
+/// Why a write did not complete.
+enum Stalled {
+    Timeout,
+    Closed,
+}
+
 /// Writes `first` and whatever else is already queued, then flushes once.
 async fn write_batch(
     socket: &mut WebSocket,
     first: Arc<Delivery>,
     queued: &mut Inbox,
-) -> Result<(), ()> {
+) -> Result<(), Stalled> {
     let batch = async {
         socket.feed(Message::Text(first.frame.clone())).await?;
         for _ in 1..MAX_BATCH {
@@ -235,7 +259,8 @@ async fn write_batch(
     };
     match tokio::time::timeout(WRITE_TIMEOUT, batch).await {
         Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+        Ok(Err(_)) => Err(Stalled::Closed),
+        Err(_) => Err(Stalled::Timeout),
     }
 }
 

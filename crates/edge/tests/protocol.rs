@@ -440,3 +440,57 @@ async fn shutdown_tells_clients_to_reconnect() {
         4000
     );
 }
+
+#[tokio::test]
+async fn commands_over_the_rate_get_107_and_abuse_closes_the_connection() {
+    let server = start(|c| {
+        c.command_rate = 5;
+        c.command_burst = 5;
+    })
+    .await;
+    let mut client = connected(&server).await;
+    // connect took one token; four more pass, then 107 with the command's id
+    let mut limited = 0;
+    for i in 0..10 {
+        match client
+            .call::<serde_json::Value>("unsubscribe", json!({"channel": format!("chat:{i}")}))
+            .await
+        {
+            Ok(_) => {}
+            Err(ClientError::Server(e)) => {
+                assert_eq!(e.code, ErrorCode::TooManyRequests, "{}", e.message);
+                limited += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(limited >= 5, "{limited} limited");
+    // the connection is still usable once the bucket refills
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match client.subscribe("chat:later").await {
+            Ok(_) => break,
+            Err(ClientError::Server(e)) if e.code == ErrorCode::TooManyRequests => {
+                assert!(tokio::time::Instant::now() < deadline);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // a flood is abuse: the connection is closed
+    for i in 0..300 {
+        if client
+            .send_raw(format!(
+                "{{\"id\":{},\"unsubscribe\":{{\"channel\":\"x\"}}}}",
+                1000 + i
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let closed = client.wait_closed(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(closed.code, 4500);
+    let _ = client.next_event_within(Duration::from_millis(1)).await;
+}
