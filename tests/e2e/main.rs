@@ -1,6 +1,7 @@
 //! End-to-end tests: real `herald` processes, real NATS, clients that are
 //! not ours (Python) as well as the Rust client.
 
+mod browser;
 mod distributed;
 mod edge_limits;
 mod server_api;
