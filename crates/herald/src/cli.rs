@@ -32,6 +32,15 @@ pub enum Command {
     Routing(ServeArgs),
     /// Mint a client token with the configured secret (development).
     Token(TokenArgs),
+    /// Load tools: `herald bench idle` holds many idle connections.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Open many client connections and hold them idle.
+    Idle(crate::bench::IdleArgs),
 }
 
 /// Settings that can be given as flags; only those given are serialized,

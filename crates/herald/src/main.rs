@@ -1,6 +1,7 @@
 //! `herald`: one binary, every service. `herald standalone` runs them all in
 //! one process; `herald edge|routing` run one each (the Loki/Mimir model).
 
+mod bench;
 mod cli;
 mod standalone;
 
@@ -38,6 +39,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", cli::mint_token(&config, &args)?);
                 Ok(())
             }
+            Command::Bench(cli::BenchCommand::Idle(args)) => bench::idle(args).await,
             Command::Standalone(args) => serve("standalone", &args, standalone::serve).await,
             Command::Edge(args) => {
                 serve("edge", &args, |c, s| async move {
