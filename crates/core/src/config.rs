@@ -152,6 +152,8 @@ pub struct Config {
     /// Bytes waiting to be written to one client before it counts as a slow
     /// consumer.
     pub client_queue_bytes: usize,
+    /// Frames written to a WebSocket before one flush (1: a write per frame).
+    pub write_batch_frames: usize,
     /// How long an edge waits for routing to answer a client publish, ms.
     pub route_timeout_ms: u64,
     /// Seconds to finish in-flight work after SIGTERM.
@@ -227,6 +229,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             client_queue_len: 1024,
             client_queue_bytes: 4 * 1024 * 1024,
+            write_batch_frames: 64,
             route_timeout_ms: 5000,
             shutdown_grace_secs: 10,
             drain_window_secs: 10,
@@ -319,6 +322,7 @@ impl Config {
         positive("max_message_bytes", self.max_message_bytes as u64)?;
         positive("client_queue_len", self.client_queue_len as u64)?;
         positive("client_queue_bytes", self.client_queue_bytes as u64)?;
+        positive("write_batch_frames", self.write_batch_frames as u64)?;
         positive("idempotency_window_secs", self.idempotency_window_secs)?;
         positive("command_rate", self.command_rate as u64)?;
         positive("command_burst", self.command_burst as u64)?;

@@ -24,9 +24,6 @@ use crate::session::{Outcome, Session};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the last frames and the close frame may take to leave.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Frames written before one flush: what waits for a connection leaves in
-/// one write rather than one syscall each.
-const MAX_BATCH: usize = 64;
 /// Room for the JSON around `data` in a publish frame.
 const FRAME_OVERHEAD: usize = 4096;
 /// Commands refused in a row (rate limit) before the connection is closed
@@ -143,7 +140,7 @@ async fn run(edge: Arc<Edge>, mut socket: WebSocket, _permit: Permit) {
                     // A client that stopped reading is cut even while a
                     // write to it is stuck.
                     _ = overflow.wait() => break End::Close(CloseCode::SlowConsumer, None),
-                    written = write_batch(&mut socket, first, &mut inbox) => match written {
+                    written = write_batch(&mut socket, first, &mut inbox, edge.config.write_batch_frames) => match written {
                         Ok(()) => {}
                         // Stuck for WRITE_TIMEOUT: the client is not reading.
                         Err(Stalled::Timeout) => break End::Close(CloseCode::SlowConsumer, None),
@@ -241,15 +238,17 @@ enum Stalled {
     Closed,
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once.
+/// Writes `first` and whatever else is already queued (up to `max`
+/// frames), then flushes once: one write rather than one syscall per frame.
 async fn write_batch(
     socket: &mut WebSocket,
     first: Arc<Delivery>,
     queued: &mut Inbox,
+    max: usize,
 ) -> Result<(), Stalled> {
     let batch = async {
         socket.feed(Message::Text(first.frame.clone())).await?;
-        for _ in 1..MAX_BATCH {
+        for _ in 1..max {
             match queued.try_recv() {
                 Some(d) => socket.feed(Message::Text(d.frame.clone())).await?,
                 None => break,
