@@ -2,7 +2,6 @@
 //! by a real NATS server.
 
 use herald_client::Client;
-use herald_core::protocol::Push;
 use serde_json::json;
 
 use crate::support::*;
@@ -86,13 +85,11 @@ async fn a_client_on_one_edge_receives_what_a_client_on_another_edge_and_the_api
         .unwrap();
     assert_eq!(offset, 1);
     for client in [&mut alice, &mut bob] {
-        match client.next_push().await.unwrap() {
-            Push::Pub(p) => {
-                assert_eq!(p.offset, 1);
-                assert_eq!(p.from.as_deref(), Some("bob"));
-                assert_eq!(p.data.get(), r#"{"text":"hi from B"}"#);
-            }
-            other => panic!("{other:?}"),
+        {
+            let p = client.next_publication().await.unwrap();
+            assert_eq!(p.offset, 1);
+            assert_eq!(p.from.as_deref(), Some("bob"));
+            assert_eq!(p.data.get(), r#"{"text":"hi from B"}"#);
         }
     }
 
@@ -108,12 +105,10 @@ async fn a_client_on_one_edge_receives_what_a_client_on_another_edge_and_the_api
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer["offset"], 2);
     for client in [&mut alice, &mut bob] {
-        match client.next_push().await.unwrap() {
-            Push::Pub(p) => {
-                assert_eq!(p.offset, 2);
-                assert_eq!(p.from, None);
-            }
-            other => panic!("{other:?}"),
+        {
+            let p = client.next_publication().await.unwrap();
+            assert_eq!(p.offset, 2);
+            assert_eq!(p.from, None);
         }
     }
 }

@@ -132,9 +132,9 @@ async fn a_client_that_stops_reading_is_cut_with_4001_and_nobody_else_notices() 
     let receivers = normal.into_iter().map(|mut client| {
         tokio::spawn(async move {
             for expected in 1..=MESSAGES {
-                match client.next_push().await.unwrap() {
-                    Push::Pub(p) => assert_eq!(p.offset, expected),
-                    other => panic!("{other:?}"),
+                {
+                    let p = client.next_publication().await.unwrap();
+                    assert_eq!(p.offset, expected);
                 }
             }
         })

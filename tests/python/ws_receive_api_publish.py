@@ -50,6 +50,8 @@ async def main(ws_url, api_url, token, api_key, channel):
                 continue
             if "pub" in frame:
                 break
+            if "join" in frame or "leave" in frame:
+                continue  # presence events of the channel (its own join included)
             raise SystemExit(f"unexpected frame: {frame}")
         pub = frame["pub"]
         assert pub["channel"] == channel, pub

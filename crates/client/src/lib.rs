@@ -240,6 +240,18 @@ impl Client {
         }
     }
 
+    /// The next publication, skipping every other push (pings, join, leave,
+    /// typing).
+    pub async fn next_publication(
+        &mut self,
+    ) -> Result<herald_core::protocol::Publication, ClientError> {
+        loop {
+            if let Push::Pub(p) = self.next_push().await? {
+                return Ok(p);
+            }
+        }
+    }
+
     /// Waits until the server closes the connection, at most `timeout`.
     pub async fn wait_closed(&self, timeout: Duration) -> Result<Closed, ClientError> {
         let mut closed = self.closed.clone();

@@ -182,6 +182,18 @@ pub struct Config {
     /// How long routing waits for presence before treating users as
     /// unknown, ms.
     pub presence_timeout_ms: u64,
+    /// Seconds between an edge's presence heartbeats; an edge silent for
+    /// three is taken for dead.
+    pub presence_heartbeat_secs: u64,
+    /// How long a user whose last connection closed still counts as online,
+    /// ms (a quick reconnect is not an offline moment).
+    pub presence_grace_ms: u64,
+    /// How long a long-poll client counts as connected after its poll ends,
+    /// seconds.
+    pub poll_grace_secs: u64,
+    /// Typing events one user may send per channel per second (bursts of
+    /// three).
+    pub typing_rate: u32,
     /// Where JetStream keeps history: `file` (default) or `memory`.
     pub history_storage: HistoryStorage,
 
@@ -243,6 +255,10 @@ impl Default for Config {
             max_broadcast_channels: 1000,
             presence_timeout_ms: 500,
             history_storage: HistoryStorage::File,
+            presence_heartbeat_secs: 5,
+            presence_grace_ms: 0,
+            poll_grace_secs: 10,
+            typing_rate: 1,
             strict_namespaces: false,
             namespaces: BTreeMap::new(),
             log_format: None,
@@ -334,6 +350,19 @@ impl Config {
         )?;
         positive("max_broadcast_channels", self.max_broadcast_channels as u64)?;
         positive("presence_timeout_ms", self.presence_timeout_ms)?;
+        positive("presence_heartbeat_secs", self.presence_heartbeat_secs)?;
+        positive("typing_rate", self.typing_rate as u64)?;
+        if let Some(node) = &self.node_id
+            && (node.is_empty()
+                || !node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        {
+            return Err(ConfigError::new(
+                "node_id",
+                "must be non-empty and use only A-Z a-z 0-9 _ - (it names NATS subjects)",
+            ));
+        }
         if self.subject_prefix.is_empty()
             || !self
                 .subject_prefix

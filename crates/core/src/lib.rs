@@ -2,6 +2,7 @@
 //! seams between services (`Bus`, `History`) with their adapters, client
 //! tokens, configuration and telemetry.
 
+pub mod api_key;
 pub mod auth;
 pub mod bus;
 pub mod channel;

@@ -72,6 +72,23 @@ impl Subjects {
         format!("{}.notify.jobs", self.prefix)
     }
 
+    /// `herald.presence.*`: every edge's presence reports.
+    pub fn presence_all(&self) -> String {
+        format!("{}.presence.*", self.prefix)
+    }
+
+    /// `herald.ctl.presence.snapshot.<edge>`: a presence replica asks an
+    /// edge for its whole state (request/reply).
+    pub fn presence_snapshot(&self, edge: &str) -> String {
+        format!("{}.ctl.presence.snapshot.{edge}", self.prefix)
+    }
+
+    /// `herald.ctl.presence.resync`: a presence replica that just started
+    /// asks every edge for a heartbeat now.
+    pub fn presence_resync(&self) -> String {
+        format!("{}.ctl.presence.resync", self.prefix)
+    }
+
     /// `herald.ctl.disconnect`: close a user's connections on every edge.
     pub fn ctl_disconnect(&self) -> String {
         format!("{}.ctl.disconnect", self.prefix)

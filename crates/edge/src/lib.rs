@@ -10,6 +10,7 @@ mod http_client;
 mod hub;
 mod outbox;
 mod poll;
+mod presence_report;
 mod rate;
 mod routing_client;
 mod session;
@@ -26,17 +27,27 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use std::collections::HashMap;
+
 use herald_core::auth::TokenVerifier;
+use herald_core::bus::BusError;
 use herald_core::bus::{Bus, NatsBus};
+use herald_core::channel::Channel;
 use herald_core::config::{Config, ConfigError};
+use herald_core::presence::PresenceLookup;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
+use hub::ConnId;
+use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use hub::Hub;
 pub use outbox::{Delivery, Inbox, Outbox, PushKind};
 pub use routing_client::RoutingClient;
+
+/// (user, channel) typing buckets kept at most.
+const TYPING_LIMITS_KEPT: usize = 100_000;
 
 /// The edge's default HTTP address.
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
@@ -75,6 +86,12 @@ pub struct Edge {
     pub(crate) admission: Arc<admission::Admission>,
     /// Connections cut for not keeping up (4001), since start.
     pub(crate) slow_consumers: std::sync::atomic::AtomicU64,
+    /// What this edge tells the presence service.
+    pub(crate) reporter: Arc<presence_report::PresenceReporter>,
+    /// Where `presence` queries go (the presence service).
+    presence: std::sync::OnceLock<Arc<dyn PresenceLookup>>,
+    /// Typing events per (user, channel).
+    typing_limits: std::sync::Mutex<HashMap<(String, Channel), rate::TokenBucket>>,
 }
 
 impl Edge {
@@ -87,6 +104,7 @@ impl Edge {
     ) -> Arc<Self> {
         let subjects = Subjects::new(&config.subject_prefix);
         let routing = RoutingClient::new(bus.clone(), subjects.clone(), config.route_timeout());
+        let reporter = Arc::new(presence_report::PresenceReporter::new(&node_id));
         Arc::new(Edge {
             hub: Hub::new(bus.clone(), subjects.clone(), routing.clone()),
             routing,
@@ -100,6 +118,9 @@ impl Edge {
             users: control::Users::default(),
             admission: admission::Admission::new(config.max_connections, config.connection_rate),
             slow_consumers: std::sync::atomic::AtomicU64::new(0),
+            reporter,
+            presence: std::sync::OnceLock::new(),
+            typing_limits: std::sync::Mutex::new(HashMap::new()),
             config,
         })
     }
@@ -134,6 +155,105 @@ impl Edge {
     /// Client connections currently open.
     pub fn open_connections(&self) -> usize {
         self.admission.open_connections()
+    }
+
+    /// Where `presence` queries go; set once.
+    pub fn set_presence_lookup(&self, lookup: Arc<dyn PresenceLookup>) {
+        let _ = self.presence.set(lookup);
+    }
+
+    pub(crate) fn presence_lookup(&self) -> Option<&Arc<dyn PresenceLookup>> {
+        self.presence.get()
+    }
+
+    /// Starts the edge's background work — control messages (disconnect)
+    /// and presence reports — until `shutdown`.
+    pub async fn start(
+        self: &Arc<Self>,
+        shutdown: Shutdown,
+    ) -> Result<Vec<JoinHandle<()>>, BusError> {
+        let control = self.listen_to_control(shutdown.clone()).await?;
+        let presence = self
+            .reporter
+            .run(
+                self.bus.clone(),
+                self.subjects.clone(),
+                Duration::from_secs(self.config.presence_heartbeat_secs),
+                shutdown,
+            )
+            .await?;
+        Ok(vec![control, presence])
+    }
+
+    /// Whether `user` may send another typing event to `channel` now.
+    pub(crate) fn typing_allowed(&self, user: &str, channel: &Channel) -> bool {
+        let mut limits = self.typing_limits.lock().unwrap_or_else(|p| p.into_inner());
+        if limits.len() > TYPING_LIMITS_KEPT {
+            // Old buckets are full again anyway: starting over loses nothing.
+            limits.clear();
+        }
+        limits
+            .entry((user.to_owned(), channel.clone()))
+            .or_insert_with(|| rate::TokenBucket::new(self.config.typing_rate, 3))
+            .take()
+    }
+
+    /// Tells a channel's subscribers that `user` joined or left, where the
+    /// namespace wants it. The personal `#user` channel never announces.
+    pub(crate) async fn announce(&self, kind: PushKind, channel: &Channel, user: &str) {
+        let wanted = self
+            .config
+            .namespace(channel)
+            .map(|ns| ns.join_leave)
+            .unwrap_or(false);
+        let personal = channel.has_user_boundary() && channel.namespace().is_none();
+        if !wanted || personal {
+            return;
+        }
+        let body = herald_core::protocol::ChannelUser {
+            channel: channel.clone(),
+            user: user.to_owned(),
+        };
+        let push = match kind {
+            PushKind::Join => herald_core::protocol::Push::Join(body),
+            PushKind::Leave => herald_core::protocol::Push::Leave(body),
+            _ => return,
+        };
+        let headers =
+            herald_core::bus::Headers::new().with(herald_core::subjects::HEADER_KIND, kind.name());
+        if let Err(e) = self
+            .bus
+            .publish(
+                &self.subjects.live(channel),
+                headers,
+                herald_core::protocol::encode(&push).into(),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "join/leave not sent");
+        }
+    }
+
+    /// A connection's presence ends: report it and announce the channels
+    /// the user left.
+    pub(crate) async fn presence_gone(&self, conn: ConnId) {
+        for (channel, user) in self.reporter.disconnect(conn) {
+            self.announce(PushKind::Leave, &channel, &user).await;
+        }
+    }
+
+    /// A connection subscribed to `channel`: report it and announce the
+    /// user if they just joined.
+    pub(crate) async fn presence_joined(&self, conn: ConnId, channel: &Channel) {
+        if let Some(user) = self.reporter.subscribe(conn, channel) {
+            self.announce(PushKind::Join, channel, &user).await;
+        }
+    }
+
+    pub(crate) async fn presence_left(&self, conn: ConnId, channel: &Channel) {
+        if let Some(user) = self.reporter.unsubscribe(conn, channel) {
+            self.announce(PushKind::Leave, channel, &user).await;
+        }
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -259,7 +379,13 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeEr
     let bus: Arc<dyn Bus> =
         Arc::new(NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?);
     let edge = Edge::new(config.clone(), verifier, bus, node, shutdown.clone());
-    let control = edge.listen_to_control(shutdown.clone()).await?;
+    if let Some(url) = &config.presence_url {
+        let key = config.api_keys.first().map(String::as_str);
+        let client = herald_presence::PresenceClient::new(url, key, config.presence_timeout())
+            .map_err(|e| ConfigError::new("presence_url", e.0))?;
+        edge.set_presence_lookup(Arc::new(client));
+    }
+    let background = edge.start(shutdown.clone()).await?;
     let addr = match config.http_addr {
         Some(a) => a,
         None => DEFAULT_HTTP_ADDR
@@ -276,7 +402,9 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeEr
         config.drain_window_secs + config.shutdown_grace_secs,
     ))
     .await;
-    let _ = control.await;
+    for task in background {
+        let _ = task.await;
+    }
     Ok(())
 }
 

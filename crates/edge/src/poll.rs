@@ -13,6 +13,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::channel::Channel;
+use herald_core::presence::Transport;
 use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
 use herald_core::route::HistoryQuery;
 use herald_core::shutdown::Shutdown;
@@ -90,6 +91,7 @@ async fn answer(
             ),
         )));
     }
+    edge.reporter.connect(conn, &claims.sub, Transport::Poll);
     let (outbox, mut inbox, _overflow) = edge.new_outbox();
     let mut joined = Vec::new();
     let mut messages: Vec<String> = Vec::new();
@@ -99,6 +101,9 @@ async fn answer(
             let since = cursor.get(channel).cloned();
             let ok = join(&edge, conn, &outbox, channel, since.as_ref()).await?;
             joined.push(channel.clone());
+            if !crate::sse::is_personal(channel, &claims.sub) {
+                edge.presence_joined(conn, channel).await;
+            }
             if since.is_some() && ok.recovered == Some(false) {
                 unrecoverable.push(channel.clone());
             }
@@ -136,6 +141,14 @@ async fn answer(
         edge.hub.unsubscribe(channel, conn).await;
     }
     edge.users.remove(&claims.sub, conn);
+    // A long-poll client is between polls most of the time: it stays
+    // present for a grace period, so its next poll finds it still there.
+    let grace = Duration::from_secs(edge.config.poll_grace_secs);
+    let later = edge.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        later.presence_gone(conn).await;
+    });
     result?;
 
     if messages.is_empty() && unrecoverable.is_empty() {

@@ -93,13 +93,7 @@ impl Session {
             Command::Publish(c) => reply(id, commands::publish::run(self, c).await),
             Command::Typing(c) => reply(id, commands::typing::run(self, c).await),
             Command::Refresh(c) => reply(id, commands::refresh::run(self, c)),
-            Command::Presence(_) => reply::<()>(
-                id,
-                Err(ErrorBody::new(
-                    ErrorCode::Internal,
-                    "presence queries are not available on this server yet",
-                )),
-            ),
+            Command::Presence(c) => reply(id, commands::presence::run(self, c).await),
         }
     }
 
@@ -107,6 +101,7 @@ impl Session {
     pub async fn close(self) {
         if let Some(claims) = &self.claims {
             self.edge.users.remove(&claims.sub, self.conn);
+            self.edge.presence_gone(self.conn).await;
         }
         for channel in &self.subscriptions {
             self.edge.hub.unsubscribe(channel, self.conn).await;

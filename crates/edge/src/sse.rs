@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::auth::{Claims, unix_now};
 use herald_core::channel::Channel;
+use herald_core::presence::Transport;
 use herald_core::protocol::{CloseCode, Push, encode};
 use herald_core::shutdown::Shutdown;
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,7 @@ pub(crate) async fn stream(
         .into_response();
     }
 
+    edge.reporter.connect(conn, &claims.sub, Transport::Sse);
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
     let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -194,6 +196,9 @@ async fn run(edge: Arc<Edge>, mut stream: Stream, _permit: Permit) {
                 }
             };
             joined.push(channel.clone());
+            if !is_personal(&channel, &stream.claims.sub) {
+                edge.presence_joined(stream.conn, &channel).await;
+            }
             for publication in ok.publications.iter().flatten() {
                 let delivery = crate::hub::delivery_of_publication(publication);
                 stream.send_delivery(&delivery).await?;
@@ -224,6 +229,12 @@ async fn run(edge: Arc<Edge>, mut stream: Stream, _permit: Permit) {
         edge.hub.unsubscribe(channel, stream.conn).await;
     }
     edge.users.remove(&stream.claims.sub, stream.conn);
+    edge.presence_gone(stream.conn).await;
+}
+
+/// The user's own `#user` channel, which every stream carries.
+pub(crate) fn is_personal(channel: &Channel, user: &str) -> bool {
+    Channel::personal(user).is_ok_and(|p| p == *channel)
 }
 
 /// Streams live pushes until the client goes, or the server ends the

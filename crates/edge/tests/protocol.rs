@@ -51,7 +51,7 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
         "test".into(),
         shutdown.clone(),
     );
-    edge.listen_to_control(shutdown.clone()).await.unwrap();
+    edge.start(shutdown.clone()).await.unwrap();
     let routing = Arc::new(Routing::new(
         config.clone(),
         Deps {
@@ -133,15 +133,13 @@ async fn connect_subscribe_publish_receive() {
         .await
         .unwrap();
     assert_eq!(offset, 1);
-    match client.next_push().await.unwrap() {
-        Push::Pub(p) => {
-            assert_eq!(p.channel.as_str(), "chat:room:1");
-            assert_eq!(p.offset, 1);
-            assert!(!p.epoch.is_empty());
-            assert_eq!(p.from.as_deref(), Some("alice"));
-            assert_eq!(p.data.get(), r#"{"text":"hello"}"#);
-        }
-        other => panic!("{other:?}"),
+    {
+        let p = client.next_publication().await.unwrap();
+        assert_eq!(p.channel.as_str(), "chat:room:1");
+        assert_eq!(p.offset, 1);
+        assert!(!p.epoch.is_empty());
+        assert_eq!(p.from.as_deref(), Some("alice"));
+        assert_eq!(p.data.get(), r#"{"text":"hello"}"#);
     }
 
     // after unsubscribe nothing more arrives from the channel
@@ -149,9 +147,9 @@ async fn connect_subscribe_publish_receive() {
     api_publish(&server, json!({"channel": "chat:room:1", "data": 2})).await;
     client.subscribe("chat:room:2").await.unwrap();
     api_publish(&server, json!({"channel": "chat:room:2", "data": 3})).await;
-    match client.next_push().await.unwrap() {
-        Push::Pub(p) => assert_eq!(p.channel.as_str(), "chat:room:2"),
-        other => panic!("{other:?}"),
+    {
+        let p = client.next_publication().await.unwrap();
+        assert_eq!(p.channel.as_str(), "chat:room:2");
     }
 }
 
@@ -307,12 +305,10 @@ async fn personal_channel_receives_what_is_sent_to_the_user() {
     let mut client = connected(&server).await;
     let response = api_publish(&server, json!({"channel": "#alice", "data": {"dm": true}})).await;
     assert_eq!(response.status(), 200);
-    match client.next_push().await.unwrap() {
-        Push::Pub(p) => {
-            assert_eq!(p.channel.as_str(), "#alice");
-            assert_eq!(p.data.get(), r#"{"dm":true}"#);
-        }
-        other => panic!("{other:?}"),
+    {
+        let p = client.next_publication().await.unwrap();
+        assert_eq!(p.channel.as_str(), "#alice");
+        assert_eq!(p.data.get(), r#"{"dm":true}"#);
     }
 }
 

@@ -30,6 +30,8 @@ pub enum Command {
     Edge(ServeArgs),
     /// The write path and the server API, joined to the cluster over NATS.
     Routing(ServeArgs),
+    /// Who is online, from the edges' reports on NATS, answered over gRPC.
+    Presence(ServeArgs),
     /// Mint a client token with the configured secret (development).
     Token(TokenArgs),
     /// Load tools: `herald bench idle` holds many idle connections.

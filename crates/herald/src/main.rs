@@ -47,6 +47,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
             }
+            Command::Presence(args) => {
+                serve("presence", &args, |c, s| async move {
+                    Ok(herald_presence::serve(c, s).await?)
+                })
+                .await
+            }
             Command::Routing(args) => {
                 serve("routing", &args, |c, s| async move {
                     Ok(herald_routing::serve(c, s).await?)

@@ -37,6 +37,10 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
 
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     let node = config.node_id_or_generate("standalone");
+    // The presence service, fed by the edge's reports over the in-memory
+    // bus: the same path as across processes.
+    let (presence, presence_intake) =
+        herald_presence::start(&config, bus.clone(), shutdown.clone()).await?;
     let edge = Edge::new(
         config.clone(),
         verifier,
@@ -44,15 +48,15 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
         node,
         shutdown.clone(),
     );
-    let control = edge.listen_to_control(shutdown.clone()).await?;
+    edge.set_presence_lookup(presence.clone());
+    let background = edge.start(shutdown.clone()).await?;
     let routing = Arc::new(Routing::new(
         config.clone(),
         Deps {
             bus,
             history: Arc::new(MemoryHistory::new(config.idempotency_window())),
             queue: Arc::new(MemoryWorkQueue::new(STANDALONE_QUEUE_CAPACITY)),
-            // One edge sees every connection: it answers presence itself.
-            presence: edge.clone(),
+            presence: presence.clone(),
         },
     ));
     let listener = routing.listen_to_edges(shutdown.clone()).await?;
@@ -85,10 +89,16 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     );
 
     // Every gRPC service on one port.
-    let routes = tonic::service::Routes::new(grpc_service(routing, keys));
-    let routes =
-        herald_proto::server::with_standard_services(routes, &[herald_routing::GRPC_SERVICE_NAME])
-            .await?;
+    let routes = tonic::service::Routes::new(grpc_service(routing, keys.clone()))
+        .add_service(herald_presence::grpc_service(presence, keys));
+    let routes = herald_proto::server::with_standard_services(
+        routes,
+        &[
+            herald_routing::GRPC_SERVICE_NAME,
+            herald_presence::GRPC_SERVICE_NAME,
+        ],
+    )
+    .await?;
     let grpc_shutdown = shutdown.clone();
     let grpc_server =
         herald_proto::server::serve(grpc, routes, async move { grpc_shutdown.wait().await });
@@ -101,6 +111,9 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     edge.drained(Duration::from_secs(config.shutdown_grace_secs))
         .await;
     let _ = listener.await;
-    let _ = control.await;
+    for task in background {
+        let _ = task.await;
+    }
+    let _ = presence_intake.await;
     Ok(())
 }

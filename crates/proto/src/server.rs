@@ -4,9 +4,41 @@
 
 use std::future::Future;
 
+use herald_core::api_key::ApiKeys;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
+use tonic::{Request, Status};
 use tonic_health::ServingStatus;
+
+/// A tonic interceptor that admits calls carrying one of the API keys in
+/// metadata `authorization: Bearer <key>`.
+#[derive(Clone, Debug)]
+pub struct RequireApiKey {
+    keys: ApiKeys,
+}
+
+pub fn require_api_key(keys: ApiKeys) -> RequireApiKey {
+    RequireApiKey { keys }
+}
+
+impl tonic::service::Interceptor for RequireApiKey {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            None => Err(Status::unauthenticated(
+                "missing API key: send metadata `authorization: Bearer <key>`",
+            )),
+            Some(k) if !self.keys.accepts(k.trim()) => {
+                Err(Status::unauthenticated("invalid API key"))
+            }
+            Some(_) => Ok(request),
+        }
+    }
+}
 
 /// Adds health and reflection to `routes`. `names` are the fully qualified
 /// names of the services in `routes` (`herald.routing.v1.Routing`).

@@ -17,11 +17,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::api_key::ApiKeys;
 use crate::routing::{
     BroadcastAnswer, BroadcastRequest, PublishAnswer, PublishRequest, Routing, SendAnswer,
     SendRequest,
 };
+use herald_core::api_key::ApiKeys;
 
 /// An API error: the JSON body `{"error":{…}}` with its HTTP status.
 pub struct ApiError(pub ErrorBody);

@@ -14,10 +14,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::api::{DEFAULT_HISTORY_LIMIT, since_position, unrecoverable};
-use crate::api_key::ApiKeys;
 use crate::routing::{
     BroadcastRequest, NotifyOutcome, PublishRequest, Routing, SendRequest, SendResult,
 };
+use herald_core::api_key::ApiKeys;
 
 /// Maps a Herald error to the gRPC status a client expects.
 pub fn status_of(e: ErrorBody) -> Status {
@@ -78,23 +78,10 @@ pub struct GrpcApi {
 pub fn grpc_service(
     routing: Arc<Routing>,
     keys: ApiKeys,
-) -> InterceptedService<RoutingServer<GrpcApi>, impl tonic::service::Interceptor + Clone> {
+) -> InterceptedService<RoutingServer<GrpcApi>, herald_proto::server::RequireApiKey> {
     let max = routing.config.max_message_bytes + 64 * 1024;
     let server = RoutingServer::new(GrpcApi { routing }).max_decoding_message_size(max);
-    InterceptedService::new(server, move |request: Request<()>| {
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
-            None => Err(Status::unauthenticated(
-                "missing API key: send metadata `authorization: Bearer <key>`",
-            )),
-            Some(k) if !keys.accepts(k.trim()) => Err(Status::unauthenticated("invalid API key")),
-            Some(_) => Ok(request),
-        }
-    })
+    InterceptedService::new(server, herald_proto::server::require_api_key(keys))
 }
 
 #[tonic::async_trait]

@@ -4,7 +4,6 @@
 //! recipients who are not connected are handed to notify as push jobs.
 
 mod api;
-mod api_key;
 mod edge_requests;
 mod grpc;
 mod idempotency;
@@ -23,8 +22,8 @@ use herald_core::subjects::Subjects;
 use herald_core::work_queue::JetStreamWorkQueue;
 
 pub use api::api_router;
-pub use api_key::ApiKeys;
 pub use grpc::{grpc_service, status_of};
+pub use herald_core::api_key::ApiKeys;
 pub use routing::{
     BroadcastAnswer, BroadcastRequest, BroadcastResult, Deps, NotifyOutcome, PublishAnswer,
     PublishRequest, Routing, SendAnswer, SendRequest, SendResult,
@@ -98,9 +97,22 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Routin
     )
     .await?;
     let queue = JetStreamWorkQueue::open(nats.client().clone(), &subjects).await?;
-    // The presence service's client arrives with the presence service;
-    // until then offline hand-offs report users as unknown.
-    let presence: Arc<dyn PresenceLookup> = Arc::new(NoPresence);
+    // Without a presence service offline hand-offs report users as unknown
+    // rather than pushing blindly.
+    let presence: Arc<dyn PresenceLookup> = match &config.presence_url {
+        Some(url) => Arc::new(
+            herald_presence::PresenceClient::new(
+                url,
+                config.api_keys.first().map(String::as_str),
+                config.presence_timeout(),
+            )
+            .map_err(|e| ConfigError::new("presence_url", e.0))?,
+        ),
+        None => {
+            tracing::warn!("no HERALD_PRESENCE_URL: offline users cannot be told apart; no pushes");
+            Arc::new(NoPresence)
+        }
+    };
     let bus: Arc<dyn Bus> = Arc::new(nats);
     let routing = Arc::new(Routing::new(
         config.clone(),

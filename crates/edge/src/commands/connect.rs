@@ -3,6 +3,7 @@
 
 use herald_core::auth::TokenError;
 use herald_core::channel::Channel;
+use herald_core::presence::Transport;
 use herald_core::protocol::{
     CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, ErrorReply, encode,
 };
@@ -67,6 +68,8 @@ pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand)
         user: claims.sub.clone(),
         ping_interval: session.edge.config.ping_interval_secs,
     };
+    edge.reporter
+        .connect(session.conn, &claims.sub, Transport::Ws);
     tracing::debug!(client = %session.client_id, user = %claims.sub, "connected");
     session.claims = Some(claims);
     reply(id, Ok(ok))

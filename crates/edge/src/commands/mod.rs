@@ -1,6 +1,7 @@
 //! One file per client command.
 
 pub(crate) mod connect;
+pub(crate) mod presence;
 pub(crate) mod publish;
 pub(crate) mod refresh;
 pub(crate) mod subscribe;

@@ -52,6 +52,7 @@ pub(crate) async fn run(
         command.since.as_ref(),
     )
     .await?;
+    session.edge.presence_joined(session.conn, &channel).await;
     session.subscriptions.insert(channel);
     Ok(joined)
 }

@@ -38,6 +38,12 @@ pub(crate) async fn typing(
             format!("typing events are off for `{channel}`"),
         ));
     }
+    if !edge.typing_allowed(&claims.sub, &channel) {
+        return Err(ErrorBody::new(
+            ErrorCode::TooManyRequests,
+            "too many typing events for this channel",
+        ));
+    }
     let event = Push::Typing(ChannelUser {
         channel: channel.clone(),
         user: claims.sub.clone(),

@@ -10,11 +10,9 @@ pub(crate) async fn run(
     command: ChannelCommand,
 ) -> Result<EmptyOk, ErrorBody> {
     if session.subscriptions.remove(&command.channel) {
-        session
-            .edge
-            .hub
-            .unsubscribe(&command.channel, session.conn)
-            .await;
+        let edge = &session.edge;
+        edge.hub.unsubscribe(&command.channel, session.conn).await;
+        edge.presence_left(session.conn, &command.channel).await;
     }
     Ok(EmptyOk {})
 }

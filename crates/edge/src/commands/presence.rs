@@ -1,0 +1,37 @@
+//! `presence`: who is in a channel, across every edge (asked of the
+//! presence service).
+
+use herald_core::protocol::{ChannelCommand, ErrorBody, ErrorCode, PresenceOk};
+
+use crate::session::Session;
+
+pub(crate) async fn run(
+    session: &mut Session,
+    command: ChannelCommand,
+) -> Result<PresenceOk, ErrorBody> {
+    let claims = session.claims()?;
+    let channel = command.channel;
+    if !claims.may_subscribe(&channel) {
+        return Err(ErrorBody::new(
+            ErrorCode::PermissionDenied,
+            format!("not allowed in `{channel}`"),
+        ));
+    }
+    if !session.edge.config.namespace(&channel)?.presence {
+        return Err(ErrorBody::new(
+            ErrorCode::PermissionDenied,
+            format!("presence is off for `{channel}`"),
+        ));
+    }
+    let Some(lookup) = session.edge.presence_lookup() else {
+        return Err(ErrorBody::new(
+            ErrorCode::Internal,
+            "no presence service is configured (HERALD_PRESENCE_URL)",
+        ));
+    };
+    let users = lookup.channel_users(&channel).await.map_err(|e| {
+        tracing::warn!(error = %e, "presence query failed");
+        ErrorBody::new(ErrorCode::Internal, "presence unavailable; try again")
+    })?;
+    Ok(PresenceOk { users })
+}

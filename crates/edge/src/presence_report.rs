@@ -1,0 +1,362 @@
+//! What this edge tells the presence service: every connect, disconnect,
+//! subscribe and unsubscribe as numbered changes, a heartbeat with a digest
+//! of the whole state, and a snapshot when a presence replica asks. It also
+//! knows when a user's first connection joins a channel here (or the last
+//! leaves), for join/leave pushes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::bus::{Bus, BusError, Headers, respond};
+use herald_core::channel::Channel;
+use herald_core::presence::{
+    Change, ConnectionState, Report, Transport, digest_of_connection, digest_of_subscription,
+};
+use herald_core::shutdown::Shutdown;
+use herald_core::subjects::Subjects;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::hub::ConnId;
+
+/// Changes waiting to be published; beyond this they are dropped and the
+/// replicas, seeing the gap, ask for a snapshot.
+const QUEUE: usize = 65_536;
+/// Changes per published batch at most.
+const BATCH: usize = 1000;
+
+enum Outgoing {
+    Change(u64, Change),
+    Heartbeat {
+        seq: u64,
+        digest: u64,
+        connections: u64,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    seq: u64,
+    digest: u64,
+    conns: HashMap<ConnId, Conn>,
+    /// Connections per (channel, user) on this edge.
+    members: HashMap<(Channel, String), u32>,
+}
+
+struct Conn {
+    user: String,
+    transport: Transport,
+    channels: HashSet<Channel>,
+}
+
+pub struct PresenceReporter {
+    edge: String,
+    incarnation: u64,
+    state: Mutex<State>,
+    queue: mpsc::Sender<Outgoing>,
+    receiver: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+}
+
+impl PresenceReporter {
+    pub fn new(edge: &str) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        PresenceReporter {
+            edge: edge.to_owned(),
+            // A restarted edge is a new incarnation: replicas drop what they
+            // knew of the old one.
+            incarnation: rand::random::<u64>() >> 1,
+            state: Mutex::new(State::default()),
+            queue,
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, state: &mut State, change: Change) {
+        state.seq += 1;
+        // A full queue drops the change; the gap makes replicas resync.
+        let _ = self.queue.try_send(Outgoing::Change(state.seq, change));
+    }
+
+    pub fn connect(&self, conn: ConnId, user: &str, transport: Transport) {
+        let mut state = self.lock();
+        state.digest ^= digest_of_connection(conn, user, transport);
+        state.conns.insert(
+            conn,
+            Conn {
+                user: user.to_owned(),
+                transport,
+                channels: HashSet::new(),
+            },
+        );
+        self.record(
+            &mut state,
+            Change::Connect {
+                conn,
+                user: user.to_owned(),
+                transport,
+            },
+        );
+    }
+
+    /// Returns the channels whose last connection of this user (here) this
+    /// was.
+    pub fn disconnect(&self, conn: ConnId) -> Vec<(Channel, String)> {
+        let mut state = self.lock();
+        let Some(c) = state.conns.remove(&conn) else {
+            return Vec::new();
+        };
+        state.digest ^= digest_of_connection(conn, &c.user, c.transport);
+        let mut left = Vec::new();
+        for channel in c.channels {
+            state.digest ^= digest_of_subscription(conn, &channel);
+            if leave(&mut state.members, &channel, &c.user) {
+                left.push((channel, c.user.clone()));
+            }
+        }
+        self.record(&mut state, Change::Disconnect { conn });
+        left
+    }
+
+    /// Returns the user if this is their first connection in `channel`
+    /// here (someone joined).
+    pub fn subscribe(&self, conn: ConnId, channel: &Channel) -> Option<String> {
+        let mut state = self.lock();
+        let user = {
+            let c = state.conns.get_mut(&conn)?;
+            if !c.channels.insert(channel.clone()) {
+                return None;
+            }
+            c.user.clone()
+        };
+        state.digest ^= digest_of_subscription(conn, channel);
+        let count = state
+            .members
+            .entry((channel.clone(), user.clone()))
+            .or_default();
+        *count += 1;
+        let first = *count == 1;
+        self.record(
+            &mut state,
+            Change::Subscribe {
+                conn,
+                channel: channel.clone(),
+            },
+        );
+        first.then_some(user)
+    }
+
+    /// Returns the user if this was their last connection in `channel` here.
+    pub fn unsubscribe(&self, conn: ConnId, channel: &Channel) -> Option<String> {
+        let mut state = self.lock();
+        let user = {
+            let c = state.conns.get_mut(&conn)?;
+            if !c.channels.remove(channel) {
+                return None;
+            }
+            c.user.clone()
+        };
+        state.digest ^= digest_of_subscription(conn, channel);
+        let last = leave(&mut state.members, channel, &user);
+        self.record(
+            &mut state,
+            Change::Unsubscribe {
+                conn,
+                channel: channel.clone(),
+            },
+        );
+        last.then_some(user)
+    }
+
+    /// Queues a heartbeat behind the changes already queued.
+    pub fn heartbeat(&self) {
+        let state = self.lock();
+        let _ = self.queue.try_send(Outgoing::Heartbeat {
+            seq: state.seq,
+            digest: state.digest,
+            connections: state.conns.len() as u64,
+        });
+    }
+
+    pub fn snapshot(&self) -> Report {
+        let state = self.lock();
+        Report::Snapshot {
+            edge: self.edge.clone(),
+            incarnation: self.incarnation,
+            seq: state.seq,
+            connections: state
+                .conns
+                .iter()
+                .map(|(conn, c)| ConnectionState {
+                    conn: *conn,
+                    user: c.user.clone(),
+                    transport: c.transport,
+                    channels: c.channels.iter().cloned().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Publishes reports, heartbeats every `interval`, and answers snapshot
+    /// and resync requests, until `shutdown`.
+    pub async fn run(
+        self: &Arc<Self>,
+        bus: Arc<dyn Bus>,
+        subjects: Subjects,
+        interval: Duration,
+        shutdown: Shutdown,
+    ) -> Result<JoinHandle<()>, BusError> {
+        let mut snapshots = bus
+            .subscribe(&subjects.presence_snapshot(&self.edge))
+            .await?;
+        let mut resyncs = bus.subscribe(&subjects.presence_resync()).await?;
+        bus.flush().await?;
+        let Some(mut queue) = self
+            .receiver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Err(BusError::Connection(
+                "presence reporter already running".into(),
+            ));
+        };
+        let reporter = self.clone();
+        let subject = subjects.presence(&self.edge);
+        Ok(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = ticker.tick() => reporter.heartbeat(),
+                    Some(_) = resyncs.next() => reporter.heartbeat(),
+                    Some(request) = snapshots.next() => {
+                        if let Ok(payload) = serde_json::to_vec(&reporter.snapshot()) {
+                            let _ = respond(&*bus, &request, Bytes::from(payload)).await;
+                        }
+                    }
+                    Some(first) = queue.recv() => {
+                        let mut items = vec![first];
+                        while items.len() < BATCH {
+                            match queue.try_recv() {
+                                Ok(item) => items.push(item),
+                                Err(_) => break,
+                            }
+                        }
+                        reporter.publish(&*bus, &subject, items).await;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Publishes queued items in order: runs of contiguous changes as one
+    /// `Changes` report, heartbeats as they come.
+    async fn publish(&self, bus: &dyn Bus, subject: &str, items: Vec<Outgoing>) {
+        let mut run: Vec<Change> = Vec::new();
+        let mut first_seq = 0;
+        let mut reports = Vec::new();
+        for item in items {
+            match item {
+                Outgoing::Change(seq, change) => {
+                    if !run.is_empty() && seq != first_seq + run.len() as u64 {
+                        reports.push(self.changes(first_seq, std::mem::take(&mut run)));
+                    }
+                    if run.is_empty() {
+                        first_seq = seq;
+                    }
+                    run.push(change);
+                }
+                Outgoing::Heartbeat {
+                    seq,
+                    digest,
+                    connections,
+                } => {
+                    if !run.is_empty() {
+                        reports.push(self.changes(first_seq, std::mem::take(&mut run)));
+                    }
+                    reports.push(Report::Heartbeat {
+                        edge: self.edge.clone(),
+                        incarnation: self.incarnation,
+                        seq,
+                        digest,
+                        connections,
+                    });
+                }
+            }
+        }
+        if !run.is_empty() {
+            reports.push(self.changes(first_seq, run));
+        }
+        for report in reports {
+            match serde_json::to_vec(&report) {
+                Ok(payload) => {
+                    if let Err(e) = bus
+                        .publish(subject, Headers::new(), Bytes::from(payload))
+                        .await
+                    {
+                        tracing::warn!(error = %e, "presence report not sent");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "presence report not encoded"),
+            }
+        }
+    }
+
+    fn changes(&self, first_seq: u64, changes: Vec<Change>) -> Report {
+        Report::Changes {
+            edge: self.edge.clone(),
+            incarnation: self.incarnation,
+            first_seq,
+            changes,
+        }
+    }
+}
+
+/// One connection of `user` leaves `channel`; true if it was the last.
+fn leave(members: &mut HashMap<(Channel, String), u32>, channel: &Channel, user: &str) -> bool {
+    let key = (channel.clone(), user.to_owned());
+    match members.get_mut(&key) {
+        Some(count) if *count > 1 => {
+            *count -= 1;
+            false
+        }
+        Some(_) => {
+            members.remove(&key);
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_core::presence::digest_of_snapshot;
+
+    #[test]
+    fn the_digest_follows_the_state_and_joins_are_per_user() {
+        let r = PresenceReporter::new("e1");
+        let room = Channel::new("room").unwrap();
+        r.connect(1, "alice", Transport::Ws);
+        r.connect(2, "alice", Transport::Sse);
+        assert_eq!(r.subscribe(1, &room), Some("alice".into()));
+        assert_eq!(r.subscribe(2, &room), None, "alice was already in");
+        assert_eq!(r.unsubscribe(1, &room), None, "still there on conn 2");
+        assert_eq!(r.disconnect(2), vec![(room.clone(), "alice".to_owned())]);
+        let Report::Snapshot {
+            seq, connections, ..
+        } = r.snapshot()
+        else {
+            panic!()
+        };
+        assert_eq!(seq, 6);
+        assert_eq!(r.lock().digest, digest_of_snapshot(&connections));
+        assert_eq!(connections.len(), 1);
+    }
+}

@@ -1,0 +1,181 @@
+//! Takes in the edges' reports: applies changes, checks heartbeats against
+//! what this replica holds, asks for a snapshot when they disagree, and
+//! forgets edges that stop beating.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::bus::{Bus, BusError, Headers};
+use herald_core::presence::Report;
+use herald_core::shutdown::Shutdown;
+use herald_core::subjects::Subjects;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::state::PresenceState;
+
+/// How long a snapshot request may take.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often grace periods and dead edges are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+pub struct Intake {
+    state: Arc<PresenceState>,
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    /// Edges silent for this long are dead.
+    edge_timeout: Duration,
+    /// Edges with a snapshot request under way.
+    resyncing: Mutex<HashSet<String>>,
+}
+
+impl Intake {
+    pub fn new(
+        state: Arc<PresenceState>,
+        bus: Arc<dyn Bus>,
+        subjects: Subjects,
+        heartbeat: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Intake {
+            state,
+            bus,
+            subjects,
+            edge_timeout: heartbeat * 3,
+            resyncing: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Listens until `shutdown`. Subscribed (and every edge asked for a
+    /// heartbeat, so the view fills within moments) when this returns.
+    pub async fn start(self: &Arc<Self>, shutdown: Shutdown) -> Result<JoinHandle<()>, BusError> {
+        let mut reports = self.bus.subscribe(&self.subjects.presence_all()).await?;
+        self.bus.flush().await?;
+        self.bus
+            .publish(
+                &self.subjects.presence_resync(),
+                Headers::new(),
+                Bytes::new(),
+            )
+            .await?;
+        let intake = self.clone();
+        Ok(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = tick.tick() => {
+                        intake.state.settle();
+                        intake.reap();
+                    }
+                    message = reports.next() => {
+                        let Some(message) = message else { break };
+                        match serde_json::from_slice::<Report>(&message.payload) {
+                            Ok(report) => intake.take(report),
+                            Err(e) => tracing::warn!(error = %e, "unreadable presence report"),
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
+    fn take(self: &Arc<Self>, report: Report) {
+        match report {
+            Report::Changes {
+                edge,
+                incarnation,
+                first_seq,
+                changes,
+            } => {
+                if !self.state.apply(&edge, incarnation, first_seq, &changes) {
+                    self.resync(edge);
+                }
+            }
+            Report::Heartbeat {
+                edge,
+                incarnation,
+                seq,
+                digest,
+                ..
+            } => {
+                let agrees = {
+                    let mut inner = self.state.write();
+                    match inner.edges.get_mut(&edge) {
+                        Some(view) => {
+                            view.last_heard = Instant::now();
+                            view.incarnation == incarnation
+                                && view.seq == seq
+                                && view.digest == digest
+                        }
+                        None => false,
+                    }
+                };
+                if !agrees {
+                    self.resync(edge);
+                }
+            }
+            Report::Snapshot {
+                edge,
+                incarnation,
+                seq,
+                connections,
+            } => self
+                .state
+                .replace_edge(&edge, incarnation, seq, &connections),
+        }
+    }
+
+    /// Asks `edge` for its whole state (once at a time per edge).
+    fn resync(self: &Arc<Self>, edge: String) {
+        if !self
+            .resyncing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(edge.clone())
+        {
+            return;
+        }
+        let intake = self.clone();
+        tokio::spawn(async move {
+            let subject = intake.subjects.presence_snapshot(&edge);
+            match intake
+                .bus
+                .request(&subject, Headers::new(), Bytes::new(), SNAPSHOT_TIMEOUT)
+                .await
+            {
+                Ok(reply) => match serde_json::from_slice::<Report>(&reply.payload) {
+                    Ok(report @ Report::Snapshot { .. }) => intake.take(report),
+                    Ok(_) | Err(_) => tracing::warn!(edge, "bad snapshot"),
+                },
+                Err(e) => tracing::warn!(edge, error = %e, "snapshot request failed"),
+            }
+            intake
+                .resyncing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&edge);
+        });
+    }
+
+    /// Drops edges that stopped beating: their users go offline.
+    fn reap(&self) {
+        let dead: Vec<String> = {
+            let inner = self.state.write();
+            inner
+                .edges
+                .iter()
+                .filter(|(_, view)| view.last_heard.elapsed() > self.edge_timeout)
+                .map(|(edge, _)| edge.clone())
+                .collect()
+        };
+        for edge in dead {
+            tracing::warn!(
+                edge,
+                "edge silent for three heartbeats; its users are offline"
+            );
+            self.state.drop_edge(&edge);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Presence: who is online, per user and per channel, across every edge.
+//! Each replica takes in every edge's reports over NATS and holds the whole
+//! view, so replicas can sit behind one Kubernetes Service; it answers
+//! `herald.presence.v1.Presence` over gRPC.
+
+mod client;
+mod grpc;
+mod intake;
+mod state;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_core::api_key::ApiKeys;
+use herald_core::bus::{Bus, BusError, NatsBus};
+use herald_core::channel::Channel;
+use herald_core::config::{Config, ConfigError};
+use herald_core::presence::{PresenceError, PresenceLookup};
+use herald_core::shutdown::Shutdown;
+use herald_core::subjects::Subjects;
+use tokio::task::JoinHandle;
+
+pub use client::PresenceClient;
+pub use grpc::grpc_service;
+pub use intake::Intake;
+pub use state::{EventKind, PresenceEvent, PresenceState, Stats, UserPresence};
+
+/// The presence service's default gRPC address.
+pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50052";
+pub const GRPC_SERVICE_NAME: &str = "herald.presence.v1.Presence";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceServiceError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(String),
+}
+
+/// Starts taking in edge reports on `bus`: the state fills from here on.
+pub async fn start(
+    config: &Config,
+    bus: Arc<dyn Bus>,
+    shutdown: Shutdown,
+) -> Result<(Arc<PresenceState>, JoinHandle<()>), BusError> {
+    let state = PresenceState::new(Duration::from_millis(config.presence_grace_ms));
+    let intake = Intake::new(
+        state.clone(),
+        bus,
+        Subjects::new(&config.subject_prefix),
+        Duration::from_secs(config.presence_heartbeat_secs),
+    );
+    let task = intake.start(shutdown).await?;
+    Ok((state, task))
+}
+
+/// Runs a presence replica as its own process: NATS in, gRPC out.
+pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), PresenceServiceError> {
+    let keys = ApiKeys::new(config.api_keys(false)?);
+    let node = config.node_id_or_generate("presence");
+    let bus: Arc<dyn Bus> =
+        Arc::new(NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?);
+    let (state, intake) = start(&config, bus, shutdown.clone()).await?;
+    let addr = match config.grpc_addr {
+        Some(a) => a,
+        None => DEFAULT_GRPC_ADDR
+            .parse()
+            .map_err(|_| ConfigError::new("grpc_addr", "bad built-in default"))?,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| PresenceServiceError::Listen { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| PresenceServiceError::Listen { addr, source })?;
+    tracing::info!(service = "presence", addr = %local, grpc = %local, "listening");
+    let routes = tonic::service::Routes::new(grpc_service(state, keys));
+    let routes = herald_proto::server::with_standard_services(routes, &[GRPC_SERVICE_NAME])
+        .await
+        .map_err(|e| PresenceServiceError::Grpc(e.to_string()))?;
+    let stop = shutdown.clone();
+    herald_proto::server::serve(listener, routes, async move { stop.wait().await })
+        .await
+        .map_err(|e| PresenceServiceError::Grpc(e.to_string()))?;
+    let _ = intake.await;
+    Ok(())
+}
+
+/// In one process (standalone) routing and edges ask the state directly.
+#[async_trait]
+impl PresenceLookup for PresenceState {
+    async fn online(&self, users: &[String]) -> Result<HashSet<String>, PresenceError> {
+        Ok(
+            PresenceState::online(self, users.iter().map(String::as_str))
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    async fn channel_users(&self, channel: &Channel) -> Result<Vec<String>, PresenceError> {
+        Ok(self.channel(channel).into_iter().map(|(u, _)| u).collect())
+    }
+}
