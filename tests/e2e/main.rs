@@ -4,6 +4,7 @@
 mod browser;
 mod distributed;
 mod edge_limits;
+mod presence;
 mod server_api;
 mod standalone;
 mod support;

@@ -151,6 +151,12 @@ impl Herald {
             .join("\n")
     }
 
+    /// SIGKILL: the process dies without a word.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit, at most `limit`.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")

@@ -345,7 +345,7 @@ impl PresenceState {
     }
 
     /// Replaces what is known of `edge` with its snapshot.
-    pub(crate) fn replace_edge(
+    pub fn replace_edge(
         &self,
         edge: &str,
         incarnation: u64,

@@ -1,0 +1,289 @@
+//! Presence across a cluster: three edges, two presence replicas and
+//! routing on NATS, queried by Python `grpcio` stubs generated from
+//! `proto/`. Edges beat every second, so "dead" means silent for 3 s.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use herald_client::{Client, ClientError, Event};
+use herald_core::protocol::{ErrorCode, Push};
+use herald_core::work_queue::PushJob;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const SECRET: &str = "e2e-presence-secret-0123456789";
+const API_KEY: &str = "e2e-presence-key";
+
+fn query(replica: &Herald, users: &[&str]) -> Value {
+    let target = replica.grpc.expect("gRPC address").to_string();
+    let mut args = vec![target.as_str(), API_KEY, "chat:room"];
+    args.extend_from_slice(users);
+    let out = run_python("presence_query.py", &args);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Waits until both replicas answer `expected` (and so agree).
+fn both_answer(replicas: &[&Herald], users: &[&str], expected: &Value, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let answers: Vec<Value> = replicas.iter().map(|r| query(r, users)).collect();
+        if answers.iter().all(|a| {
+            a["is_online"] == expected["is_online"]
+                && a["get_online"] == expected["get_online"]
+                && a["channel"] == expected["channel"]
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge on {expected}: {answers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn token(env: &Env, user: &str) -> String {
+    herald_output(
+        env,
+        &[
+            "token",
+            "--user",
+            user,
+            "--channels",
+            "chat:*",
+            "--publish",
+            "chat:*",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_right_across_edges_replicas_and_failures() {
+    let prefix = unique_prefix();
+    let base = vec![
+        ("HERALD_JWT_SECRET", SECRET),
+        ("HERALD_API_KEYS", API_KEY),
+        ("HERALD_SUBJECT_PREFIX", prefix.as_str()),
+        ("HERALD_HISTORY_STORAGE", "memory"),
+        ("HERALD_PRESENCE_HEARTBEAT_SECS", "1"),
+    ];
+    let nats = nats_url();
+    let mut pairs = base.clone();
+    pairs.push(("HERALD_NATS_URL", nats.as_str()));
+    let env = Env::new(&pairs);
+    let _cleanup = StreamCleanup(prefix.clone());
+    let presence_args = ["presence", "--grpc", "127.0.0.1:0"];
+    let presence_a = Herald::start("presence-a", &env, &presence_args);
+    let mut presence_b = Herald::start("presence-b", &env, &presence_args);
+    let presence_url = format!("http://{}", presence_a.grpc.unwrap());
+    let mut routing_pairs = pairs.clone();
+    routing_pairs.push(("HERALD_PRESENCE_URL", presence_url.as_str()));
+    let routing = Herald::start(
+        "routing",
+        &Env::new(&routing_pairs),
+        &["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+    );
+    let edge_env = Env::new(&routing_pairs);
+    let edge1 = Herald::start(
+        "edge-1",
+        &edge_env,
+        &["edge", "--http", "127.0.0.1:0", "--node-id", "e1"],
+    );
+    let mut edge2 = Herald::start(
+        "edge-2",
+        &edge_env,
+        &["edge", "--http", "127.0.0.1:0", "--node-id", "e2"],
+    );
+    let edge3 = Herald::start(
+        "edge-3",
+        &edge_env,
+        &["edge", "--http", "127.0.0.1:0", "--node-id", "e3"],
+    );
+
+    // alice on edges 1 and 3 (two devices), bob on 2, carol on 3
+    let (alice1, _) = Client::connect(&edge1.ws(), &token(&env, "alice"))
+        .await
+        .unwrap();
+    let (alice3, _) = Client::connect(&edge3.ws(), &token(&env, "alice"))
+        .await
+        .unwrap();
+    let (bob, _) = Client::connect(&edge2.ws(), &token(&env, "bob"))
+        .await
+        .unwrap();
+    let (mut carol, _) = Client::connect(&edge3.ws(), &token(&env, "carol"))
+        .await
+        .unwrap();
+    for client in [&alice1, &bob, &carol] {
+        client.subscribe("chat:room").await.unwrap();
+    }
+    let users = ["alice", "bob", "carol", "nobody"];
+    let all_there = json!({
+        "is_online": {
+            "alice": [true, 2, ["ws"]], "bob": [true, 1, ["ws"]],
+            "carol": [true, 1, ["ws"]], "nobody": [false, 0, []]
+        },
+        "get_online": ["alice", "bob", "carol"],
+        "channel": [["alice", 1], ["bob", 1], ["carol", 1]],
+    });
+    both_answer(
+        &[&presence_a, &presence_b],
+        &users,
+        &all_there,
+        Duration::from_secs(10),
+    );
+
+    // A user with two devices stays online until the last goes.
+    alice3.close().await;
+    let (_alice3_again, _) = Client::connect(&edge3.ws(), &token(&env, "alice"))
+        .await
+        .unwrap();
+    both_answer(
+        &[&presence_a, &presence_b],
+        &users,
+        &all_there,
+        Duration::from_secs(10),
+    );
+
+    // SIGKILL edge 2: bob is offline on both replicas within three beats.
+    let killed_at = Instant::now();
+    edge2.kill();
+    let bob_gone = json!({
+        "is_online": {
+            "alice": [true, 2, ["ws"]], "bob": [false, 0, []],
+            "carol": [true, 1, ["ws"]], "nobody": [false, 0, []]
+        },
+        "get_online": ["alice", "carol"],
+        "channel": [["alice", 1], ["carol", 1]],
+    });
+    both_answer(
+        &[&presence_a, &presence_b],
+        &users,
+        &bob_gone,
+        Duration::from_secs(6),
+    );
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "bob went offline after {took:?}"
+    );
+    eprintln!("bob offline on both replicas {took:?} after SIGKILL");
+    drop(bob);
+
+    // A restarted replica rebuilds the whole view from the edges.
+    presence_b.kill();
+    let restarted = Instant::now();
+    let presence_b = Herald::start("presence-b2", &env, &presence_args);
+    both_answer(&[&presence_b], &users, &bob_gone, Duration::from_secs(5));
+    assert!(restarted.elapsed() < Duration::from_secs(5));
+
+    // Watch: dave comes online and leaves; the stream says so.
+    let mut watch = Command::new(python())
+        .arg(repo_root().join("tests/python/presence_watch.py"))
+        .args([&presence_a.grpc.unwrap().to_string(), API_KEY, "dave"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "watching");
+    let (dave, _) = Client::connect(&edge1.ws(), &token(&env, "dave"))
+        .await
+        .unwrap();
+    dave.close().await;
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(watch.wait().unwrap().success(), "{rest:?}");
+    assert_eq!(rest.first().map(String::as_str), Some("KIND_ONLINE dave "));
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("ok: online then offline")
+    );
+
+    // SendToUser: online → live, no push; offline → one push job.
+    let http = http_client();
+    let send = |user: &str| {
+        http.post(format!("{}/api/send", routing.http()))
+            .bearer_auth(API_KEY)
+            .json(&json!({"user": user, "data": {"hi": user}, "notification": {"title": "Hi", "body": "there"}}))
+            .send()
+    };
+    let answer: Value = send("alice").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["result"], "online", "{answer}");
+    let answer: Value = send("bob").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["result"], "pushed", "{answer}");
+    let jobs = read_push_jobs(&prefix).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].user, "bob");
+
+    // Typing reaches the other subscribers, is never stored, and a flood
+    // is limited.
+    alice1
+        .call::<Value>("typing", json!({"channel": "chat:room"}))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match carol.next_event().await.unwrap() {
+            Event::Push(Push::Typing(t)) => {
+                assert_eq!(
+                    (t.user.as_str(), t.channel.as_str()),
+                    ("alice", "chat:room")
+                );
+                break;
+            }
+            _ => assert!(Instant::now() < deadline, "no typing event"),
+        }
+    }
+    let mut limited = 0;
+    for _ in 0..10 {
+        match alice1
+            .call::<Value>("typing", json!({"channel": "chat:room"}))
+            .await
+        {
+            Ok(_) => {}
+            Err(ClientError::Server(e)) if e.code == ErrorCode::TooManyRequests => limited += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(limited >= 7, "only {limited} of 10 limited");
+    let history: Value = http
+        .get(format!("{}/api/history?channel=chat:room", routing.http()))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["publications"], json!([]), "typing is never stored");
+}
+
+/// Every push job waiting on this test's `NOTIFY` stream.
+async fn read_push_jobs(prefix: &str) -> Vec<PushJob> {
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(format!("{}_NOTIFY", prefix.to_ascii_uppercase()))
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("e2e-reader".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
+    let mut jobs = Vec::new();
+    while let Some(Ok(message)) = batch.next().await {
+        jobs.push(serde_json::from_slice(&message.payload).unwrap());
+    }
+    jobs
+}
