@@ -33,15 +33,17 @@ def generate_stubs():
     proto = os.path.join(ROOT, "proto")
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto}", f"--python_out={out}",
-         f"--grpc_python_out={out}", os.path.join(proto, "herald/routing/v1/routing.proto")],
+         f"--grpc_python_out={out}", os.path.join(proto, "herald/routing/v1/routing.proto"),
+         os.path.join(proto, "herald/presence/v1/presence.proto")],
         check=True,
     )
     sys.path.insert(0, out)
     from herald.routing.v1 import routing_pb2, routing_pb2_grpc
-    return routing_pb2, routing_pb2_grpc
+    from herald.presence.v1 import presence_pb2, presence_pb2_grpc
+    return routing_pb2, routing_pb2_grpc, presence_pb2, presence_pb2_grpc
 
 
-pb, pb_grpc = generate_stubs()
+pb, pb_grpc, presence_pb, presence_grpc = generate_stubs()
 channel = grpc.insecure_channel(GRPC_TARGET)
 stub = pb_grpc.RoutingStub(channel)
 META = [("authorization", f"Bearer {API_KEY}")]
@@ -125,6 +127,14 @@ async def alice_session():
         await ws.send(json.dumps({"id": 1, "connect": {"token": ALICE_TOKEN}}))
         reply = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
         check("ok" in reply, reply)
+        if MODE == "standalone":
+            # presence learns of the connection a moment later (the edge
+            # reports it); wait for that, with a deadline
+            presence = presence_grpc.PresenceStub(channel)
+            deadline = asyncio.get_running_loop().time() + TIMEOUT
+            while not presence.IsOnline(presence_pb.IsOnlineRequest(user="alice"), metadata=META).online:
+                check(asyncio.get_running_loop().time() < deadline, "alice never showed as online")
+                await asyncio.sleep(0.02)
 
         def send_grpc():
             return stub.SendToUser(pb.SendToUserRequest(user="alice", data=b'{"dm":"grpc"}'), metadata=META)
