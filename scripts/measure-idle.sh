@@ -6,7 +6,7 @@ set -euo pipefail
 transport=${1:-ws}
 count=${2:-10000}
 target=${CARGO_TARGET_DIR:-$HOME/.cache/herald/target}
-herald=${HERALD_BIN:-$target/release/herald}
+herald=${BIN:-$target/release/herald}
 [ -x "$herald" ] || herald=$target/debug/herald
 port=$((20000 + RANDOM % 20000))
 export HERALD_JWT_SECRET=measure-idle-secret-0123456789 HERALD_API_KEYS=measure-idle-key

@@ -67,7 +67,15 @@ impl ConfigError {
             }
             None => String::new(),
         };
-        let message = error.kind.to_string();
+        let message = match &error.kind {
+            // figment lists every known field: one line should stay readable
+            figment::error::Kind::UnknownField(name, _) => {
+                format!(
+                    "unknown setting `{name}` (a typo? the settings are listed in docs/ARCHITECTURE.md)"
+                )
+            }
+            kind => kind.to_string(),
+        };
         ConfigError {
             key: if key.is_empty() {
                 "<config>".into()
