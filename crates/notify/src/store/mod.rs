@@ -1,0 +1,98 @@
+//! The `TokenStore` seam: devices and per-notification delivery status.
+//! Adapters: PostgreSQL (distributed) and SQLite (standalone), both through
+//! sqlx with the same SQL, migrated at start; one test suite for both.
+
+mod sql;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::device::{CheckedDevice, Device, Environment};
+
+pub use sql::{PostgresStore, SqliteStore, open};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or failed: the caller may retry.
+    #[error("device store unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where one device stands for one notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Sent,
+    Retrying,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> DeliveryState {
+        match s {
+            "sent" => DeliveryState::Sent,
+            "retrying" => DeliveryState::Retrying,
+            "failed" => DeliveryState::Failed,
+            _ => DeliveryState::Pending,
+        }
+    }
+
+    /// Nothing more will be tried for this device.
+    pub fn is_final(self) -> bool {
+        matches!(self, DeliveryState::Sent | DeliveryState::Failed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    pub device_id: String,
+    pub platform: String,
+    pub state: DeliveryState,
+    pub reason: String,
+    pub attempts: u32,
+    pub updated_ms: u64,
+}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Stores a device. A token (or Web Push endpoint) already known moves
+    /// to this user — a phone changed hands — and keeps its id. Past
+    /// `max_per_user` the user's least recently seen devices are dropped.
+    async fn register(
+        &self,
+        device: CheckedDevice,
+        max_per_user: usize,
+    ) -> Result<Device, StoreError>;
+
+    async fn unregister(&self, id: &str) -> Result<bool, StoreError>;
+
+    async fn get(&self, id: &str) -> Result<Option<Device>, StoreError>;
+
+    /// A user's devices, most recently seen first.
+    async fn list(&self, user: &str) -> Result<Vec<Device>, StoreError>;
+
+    /// Removes a dead device, unless it was registered again at or after
+    /// `dead_since_ms` (APNs reports when a token stopped being valid; a
+    /// registration after that is a new, valid token).
+    async fn remove_dead(&self, id: &str, dead_since_ms: u64) -> Result<bool, StoreError>;
+
+    async fn set_environment(&self, id: &str, environment: Environment) -> Result<(), StoreError>;
+
+    /// Records where a device stands for a notification.
+    async fn record(&self, notification: &str, status: &DeviceStatus) -> Result<(), StoreError>;
+
+    /// Every device's status for a notification.
+    async fn status(&self, notification: &str) -> Result<Vec<DeviceStatus>, StoreError>;
+}

@@ -1,0 +1,247 @@
+//! One suite for the `TokenStore` seam, run against SQLite (a fresh file)
+//! and PostgreSQL (`HERALD_TEST_DATABASE_URL`, a fresh database per test).
+
+use std::sync::Arc;
+
+use herald_notify::device::{CheckedDevice, Environment, Platform};
+use herald_notify::store::{
+    DeliveryState, DeviceStatus, PostgresStore, SqliteStore, StoreError, TokenStore,
+};
+
+fn database_url() -> String {
+    std::env::var("HERALD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+struct Subject {
+    store: Arc<dyn TokenStore>,
+    /// Opens the same database again (a restart, another replica).
+    url: String,
+    cleanup: Option<(String, String)>,
+}
+
+impl Subject {
+    async fn reopen(&self) -> Arc<dyn TokenStore> {
+        herald_notify::store::open(&self.url).await.unwrap()
+    }
+
+    async fn done(self) {
+        drop(self.store);
+        if let Some((admin, name)) = self.cleanup {
+            let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn sqlite() -> Subject {
+    let path = std::env::temp_dir().join(format!("herald-store-{:016x}.db", rand::random::<u64>()));
+    let url = format!("sqlite:{}", path.display());
+    Subject {
+        store: Arc::new(SqliteStore::connect(&url).await.unwrap()),
+        url,
+        cleanup: None,
+    }
+}
+
+async fn postgres() -> Subject {
+    let admin = database_url();
+    let name = format!("herald_test_{:016x}", rand::random::<u64>());
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let url = format!("{base}/{name}");
+    Subject {
+        store: Arc::new(PostgresStore::connect(&url).await.unwrap()),
+        url,
+        cleanup: Some((admin, name)),
+    }
+}
+
+fn apns(user: &str, token_byte: &str) -> CheckedDevice {
+    CheckedDevice {
+        user: user.into(),
+        platform: Platform::Apns,
+        token: token_byte.repeat(64)[..64].to_owned(),
+        p256dh: None,
+        auth: None,
+        app: "com.example.chat".into(),
+        environment: Environment::Production,
+        locale: Some("en-US".into()),
+    }
+}
+
+async fn register_list_unregister(s: Subject) {
+    let store = &s.store;
+    let phone = store.register(apns("alice", "a"), 10).await.unwrap();
+    assert_eq!(phone.user, "alice");
+    assert_eq!(phone.platform, Platform::Apns);
+    assert_eq!(phone.locale.as_deref(), Some("en-US"));
+    let mut web = apns("alice", "b");
+    web.platform = Platform::Webpush;
+    web.token = "https://push.example/sub/1".into();
+    web.p256dh = Some("key".into());
+    web.auth = Some("auth".into());
+    let browser = store.register(web, 10).await.unwrap();
+    let listed = store.list("alice").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&browser));
+    assert_eq!(store.get(&phone.id).await.unwrap(), Some(phone.clone()));
+    assert!(store.unregister(&phone.id).await.unwrap());
+    assert!(!store.unregister(&phone.id).await.unwrap());
+    assert_eq!(store.list("alice").await.unwrap(), vec![browser]);
+    assert!(store.list("nobody").await.unwrap().is_empty());
+    s.done().await;
+}
+
+async fn a_known_token_moves_to_its_new_user(s: Subject) {
+    let store = &s.store;
+    let first = store.register(apns("alice", "c"), 10).await.unwrap();
+    let moved = store.register(apns("bob", "c"), 10).await.unwrap();
+    assert_eq!(moved.id, first.id, "the same device");
+    assert_eq!(moved.user, "bob");
+    assert!(store.list("alice").await.unwrap().is_empty());
+    assert_eq!(store.list("bob").await.unwrap().len(), 1);
+    s.done().await;
+}
+
+async fn the_per_user_cap_drops_the_least_recently_seen(s: Subject) {
+    let store = &s.store;
+    let mut ids = Vec::new();
+    for byte in ["1", "2", "3", "4"] {
+        ids.push(store.register(apns("carol", byte), 3).await.unwrap().id);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let kept: Vec<String> = store
+        .list("carol")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(kept.len(), 3);
+    assert!(!kept.contains(&ids[0]), "the oldest went");
+    s.done().await;
+}
+
+async fn dead_tokens_registered_again_later_stay(s: Subject) {
+    let store = &s.store;
+    let device = store.register(apns("dave", "d"), 10).await.unwrap();
+    // APNs says the token died before its last registration: it stays
+    assert!(
+        !store
+            .remove_dead(&device.id, device.updated_ms - 1)
+            .await
+            .unwrap()
+    );
+    assert!(store.get(&device.id).await.unwrap().is_some());
+    // … and after it: it goes
+    assert!(
+        store
+            .remove_dead(&device.id, device.updated_ms + 1)
+            .await
+            .unwrap()
+    );
+    assert!(store.get(&device.id).await.unwrap().is_none());
+    s.done().await;
+}
+
+async fn status_is_recorded_per_device(s: Subject) {
+    let store = &s.store;
+    let status = |device: &str, state, attempts| DeviceStatus {
+        device_id: device.into(),
+        platform: "apns".into(),
+        state,
+        reason: format!("{state:?}"),
+        attempts,
+        updated_ms: 1,
+    };
+    store
+        .record("n1", &status("d1", DeliveryState::Retrying, 1))
+        .await
+        .unwrap();
+    store
+        .record("n1", &status("d2", DeliveryState::Sent, 1))
+        .await
+        .unwrap();
+    store
+        .record("n1", &status("d1", DeliveryState::Sent, 2))
+        .await
+        .unwrap();
+    let got = store.status("n1").await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            status("d1", DeliveryState::Sent, 2),
+            status("d2", DeliveryState::Sent, 1)
+        ]
+    );
+    assert!(store.status("n2").await.unwrap().is_empty());
+    s.done().await;
+}
+
+async fn concurrent_registrations_of_one_token_store_one_device(s: Subject) {
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = s.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let user = if i % 2 == 0 { "erin" } else { "frank" };
+            // a busy SQLite may ask to retry; that is the contract
+            loop {
+                match store.register(apns(user, "e"), 10).await {
+                    Ok(d) => return d.id,
+                    Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one device, whoever registered it last");
+    let total =
+        s.store.list("erin").await.unwrap().len() + s.store.list("frank").await.unwrap().len();
+    assert_eq!(total, 1);
+    s.done().await;
+}
+
+async fn opening_again_keeps_everything(s: Subject) {
+    let device = s.store.register(apns("gina", "f"), 10).await.unwrap();
+    let again = s.reopen().await;
+    assert_eq!(again.get(&device.id).await.unwrap(), Some(device));
+    s.done().await;
+}
+
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite_store {
+            $(#[tokio::test] async fn $test() { super::$test(super::sqlite().await).await })*
+        }
+        mod postgres_store {
+            $(#[tokio::test] async fn $test() { super::$test(super::postgres().await).await })*
+        }
+    };
+}
+
+suite!(
+    register_list_unregister,
+    a_known_token_moves_to_its_new_user,
+    the_per_user_cap_drops_the_least_recently_seen,
+    dead_tokens_registered_again_later_stay,
+    status_is_recorded_per_device,
+    concurrent_registrations_of_one_token_store_one_device,
+    opening_again_keeps_everything,
+);
