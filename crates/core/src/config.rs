@@ -208,8 +208,45 @@ pub struct Config {
     pub strict_namespaces: bool,
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 
+    /// Push credentials per app (`[apps.<id>]`), chosen by a device's app.
+    pub apps: BTreeMap<String, AppCredentials>,
+    /// APNs base URLs (production, sandbox) and FCM's; tests point them at
+    /// fakes.
+    pub apns_url: String,
+    pub apns_sandbox_url: String,
+    pub fcm_url: String,
+    /// Alerts for one user and collapse key within this window become one
+    /// summary at its end, ms.
+    pub coalesce_window_ms: u64,
+    /// Pushes one user may get per hour.
+    pub push_rate_per_hour: u32,
+    /// Tries per device before a push is given up (dead-lettered).
+    pub push_max_attempts: u32,
+    /// Push jobs handled at once by one notify process.
+    pub push_concurrency: usize,
+    /// Devices one user may register; the least recently seen go first.
+    pub max_devices_per_user: usize,
+
     /// `pretty`, `json`, or unset: pretty on a terminal, JSON otherwise.
     pub log_format: Option<LogFormat>,
+}
+
+/// One app's push credentials. Each platform is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppCredentials {
+    pub apns_team_id: Option<String>,
+    pub apns_key_id: Option<String>,
+    /// The `.p8` key from Apple (PKCS#8 PEM).
+    pub apns_key_file: Option<PathBuf>,
+    /// The bundle id; defaults to the app id.
+    pub apns_topic: Option<String>,
+    /// A Google service-account JSON file.
+    pub fcm_service_account_file: Option<PathBuf>,
+    /// The VAPID private key: 32 bytes, base64url (what web-push tools print).
+    pub vapid_private_key: Option<String>,
+    /// Who the push service may contact: `mailto:…` or `https://…`.
+    pub vapid_subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -269,6 +306,15 @@ impl Default for Config {
             typing_rate: 1,
             strict_namespaces: false,
             namespaces: BTreeMap::new(),
+            apps: BTreeMap::new(),
+            apns_url: "https://api.push.apple.com".into(),
+            apns_sandbox_url: "https://api.sandbox.push.apple.com".into(),
+            fcm_url: "https://fcm.googleapis.com".into(),
+            coalesce_window_ms: 3000,
+            push_rate_per_hour: 60,
+            push_max_attempts: 5,
+            push_concurrency: 32,
+            max_devices_per_user: 10,
             log_format: None,
         }
     }
@@ -360,6 +406,10 @@ impl Config {
         positive("presence_timeout_ms", self.presence_timeout_ms)?;
         positive("presence_heartbeat_secs", self.presence_heartbeat_secs)?;
         positive("typing_rate", self.typing_rate as u64)?;
+        positive("push_rate_per_hour", self.push_rate_per_hour as u64)?;
+        positive("push_max_attempts", self.push_max_attempts as u64)?;
+        positive("push_concurrency", self.push_concurrency as u64)?;
+        positive("max_devices_per_user", self.max_devices_per_user as u64)?;
         if let Some(node) = &self.node_id
             && (node.is_empty()
                 || !node

@@ -3,4 +3,5 @@
 //! with dead tokens cleaned up.
 
 pub mod device;
+pub mod providers;
 pub mod store;

@@ -1,0 +1,258 @@
+//! The push services: APNs (HTTP/2, ES256 provider tokens), FCM HTTP v1
+//! (service account → OAuth2 access token) and Web Push (VAPID + RFC 8291
+//! encryption). Credentials are per app; a device's app chooses them.
+
+mod apns;
+mod fcm;
+mod webpush;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use herald_core::config::{Config, ConfigError};
+use serde_json::Value;
+
+use crate::device::{Device, Environment, Platform};
+
+pub use apns::ApnsSender;
+pub use fcm::FcmSender;
+pub use webpush::VapidSender;
+
+/// What is pushed, whatever the platform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// The notification id (the push job's): the same on every retry, so
+    /// a duplicate can be recognised (APNs `apns-id` is derived from it).
+    pub id: String,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub collapse_key: Option<String>,
+    /// The app's data (a JSON object).
+    pub data: Value,
+    pub channel: Option<String>,
+}
+
+/// How one push to one device went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// Try again later (429, 5xx, timeouts), no sooner than `after` if the
+    /// service said so.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// The device is gone; `since_ms` is when (APNs says).
+    Gone {
+        since_ms: Option<u64>,
+        reason: String,
+    },
+    /// APNs `BadDeviceToken`: perhaps a token of the other environment.
+    BadToken,
+    /// Will never work as sent (bad payload, bad topic, refused credentials).
+    Failed {
+        reason: String,
+    },
+}
+
+/// The senders of one app.
+#[derive(Default)]
+struct AppSenders {
+    apns: Option<ApnsSender>,
+    fcm: Option<FcmSender>,
+    vapid: Option<VapidSender>,
+}
+
+pub struct Providers {
+    apps: HashMap<String, AppSenders>,
+    apns_production: String,
+    apns_sandbox: String,
+    fcm_url: String,
+    /// HTTPS (HTTP/2 by ALPN where offered, as APNs requires).
+    https: reqwest::Client,
+    /// HTTP/2 without TLS (h2c), for APNs base URLs that are `http://`.
+    h2c: reqwest::Client,
+}
+
+/// How long one request to a push service may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn setting(app: &str, field: &str) -> String {
+    format!("apps.{app}.{field}")
+}
+
+impl Providers {
+    /// Loads every app's credentials; a missing or unusable file fails
+    /// start-up naming the setting.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let mut apps = HashMap::new();
+        for (id, creds) in &config.apps {
+            let apns = match (
+                &creds.apns_team_id,
+                &creds.apns_key_id,
+                &creds.apns_key_file,
+            ) {
+                (None, None, None) => None,
+                (Some(team), Some(key_id), Some(file)) => {
+                    let pem = std::fs::read(file).map_err(|e| {
+                        ConfigError::new(
+                            &setting(id, "apns_key_file"),
+                            format!("{}: {e}", file.display()),
+                        )
+                    })?;
+                    let topic = creds.apns_topic.clone().unwrap_or_else(|| id.clone());
+                    Some(
+                        ApnsSender::new(team, key_id, &pem, &topic)
+                            .map_err(|e| ConfigError::new(&setting(id, "apns_key_file"), e))?,
+                    )
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        &setting(id, "apns_team_id"),
+                        "APNs needs apns_team_id, apns_key_id and apns_key_file together",
+                    ));
+                }
+            };
+            let fcm = match &creds.fcm_service_account_file {
+                None => None,
+                Some(file) => {
+                    let json = std::fs::read(file).map_err(|e| {
+                        ConfigError::new(
+                            &setting(id, "fcm_service_account_file"),
+                            format!("{}: {e}", file.display()),
+                        )
+                    })?;
+                    Some(FcmSender::from_service_account(&json).map_err(|e| {
+                        ConfigError::new(&setting(id, "fcm_service_account_file"), e)
+                    })?)
+                }
+            };
+            let vapid = match (&creds.vapid_private_key, &creds.vapid_subject) {
+                (None, None) => None,
+                (Some(key), Some(subject)) => Some(
+                    VapidSender::new(key, subject)
+                        .map_err(|e| ConfigError::new(&setting(id, "vapid_private_key"), e))?,
+                ),
+                _ => {
+                    return Err(ConfigError::new(
+                        &setting(id, "vapid_subject"),
+                        "Web Push needs vapid_private_key and vapid_subject together",
+                    ));
+                }
+            };
+            apps.insert(id.clone(), AppSenders { apns, fcm, vapid });
+        }
+        // reqwest brings no TLS crypto of its own: Herald uses ring, once per
+        // process (a no-op when the binary installed it already).
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let https = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(600))
+            .build()
+            .map_err(|e| ConfigError::new("apns_url", e.to_string()))?;
+        let h2c = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .http2_prior_knowledge()
+            .build()
+            .map_err(|e| ConfigError::new("apns_url", e.to_string()))?;
+        Ok(Providers {
+            apps,
+            apns_production: config.apns_url.trim_end_matches('/').to_owned(),
+            apns_sandbox: config.apns_sandbox_url.trim_end_matches('/').to_owned(),
+            fcm_url: config.fcm_url.trim_end_matches('/').to_owned(),
+            https,
+            h2c,
+        })
+    }
+
+    /// Whether any credentials exist for a device's platform and app.
+    pub fn can_reach(&self, device: &Device) -> bool {
+        let Some(app) = self.apps.get(&device.app) else {
+            return false;
+        };
+        match device.platform {
+            Platform::Apns => app.apns.is_some(),
+            Platform::Fcm => app.fcm.is_some(),
+            Platform::Webpush => app.vapid.is_some(),
+        }
+    }
+
+    /// Pushes `alert` to `device` (APNs: in the device's environment).
+    pub async fn send(&self, device: &Device, alert: &Alert) -> Outcome {
+        self.send_in(device, alert, device.environment).await
+    }
+
+    /// Pushes to an APNs device as if it were of `environment`.
+    pub async fn send_in(
+        &self,
+        device: &Device,
+        alert: &Alert,
+        environment: Environment,
+    ) -> Outcome {
+        let Some(app) = self.apps.get(&device.app) else {
+            return Outcome::Failed {
+                reason: format!("no credentials for app `{}`", device.app),
+            };
+        };
+        let missing = || Outcome::Failed {
+            reason: format!(
+                "app `{}` has no {} credentials",
+                device.app,
+                device.platform.name()
+            ),
+        };
+        match device.platform {
+            Platform::Apns => match &app.apns {
+                Some(sender) => {
+                    let base = match environment {
+                        Environment::Production => &self.apns_production,
+                        Environment::Sandbox => &self.apns_sandbox,
+                    };
+                    let client = if base.starts_with("http://") {
+                        &self.h2c
+                    } else {
+                        &self.https
+                    };
+                    sender.send(client, base, device, alert).await
+                }
+                None => missing(),
+            },
+            Platform::Fcm => match &app.fcm {
+                Some(sender) => sender.send(&self.https, &self.fcm_url, device, alert).await,
+                None => missing(),
+            },
+            Platform::Webpush => match &app.vapid {
+                Some(sender) => sender.send(&self.https, device, alert).await,
+                None => missing(),
+            },
+        }
+    }
+}
+
+/// `Retry-After` in seconds (or an HTTP date, which is ignored).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The outcome of a request that did not get an answer.
+pub(crate) fn transport_error(e: reqwest::Error) -> Outcome {
+    Outcome::Retry {
+        after: None,
+        reason: if e.is_timeout() {
+            "timed out".to_owned()
+        } else {
+            format!("request failed: {e}")
+        },
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> i64 {
+    herald_core::auth::unix_now()
+}

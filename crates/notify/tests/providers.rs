@@ -1,0 +1,263 @@
+//! Each push service, against its fake: a correctly signed, correctly
+//! shaped request, and the right reading of every kind of answer.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use herald_core::config::{AppCredentials, Config};
+use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, keys};
+use herald_notify::device::{Device, Environment, Platform};
+use herald_notify::providers::{Alert, Outcome, Providers};
+use serde_json::{Value, json};
+
+const APP: &str = "com.example.chat";
+
+fn file(name: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("herald-{:016x}-{name}", rand::random::<u64>()));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+struct World {
+    apns: FakeApns,
+    apns_sandbox: FakeApns,
+    fcm: FakeFcm,
+    webpush: FakeWebPush,
+    providers: Providers,
+}
+
+async fn world() -> World {
+    let apns = FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await;
+    let apns_sandbox = FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await;
+    let fcm = FakeFcm::start(
+        "herald-test",
+        "push@herald-test.iam.gserviceaccount.com",
+        keys::FCM_PUBLIC,
+    )
+    .await;
+    let webpush = FakeWebPush::start().await;
+    let vapid = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let mut config = Config {
+        apns_url: apns.url(),
+        apns_sandbox_url: apns_sandbox.url(),
+        fcm_url: fcm.url(),
+        ..Config::default()
+    };
+    config.apps.insert(
+        APP.into(),
+        AppCredentials {
+            apns_team_id: Some("TEAM123".into()),
+            apns_key_id: Some("KEY123".into()),
+            apns_key_file: Some(file("key.p8", keys::APNS_P8)),
+            apns_topic: None,
+            fcm_service_account_file: Some(file(
+                "sa.json",
+                &fcm.service_account_json(keys::FCM_PRIVATE),
+            )),
+            vapid_private_key: Some(URL_SAFE_NO_PAD.encode(vapid.to_bytes())),
+            vapid_subject: Some("mailto:ops@example.com".into()),
+        },
+    );
+    World {
+        providers: Providers::from_config(&config).unwrap(),
+        apns,
+        apns_sandbox,
+        fcm,
+        webpush,
+    }
+}
+
+fn device(platform: Platform, token: &str) -> Device {
+    Device {
+        id: format!("dev-{token:.8}"),
+        user: "alice".into(),
+        platform,
+        token: token.into(),
+        p256dh: None,
+        auth: None,
+        app: APP.into(),
+        environment: Environment::Production,
+        locale: None,
+        created_ms: 1,
+        updated_ms: 1,
+        last_seen_ms: 1,
+    }
+}
+
+fn alert() -> Alert {
+    Alert {
+        id: "n-1".into(),
+        title: Some("New message".into()),
+        body: Some("Bob: hi".into()),
+        collapse_key: Some("chat:room:7".into()),
+        data: json!({"room": 7, "text": "hi"}),
+        channel: Some("chat:room:7".into()),
+    }
+}
+
+fn apns_token(c: char) -> String {
+    c.to_string().repeat(64)
+}
+
+#[tokio::test]
+async fn apns_requests_are_signed_and_shaped_like_apple_wants() {
+    let w = world().await;
+    let phone = device(Platform::Apns, &apns_token('a'));
+    assert_eq!(w.providers.send(&phone, &alert()).await, Outcome::Sent);
+    assert_eq!(w.providers.send(&phone, &alert()).await, Outcome::Sent);
+    let got = w.apns.delivered();
+    assert_eq!(got.len(), 2);
+    let first = &got[0];
+    assert_eq!(first.topic, APP);
+    assert_eq!(first.push_type, "alert");
+    assert_eq!(first.priority.as_deref(), Some("10"));
+    assert_eq!(first.collapse_id.as_deref(), Some("chat:room:7"));
+    assert_eq!(first.payload["aps"]["alert"]["title"], "New message");
+    assert_eq!(first.payload["herald"]["data"]["room"], 7);
+    // the same notification to the same device: the same apns-id
+    assert_eq!(first.apns_id, got[1].apns_id);
+    assert!(first.apns_id.is_some());
+}
+
+#[tokio::test]
+async fn apns_answers_are_read_right() {
+    let w = world().await;
+    let gone = device(Platform::Apns, &apns_token('b'));
+    w.apns
+        .script(&gone.token, vec![Reply::Unregistered { since_ms: 1234 }]);
+    assert_eq!(
+        w.providers.send(&gone, &alert()).await,
+        Outcome::Gone {
+            since_ms: Some(1234),
+            reason: "APNs: Unregistered".into()
+        }
+    );
+    let other_env = device(Platform::Apns, &apns_token('c'));
+    w.apns.script(&other_env.token, vec![Reply::BadDeviceToken]);
+    assert_eq!(
+        w.providers.send(&other_env, &alert()).await,
+        Outcome::BadToken
+    );
+    // the same token is fine in the sandbox
+    assert_eq!(
+        w.providers
+            .send_in(&other_env, &alert(), Environment::Sandbox)
+            .await,
+        Outcome::Sent
+    );
+    assert_eq!(w.apns_sandbox.delivered().len(), 1);
+    let busy = device(Platform::Apns, &apns_token('d'));
+    w.apns.script(
+        &busy.token,
+        vec![Reply::TooManyRequests {
+            retry_after_secs: 2,
+        }],
+    );
+    match w.providers.send(&busy, &alert()).await {
+        Outcome::Retry { after, .. } => assert_eq!(after, Some(Duration::from_secs(2))),
+        other => panic!("{other:?}"),
+    }
+    let broken = device(Platform::Apns, &apns_token('e'));
+    w.apns.script(&broken.token, vec![Reply::ServerError]);
+    assert!(matches!(
+        w.providers.send(&broken, &alert()).await,
+        Outcome::Retry { .. }
+    ));
+}
+
+#[tokio::test]
+async fn fcm_gets_one_access_token_and_well_formed_messages() {
+    let w = world().await;
+    let android = device(Platform::Fcm, "fcm-token-1");
+    for _ in 0..3 {
+        assert_eq!(w.providers.send(&android, &alert()).await, Outcome::Sent);
+    }
+    assert_eq!(w.fcm.grants(), 1, "the access token is cached");
+    let got = w.fcm.delivered();
+    assert_eq!(got.len(), 3);
+    let m = &got[0].message;
+    assert_eq!(m["token"], "fcm-token-1");
+    assert_eq!(m["notification"]["title"], "New message");
+    assert_eq!(m["android"]["collapse_key"], "chat:room:7");
+    assert_eq!(m["apns"]["headers"]["apns-collapse-id"], "chat:room:7");
+    let data: Value = serde_json::from_str(m["data"]["herald_data"].as_str().unwrap()).unwrap();
+    assert_eq!(data, json!({"room": 7, "text": "hi"}));
+
+    let gone = device(Platform::Fcm, "fcm-token-2");
+    w.fcm
+        .script(&gone.token, vec![Reply::Unregistered { since_ms: 0 }]);
+    assert!(matches!(
+        w.providers.send(&gone, &alert()).await,
+        Outcome::Gone { .. }
+    ));
+    let busy = device(Platform::Fcm, "fcm-token-3");
+    w.fcm.script(
+        &busy.token,
+        vec![Reply::TooManyRequests {
+            retry_after_secs: 3,
+        }],
+    );
+    match w.providers.send(&busy, &alert()).await {
+        Outcome::Retry { after, .. } => assert_eq!(after, Some(Duration::from_secs(3))),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn web_push_payloads_decrypt_to_exactly_what_was_sent() {
+    let w = world().await;
+    let subscription = w.webpush.subscribe();
+    let mut browser = device(
+        Platform::Webpush,
+        subscription["endpoint"].as_str().unwrap(),
+    );
+    browser.p256dh = Some(subscription["keys"]["p256dh"].as_str().unwrap().into());
+    browser.auth = Some(subscription["keys"]["auth"].as_str().unwrap().into());
+    assert_eq!(w.providers.send(&browser, &alert()).await, Outcome::Sent);
+    let got = w.webpush.delivered();
+    assert_eq!(got.len(), 1);
+    let plain: Value = serde_json::from_str(&got[0].plaintext).unwrap();
+    assert_eq!(
+        plain,
+        json!({"id": "n-1", "title": "New message", "body": "Bob: hi", "tag": "chat:room:7",
+               "channel": "chat:room:7", "data": {"room": 7, "text": "hi"}})
+    );
+    assert_eq!(got[0].ttl, Some(86400));
+    assert_eq!(got[0].urgency.as_deref(), Some("high"));
+    assert_eq!(got[0].topic.as_deref(), Some("chatroom7"));
+
+    w.webpush
+        .script(&browser.token, vec![Reply::Unregistered { since_ms: 0 }]);
+    assert!(matches!(
+        w.providers.send(&browser, &alert()).await,
+        Outcome::Gone { .. }
+    ));
+}
+
+#[test]
+fn bad_credentials_fail_start_up_naming_the_setting() {
+    let mut config = Config::default();
+    config.apps.insert(
+        "x".into(),
+        AppCredentials {
+            apns_team_id: Some("T".into()),
+            ..AppCredentials::default()
+        },
+    );
+    let e = Providers::from_config(&config).err().unwrap();
+    assert_eq!(e.key, "apps.x.apns_team_id");
+    config.apps.insert(
+        "x".into(),
+        AppCredentials {
+            vapid_private_key: Some("short".into()),
+            vapid_subject: Some("mailto:a@b".into()),
+            ..AppCredentials::default()
+        },
+    );
+    assert_eq!(
+        Providers::from_config(&config).err().unwrap().key,
+        "apps.x.vapid_private_key"
+    );
+}
