@@ -128,14 +128,40 @@ async fn a_client_that_stops_reading_is_cut_with_4001_and_nobody_else_notices() 
             api_publish(&http, &herald.http(), "load:bulk", n, &bulk).await;
         }
     }
+    // The edge cuts the slow one once its queue and socket buffers are full;
+    // as soon as it has, the slow one reads again and must find what was on
+    // its way, then 4001. (The edge waits for it only so long.)
+    let stats_of = herald.http();
+    let slow_reader = tokio::spawn(async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while stats(&stats_of).await["slow_consumers"] != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slow client was never cut"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut saw_disconnect = false;
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(20), slow.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    if text.contains(r#""disconnect":{"code":4001"#) {
+                        saw_disconnect = true;
+                    }
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("the slow client was not closed properly: {other:?}"),
+            }
+        };
+        (saw_disconnect, close)
+    });
     // every normal subscriber receives everything, in order
     let receivers = normal.into_iter().map(|mut client| {
         tokio::spawn(async move {
             for expected in 1..=MESSAGES {
-                {
-                    let p = client.next_publication().await.unwrap();
-                    assert_eq!(p.offset, expected);
-                }
+                let p = client.next_publication().await.unwrap();
+                assert_eq!(p.offset, expected);
             }
         })
     });
@@ -149,30 +175,7 @@ async fn a_client_that_stops_reading_is_cut_with_4001_and_nobody_else_notices() 
         after < before + 48 * 1024 * 1024,
         "edge memory grew from {before} to {after} bytes"
     );
-
-    // The edge cut the slow one (its queue and socket buffers are full)…
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while edge_stats(&herald).await["slow_consumers"] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the slow client was never cut"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // …and when it reads again it finds what was on its way, then 4001.
-    let mut saw_disconnect = false;
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(20), slow.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => {
-                if text.contains(r#""disconnect":{"code":4001"#) {
-                    saw_disconnect = true;
-                }
-            }
-            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => {}
-            other => panic!("the slow client was not closed properly: {other:?}"),
-        }
-    };
+    let (saw_disconnect, close) = slow_reader.await.unwrap();
     assert!(saw_disconnect, "no disconnect push before the close");
     assert_eq!(close, Some(4001));
 }
@@ -411,13 +414,9 @@ async fn sigterm_drains_a_thousand_clients_to_another_edge_without_loss() {
     );
 }
 
-/// An edge's `/stats`.
-async fn edge_stats(edge: &Herald) -> serde_json::Value {
-    match http_client()
-        .get(format!("{}/stats", edge.http()))
-        .send()
-        .await
-    {
+/// An edge's `/stats` (`base`: its HTTP URL).
+async fn stats(base: &str) -> serde_json::Value {
+    match http_client().get(format!("{base}/stats")).send().await {
         Ok(response) => response.json().await.unwrap_or_default(),
         Err(_) => serde_json::Value::Null,
     }
@@ -425,5 +424,7 @@ async fn edge_stats(edge: &Herald) -> serde_json::Value {
 
 /// Client connections an edge holds.
 async fn edge_open_connections(edge: &Herald) -> usize {
-    edge_stats(edge).await["connections"].as_u64().unwrap_or(0) as usize
+    stats(&edge.http()).await["connections"]
+        .as_u64()
+        .unwrap_or(0) as usize
 }

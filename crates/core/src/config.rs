@@ -410,6 +410,14 @@ impl Config {
         positive("push_max_attempts", self.push_max_attempts as u64)?;
         positive("push_concurrency", self.push_concurrency as u64)?;
         positive("max_devices_per_user", self.max_devices_per_user as u64)?;
+        // Jobs folded into a summary wait unacknowledged for the window:
+        // it must stay well inside the queue's 60 s ack wait.
+        if self.coalesce_window_ms > 30_000 {
+            return Err(ConfigError::new(
+                "coalesce_window_ms",
+                "must be at most 30000",
+            ));
+        }
         if let Some(node) = &self.node_id
             && (node.is_empty()
                 || !node

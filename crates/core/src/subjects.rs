@@ -89,6 +89,11 @@ impl Subjects {
         format!("{}.ctl.presence.resync", self.prefix)
     }
 
+    /// `herald.notify.dead`: push jobs given up on (stream `<P>_NOTIFY_DEAD`).
+    pub fn notify_dead(&self) -> String {
+        format!("{}.notify.dead", self.prefix)
+    }
+
     /// `herald.ctl.disconnect`: close a user's connections on every edge.
     pub fn ctl_disconnect(&self) -> String {
         format!("{}.ctl.disconnect", self.prefix)

@@ -3,7 +3,7 @@
 //! restarts) and a bounded in-memory queue (standalone).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -42,6 +42,12 @@ pub struct PushJob {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<Channel>,
     pub created_ms: u64,
+    /// Only this device (a direct send), not all of the user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// A coalescing summary ("47 new messages"): never coalesced again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub summary: bool,
 }
 
 impl PushJob {
@@ -76,43 +82,175 @@ pub trait WorkQueue: Send + Sync + 'static {
     /// Queues a job. A job whose id is already queued (within the dedup
     /// window) is not queued again.
     async fn push(&self, job: &PushJob) -> Result<(), QueueError>;
+
+    /// The next job, waiting at most `wait`. It stays the queue's until it
+    /// is acknowledged: a consumer that dies holding it gets it delivered
+    /// again (at least once).
+    async fn take(&self, wait: Duration) -> Result<Option<Taken>, QueueError>;
+
+    /// Keeps a job that was given up on, for people to look at.
+    async fn dead_letter(&self, job: &PushJob, reason: &str) -> Result<(), QueueError>;
 }
 
-/// Standalone: a bounded queue in memory.
+/// A job taken from the queue, to be settled exactly once.
+pub struct Taken {
+    pub job: PushJob,
+    /// 1 on the first delivery, 2 on the next, …
+    pub attempt: u32,
+    settle: Box<dyn Settle>,
+}
+
+impl std::fmt::Debug for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Taken")
+            .field("job", &self.job.id)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl Taken {
+    /// Done with: the queue forgets it.
+    pub async fn ack(self) {
+        self.settle.ack().await
+    }
+
+    /// Deliver it again, no sooner than `after`.
+    pub async fn retry(self, after: Duration) {
+        self.settle.retry(after).await
+    }
+
+    /// Still working on it: do not redeliver yet.
+    pub async fn keep(&self) {
+        self.settle.keep().await
+    }
+}
+
+#[async_trait]
+trait Settle: Send + Sync {
+    async fn ack(self: Box<Self>);
+    async fn retry(self: Box<Self>, after: Duration);
+    async fn keep(&self);
+}
+
+/// Standalone: a bounded queue in memory. (Its jobs die with the process,
+/// like everything else of standalone's that is not in SQLite.)
 pub struct MemoryWorkQueue {
-    jobs: Mutex<VecDeque<PushJob>>,
+    state: Arc<Mutex<MemoryState>>,
+    ready: Arc<tokio::sync::Notify>,
     capacity: usize,
 }
+
+#[derive(Default)]
+struct MemoryState {
+    waiting: VecDeque<(PushJob, u32)>,
+    dead: VecDeque<(PushJob, String)>,
+}
+
+/// Dead letters kept in memory at most.
+const MEMORY_DEAD_LETTERS: usize = 1000;
 
 impl MemoryWorkQueue {
     pub fn new(capacity: usize) -> Self {
         MemoryWorkQueue {
-            jobs: Mutex::new(VecDeque::new()),
+            state: Arc::default(),
+            ready: Arc::new(tokio::sync::Notify::new()),
             capacity,
         }
     }
 
-    /// Takes every waiting job (the consumer side).
-    pub fn drain(&self) -> Vec<PushJob> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect()
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Takes every waiting job at once (tests).
+    pub fn drain(&self) -> Vec<PushJob> {
+        self.lock().waiting.drain(..).map(|(job, _)| job).collect()
+    }
+
+    /// The dead letters, oldest first.
+    pub fn dead_letters(&self) -> Vec<(PushJob, String)> {
+        self.lock().dead.iter().cloned().collect()
+    }
+}
+
+struct MemorySettle {
+    state: Arc<Mutex<MemoryState>>,
+    ready: Arc<tokio::sync::Notify>,
+    job: PushJob,
+    attempt: u32,
+}
+
+#[async_trait]
+impl Settle for MemorySettle {
+    async fn ack(self: Box<Self>) {}
+
+    async fn retry(self: Box<Self>, after: Duration) {
+        let MemorySettle {
+            state,
+            ready,
+            job,
+            attempt,
+        } = *self;
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .waiting
+                .push_back((job, attempt + 1));
+            ready.notify_one();
+        });
+    }
+
+    async fn keep(&self) {}
 }
 
 #[async_trait]
 impl WorkQueue for MemoryWorkQueue {
     async fn push(&self, job: &PushJob) -> Result<(), QueueError> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if jobs.iter().any(|j| j.id == job.id) {
-            return Ok(());
+        {
+            let mut state = self.lock();
+            if state.waiting.iter().any(|(j, _)| j.id == job.id) {
+                return Ok(());
+            }
+            if state.waiting.len() >= self.capacity {
+                return Err(QueueError::Full(state.waiting.len()));
+            }
+            state.waiting.push_back((job.clone(), 1));
         }
-        if jobs.len() >= self.capacity {
-            return Err(QueueError::Full(jobs.len()));
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    async fn take(&self, wait: Duration) -> Result<Option<Taken>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.ready.notified();
+            if let Some((job, attempt)) = self.lock().waiting.pop_front() {
+                return Ok(Some(Taken {
+                    job: job.clone(),
+                    attempt,
+                    settle: Box::new(MemorySettle {
+                        state: self.state.clone(),
+                        ready: self.ready.clone(),
+                        job,
+                        attempt,
+                    }),
+                }));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
         }
-        jobs.push_back(job.clone());
+    }
+
+    async fn dead_letter(&self, job: &PushJob, reason: &str) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        if state.dead.len() >= MEMORY_DEAD_LETTERS {
+            state.dead.pop_front();
+        }
+        state.dead.push_back((job.clone(), reason.to_owned()));
         Ok(())
     }
 }
@@ -123,7 +261,15 @@ pub struct JetStreamWorkQueue {
     js: jetstream::Context,
     subject: String,
     stream: String,
+    dead_subject: String,
+    /// The durable consumer's message stream, opened on first `take`.
+    messages: tokio::sync::Mutex<Option<jetstream::consumer::pull::Stream>>,
 }
+
+/// The durable consumer notify replicas share.
+pub const CONSUMER: &str = "notify";
+/// How long a taken job may go unacknowledged before it is delivered again.
+const ACK_WAIT: Duration = Duration::from_secs(60);
 
 /// Jobs the stream holds at most; beyond that new jobs are refused.
 const MAX_QUEUED_JOBS: i64 = 1_000_000;
@@ -145,10 +291,24 @@ impl JetStreamWorkQueue {
         })
         .await
         .map_err(|e| QueueError::Unavailable(format!("stream {stream}: {e}")))?;
+        let dead_stream = subjects.stream_name("NOTIFY_DEAD");
+        let dead_subject = subjects.notify_dead();
+        js.create_or_update_stream(stream::Config {
+            name: dead_stream.clone(),
+            subjects: vec![dead_subject.clone()],
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_messages: MAX_QUEUED_JOBS,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| QueueError::Unavailable(format!("stream {dead_stream}: {e}")))?;
         Ok(JetStreamWorkQueue {
             js,
             subject,
             stream,
+            dead_subject,
+            messages: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -173,5 +333,109 @@ impl WorkQueue for JetStreamWorkQueue {
         ack.await
             .map_err(|e| QueueError::Unavailable(e.to_string()))?;
         Ok(())
+    }
+
+    async fn take(&self, wait: Duration) -> Result<Option<Taken>, QueueError> {
+        let mut messages = self.messages.lock().await;
+        if messages.is_none() {
+            let unavailable = |e: &dyn std::fmt::Display| QueueError::Unavailable(e.to_string());
+            let stream = self
+                .js
+                .get_stream(&self.stream)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let consumer = stream
+                .get_or_create_consumer(
+                    CONSUMER,
+                    jetstream::consumer::pull::Config {
+                        durable_name: Some(CONSUMER.to_owned()),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ack_wait: ACK_WAIT,
+                        filter_subject: self.subject.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| unavailable(&e))?;
+            *messages = Some(consumer.messages().await.map_err(|e| unavailable(&e))?);
+        }
+        let Some(stream) = messages.as_mut() else {
+            return Ok(None);
+        };
+        let message = match tokio::time::timeout(wait, futures::StreamExt::next(stream)).await {
+            Err(_) => return Ok(None),
+            Ok(None) => {
+                *messages = None;
+                return Err(QueueError::Unavailable("consumer stream ended".into()));
+            }
+            Ok(Some(Err(e))) => {
+                *messages = None;
+                return Err(QueueError::Unavailable(e.to_string()));
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let attempt = message
+            .info()
+            .map(|i| i.delivered.max(1) as u32)
+            .unwrap_or(1);
+        match serde_json::from_slice::<PushJob>(&message.payload) {
+            Ok(job) => Ok(Some(Taken {
+                job,
+                attempt,
+                settle: Box::new(JetStreamSettle { message }),
+            })),
+            Err(e) => {
+                // Unreadable forever: take it off the queue, keep it dead.
+                tracing::error!(error = %e, "unreadable push job dropped");
+                let _ = self
+                    .js
+                    .publish(self.dead_subject.clone(), message.payload.clone())
+                    .await;
+                let _ = message.ack_with(jetstream::AckKind::Term).await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn dead_letter(&self, job: &PushJob, reason: &str) -> Result<(), QueueError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Herald-Reason", reason);
+        let payload = Bytes::from(
+            serde_json::to_vec(job).map_err(|e| QueueError::Unavailable(e.to_string()))?,
+        );
+        self.js
+            .publish_with_headers(self.dead_subject.clone(), headers, payload)
+            .await
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?
+            .await
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}
+
+struct JetStreamSettle {
+    message: jetstream::Message,
+}
+
+#[async_trait]
+impl Settle for JetStreamSettle {
+    async fn ack(self: Box<Self>) {
+        if let Err(e) = self.message.ack().await {
+            tracing::warn!(error = %e, "ack failed; the job will come again");
+        }
+    }
+
+    async fn retry(self: Box<Self>, after: Duration) {
+        if let Err(e) = self
+            .message
+            .ack_with(jetstream::AckKind::Nak(Some(after)))
+            .await
+        {
+            tracing::warn!(error = %e, "nak failed; the job comes again after the ack wait");
+        }
+    }
+
+    async fn keep(&self) {
+        let _ = self.message.ack_with(jetstream::AckKind::Progress).await;
     }
 }

@@ -24,6 +24,9 @@ use crate::session::{Outcome, Session};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the last frames and the close frame may take to leave.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A slow consumer has megabytes in the socket ahead of its close frame:
+/// it gets longer to read them (holding only kernel buffers meanwhile).
+const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Room for the JSON around `data` in a publish frame.
 const FRAME_OVERHEAD: usize = 4096;
 /// Commands refused in a row (rate limit) before the connection is closed
@@ -197,6 +200,11 @@ fn too_many_requests(text: &str, rate: u32) -> String {
 /// Sends the last reply (if any), the `disconnect` push and the close frame,
 /// giving up on a peer that does not read.
 async fn close(socket: &mut WebSocket, code: CloseCode, last: Option<String>) {
+    let patience = if code == CloseCode::SlowConsumer {
+        SLOW_CLOSE_TIMEOUT
+    } else {
+        CLOSE_TIMEOUT
+    };
     let goodbye = async {
         if let Some(last) = last {
             socket.feed(Message::Text(last.into())).await?;
@@ -211,7 +219,7 @@ async fn close(socket: &mut WebSocket, code: CloseCode, last: Option<String>) {
             })))
             .await
     };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
+    let _ = tokio::time::timeout(patience, goodbye).await;
     // Complete the closing handshake: read (and drop) what the peer still
     // sends until its Close. Dropping the socket at once would reset the
     // connection and could destroy the close frame before the peer reads it.

@@ -107,12 +107,15 @@ impl FakeWebPush {
     }
 }
 
-fn refuse(status: StatusCode, why: &str) -> Response {
-    (status, why.to_owned()).into_response()
+/// A refusal: its status and why.
+type Refusal = (StatusCode, String);
+
+fn refuse(status: StatusCode, why: &str) -> Refusal {
+    (status, why.to_owned())
 }
 
 /// Checks `Authorization: vapid t=<JWT>, k=<public key>`.
-fn check_vapid(origin: &str, headers: &HeaderMap) -> Result<(), Response> {
+fn check_vapid(origin: &str, headers: &HeaderMap) -> Result<(), Refusal> {
     let value = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -171,7 +174,7 @@ async fn push(
     body: Bytes,
 ) -> Response {
     if let Err(refusal) = check_vapid(&app.origin, &headers) {
-        return refusal;
+        return refusal.into_response();
     }
     let text = |name: &str| {
         headers
@@ -180,20 +183,21 @@ async fn push(
             .map(str::to_owned)
     };
     let Some(ttl) = text("ttl").and_then(|t| t.parse::<u64>().ok()) else {
-        return refuse(StatusCode::BAD_REQUEST, "TTL header required");
+        return refuse(StatusCode::BAD_REQUEST, "TTL header required").into_response();
     };
     if text("content-encoding").as_deref() != Some("aes128gcm") {
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Encoding must be aes128gcm",
-        );
+        )
+        .into_response();
     }
     let urgency = text("urgency");
     if urgency
         .as_deref()
         .is_some_and(|u| !["very-low", "low", "normal", "high"].contains(&u))
     {
-        return refuse(StatusCode::BAD_REQUEST, "bad Urgency");
+        return refuse(StatusCode::BAD_REQUEST, "bad Urgency").into_response();
     }
     let topic = text("topic");
     if topic.as_deref().is_some_and(|t| {
@@ -205,20 +209,24 @@ async fn push(
         return refuse(
             StatusCode::BAD_REQUEST,
             "Topic must be at most 32 base64url characters",
-        );
+        )
+        .into_response();
     }
     if body.len() > MAX_PAYLOAD {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
     }
     let plaintext = {
         let subscriptions = app.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
         let Some(keys) = subscriptions.get(&id) else {
-            return refuse(StatusCode::GONE, "no such subscription");
+            return refuse(StatusCode::GONE, "no such subscription").into_response();
         };
         let auth = web_push_native::Auth::clone_from_slice(&keys.auth);
         match web_push_native::decrypt(body.to_vec(), &keys.secret, &auth) {
             Ok(p) => String::from_utf8_lossy(&p).into_owned(),
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("cannot decrypt: {e}")),
+            Err(e) => {
+                return refuse(StatusCode::BAD_REQUEST, &format!("cannot decrypt: {e}"))
+                    .into_response();
+            }
         }
     };
     let mut record = WebPushRequest {

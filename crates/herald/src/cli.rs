@@ -32,6 +32,8 @@ pub enum Command {
     Routing(ServeArgs),
     /// Who is online, from the edges' reports on NATS, answered over gRPC.
     Presence(ServeArgs),
+    /// Device tokens and push notifications (APNs, FCM, Web Push).
+    Notify(ServeArgs),
     /// Mint a client token with the configured secret (development).
     Token(TokenArgs),
     /// Load tools: `herald bench idle` holds many idle connections.

@@ -53,6 +53,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
             }
+            Command::Notify(args) => {
+                serve("notify", &args, |c, s| async move {
+                    Ok(herald_notify::serve(c, s).await?)
+                })
+                .await
+            }
             Command::Routing(args) => {
                 serve("routing", &args, |c, s| async move {
                     Ok(herald_routing::serve(c, s).await?)

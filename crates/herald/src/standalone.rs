@@ -11,9 +11,13 @@ use herald_core::Config;
 use herald_core::bus::{Bus, MemoryBus};
 use herald_core::history::MemoryHistory;
 use herald_core::shutdown::Shutdown;
-use herald_core::work_queue::MemoryWorkQueue;
+use herald_core::work_queue::{MemoryWorkQueue, WorkQueue};
 use herald_edge::Edge;
 use herald_routing::{ApiKeys, Deps, Routing, api_router, grpc_service};
+
+/// Where standalone keeps device registrations when no database is named:
+/// a SQLite file in the working directory.
+const DEFAULT_DATABASE_URL: &str = "sqlite:herald.db";
 
 /// Push jobs standalone holds before refusing more (notify drains them).
 const STANDALONE_QUEUE_CAPACITY: usize = 100_000;
@@ -50,21 +54,39 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     );
     edge.set_presence_lookup(presence.clone());
     let background = edge.start(shutdown.clone()).await?;
+    let queue: Arc<dyn WorkQueue> = Arc::new(MemoryWorkQueue::new(STANDALONE_QUEUE_CAPACITY));
+    let database_url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let notify = herald_notify::start(
+        config.clone(),
+        &database_url,
+        queue.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let routing = Arc::new(Routing::new(
         config.clone(),
         Deps {
             bus,
             history: Arc::new(MemoryHistory::new(config.idempotency_window())),
-            queue: Arc::new(MemoryWorkQueue::new(STANDALONE_QUEUE_CAPACITY)),
+            queue,
             presence: presence.clone(),
         },
     ));
     let listener = routing.listen_to_edges(shutdown.clone()).await?;
-    let app = edge.router().merge(api_router(
-        routing.clone(),
-        keys.clone(),
-        config.max_message_bytes,
-    ));
+    let app = edge
+        .router()
+        .merge(api_router(
+            routing.clone(),
+            keys.clone(),
+            config.max_message_bytes,
+        ))
+        .merge(herald_notify::http_router(
+            notify.notify.clone(),
+            keys.clone(),
+        ));
 
     let default_addr: SocketAddr = if dev_secret {
         ([127, 0, 0, 1], 8080).into()
@@ -90,12 +112,14 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
 
     // Every gRPC service on one port.
     let routes = tonic::service::Routes::new(grpc_service(routing, keys.clone()))
-        .add_service(herald_presence::grpc_service(presence, keys));
+        .add_service(herald_presence::grpc_service(presence, keys.clone()))
+        .add_service(herald_notify::grpc_service(notify.notify.clone(), keys));
     let routes = herald_proto::server::with_standard_services(
         routes,
         &[
             herald_routing::GRPC_SERVICE_NAME,
             herald_presence::GRPC_SERVICE_NAME,
+            herald_notify::GRPC_SERVICE_NAME,
         ],
     )
     .await?;
@@ -115,5 +139,6 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
         let _ = task.await;
     }
     let _ = presence_intake.await;
+    let _ = notify.worker.await;
     Ok(())
 }

@@ -18,6 +18,7 @@ pub mod notify {
     }
 }
 
+pub mod http;
 pub mod server;
 
 /// Every service's descriptors, for gRPC reflection.

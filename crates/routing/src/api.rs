@@ -4,54 +4,24 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::channel::Channel;
 use herald_core::history::Recovery;
 use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use herald_proto::http::{ApiError, bad_request, json_body, require_api_key};
 
 use crate::routing::{
     BroadcastAnswer, BroadcastRequest, PublishAnswer, PublishRequest, Routing, SendAnswer,
     SendRequest,
 };
 use herald_core::api_key::ApiKeys;
-
-/// An API error: the JSON body `{"error":{…}}` with its HTTP status.
-pub struct ApiError(pub ErrorBody);
-
-impl From<ErrorBody> for ApiError {
-    fn from(e: ErrorBody) -> Self {
-        ApiError(e)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: ErrorBody,
-        }
-        let status = StatusCode::from_u16(self.0.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let status = match (self.0.code, status) {
-            // Nothing was done and trying again may work: say so.
-            (ErrorCode::Internal, _) => StatusCode::SERVICE_UNAVAILABLE,
-            (_, s) => s,
-        };
-        (status, Json(Body { error: self.0 })).into_response()
-    }
-}
-
-fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError(ErrorBody::new(ErrorCode::BadRequest, message))
-}
 
 /// The `/api` routes. Request bodies may exceed `max_message_bytes` a
 /// little, for the envelope around `data`.
@@ -65,44 +35,6 @@ pub fn api_router(routing: Arc<Routing>, keys: ApiKeys, max_message_bytes: usize
         .layer(DefaultBodyLimit::max(max_message_bytes + 64 * 1024))
         .layer(middleware::from_fn_with_state(keys, require_api_key))
         .with_state(routing)
-}
-
-async fn require_api_key(
-    State(keys): State<ApiKeys>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        None => ApiError(ErrorBody::new(
-            ErrorCode::Unauthorized,
-            "missing API key: send `Authorization: Bearer <key>`",
-        ))
-        .into_response(),
-        Some(key) if !keys.accepts(key.trim()) => {
-            ApiError(ErrorBody::new(ErrorCode::Unauthorized, "invalid API key")).into_response()
-        }
-        Some(_) => next.run(request).await,
-    }
-}
-
-/// Reads a JSON body, turning every failure into a clear API error.
-fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError(ErrorBody::new(
-                ErrorCode::LimitExceeded,
-                "request body too large",
-            ))
-        } else {
-            bad_request(rejection.body_text())
-        }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid request body: {e}")))
 }
 
 async fn publish(

@@ -452,6 +452,8 @@ impl Routing {
                 data: data.to_owned(),
                 channel: channel.cloned(),
                 created_ms: unix_millis(),
+                device_id: None,
+                summary: false,
             };
             self.queue
                 .push(&job)

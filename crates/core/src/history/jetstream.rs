@@ -8,7 +8,7 @@
 //! appending at once one wins and the other retries with the new tip.
 //! Idempotency keys become `Nats-Msg-Id`, deduplicated by the stream.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -65,7 +65,14 @@ pub struct JetStreamHistory {
     /// Stream per namespace token (`_` for the default).
     streams: HashMap<String, stream::Stream>,
     tips: Mutex<HashMap<Channel, Tip>>,
+    /// Recent appends' (offset, stream sequence) per channel: a resume
+    /// starts reading at the first missed publication instead of the
+    /// oldest kept one.
+    index: Mutex<HashMap<Channel, VecDeque<(u64, u64)>>>,
 }
+
+/// Appends remembered per channel in the index.
+const INDEX_PER_CHANNEL: usize = 256;
 
 /// Where the streams keep their messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +144,7 @@ impl JetStreamHistory {
             subjects,
             streams,
             tips: Mutex::new(HashMap::new()),
+            index: Mutex::new(HashMap::new()),
         })
     }
 
@@ -171,6 +179,35 @@ impl JetStreamHistory {
             channel.subject_token()
         );
         Ok((stream, subject))
+    }
+
+    fn remember_sequence(&self, channel: &Channel, offset: u64, sequence: u64) {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if index.len() >= MAX_CACHED_TIPS && !index.contains_key(channel) {
+            index.clear();
+        }
+        let entries = index.entry(channel.clone()).or_default();
+        // Only a contiguous run is useful: a gap (another replica wrote)
+        // starts it over.
+        if entries.back().is_some_and(|(o, _)| *o + 1 != offset) {
+            entries.clear();
+        }
+        if entries.len() >= INDEX_PER_CHANNEL {
+            entries.pop_front();
+        }
+        entries.push_back((offset, sequence));
+    }
+
+    /// The stream sequence of `offset` in `channel`, if remembered.
+    fn sequence_of(&self, channel: &Channel, offset: u64) -> Option<u64> {
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = index.get(channel)?;
+        let (first, _) = *entries.front()?;
+        let at = offset.checked_sub(first)? as usize;
+        entries
+            .get(at)
+            .filter(|(o, _)| *o == offset)
+            .map(|(_, s)| *s)
     }
 
     fn cached_tip(&self, channel: &Channel) -> Option<Tip> {
@@ -344,6 +381,7 @@ impl History for JetStreamHistory {
                     }));
                 }
                 Ok(ack) => {
+                    self.remember_sequence(channel, offset, ack.sequence);
                     self.remember_tip(
                         channel,
                         Some(Tip {
@@ -413,15 +451,38 @@ impl History for JetStreamHistory {
                 latest,
             });
         }
-        let first = self.first_kept(stream, &subject, 1).await?;
-        let first_offset = first.as_ref().map(tip_of).transpose()?.map(|t| t.offset);
-        if let Some(s) = since
-            && !recoverable(s, &latest, first_offset)
-        {
-            return Ok(Recovery::Unrecoverable { latest });
+        if since.is_some_and(|s| s.epoch == latest.epoch && s.offset == latest.offset) {
+            return Ok(Recovery::Recovered {
+                publications: Vec::new(),
+                latest,
+            });
         }
+        // Start at the first missed publication when its place in the stream
+        // is known (still stored: then everything after it is too).
+        let known = since
+            .filter(|s| s.epoch == latest.epoch)
+            .and_then(|s| self.sequence_of(channel, s.offset + 1));
+        let start = match known {
+            Some(sequence) => self.first_kept(stream, &subject, sequence).await?,
+            None => None,
+        };
+        let next = match start
+            .filter(|m| tip_of(m).is_ok_and(|t| Some(t.offset) == since.map(|s| s.offset + 1)))
+        {
+            Some(message) => Some(message),
+            None => {
+                let first = self.first_kept(stream, &subject, 1).await?;
+                let first_offset = first.as_ref().map(tip_of).transpose()?.map(|t| t.offset);
+                if let Some(s) = since
+                    && !recoverable(s, &latest, first_offset)
+                {
+                    return Ok(Recovery::Unrecoverable { latest });
+                }
+                first
+            }
+        };
         let mut publications = Vec::new();
-        let mut next = first;
+        let mut next = next;
         while let Some(message) = next {
             if publications.len() >= limit || message.sequence > tip.sequence {
                 break;

@@ -1,0 +1,84 @@
+//! What every HTTP server API of Herald shares: API-key authentication,
+//! JSON error answers, and strict JSON bodies.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use herald_core::api_key::ApiKeys;
+use herald_core::protocol::{ErrorBody, ErrorCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// An API error: the JSON body `{"error":{…}}` with its HTTP status.
+pub struct ApiError(pub ErrorBody);
+
+impl From<ErrorBody> for ApiError {
+    fn from(e: ErrorBody) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: ErrorBody,
+        }
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = match (self.0.code, status) {
+            // Nothing was done and trying again may work: say so.
+            (ErrorCode::Internal, _) => StatusCode::SERVICE_UNAVAILABLE,
+            (_, s) => s,
+        };
+        (status, Json(Body { error: self.0 })).into_response()
+    }
+}
+
+pub fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(ErrorBody::new(ErrorCode::BadRequest, message))
+}
+
+/// Middleware: admits requests with `Authorization: Bearer <api key>`
+/// (`axum::middleware::from_fn_with_state(keys, require_api_key)`).
+pub async fn require_api_key(
+    State(keys): State<ApiKeys>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => ApiError(ErrorBody::new(
+            ErrorCode::Unauthorized,
+            "missing API key: send `Authorization: Bearer <key>`",
+        ))
+        .into_response(),
+        Some(key) if !keys.accepts(key.trim()) => {
+            ApiError(ErrorBody::new(ErrorCode::Unauthorized, "invalid API key")).into_response()
+        }
+        Some(_) => next.run(request).await,
+    }
+}
+
+/// Reads a JSON body, turning every failure into a clear API error.
+pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError(ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                "request body too large",
+            ))
+        } else {
+            bad_request(rejection.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid request body: {e}")))
+}
