@@ -4,6 +4,7 @@
 mod browser;
 mod distributed;
 mod edge_limits;
+mod notify;
 mod presence;
 mod server_api;
 mod standalone;

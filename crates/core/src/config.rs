@@ -226,6 +226,9 @@ pub struct Config {
     pub push_concurrency: usize,
     /// Devices one user may register; the least recently seen go first.
     pub max_devices_per_user: usize,
+    /// How long a push job taken by a notify process that died is held
+    /// before another takes it, seconds.
+    pub push_ack_wait_secs: u64,
 
     /// `pretty`, `json`, or unset: pretty on a terminal, JSON otherwise.
     pub log_format: Option<LogFormat>,
@@ -315,6 +318,7 @@ impl Default for Config {
             push_max_attempts: 5,
             push_concurrency: 32,
             max_devices_per_user: 10,
+            push_ack_wait_secs: 60,
             log_format: None,
         }
     }

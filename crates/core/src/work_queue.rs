@@ -48,6 +48,9 @@ pub struct PushJob {
     /// A coalescing summary ("47 new messages"): never coalesced again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub summary: bool,
+    /// The jobs a summary stands for: their status follows its.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub summarizes: Vec<String>,
 }
 
 impl PushJob {
@@ -264,18 +267,23 @@ pub struct JetStreamWorkQueue {
     dead_subject: String,
     /// The durable consumer's message stream, opened on first `take`.
     messages: tokio::sync::Mutex<Option<jetstream::consumer::pull::Stream>>,
+    /// How long a taken job may go unacknowledged before it is delivered
+    /// again (to another notify process, if this one died).
+    ack_wait: Duration,
 }
 
 /// The durable consumer notify replicas share.
 pub const CONSUMER: &str = "notify";
-/// How long a taken job may go unacknowledged before it is delivered again.
-const ACK_WAIT: Duration = Duration::from_secs(60);
 
 /// Jobs the stream holds at most; beyond that new jobs are refused.
 const MAX_QUEUED_JOBS: i64 = 1_000_000;
 
 impl JetStreamWorkQueue {
-    pub async fn open(client: async_nats::Client, subjects: &Subjects) -> Result<Self, QueueError> {
+    pub async fn open(
+        client: async_nats::Client,
+        subjects: &Subjects,
+        ack_wait: Duration,
+    ) -> Result<Self, QueueError> {
         let js = jetstream::new(client);
         let stream = subjects.stream_name("NOTIFY");
         let subject = subjects.notify_jobs();
@@ -309,6 +317,7 @@ impl JetStreamWorkQueue {
             stream,
             dead_subject,
             messages: tokio::sync::Mutex::new(None),
+            ack_wait,
         })
     }
 
@@ -350,7 +359,7 @@ impl WorkQueue for JetStreamWorkQueue {
                     jetstream::consumer::pull::Config {
                         durable_name: Some(CONSUMER.to_owned()),
                         ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                        ack_wait: ACK_WAIT,
+                        ack_wait: self.ack_wait,
                         filter_subject: self.subject.clone(),
                         ..Default::default()
                     },

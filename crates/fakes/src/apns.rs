@@ -28,6 +28,7 @@ pub struct ApnsRequest {
     pub payload: Value,
     /// The status the fake answered.
     pub status: u16,
+    pub at: std::time::Instant,
 }
 
 struct Config {
@@ -211,6 +212,7 @@ async fn push(
         apns_id: apns_id.clone(),
         payload,
         status: 200,
+        at: std::time::Instant::now(),
     };
     let response = match app.shared.next_reply(&token) {
         Reply::Accept => None,

@@ -26,6 +26,7 @@ pub struct FcmRequest {
     /// The `message` object as sent.
     pub message: Value,
     pub status: u16,
+    pub at: std::time::Instant,
 }
 
 struct Config {
@@ -265,6 +266,7 @@ async fn send(
         project,
         message,
         status: 200,
+        at: std::time::Instant::now(),
     };
     let response = match app.shared.next_reply(&token) {
         Reply::Accept => None,

@@ -29,6 +29,7 @@ pub struct WebPushRequest {
     /// The decrypted payload.
     pub plaintext: String,
     pub status: u16,
+    pub at: std::time::Instant,
 }
 
 struct Keys {
@@ -236,6 +237,7 @@ async fn push(
         topic,
         plaintext,
         status: 201,
+        at: std::time::Instant::now(),
     };
     let status = match app.shared.next_reply(&id) {
         Reply::Accept => StatusCode::CREATED,

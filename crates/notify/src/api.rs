@@ -143,6 +143,7 @@ impl Notify {
             created_ms: unix_millis(),
             device_id: request.device_id,
             summary: false,
+            summarizes: Vec::new(),
         };
         self.queue.push(&job).await.map_err(|e| {
             tracing::warn!(error = %e, "push queue unavailable");

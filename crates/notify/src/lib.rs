@@ -98,6 +98,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Notify
         JetStreamWorkQueue::open(
             nats.client().clone(),
             &Subjects::new(&config.subject_prefix),
+            Duration::from_secs(config.push_ack_wait_secs),
         )
         .await?,
     );

@@ -23,6 +23,8 @@ use crate::store::{DeliveryState, DeviceStatus, TokenStore};
 
 /// How often coalescing windows are checked.
 const TICK: Duration = Duration::from_millis(50);
+/// Jobs of a summary whose status follows the summary's, at most.
+const MAX_SUMMARIZED: usize = 1000;
 /// The first retry's delay; it doubles with each attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -107,10 +109,16 @@ impl Worker {
 
     async fn process(&self, taken: Taken) {
         let job = &taken.job;
+        tracing::debug!(job = %job.id, user = %job.user, attempt = taken.attempt, "push job taken");
         // A burst of alerts for one user and collapse key: the first goes
         // now, the rest become one summary at the end of the window.
-        if let (Some(notification), false, None) = (&job.notification, job.summary, &job.device_id)
-        {
+        // (Only on first delivery: a retry is this job's own, not a new alert.)
+        if let (Some(notification), false, None, 1) = (
+            &job.notification,
+            job.summary,
+            &job.device_id,
+            taken.attempt,
+        ) {
             let key = (
                 job.user.clone(),
                 notification.collapse_key.clone().unwrap_or_default(),
@@ -174,6 +182,12 @@ impl Worker {
                 created_ms: unix_millis(),
                 device_id: None,
                 summary: true,
+                summarizes: window
+                    .held
+                    .iter()
+                    .map(|t| t.job.id.clone())
+                    .take(MAX_SUMMARIZED)
+                    .collect(),
             };
             match self.queue.push(&summary).await {
                 Ok(()) => {
@@ -319,7 +333,9 @@ impl Worker {
         alert: &Alert,
         attempt: u32,
     ) -> Option<(Duration, String)> {
-        let outcome = match self.providers.send(device, alert).await {
+        let outcome = self.providers.send(device, alert).await;
+        tracing::debug!(job = %job.id, device = %device.id, ?outcome, "push sent");
+        let outcome = match outcome {
             // A BadDeviceToken may be a token of the other APNs environment:
             // try that before giving up on the device.
             Outcome::BadToken => {
@@ -406,6 +422,16 @@ impl Worker {
         };
         if let Err(e) = self.store.record(&job.id, &status).await {
             tracing::warn!(job = %job.id, error = %e, "status not recorded");
+        }
+        // The alerts folded into a summary share its fate.
+        for folded in &job.summarizes {
+            let status = DeviceStatus {
+                reason: format!("in summary {}: {reason}", job.id),
+                ..status.clone()
+            };
+            if let Err(e) = self.store.record(folded, &status).await {
+                tracing::warn!(job = %folded, error = %e, "status not recorded");
+            }
         }
     }
 }

@@ -96,7 +96,12 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Routin
         storage,
     )
     .await?;
-    let queue = JetStreamWorkQueue::open(nats.client().clone(), &subjects).await?;
+    let queue = JetStreamWorkQueue::open(
+        nats.client().clone(),
+        &subjects,
+        Duration::from_secs(config.push_ack_wait_secs),
+    )
+    .await?;
     // Without a presence service offline hand-offs report users as unknown
     // rather than pushing blindly.
     let presence: Arc<dyn PresenceLookup> = match &config.presence_url {

@@ -454,6 +454,7 @@ impl Routing {
                 created_ms: unix_millis(),
                 device_id: None,
                 summary: false,
+                summarizes: Vec::new(),
             };
             self.queue
                 .push(&job)

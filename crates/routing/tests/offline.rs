@@ -62,9 +62,13 @@ impl Setup {
         let nats = NatsBus::connect(&nats_url(), "offline-test", Duration::from_secs(5))
             .await
             .expect("NATS is required");
-        let queue = JetStreamWorkQueue::open(nats.client().clone(), &Subjects::new(&prefix))
-            .await
-            .unwrap();
+        let queue = JetStreamWorkQueue::open(
+            nats.client().clone(),
+            &Subjects::new(&prefix),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
         let stream = queue.stream_name().to_owned();
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
         let routing = Routing::new(

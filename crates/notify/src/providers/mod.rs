@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::device::{Device, Environment, Platform};
 
-pub use apns::ApnsSender;
+pub use apns::{ApnsSender, apns_id};
 pub use fcm::FcmSender;
 pub use webpush::VapidSender;
 

@@ -1,0 +1,931 @@
+//! Push notifications end to end: routing, presence, an edge and notify as
+//! processes on NATS and PostgreSQL, talking to fake APNs, FCM and Web Push
+//! services that check what the real ones check.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use herald_client::Client;
+use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, keys};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const SECRET: &str = "e2e-notify-secret-0123456789";
+const API_KEY: &str = "e2e-notify-key";
+const APP: &str = "com.example.chat";
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Fakes {
+    apns: FakeApns,
+    fcm: FakeFcm,
+    webpush: FakeWebPush,
+}
+
+async fn fakes() -> Fakes {
+    Fakes {
+        apns: FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await,
+        fcm: FakeFcm::start(
+            "herald-e2e",
+            "push@herald-e2e.iam.gserviceaccount.com",
+            keys::FCM_PUBLIC,
+        )
+        .await,
+        webpush: FakeWebPush::start().await,
+    }
+}
+
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("herald-e2e-{:016x}-{name}", rand::random::<u64>()));
+    std::fs::write(&path, contents).expect("write a temp file");
+    path
+}
+
+/// A config file naming the fakes and the app's credentials.
+fn config(f: &Fakes, extra: &str) -> std::path::PathBuf {
+    let p8 = temp_file("key.p8", keys::APNS_P8);
+    let sa = temp_file("sa.json", &f.fcm.service_account_json(keys::FCM_PRIVATE));
+    let vapid = base64_url(&rand::random::<[u8; 32]>());
+    temp_file(
+        "herald.toml",
+        &format!(
+            r#"apns_url = "{apns}"
+apns_sandbox_url = "{apns}"
+fcm_url = "{fcm}"
+{extra}
+[apps."{APP}"]
+apns_team_id = "TEAM123"
+apns_key_id = "KEY123"
+apns_key_file = "{p8}"
+fcm_service_account_file = "{sa}"
+vapid_private_key = "{vapid}"
+vapid_subject = "mailto:ops@example.com"
+"#,
+            apns = f.apns.url(),
+            fcm = f.fcm.url(),
+            p8 = p8.display(),
+            sa = sa.display(),
+        ),
+    )
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A fresh PostgreSQL database; dropped with the guard.
+struct Database {
+    url: String,
+    admin: String,
+    name: String,
+}
+
+impl Database {
+    async fn create(admin: &str) -> Database {
+        let name = format!("herald_e2e_{:016x}", rand::random::<u64>());
+        let pool = sqlx::PgPool::connect(admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+        Database {
+            url: format!("{base}/{name}"),
+            admin: admin.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&pool)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn database_url() -> String {
+    std::env::var("HERALD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// routing + presence + edge + notify on NATS and PostgreSQL.
+struct Cluster {
+    env: Env,
+    routing: Herald,
+    edge: Herald,
+    notify: Herald,
+    _presence: Herald,
+    _db: Database,
+    _cleanup: StreamCleanup,
+}
+
+async fn cluster(f: &Fakes, extra: &str) -> Cluster {
+    let prefix = unique_prefix();
+    let db = Database::create(&database_url()).await;
+    let config = config(f, extra);
+    let nats = nats_url();
+    let base = [
+        ("HERALD_JWT_SECRET", SECRET),
+        ("HERALD_API_KEYS", API_KEY),
+        ("HERALD_NATS_URL", nats.as_str()),
+        ("HERALD_SUBJECT_PREFIX", prefix.as_str()),
+        ("HERALD_HISTORY_STORAGE", "memory"),
+        ("HERALD_PRESENCE_HEARTBEAT_SECS", "1"),
+        ("HERALD_PUSH_ACK_WAIT_SECS", "5"),
+        ("HERALD_CONFIG", config.to_str().unwrap()),
+        ("RUST_LOG", "info,herald_notify=debug"),
+    ];
+    let presence = Herald::start(
+        "presence",
+        &Env::new(&base),
+        &["presence", "--grpc", "127.0.0.1:0"],
+    );
+    let presence_url = format!("http://{}", presence.grpc.unwrap());
+    let mut pairs = base.to_vec();
+    pairs.push(("HERALD_PRESENCE_URL", presence_url.as_str()));
+    pairs.push(("HERALD_DATABASE_URL", db.url.as_str()));
+    let env = Env::new(&pairs);
+    let routing = Herald::start(
+        "routing",
+        &env,
+        &["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+    );
+    let edge = Herald::start("edge", &env, &["edge", "--http", "127.0.0.1:0"]);
+    let notify = Herald::start(
+        "notify",
+        &env,
+        &["notify", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+    );
+    Cluster {
+        env,
+        routing,
+        edge,
+        notify,
+        _presence: presence,
+        _db: db,
+        _cleanup: StreamCleanup(prefix),
+    }
+}
+
+async fn post(url: String, body: Value) -> (u16, Value) {
+    let response = http_client()
+        .post(url)
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(url: String) -> Value {
+    http_client()
+        .get(url)
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn apns_token(c: char) -> String {
+    c.to_string().repeat(64)
+}
+
+async fn register(api: &str, device: Value) -> String {
+    let (status, answer) = post(format!("{api}/api/devices"), device).await;
+    assert_eq!(status, 201, "{answer}");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn send_to_user(c: &Cluster, user: &str, text: &str, collapse: &str) -> String {
+    let (status, answer) = post(
+        format!("{}/api/send", c.routing.http()),
+        json!({"user": user, "data": {"text": text},
+               "notification": {"title": "New message", "body": text, "collapse_key": collapse}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    answer["result"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_user_gets_one_push_per_device_and_an_online_user_none() {
+    let f = fakes().await;
+    let c = cluster(&f, "").await;
+    let api = c.notify.http();
+    register(
+        &api,
+        json!({"user": "alice", "platform": "apns", "token": apns_token('a'), "app": APP}),
+    )
+    .await;
+    register(
+        &api,
+        json!({"user": "alice", "platform": "fcm", "token": "android-alice-1", "app": APP}),
+    )
+    .await;
+
+    assert_eq!(send_to_user(&c, "alice", "first", "a").await, "pushed");
+    until("one push on each platform", || {
+        (f.apns.delivered().len() == 1 && f.fcm.delivered().len() == 1).then_some(())
+    })
+    .await;
+    let apple = &f.apns.delivered()[0];
+    assert_eq!(apple.topic, APP);
+    assert_eq!(apple.payload["aps"]["alert"]["body"], "first");
+    assert_eq!(apple.payload["herald"]["data"]["text"], "first");
+    let google = &f.fcm.delivered()[0].message;
+    assert_eq!(google["token"], "android-alice-1");
+    assert_eq!(google["notification"]["body"], "first");
+
+    // connected: live delivery, no push
+    let token = herald_output(&c.env, &["token", "--user", "alice", "--channels", "x:*"]);
+    let (mut alice, _) = Client::connect(&c.edge.ws(), &token).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let result = loop {
+        let r = send_to_user(&c, "alice", "while online", "b").await;
+        if r == "online" || Instant::now() > deadline {
+            break r;
+        }
+    };
+    assert_eq!(result, "online");
+    let live = alice.next_publication().await.unwrap();
+    assert_eq!(live.channel.as_str(), "#alice");
+    alice.close().await;
+    // offline again: this one is pushed — and is the only one after the first
+    let deadline = Instant::now() + WAIT;
+    while send_to_user(&c, "alice", "marker", "c").await != "pushed" {
+        assert!(Instant::now() < deadline, "alice never went offline");
+    }
+    until("the marker push", || {
+        f.apns
+            .delivered()
+            .iter()
+            .any(|r| r.payload["aps"]["alert"]["body"] == "marker")
+            .then_some(())
+    })
+    .await;
+    let bodies: Vec<String> = f
+        .apns
+        .delivered()
+        .iter()
+        .map(|r| {
+            r.payload["aps"]["alert"]["body"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        !bodies.contains(&"while online".to_owned()),
+        "pushed while online: {bodies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_47_becomes_at_most_two_alerts_per_device() {
+    let f = fakes().await;
+    let c = cluster(&f, "coalesce_window_ms = 2000").await;
+    let api = c.notify.http();
+    register(
+        &api,
+        json!({"user": "bob", "platform": "apns", "token": apns_token('b'), "app": APP}),
+    )
+    .await;
+    register(
+        &api,
+        json!({"user": "bob", "platform": "fcm", "token": "android-bob-1", "app": APP}),
+    )
+    .await;
+    let started = Instant::now();
+    for i in 1..=47 {
+        assert_eq!(
+            send_to_user(&c, "bob", &format!("message {i}"), "chat").await,
+            "pushed"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the burst took {:?}",
+        started.elapsed()
+    );
+    until("the summary on both platforms", || {
+        let apple = f
+            .apns
+            .delivered()
+            .iter()
+            .any(|r| r.payload["aps"]["alert"]["body"] == "47 new messages");
+        let google = f
+            .fcm
+            .delivered()
+            .iter()
+            .any(|r| r.message["notification"]["body"] == "47 new messages");
+        (apple && google).then_some(())
+    })
+    .await;
+    let apple = f.apns.delivered();
+    let google = f.fcm.delivered();
+    assert!(
+        apple.len() <= 2 && google.len() <= 2,
+        "{} APNs, {} FCM",
+        apple.len(),
+        google.len()
+    );
+    assert_eq!(
+        apple.last().unwrap().payload["aps"]["alert"]["body"],
+        "47 new messages"
+    );
+    assert_eq!(
+        apple.last().unwrap().collapse_id.as_deref(),
+        Some("chat"),
+        "replaces, not stacks"
+    );
+    assert_eq!(
+        google.last().unwrap().message["android"]["collapse_key"],
+        "chat"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_apns_token_is_removed_and_gone_from_the_next_status() {
+    let f = fakes().await;
+    let c = cluster(&f, "").await;
+    let api = c.notify.http();
+    let dead = register(
+        &api,
+        json!({"user": "carol", "platform": "apns", "token": apns_token('c'), "app": APP}),
+    )
+    .await;
+    let alive = register(
+        &api,
+        json!({"user": "carol", "platform": "fcm", "token": "android-carol", "app": APP}),
+    )
+    .await;
+    let since = herald_core::time::unix_millis() + 1000;
+    f.apns.script(
+        &apns_token('c'),
+        vec![Reply::Unregistered { since_ms: since }],
+    );
+
+    let notify_one = |text: &str| {
+        post(
+            format!("{api}/api/notify"),
+            json!({"user": "carol", "notification": {"title": "t", "body": text}}),
+        )
+    };
+    let (status, answer) = notify_one("one").await;
+    assert_eq!(status, 202, "{answer}");
+    let first = answer["id"].as_str().unwrap().to_owned();
+    let statuses = until_status(&api, &first, 2).await;
+    assert_eq!(statuses[&dead]["state"], "failed");
+    assert!(
+        statuses[&dead]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("device removed"),
+        "{:?}",
+        statuses[&dead]
+    );
+    assert_eq!(statuses[&alive]["state"], "sent");
+    let devices = get(format!("{api}/api/devices?user=carol")).await;
+    let ids: Vec<&str> = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [alive.as_str()],
+        "the dead device is gone from the registry"
+    );
+
+    let (_, answer) = notify_one("two").await;
+    let second = answer["id"].as_str().unwrap().to_owned();
+    let statuses = until_status(&api, &second, 1).await;
+    assert!(
+        !statuses.contains_key(&dead),
+        "the dead device is not tried again"
+    );
+}
+
+/// Waits until `count` devices are settled for a notification.
+async fn until_status(api: &str, id: &str, count: usize) -> HashMap<String, Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = get(format!("{api}/api/notify/{id}")).await;
+        let devices: HashMap<String, Value> = answer["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                (
+                    d["device_id"].as_str().unwrap_or_default().to_owned(),
+                    d.clone(),
+                )
+            })
+            .collect();
+        let settled = devices
+            .values()
+            .filter(|d| d["state"] == "sent" || d["state"] == "failed")
+            .count();
+        if settled >= count {
+            return devices;
+        }
+        assert!(Instant::now() < deadline, "status of {id}: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_is_retried_no_sooner_and_succeeds() {
+    let f = fakes().await;
+    let c = cluster(&f, "").await;
+    let api = c.notify.http();
+    let device = register(
+        &api,
+        json!({"user": "dan", "platform": "fcm", "token": "android-dan", "app": APP}),
+    )
+    .await;
+    f.fcm.script(
+        "android-dan",
+        vec![
+            Reply::TooManyRequests {
+                retry_after_secs: 2,
+            },
+            Reply::Accept,
+        ],
+    );
+    let (_, answer) = post(
+        format!("{api}/api/notify"),
+        json!({"user": "dan", "notification": {"title": "t", "body": "b"}}),
+    )
+    .await;
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let statuses = until_status(&api, &id, 1).await;
+    assert_eq!(statuses[&device]["state"], "sent");
+    assert_eq!(statuses[&device]["attempts"], 2);
+    let tries = f.fcm.received();
+    assert_eq!(tries.len(), 2);
+    assert_eq!((tries[0].status, tries[1].status), (429, 200));
+    let gap = tries[1].at.duration_since(tries[0].at);
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_notify_mid_batch_loses_no_job_and_duplicates_keep_their_apns_id() {
+    let f = fakes().await;
+    let mut c = cluster(&f, "push_concurrency = 4").await;
+    let api = c.notify.http();
+    const USERS: usize = 40;
+    let mut devices = HashMap::new();
+    for i in 0..USERS {
+        let token = format!("{:064x}", i + 1);
+        f.apns
+            .script(&token, vec![Reply::Slow(Duration::from_millis(200))]);
+        let id = register(
+            &api,
+            json!({"user": format!("u{i}"), "platform": "apns", "token": token, "app": APP}),
+        )
+        .await;
+        devices.insert(format!("u{i}"), id);
+    }
+    let mut jobs = Vec::new();
+    for i in 0..USERS {
+        let (status, answer) = post(format!("{api}/api/notify"), json!({"user": format!("u{i}"), "notification": {"title": "t", "body": format!("to u{i}")}})).await;
+        assert_eq!(status, 202);
+        jobs.push((
+            answer["id"].as_str().unwrap().to_owned(),
+            devices[&format!("u{i}")].clone(),
+        ));
+    }
+    until("a few deliveries", || {
+        (f.apns.delivered().len() >= 5).then_some(())
+    })
+    .await;
+    c.notify.kill();
+    let restarted = Herald::start(
+        "notify-2",
+        &c.env,
+        &["notify", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+    );
+    let expected: HashMap<String, String> = jobs
+        .iter()
+        .map(|(job, device)| (herald_notify_apns_id(job, device), job.clone()))
+        .collect();
+    until("every job delivered", || {
+        let delivered: std::collections::HashSet<String> = f
+            .apns
+            .delivered()
+            .iter()
+            .filter_map(|r| r.apns_id.clone())
+            .collect();
+        expected
+            .keys()
+            .all(|id| delivered.contains(id))
+            .then_some(())
+    })
+    .await;
+    // every request carried the apns-id of one of our jobs: a duplicate is
+    // recognisable as such
+    for request in f.apns.received() {
+        let id = request.apns_id.clone().unwrap_or_default();
+        assert!(expected.contains_key(&id), "unknown apns-id {id}");
+    }
+    drop(restarted);
+}
+
+fn herald_notify_apns_id(job: &str, device: &str) -> String {
+    herald_notify::providers::apns_id(job, device)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_push_decrypts_to_exactly_what_was_sent() {
+    let f = fakes().await;
+    let c = cluster(&f, "").await;
+    let api = c.notify.http();
+    let subscription = f.webpush.subscribe();
+    let device = register(
+        &api,
+        json!({"user": "erin", "platform": "webpush", "subscription": subscription, "app": APP}),
+    )
+    .await;
+    let (_, answer) = post(
+        format!("{api}/api/notify"),
+        json!({"user": "erin", "notification": {"title": "Hello", "body": "from Herald", "collapse_key": "greeting"},
+               "data": {"url": "/inbox", "n": 3}}),
+    )
+    .await;
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let statuses = until_status(&api, &id, 1).await;
+    assert_eq!(statuses[&device]["state"], "sent");
+    let got = f.webpush.delivered();
+    assert_eq!(got.len(), 1);
+    let plain: Value = serde_json::from_str(&got[0].plaintext).unwrap();
+    assert_eq!(
+        plain,
+        json!({"id": id, "title": "Hello", "body": "from Herald", "tag": "greeting", "channel": null,
+               "data": {"url": "/inbox", "n": 3}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_device_input_gets_a_clear_error_and_nothing_is_stored() {
+    let f = fakes().await;
+    let c = cluster(&f, "").await;
+    let api = c.notify.http();
+    let bad_key = json!({"endpoint": "https://push.example/x", "keys": {"p256dh": base64_url(&[4u8; 65]), "auth": base64_url(&[1u8; 16])}});
+    for (body, why) in [
+        (
+            json!({"user": "frank", "platform": "pager", "token": "x"}),
+            "unknown platform",
+        ),
+        (
+            json!({"user": "frank", "platform": "apns", "token": "not-a-token"}),
+            "malformed APNs token",
+        ),
+        (
+            json!({"user": "frank", "platform": "fcm", "token": "bad token with spaces"}),
+            "malformed FCM token",
+        ),
+        (
+            json!({"user": "frank", "platform": "webpush", "subscription": bad_key}),
+            "a key off the curve",
+        ),
+        (json!({"user": "frank", "platform": "apns"}), "no token"),
+    ] {
+        let (status, answer) = post(format!("{api}/api/devices"), body).await;
+        assert_eq!(status, 400, "{why}: {answer}");
+        assert_eq!(answer["error"]["code"], 100, "{why}: {answer}");
+    }
+    let (status, answer) = post(
+        format!("{api}/api/notify"),
+        json!({"user": "frank", "notification": {"title": "t", "body": "b"}, "data": {"blob": "x".repeat(5000)}}),
+    )
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    let devices = get(format!("{api}/api/devices?user=frank")).await;
+    assert_eq!(devices["devices"], json!([]));
+    // without the API key, nothing
+    let response = http_client()
+        .post(format!("{api}/api/devices"))
+        .json(&json!({"user": "frank", "platform": "fcm", "token": "ok-token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_pushes_through_sqlite_and_its_own_queue() {
+    let f = fakes().await;
+    let config = config(&f, "");
+    let env = Env::new(&[
+        ("HERALD_JWT_SECRET", SECRET),
+        ("HERALD_API_KEYS", API_KEY),
+        ("HERALD_CONFIG", config.to_str().unwrap()),
+    ]);
+    let herald = Herald::start(
+        "standalone",
+        &env,
+        &[
+            "standalone",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+        ],
+    );
+    let api = herald.http();
+    register(
+        &api,
+        json!({"user": "gina", "platform": "apns", "token": apns_token('9'), "app": APP}),
+    )
+    .await;
+    let (status, answer) = post(
+        format!("{api}/api/send"),
+        json!({"user": "gina", "data": {"k": 1}, "notification": {"title": "Hi", "body": "standalone"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["result"].as_str()),
+        (200, Some("pushed")),
+        "{answer}"
+    );
+    until("the push", || (f.apns.delivered().len() == 1).then_some(())).await;
+    assert_eq!(
+        f.apns.delivered()[0].payload["aps"]["alert"]["body"],
+        "standalone"
+    );
+}
+
+/// A throwaway PostgreSQL cluster of the test's own, so it can restart it.
+struct OwnPostgres {
+    dir: std::path::PathBuf,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+fn as_postgres(program: &std::path::Path) -> std::process::Command {
+    // PostgreSQL refuses to run as root.
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+impl OwnPostgres {
+    fn start() -> OwnPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (scripts/services.sh installs them)")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("an initdb");
+        let dir = std::env::temp_dir().join(format!("herald-pg-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::process::Command::new("chmod")
+            .arg("0777")
+            .arg(&dir)
+            .status();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = OwnPostgres { dir, port, bin };
+        let ok = as_postgres(&pg.bin.join("initdb"))
+            .args([
+                "-D",
+                pg.data().to_str().unwrap(),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "initdb failed");
+        pg.ctl("start");
+        pg
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.join("data")
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn ctl(&self, action: &str) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let ok = as_postgres(&self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-w",
+                "-m",
+                "fast",
+                "-o",
+                &options,
+                action,
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "pg_ctl {action} failed");
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
+    let f = fakes().await;
+    let pg = OwnPostgres::start();
+    // (the per-user cap would drop old devices: not what this is about)
+    let config = config(&f, "max_devices_per_user = 100000");
+    let prefix = unique_prefix();
+    let _cleanup = StreamCleanup(prefix.clone());
+    let nats = nats_url();
+    let url = pg.url();
+    let env = Env::new(&[
+        ("HERALD_JWT_SECRET", SECRET),
+        ("HERALD_API_KEYS", API_KEY),
+        ("HERALD_NATS_URL", nats.as_str()),
+        ("HERALD_SUBJECT_PREFIX", prefix.as_str()),
+        ("HERALD_CONFIG", config.to_str().unwrap()),
+        ("HERALD_DATABASE_URL", url.as_str()),
+    ]);
+    let notify = Herald::start(
+        "notify",
+        &env,
+        &["notify", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+    );
+    let api = notify.http();
+
+    // Registrations keep coming until well after PostgreSQL is back.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
+    let retryable = std::sync::Arc::new(AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let restarting = std::sync::Arc::new(AtomicBool::new(false));
+    let during_restart = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..10usize {
+        let (api, done, retryable, stop) =
+            (api.clone(), done.clone(), retryable.clone(), stop.clone());
+        let (restarting, during_restart) = (restarting.clone(), during_restart.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut registered = Vec::new();
+            let mut i = worker;
+            while !stop.load(Ordering::Acquire) {
+                let token = format!("burst-{i}");
+                let body = json!({"user": format!("user{}", i % 20), "platform": "fcm", "token": token, "app": APP});
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    if restarting.load(Ordering::Acquire) {
+                        during_restart.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let (status, answer) = post(format!("{api}/api/devices"), body.clone()).await;
+                    match status {
+                        201 => break,
+                        // the caller is told to try again, and does
+                        503 => {
+                            assert_eq!(answer["error"]["code"], 500, "{answer}");
+                            retryable.fetch_add(1, Ordering::Relaxed);
+                            assert!(Instant::now() < deadline, "registrations never recovered");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        other => panic!("registration failed with {other}: {answer}"),
+                    }
+                }
+                registered.push(token);
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 10;
+            }
+            registered
+        }));
+    }
+    until("registrations under way", || {
+        (done.load(Ordering::Relaxed) >= 50).then_some(())
+    })
+    .await;
+    restarting.store(true, Ordering::Release);
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.ctl("restart");
+        pg
+    })
+    .await
+    .unwrap();
+    restarting.store(false, Ordering::Release);
+    let after_restart = done.load(Ordering::Relaxed);
+    until("registrations after the restart", || {
+        (done.load(Ordering::Relaxed) >= after_restart + 100).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Release);
+    let mut expected = Vec::new();
+    for t in tasks {
+        expected.extend(t.await.unwrap());
+    }
+    // Requests met the restart: each either waited for the database to come
+    // back or was told to retry (503) — never anything else.
+    assert!(
+        during_restart.load(Ordering::Relaxed) > 0,
+        "no registration was under way during the restart"
+    );
+    eprintln!(
+        "{} registrations, {} made during the restart, {} answers of 503 (retried)",
+        expected.len(),
+        during_restart.load(Ordering::Relaxed),
+        retryable.load(Ordering::Relaxed)
+    );
+    let mut tokens = Vec::new();
+    for u in 0..20 {
+        let devices = get(format!("{api}/api/devices?user=user{u}")).await;
+        tokens.extend(
+            devices["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["token"].as_str().unwrap().to_owned()),
+        );
+    }
+    tokens.sort();
+    let stored = tokens.len();
+    tokens.dedup();
+    assert_eq!(stored, tokens.len(), "a registration was stored twice");
+    expected.sort();
+    assert_eq!(
+        tokens, expected,
+        "every registration that succeeded is there, and only those"
+    );
+    drop(notify);
+    drop(pg);
+}
