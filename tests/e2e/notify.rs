@@ -18,6 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 struct Fakes {
     apns: FakeApns,
+    apns_sandbox: FakeApns,
     fcm: FakeFcm,
     webpush: FakeWebPush,
 }
@@ -25,6 +26,7 @@ struct Fakes {
 async fn fakes() -> Fakes {
     Fakes {
         apns: FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await,
+        apns_sandbox: FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await,
         fcm: FakeFcm::start(
             "herald-e2e",
             "push@herald-e2e.iam.gserviceaccount.com",
@@ -51,7 +53,7 @@ fn config(f: &Fakes, extra: &str) -> std::path::PathBuf {
         "herald.toml",
         &format!(
             r#"apns_url = "{apns}"
-apns_sandbox_url = "{apns}"
+apns_sandbox_url = "{sandbox}"
 fcm_url = "{fcm}"
 {extra}
 [apps."{APP}"]
@@ -63,6 +65,7 @@ vapid_private_key = "{vapid}"
 vapid_subject = "mailto:ops@example.com"
 "#,
             apns = f.apns.url(),
+            sandbox = f.apns_sandbox.url(),
             fcm = f.fcm.url(),
             p8 = p8.display(),
             sa = sa.display(),

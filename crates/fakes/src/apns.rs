@@ -89,6 +89,11 @@ impl FakeApns {
         self.shared.received()
     }
 
+    /// How many it accepted, without copying them.
+    pub fn delivered_count(&self) -> usize {
+        self.shared.count(|r| r.status == 200)
+    }
+
     /// The notifications it accepted (200).
     pub fn delivered(&self) -> Vec<ApnsRequest> {
         self.received()

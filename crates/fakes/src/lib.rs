@@ -90,6 +90,15 @@ impl<R: Clone> Shared<R> {
             .insert(device.to_owned(), replies.into());
     }
 
+    fn count(&self, accepted: impl Fn(&R) -> bool) -> usize {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| accepted(r))
+            .count()
+    }
+
     fn received(&self) -> Vec<R> {
         self.received
             .lock()

@@ -132,7 +132,7 @@ fn push(c: &mut Criterion) {
             async move {
                 let started = Instant::now();
                 for round in 0..rounds {
-                    let before = apns.delivered().len();
+                    let before = apns.delivered_count();
                     for i in 0..PER_ROUND {
                         let job = PushJob {
                             id: PushJob::new_id(),
@@ -151,7 +151,7 @@ fn push(c: &mut Criterion) {
                         };
                         queue.push(&job).await.expect("push");
                     }
-                    while apns.delivered().len() < before + PER_ROUND {
+                    while apns.delivered_count() < before + PER_ROUND {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }

@@ -243,16 +243,21 @@ impl Worker {
                 return;
             }
         };
-        // Where each device stands from earlier attempts.
-        let earlier: HashMap<String, DeviceStatus> = match self.store.status(&job.id).await {
-            Ok(statuses) => statuses
-                .into_iter()
-                .map(|s| (s.device_id.clone(), s))
-                .collect(),
-            Err(e) => {
-                tracing::warn!(job = %job.id, error = %e, "status unavailable; retrying");
-                taken.retry(backoff(attempt)).await;
-                return;
+        // Where each device stands from earlier attempts (a first delivery
+        // has none: its id is new).
+        let earlier: HashMap<String, DeviceStatus> = if attempt == 1 {
+            HashMap::new()
+        } else {
+            match self.store.status(&job.id).await {
+                Ok(statuses) => statuses
+                    .into_iter()
+                    .map(|s| (s.device_id.clone(), s))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(job = %job.id, error = %e, "status unavailable; retrying");
+                    taken.retry(backoff(attempt)).await;
+                    return;
+                }
             }
         };
         let pending: Vec<&Device> = devices

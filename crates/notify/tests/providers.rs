@@ -261,3 +261,46 @@ fn bad_credentials_fail_start_up_naming_the_setting() {
         "apps.x.vapid_private_key"
     );
 }
+
+#[tokio::test]
+async fn each_app_pushes_with_its_own_credentials() {
+    // two apps, two APNs topics, one fake that knows both
+    let apns = FakeApns::start(
+        "TEAM123",
+        "KEY123",
+        keys::APNS_PUBLIC,
+        &["com.a.chat", "com.b.news"],
+    )
+    .await;
+    let mut config = Config {
+        apns_url: apns.url(),
+        ..Config::default()
+    };
+    for (app, topic) in [("chat", "com.a.chat"), ("news", "com.b.news")] {
+        config.apps.insert(
+            app.into(),
+            AppCredentials {
+                apns_team_id: Some("TEAM123".into()),
+                apns_key_id: Some("KEY123".into()),
+                apns_key_file: Some(file("key.p8", keys::APNS_P8)),
+                apns_topic: Some(topic.into()),
+                ..AppCredentials::default()
+            },
+        );
+    }
+    let providers = Providers::from_config(&config).unwrap();
+    let mut chat = device(Platform::Apns, &apns_token('1'));
+    chat.app = "chat".into();
+    let mut news = device(Platform::Apns, &apns_token('2'));
+    news.app = "news".into();
+    let mut stranger = device(Platform::Apns, &apns_token('3'));
+    stranger.app = "unknown".into();
+    assert_eq!(providers.send(&chat, &alert()).await, Outcome::Sent);
+    assert_eq!(providers.send(&news, &alert()).await, Outcome::Sent);
+    assert!(matches!(
+        providers.send(&stranger, &alert()).await,
+        Outcome::Failed { .. }
+    ));
+    let topics: Vec<String> = apns.delivered().into_iter().map(|r| r.topic).collect();
+    assert_eq!(topics, ["com.a.chat", "com.b.news"]);
+}

@@ -337,9 +337,15 @@ impl SqliteStore {
             .parse::<SqliteConnectOptions>()
             .map_err(unavailable)?
             .create_if_missing(true)
-            .busy_timeout(ACQUIRE_TIMEOUT);
+            .busy_timeout(ACQUIRE_TIMEOUT)
+            // WAL: readers do not wait for the writer, and a commit is one
+            // append, not a rewrite of the journal.
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+        // One connection: SQLite takes one writer at a time anyway, and
+        // writers waiting on each other sleep in growing steps (SQLITE_BUSY).
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
