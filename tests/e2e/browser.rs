@@ -32,17 +32,7 @@ fn chromium_websocket_and_eventsource_with_automatic_reconnect() {
         // the server ends each SSE stream after 2 s; EventSource reconnects
         ("HERALD_SSE_MAX_DURATION_SECS", "2"),
     ]);
-    let herald = Herald::start(
-        "standalone",
-        &env,
-        &[
-            "standalone",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ],
-    );
+    let herald = Herald::standalone(&env);
     let token = herald_output(
         &env,
         &["token", "--user", "browser", "--channels", "browser:*"],

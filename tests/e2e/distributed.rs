@@ -26,21 +26,9 @@ fn cluster() -> Cluster {
         ("HERALD_SUBJECT_PREFIX", &prefix),
         ("HERALD_HISTORY_STORAGE", "memory"),
     ]);
-    let routing = Herald::start(
-        "routing",
-        &env,
-        &["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
-    );
-    let edge_a = Herald::start(
-        "edge-a",
-        &env,
-        &["edge", "--http", "127.0.0.1:0", "--node-id", "edge-a"],
-    );
-    let edge_b = Herald::start(
-        "edge-b",
-        &env,
-        &["edge", "--http", "127.0.0.1:0", "--node-id", "edge-b"],
-    );
+    let routing = Herald::routing("routing", &env);
+    let edge_a = Herald::edge("edge-a", &env);
+    let edge_b = Herald::edge("edge-b", &env);
     Cluster {
         routing,
         edge_a,

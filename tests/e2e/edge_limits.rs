@@ -65,17 +65,7 @@ async fn a_client_that_stops_reading_is_cut_with_4001_and_nobody_else_notices() 
         ("HERALD_API_KEYS", API_KEY),
         ("HERALD_CLIENT_QUEUE_BYTES", "262144"),
     ]);
-    let herald = Herald::start(
-        "standalone",
-        &env,
-        &[
-            "standalone",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ],
-    );
+    let herald = Herald::standalone(&env);
     let channel = "load:room";
 
     // The slow one: a tiny receive buffer, and after subscribing it never
@@ -187,17 +177,7 @@ async fn a_burst_of_connections_beyond_the_rate_gets_503_quickly() {
         ("HERALD_API_KEYS", API_KEY),
         ("HERALD_CONNECTION_RATE", "20"),
     ]);
-    let herald = Herald::start(
-        "standalone",
-        &env,
-        &[
-            "standalone",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ],
-    );
+    let herald = Herald::standalone(&env);
     let token = token(&env, "burst");
     let started = std::time::Instant::now();
     let attempts = (0..100).map(|_| {
@@ -327,13 +307,9 @@ async fn sigterm_drains_a_thousand_clients_to_another_edge_without_loss() {
         ("HERALD_MAX_CONNECTIONS_PER_USER", "2000"),
     ]);
     let _cleanup = StreamCleanup(prefix);
-    let routing = Herald::start(
-        "routing",
-        &env,
-        &["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
-    );
-    let mut edge_a = Herald::start("edge-a", &env, &["edge", "--http", "127.0.0.1:0"]);
-    let edge_b = Herald::start("edge-b", &env, &["edge", "--http", "127.0.0.1:0"]);
+    let routing = Herald::routing("routing", &env);
+    let mut edge_a = Herald::edge("edge-a", &env);
+    let edge_b = Herald::edge("edge-b", &env);
     let token = token(&env, "crowd");
 
     let until = Arc::new(AtomicU64::new(0));

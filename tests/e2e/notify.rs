@@ -170,17 +170,9 @@ async fn cluster(f: &Fakes, extra: &str) -> Cluster {
     pairs.push(("HERALD_PRESENCE_URL", presence_url.as_str()));
     pairs.push(("HERALD_DATABASE_URL", db.url.as_str()));
     let env = Env::new(&pairs);
-    let routing = Herald::start(
-        "routing",
-        &env,
-        &["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
-    );
-    let edge = Herald::start("edge", &env, &["edge", "--http", "127.0.0.1:0"]);
-    let notify = Herald::start(
-        "notify",
-        &env,
-        &["notify", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
-    );
+    let routing = Herald::routing("routing", &env);
+    let edge = Herald::edge("edge", &env);
+    let notify = Herald::notify("notify", &env);
     Cluster {
         env,
         routing,
@@ -543,11 +535,7 @@ async fn killing_notify_mid_batch_loses_no_job_and_duplicates_keep_their_apns_id
     })
     .await;
     c.notify.kill();
-    let restarted = Herald::start(
-        "notify-2",
-        &c.env,
-        &["notify", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
-    );
+    let restarted = Herald::notify("notify-2", &c.env);
     let expected: HashMap<String, String> = jobs
         .iter()
         .map(|(job, device)| (herald_notify_apns_id(job, device), job.clone()))
@@ -664,17 +652,7 @@ async fn standalone_pushes_through_sqlite_and_its_own_queue() {
         ("HERALD_API_KEYS", API_KEY),
         ("HERALD_CONFIG", config.to_str().unwrap()),
     ]);
-    let herald = Herald::start(
-        "standalone",
-        &env,
-        &[
-            "standalone",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ],
-    );
+    let herald = Herald::standalone(&env);
     let api = herald.http();
     register(
         &api,
@@ -825,11 +803,7 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
         ("HERALD_CONFIG", config.to_str().unwrap()),
         ("HERALD_DATABASE_URL", url.as_str()),
     ]);
-    let notify = Herald::start(
-        "notify",
-        &env,
-        &["notify", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
-    );
+    let notify = Herald::notify("notify", &env);
     let api = notify.http();
 
     // Registrations keep coming until well after PostgreSQL is back.

@@ -81,27 +81,11 @@ async fn presence_is_right_across_edges_replicas_and_failures() {
     let presence_url = format!("http://{}", presence_a.grpc.unwrap());
     let mut routing_pairs = pairs.clone();
     routing_pairs.push(("HERALD_PRESENCE_URL", presence_url.as_str()));
-    let routing = Herald::start(
-        "routing",
-        &Env::new(&routing_pairs),
-        &["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
-    );
+    let routing = Herald::routing("routing", &Env::new(&routing_pairs));
     let edge_env = Env::new(&routing_pairs);
-    let edge1 = Herald::start(
-        "edge-1",
-        &edge_env,
-        &["edge", "--http", "127.0.0.1:0", "--node-id", "e1"],
-    );
-    let mut edge2 = Herald::start(
-        "edge-2",
-        &edge_env,
-        &["edge", "--http", "127.0.0.1:0", "--node-id", "e2"],
-    );
-    let edge3 = Herald::start(
-        "edge-3",
-        &edge_env,
-        &["edge", "--http", "127.0.0.1:0", "--node-id", "e3"],
-    );
+    let edge1 = Herald::edge("e1", &edge_env);
+    let mut edge2 = Herald::edge("e2", &edge_env);
+    let edge3 = Herald::edge("e3", &edge_env);
 
     // alice on edges 1 and 3 (two devices), bob on 2, carol on 3
     let (alice1, _) = Client::connect(&edge1.ws(), &token(&env, "alice"))

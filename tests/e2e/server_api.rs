@@ -32,17 +32,7 @@ fn every_method_from_grpcio_and_httpx_against_standalone() {
         ("HERALD_API_KEYS", API_KEY),
         ("HERALD_CONFIG", config.to_str().unwrap()),
     ]);
-    let herald = Herald::start(
-        "standalone",
-        &env,
-        &[
-            "standalone",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ],
-    );
+    let herald = Herald::standalone(&env);
     let grpc = herald.grpc.expect("gRPC address").to_string();
     let out = run_python(
         "server_api.py",
@@ -72,12 +62,8 @@ fn every_method_from_grpcio_and_httpx_against_routing_on_nats() {
         ("HERALD_HISTORY_STORAGE", "memory"),
     ]);
     let _cleanup = StreamCleanup(prefix.clone());
-    let routing = Herald::start(
-        "routing",
-        &env,
-        &["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
-    );
-    let edge = Herald::start("edge", &env, &["edge", "--http", "127.0.0.1:0"]);
+    let routing = Herald::routing("routing", &env);
+    let edge = Herald::edge("edge", &env);
     let grpc = routing.grpc.expect("gRPC address").to_string();
     let out = run_python(
         "server_api.py",

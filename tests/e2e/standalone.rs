@@ -14,17 +14,7 @@ fn env() -> Env {
 #[test]
 fn python_websockets_client_receives_an_api_publish() {
     let env = env();
-    let herald = Herald::start(
-        "standalone",
-        &env,
-        &[
-            "standalone",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ],
-    );
+    let herald = Herald::standalone(&env);
     let token = herald_output(&env, &["token", "--user", "alice", "--channels", "chat:*"]);
     let out = run_python(
         "ws_receive_api_publish.py",
@@ -39,17 +29,7 @@ fn python_websockets_client_receives_an_api_publish() {
 #[tokio::test]
 async fn publishing_without_a_valid_api_key_is_refused_and_stores_nothing() {
     let env = env();
-    let herald = Herald::start(
-        "standalone",
-        &env,
-        &[
-            "standalone",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ],
-    );
+    let herald = Herald::standalone(&env);
     let http = http_client();
     let body = json!({"channel": "chat:locked", "data": {"x": 1}});
     let url = format!("{}/api/publish", herald.http());
@@ -106,17 +86,7 @@ fn a_bad_setting_fails_start_up_with_one_line_naming_it() {
 #[test]
 fn sigterm_stops_standalone_cleanly() {
     let env = env();
-    let mut herald = Herald::start(
-        "standalone",
-        &env,
-        &[
-            "standalone",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ],
-    );
+    let mut herald = Herald::standalone(&env);
     let status = herald
         .terminate(std::time::Duration::from_secs(15))
         .expect("exits after SIGTERM");

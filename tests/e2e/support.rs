@@ -132,6 +132,48 @@ impl Herald {
         }
     }
 
+    /// `herald standalone` on free ports.
+    pub fn standalone(env: &Env) -> Herald {
+        Herald::start(
+            "standalone",
+            env,
+            &[
+                "standalone",
+                "--http",
+                "127.0.0.1:0",
+                "--grpc",
+                "127.0.0.1:0",
+            ],
+        )
+    }
+
+    /// `herald routing` on free ports.
+    pub fn routing(name: &str, env: &Env) -> Herald {
+        Herald::start(
+            name,
+            env,
+            &["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+        )
+    }
+
+    /// `herald edge` on a free port, named `node` in the cluster.
+    pub fn edge(node: &str, env: &Env) -> Herald {
+        Herald::start(
+            node,
+            env,
+            &["edge", "--http", "127.0.0.1:0", "--node-id", node],
+        )
+    }
+
+    /// `herald notify` on free ports.
+    pub fn notify(name: &str, env: &Env) -> Herald {
+        Herald::start(
+            name,
+            env,
+            &["notify", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -48,17 +48,7 @@ async fn spans_are_exported_over_otlp() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ]);
-    let herald = Herald::start(
-        "standalone",
-        &env,
-        &[
-            "standalone",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ],
-    );
+    let herald = Herald::standalone(&env);
     let response = http_client()
         .post(format!("{}/api/publish", herald.http()))
         .bearer_auth("otlp-test-key")

@@ -13,17 +13,7 @@ fn token(env: &Env) -> String {
 
 fn resume_standalone(transport: &str) {
     let env = Env::new(&[("HERALD_JWT_SECRET", SECRET), ("HERALD_API_KEYS", API_KEY)]);
-    let herald = Herald::start(
-        "standalone",
-        &env,
-        &[
-            "standalone",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ],
-    );
+    let herald = Herald::standalone(&env);
     let channel = format!("resume:{transport}");
     let out = run_python(
         "resume.py",
@@ -52,12 +42,8 @@ fn resume_distributed(transport: &str) {
         ("HERALD_HISTORY_STORAGE", "memory"),
     ]);
     let _cleanup = StreamCleanup(prefix);
-    let routing = Herald::start(
-        "routing",
-        &env,
-        &["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
-    );
-    let edge = Herald::start("edge", &env, &["edge", "--http", "127.0.0.1:0"]);
+    let routing = Herald::routing("routing", &env);
+    let edge = Herald::edge("edge", &env);
     let channel = format!("resume:{transport}");
     let out = run_python(
         "resume.py",

@@ -2,39 +2,17 @@
 //! `POST /typing`) share: the bearer token, the channel list, and JSON
 //! error answers.
 
-use axum::Json;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 use herald_core::auth::Claims;
 use herald_core::channel::Channel;
 use herald_core::protocol::{ErrorBody, ErrorCode};
-use serde::Serialize;
 
 use crate::Edge;
 use crate::commands::subscribe::MAX_SUBSCRIPTIONS;
 
-/// An error answer: `{"error":{…}}` with its HTTP status.
-pub(crate) struct HttpError(pub ErrorBody);
-
-impl From<ErrorBody> for HttpError {
-    fn from(e: ErrorBody) -> Self {
-        HttpError(e)
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: ErrorBody,
-        }
-        let status = match self.0.code {
-            ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
-            code => StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
-        };
-        (status, Json(Body { error: self.0 })).into_response()
-    }
-}
+/// An error answer: `{"error":{…}}` with its HTTP status — the same as
+/// the server APIs'.
+pub(crate) use herald_proto::http::ApiError as HttpError;
 
 /// The client's token: `Authorization: Bearer …`, else `token=`.
 pub(crate) fn authenticate(

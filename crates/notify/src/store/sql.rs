@@ -115,6 +115,39 @@ where
     })
 }
 
+/// Applies the migrations not yet applied, inside the transaction `$tx`
+/// (the same statements on both databases; a macro because sqlx's
+/// executors are typed per database).
+macro_rules! apply_migrations {
+    ($tx:ident) => {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS herald_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        )
+        .execute(&mut *$tx)
+        .await
+        .map_err(unavailable)?;
+        for (version, statement) in MIGRATIONS {
+            let done = sqlx::query("SELECT 1 FROM herald_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *$tx)
+                .await
+                .map_err(unavailable)?;
+            if done.is_none() {
+                sqlx::query(*statement)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(unavailable)?;
+                sqlx::query("INSERT INTO herald_migrations (version, applied_ms) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(now_ms())
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+    };
+}
+
 macro_rules! sql_store {
     ($name:ident, $pool:ty) => {
         /// The token store over this database.
@@ -302,31 +335,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS herald_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        for (version, statement) in MIGRATIONS {
-            let done = sqlx::query("SELECT 1 FROM herald_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            if done.is_none() {
-                sqlx::query(*statement)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                sqlx::query("INSERT INTO herald_migrations (version, applied_ms) VALUES ($1, $2)")
-                    .bind(version)
-                    .bind(now_ms())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-            }
-        }
+        apply_migrations!(tx);
         tx.commit().await.map_err(unavailable)
     }
 }
@@ -357,31 +366,7 @@ impl SqliteStore {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS herald_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        for (version, statement) in MIGRATIONS {
-            let done = sqlx::query("SELECT 1 FROM herald_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            if done.is_none() {
-                sqlx::query(*statement)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                sqlx::query("INSERT INTO herald_migrations (version, applied_ms) VALUES ($1, $2)")
-                    .bind(version)
-                    .bind(now_ms())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-            }
-        }
+        apply_migrations!(tx);
         tx.commit().await.map_err(unavailable)
     }
 }
