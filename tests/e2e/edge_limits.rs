@@ -2,7 +2,7 @@
 //! connections, and a drain on SIGTERM with a thousand clients.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -238,10 +238,12 @@ async fn follow(
     edge_b: String,
     token: String,
     channel: &'static str,
+    subscribed: Arc<AtomicUsize>,
     until: Arc<AtomicU64>,
 ) -> (Vec<u64>, std::time::Instant) {
     let (mut client, _) = Client::connect(&edge_a, &token).await.unwrap();
     let sub = client.subscribe(channel).await.unwrap();
+    subscribed.fetch_add(1, Ordering::AcqRel);
     let mut position = StreamPosition {
         offset: sub.offset,
         epoch: sub.epoch,
@@ -313,6 +315,7 @@ async fn sigterm_drains_a_thousand_clients_to_another_edge_without_loss() {
     let token = token(&env, "crowd");
 
     let until = Arc::new(AtomicU64::new(0));
+    let subscribed = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(tokio::spawn(follow(
@@ -320,6 +323,7 @@ async fn sigterm_drains_a_thousand_clients_to_another_edge_without_loss() {
             edge_b.ws(),
             token.clone(),
             CHANNEL,
+            subscribed.clone(),
             until.clone(),
         )));
     }
@@ -339,13 +343,12 @@ async fn sigterm_drains_a_thousand_clients_to_another_edge_without_loss() {
             last
         })
     };
-    // everyone is connected and receiving when a publication reaches edge A's
-    // subscribers; give the crowd time to connect first
+    // the whole crowd is subscribed on edge A before the drain begins
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while edge_open_connections(&edge_a).await < CLIENTS {
+    while subscribed.load(Ordering::Acquire) < CLIENTS {
         assert!(
             std::time::Instant::now() < deadline,
-            "clients did not all connect"
+            "clients did not all subscribe"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
