@@ -1,5 +1,6 @@
-//! A real browser — Debian's Chromium driven by playwright-core — using its
-//! own `WebSocket` and `EventSource` against `herald standalone`.
+//! A real browser — Debian's Chromium driven by playwright-core — against
+//! `herald standalone`: its own `WebSocket` and `EventSource`, and the
+//! browser SDK served at `/herald.js`.
 
 use std::process::Command;
 
@@ -24,34 +25,67 @@ fn node_modules() -> String {
     })
 }
 
-#[test]
-fn chromium_websocket_and_eventsource_with_automatic_reconnect() {
-    let env = Env::new(&[
+/// A standalone Herald whose SSE streams end every 2 s, so browsers
+/// reconnect during the tests.
+fn env() -> Env {
+    Env::new(&[
         ("HERALD_JWT_SECRET", SECRET),
         ("HERALD_API_KEYS", API_KEY),
-        // the server ends each SSE stream after 2 s; EventSource reconnects
         ("HERALD_SSE_MAX_DURATION_SECS", "2"),
-    ]);
+    ])
+}
+
+/// Runs `tests/browser/<script>` with node and checks it said `ok: <done>`.
+fn run_script(script: &str, args: &[&str], done: &str) {
+    let output = Command::new("node")
+        .arg(repo_root().join("tests/browser").join(script))
+        .arg(node_modules())
+        .args(args)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains(&format!("ok: {done}")),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{stdout}");
+}
+
+#[test]
+fn chromium_websocket_and_eventsource_with_automatic_reconnect() {
+    let env = env();
     let herald = Herald::standalone(&env);
     let token = herald_output(
         &env,
         &["token", "--user", "browser", "--channels", "browser:*"],
     );
-    let output = Command::new("node")
-        .arg(repo_root().join("tests/browser/transports.mjs"))
-        .args([
-            &node_modules(),
-            &herald.http(),
-            &herald.http(),
-            API_KEY,
-            &token,
-        ])
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("ok: browser"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_script(
+        "transports.mjs",
+        &[&herald.http(), &herald.http(), API_KEY, &token],
+        "browser",
     );
+}
+
+#[test]
+fn chromium_sdk_falls_back_resumes_without_loss_and_sends_commands() {
+    let env = env();
+    let herald = Herald::standalone(&env);
+    let token = herald_output(
+        &env,
+        &[
+            "token",
+            "--user",
+            "sdk",
+            "--channels",
+            "sdk:*",
+            "--publish",
+            "sdk:*",
+        ],
+    );
+    let other = herald_output(
+        &env,
+        &["token", "--user", "sdk-other", "--channels", "sdk:*"],
+    );
+    run_script("sdk.mjs", &[&herald.http(), API_KEY, &token, &other], "sdk");
 }

@@ -7,6 +7,7 @@ mod commands;
 mod control;
 mod cursor;
 mod http_client;
+mod http_commands;
 mod hub;
 mod outbox;
 mod poll;
@@ -15,6 +16,7 @@ mod rate;
 mod routing_client;
 mod session;
 mod sse;
+mod web;
 mod ws;
 
 use std::net::SocketAddr;
@@ -261,13 +263,15 @@ impl Edge {
     }
 
     /// The client-facing routes: `/ws`, `/sse`, `/poll`, `/publish`,
-    /// `/typing`, `/healthz`, `/readyz`.
+    /// `/typing`, `/presence`, `/healthz`, `/readyz`.
     pub fn router(self: &Arc<Self>) -> Router {
         let clients = Router::new()
             .route("/sse", get(sse::stream))
             .route("/poll", get(poll::poll))
-            .route("/publish", post(poll::http_publish))
-            .route("/typing", post(poll::http_typing))
+            .route("/publish", post(http_commands::publish))
+            .route("/typing", post(http_commands::typing))
+            .route("/presence", post(http_commands::presence))
+            .route("/herald.js", get(web::sdk))
             .layer(self.cors());
         Router::new()
             .route("/ws", get(ws::upgrade))

@@ -2,13 +2,10 @@
 //! `GET /poll?channels=a,b&cursor=…&timeout=25` answers as soon as anything
 //! is past the cursor (at once if something already is), or 204 after the
 //! timeout. Without a cursor it answers at once with the current position.
-//! `POST /publish` and `POST /typing` serve SSE and long-poll clients.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,11 +15,9 @@ use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
 use herald_core::route::HistoryQuery;
 use herald_core::shutdown::Shutdown;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::Edge;
 use crate::commands::subscribe::join;
-use crate::commands::{publish, typing};
 use crate::cursor::Cursor;
 use crate::http_client::{HttpError, authenticate, channels};
 use crate::outbox::Delivery;
@@ -204,53 +199,4 @@ async fn current_position(edge: &Edge, channels: &[Channel]) -> Result<Response,
         cursor.set(channel, offset, &epoch);
     }
     Ok(json_answer(&[], &cursor, &[]))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PublishBody {
-    channel: Channel,
-    data: Box<RawValue>,
-}
-
-/// `POST /publish` with the client's bearer token.
-pub(crate) async fn http_publish(
-    State(edge): State<Arc<Edge>>,
-    headers: HeaderMap,
-    body: Result<Json<PublishBody>, JsonRejection>,
-) -> Response {
-    let result = async {
-        let claims = authenticate(&edge, &headers, None)?;
-        let Json(body) = body.map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.body_text()))?;
-        Ok::<_, HttpError>(publish::publish(&edge, &claims, body.channel, body.data).await?)
-    }
-    .await;
-    match result {
-        Ok(ok) => Json(ok).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TypingBody {
-    channel: Channel,
-}
-
-/// `POST /typing` with the client's bearer token.
-pub(crate) async fn http_typing(
-    State(edge): State<Arc<Edge>>,
-    headers: HeaderMap,
-    body: Result<Json<TypingBody>, JsonRejection>,
-) -> Response {
-    let result = async {
-        let claims = authenticate(&edge, &headers, None)?;
-        let Json(body) = body.map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.body_text()))?;
-        Ok::<_, HttpError>(typing::typing(&edge, &claims, body.channel).await?)
-    }
-    .await;
-    match result {
-        Ok(ok) => Json(ok).into_response(),
-        Err(e) => e.into_response(),
-    }
 }

@@ -1,8 +1,11 @@
 //! `presence`: who is in a channel, across every edge (asked of the
 //! presence service).
 
+use herald_core::auth::Claims;
+use herald_core::channel::Channel;
 use herald_core::protocol::{ChannelCommand, ErrorBody, ErrorCode, PresenceOk};
 
+use crate::Edge;
 use crate::session::Session;
 
 pub(crate) async fn run(
@@ -10,20 +13,28 @@ pub(crate) async fn run(
     command: ChannelCommand,
 ) -> Result<PresenceOk, ErrorBody> {
     let claims = session.claims()?;
-    let channel = command.channel;
+    presence(&session.edge, claims, command.channel).await
+}
+
+/// The presence query of any transport (WebSocket command, `POST /presence`).
+pub(crate) async fn presence(
+    edge: &Edge,
+    claims: &Claims,
+    channel: Channel,
+) -> Result<PresenceOk, ErrorBody> {
     if !claims.may_subscribe(&channel) {
         return Err(ErrorBody::new(
             ErrorCode::PermissionDenied,
             format!("not allowed in `{channel}`"),
         ));
     }
-    if !session.edge.config.namespace(&channel)?.presence {
+    if !edge.config.namespace(&channel)?.presence {
         return Err(ErrorBody::new(
             ErrorCode::PermissionDenied,
             format!("presence is off for `{channel}`"),
         ));
     }
-    let Some(lookup) = session.edge.presence_lookup() else {
+    let Some(lookup) = edge.presence_lookup() else {
         return Err(ErrorBody::new(
             ErrorCode::Internal,
             "no presence service is configured (HERALD_PRESENCE_URL)",

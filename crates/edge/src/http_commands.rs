@@ -1,0 +1,86 @@
+//! `POST /publish`, `POST /typing` and `POST /presence`: the commands of
+//! SSE and long-poll clients, which have no socket to send them on. Same
+//! bearer token, same checks and same answers as the WebSocket commands.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use herald_core::auth::Claims;
+use herald_core::channel::Channel;
+use herald_core::protocol::{ErrorBody, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::Edge;
+use crate::commands::{presence, publish, typing};
+use crate::http_client::{HttpError, authenticate};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishBody {
+    channel: Channel,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChannelBody {
+    channel: Channel,
+}
+
+pub(crate) async fn publish(
+    State(edge): State<Arc<Edge>>,
+    headers: HeaderMap,
+    body: Result<Json<PublishBody>, JsonRejection>,
+) -> Response {
+    match authorized(&edge, &headers, body) {
+        Ok((claims, body)) => {
+            respond(publish::publish(&edge, &claims, body.channel, body.data).await)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) async fn typing(
+    State(edge): State<Arc<Edge>>,
+    headers: HeaderMap,
+    body: Result<Json<ChannelBody>, JsonRejection>,
+) -> Response {
+    match authorized(&edge, &headers, body) {
+        Ok((claims, body)) => respond(typing::typing(&edge, &claims, body.channel).await),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) async fn presence(
+    State(edge): State<Arc<Edge>>,
+    headers: HeaderMap,
+    body: Result<Json<ChannelBody>, JsonRejection>,
+) -> Response {
+    match authorized(&edge, &headers, body) {
+        Ok((claims, body)) => respond(presence::presence(&edge, &claims, body.channel).await),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The caller's claims (from `Authorization: Bearer`) and the parsed body.
+fn authorized<B>(
+    edge: &Edge,
+    headers: &HeaderMap,
+    body: Result<Json<B>, JsonRejection>,
+) -> Result<(Claims, B), HttpError> {
+    let claims = authenticate(edge, headers, None)?;
+    let Json(body) = body.map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.body_text()))?;
+    Ok((claims, body))
+}
+
+fn respond<T: Serialize>(result: Result<T, ErrorBody>) -> Response {
+    match result {
+        Ok(ok) => Json(ok).into_response(),
+        Err(e) => HttpError(e).into_response(),
+    }
+}
