@@ -89,3 +89,10 @@ fn chromium_sdk_falls_back_resumes_without_loss_and_sends_commands() {
     );
     run_script("sdk.mjs", &[&herald.http(), API_KEY, &token, &other], "sdk");
 }
+
+#[test]
+fn chromium_demo_chat_works_out_of_the_box() {
+    // no secrets at all: what `herald standalone` is on a first run
+    let herald = Herald::standalone(&Env::new(&[]));
+    run_script("demo.mjs", &[&herald.http()], "demo");
+}

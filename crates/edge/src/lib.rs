@@ -47,6 +47,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use hub::Hub;
 pub use outbox::{Delivery, Inbox, Outbox, PushKind};
 pub use routing_client::RoutingClient;
+pub use web::demo_tokens;
 
 /// (user, channel) typing buckets kept at most.
 const TYPING_LIMITS_KEPT: usize = 100_000;
@@ -272,6 +273,7 @@ impl Edge {
             .route("/typing", post(http_commands::typing))
             .route("/presence", post(http_commands::presence))
             .route("/herald.js", get(web::sdk))
+            .route("/", get(web::demo))
             .layer(self.cors());
         Router::new()
             .route("/ws", get(ws::upgrade))

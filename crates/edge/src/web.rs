@@ -1,9 +1,23 @@
 //! What the edge serves to browsers besides the transports: the browser
-//! SDK at `/herald.js`. The files live in the repository (`clients/js`) and
-//! are compiled in, so every edge serves the SDK of its own version.
+//! SDK at `/herald.js` and the demo chat at `/`. The files live in the
+//! repository (`clients/js`, `web/`) and are compiled in, so every edge
+//! serves the SDK of its own version.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use herald_core::auth::TokenSigner;
+use herald_core::channel::Channel;
+use herald_core::protocol::{ErrorBody, ErrorCode};
+
+use herald_proto::http::bad_request;
+
+use crate::http_client::HttpError;
 
 const SDK: &str = include_str!("../../../clients/js/herald.js");
 
@@ -26,3 +40,58 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     )
         .into_response()
 }
+
+/// `GET /`: the demo chat, built on the SDK.
+pub(crate) async fn demo() -> Response {
+    asset(DEMO, "text/html; charset=utf-8")
+}
+
+const DEMO: &str = include_str!("../../../web/index.html");
+
+/// Longest user name the demo mints a token for.
+const MAX_DEMO_USER: usize = 32;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoTokenRequest {
+    user: String,
+}
+
+/// `POST /demo/token {"user":"alice"}` → `{"token":"…"}`: a one-hour token
+/// for the `chat:` namespace. Only for a server that runs with the built-in
+/// development secret — which anyone can read in Herald's source, so this
+/// gives away nothing that was not already public — so that the demo works
+/// with no setup.
+pub fn demo_tokens(signer: TokenSigner) -> Router {
+    let signer = Arc::new(signer);
+    Router::new().route(
+        "/demo/token",
+        post(
+            async move |body: Result<Json<DemoTokenRequest>, JsonRejection>| {
+                let user = match body {
+                    Ok(Json(body)) => body.user,
+                    Err(e) => return bad_request(e.body_text()).into_response(),
+                };
+                let valid = !user.is_empty()
+                    && user.len() <= MAX_DEMO_USER
+                    && user
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    && Channel::personal(&user).is_ok();
+                if !valid {
+                    return bad_request(format!(
+                        "a user name is 1–{MAX_DEMO_USER} letters, digits, `_` or `-`"
+                    ))
+                    .into_response();
+                }
+                let patterns = ["chat:*".to_owned()];
+                match signer.mint(&user, &patterns, &patterns, DEMO_TOKEN_TTL) {
+                    Ok(token) => Json(serde_json::json!({ "token": token })).into_response(),
+                    Err(e) => HttpError(ErrorBody::new(ErrorCode::Internal, e.0)).into_response(),
+                }
+            },
+        ),
+    )
+}
+
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(3600);

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use herald_core::Config;
+use herald_core::auth::{JwtAlgorithm, TokenSigner};
 use herald_core::bus::{Bus, MemoryBus};
+use herald_core::config::DEV_JWT_SECRET;
 use herald_core::history::MemoryHistory;
 use herald_core::shutdown::Shutdown;
 use herald_core::work_queue::{MemoryWorkQueue, WorkQueue};
@@ -87,6 +89,14 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
             notify.notify.clone(),
             keys.clone(),
         ));
+    // With the public development secret anyone can mint tokens anyway; the
+    // demo chat at `/` gets them from here so it works with no setup.
+    let app = if dev_secret {
+        let signer = TokenSigner::new(JwtAlgorithm::HS256, DEV_JWT_SECRET.as_bytes())?;
+        app.merge(herald_edge::demo_tokens(signer))
+    } else {
+        app
+    };
 
     let default_addr: SocketAddr = if dev_secret {
         ([127, 0, 0, 1], 8080).into()
