@@ -1,7 +1,8 @@
 // The demo chat at `/` of `herald standalone` with no configuration, as a
 // new user first sees it: two people join by name, see each other online,
 // see each other typing, talk; one leaves, messages arrive meanwhile, and
-// coming back shows them.
+// coming back shows them. Then the admin dashboard, opened with the
+// development API key, shows both connections and every service.
 //
 // usage: node demo.mjs NODE_MODULES EDGE_HTTP
 import { createRequire } from 'node:module';
@@ -53,6 +54,9 @@ try {
   await bob.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('hello bob')));
   await say(bob, 'hi alice');
   await alice.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('hi alice')));
+  // (bob leaves once his own message is back on his screen: what he has
+  // not seen yet would rightly be shown again when he returns)
+  await bob.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('hi alice')));
 
   // bob leaves; alice sees it and talks on
   await bob.close();
@@ -69,6 +73,22 @@ try {
   if (JSON.stringify(seen) !== JSON.stringify(expected)) {
     throw new Error(`bob on his return saw ${JSON.stringify(seen)}, expected ${JSON.stringify(expected)}`);
   }
+  // the dashboard: a wrong key is refused, the development key opens it
+  const admin = await (await browser.newContext()).newPage();
+  admin.setDefaultTimeout(TIMEOUT);
+  await admin.goto(`${edge}/admin`);
+  await admin.fill('#key', 'not-the-key');
+  await admin.click('#login button');
+  await admin.waitForFunction(() => document.querySelector('#error').textContent.includes('invalid API key'));
+  await admin.fill('#key', 'herald-dev-key');
+  await admin.click('#login button');
+  await admin.waitForFunction(() => document.querySelector('#connections').textContent === '2');
+  await admin.waitForFunction(() => {
+    const services = [...document.querySelectorAll('#nodes tr td:nth-child(2)')].map((td) => td.textContent);
+    return ['edge', 'routing', 'presence', 'notify'].every((s) => services.includes(s));
+  });
+  const users = await admin.textContent('#users');
+  if (users !== '2') throw new Error(`dashboard users ${users}`);
   console.log('ok: demo');
 } finally {
   await browser.close();

@@ -5,6 +5,7 @@ mod browser;
 mod distributed;
 mod edge_limits;
 mod notify;
+mod operations;
 mod presence;
 mod server_api;
 mod standalone;

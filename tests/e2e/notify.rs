@@ -160,11 +160,7 @@ async fn cluster(f: &Fakes, extra: &str) -> Cluster {
         ("HERALD_CONFIG", config.to_str().unwrap()),
         ("RUST_LOG", "info,herald_notify=debug"),
     ];
-    let presence = Herald::start(
-        "presence",
-        &Env::new(&base),
-        &["presence", "--grpc", "127.0.0.1:0"],
-    );
+    let presence = Herald::presence("presence", &Env::new(&base));
     let presence_url = format!("http://{}", presence.grpc.unwrap());
     let mut pairs = base.to_vec();
     pairs.push(("HERALD_PRESENCE_URL", presence_url.as_str()));

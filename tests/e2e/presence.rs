@@ -75,9 +75,8 @@ async fn presence_is_right_across_edges_replicas_and_failures() {
     pairs.push(("HERALD_NATS_URL", nats.as_str()));
     let env = Env::new(&pairs);
     let _cleanup = StreamCleanup(prefix.clone());
-    let presence_args = ["presence", "--grpc", "127.0.0.1:0"];
-    let presence_a = Herald::start("presence-a", &env, &presence_args);
-    let mut presence_b = Herald::start("presence-b", &env, &presence_args);
+    let presence_a = Herald::presence("presence-a", &env);
+    let mut presence_b = Herald::presence("presence-b", &env);
     let presence_url = format!("http://{}", presence_a.grpc.unwrap());
     let mut routing_pairs = pairs.clone();
     routing_pairs.push(("HERALD_PRESENCE_URL", presence_url.as_str()));
@@ -159,7 +158,7 @@ async fn presence_is_right_across_edges_replicas_and_failures() {
     // A restarted replica rebuilds the whole view from the edges.
     presence_b.kill();
     let restarted = Instant::now();
-    let presence_b = Herald::start("presence-b2", &env, &presence_args);
+    let presence_b = Herald::presence("presence-b2", &env);
     both_answer(&[&presence_b], &users, &bob_gone, Duration::from_secs(5));
     assert!(restarted.elapsed() < Duration::from_secs(5));
 

@@ -156,6 +156,15 @@ impl Herald {
         )
     }
 
+    /// `herald presence` on free ports.
+    pub fn presence(name: &str, env: &Env) -> Herald {
+        Herald::start(
+            name,
+            env,
+            &["presence", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+        )
+    }
+
     /// `herald edge` on a free port, named `node` in the cluster.
     pub fn edge(node: &str, env: &Env) -> Herald {
         Herald::start(

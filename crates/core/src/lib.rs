@@ -8,6 +8,7 @@ pub mod bus;
 pub mod channel;
 pub mod config;
 pub mod history;
+pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod route;

@@ -47,6 +47,16 @@ impl Subjects {
         Channel::from_subject_token(token)
     }
 
+    /// `herald.stats.<node>`: a service instance's numbers, once a second.
+    pub fn stats(&self, node: &str) -> String {
+        format!("{}.stats.{node}", self.prefix)
+    }
+
+    /// Every node's stats.
+    pub fn stats_all(&self) -> String {
+        format!("{}.stats.*", self.prefix)
+    }
+
     /// `herald.route.publish`: client publishes from edges to routing.
     pub fn route_publish(&self) -> String {
         format!("{}.route.publish", self.prefix)

@@ -33,6 +33,8 @@ impl Drop for Permit {
 pub struct Refused {
     pub retry_after: Duration,
     pub reason: &'static str,
+    /// A short name of the reason, for metrics.
+    pub kind: &'static str,
 }
 
 impl Admission {
@@ -56,6 +58,7 @@ impl Admission {
                 // Spread retries out so they do not return together.
                 retry_after: Duration::from_secs(rand::random_range(1..=5)),
                 reason: "this server is at its connection limit",
+                kind: "limit",
             });
         }
         let mut bucket = self
@@ -69,6 +72,7 @@ impl Admission {
             return Err(Refused {
                 retry_after: wait.max(Duration::from_secs(1)),
                 reason: "too many new connections; retry later",
+                kind: "rate",
             });
         }
         Ok(Permit {

@@ -60,6 +60,11 @@ impl Users {
         conns.len()
     }
 
+    /// Users with a connection here.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     pub fn online<'a>(&self, candidates: impl Iterator<Item = &'a String>) -> HashSet<String> {
         let users = self.lock();
         candidates

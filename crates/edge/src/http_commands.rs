@@ -81,6 +81,9 @@ fn authorized<B>(
 fn respond<T: Serialize>(result: Result<T, ErrorBody>) -> Response {
     match result {
         Ok(ok) => Json(ok).into_response(),
-        Err(e) => HttpError(e).into_response(),
+        Err(e) => {
+            crate::stats::client_error(e.code);
+            HttpError(e).into_response()
+        }
     }
 }

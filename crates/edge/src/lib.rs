@@ -2,6 +2,7 @@
 //! subscriptions, forwards their publishes to routing and delivers live
 //! publications. Edge processes hold no state but their connections.
 
+mod admin;
 mod admission;
 mod commands;
 mod control;
@@ -16,6 +17,7 @@ mod rate;
 mod routing_client;
 mod session;
 mod sse;
+mod stats;
 mod web;
 mod ws;
 
@@ -87,8 +89,12 @@ pub struct Edge {
     /// Connected users and, per connection, the signal that closes it.
     pub(crate) users: control::Users,
     pub(crate) admission: Arc<admission::Admission>,
-    /// Connections cut for not keeping up (4001), since start.
-    pub(crate) slow_consumers: std::sync::atomic::AtomicU64,
+    /// Counters of the hot path, exported once a second.
+    pub(crate) stats: stats::EdgeStats,
+    /// Every node's numbers, for the dashboard.
+    pub(crate) cluster: admin::Cluster,
+    /// Keys that open the dashboard (the server API keys).
+    pub(crate) admin_keys: std::sync::OnceLock<herald_core::api_key::ApiKeys>,
     /// What this edge tells the presence service.
     pub(crate) reporter: Arc<presence_report::PresenceReporter>,
     /// Where `presence` queries go (the presence service).
@@ -120,7 +126,12 @@ impl Edge {
             connections: TaskTracker::new(),
             users: control::Users::default(),
             admission: admission::Admission::new(config.max_connections, config.connection_rate),
-            slow_consumers: std::sync::atomic::AtomicU64::new(0),
+            stats: {
+                herald_core::metrics::install();
+                stats::EdgeStats::default()
+            },
+            cluster: admin::Cluster::default(),
+            admin_keys: std::sync::OnceLock::new(),
             reporter,
             presence: std::sync::OnceLock::new(),
             typing_limits: std::sync::Mutex::new(HashMap::new()),
@@ -138,21 +149,35 @@ impl Edge {
     /// Refusals are cheap HTTP answers, given before any other work.
     pub(crate) fn admit(&self, headers: &HeaderMap) -> Result<admission::Permit, Refusal> {
         if self.shutdown.is_triggered() {
+            stats::refused("draining");
             return Err(Refusal::Unavailable(admission::Refused {
                 reason: "draining; connect to another server",
                 retry_after: Duration::from_secs(1),
+                kind: "draining",
             }));
         }
         if !origin_allowed(&self.config.allowed_origins, headers) {
+            stats::refused("origin");
             return Err(Refusal::Origin);
         }
-        self.admission.admit().map_err(Refusal::Unavailable)
+        let permit = self.admission.admit().map_err(|refused| {
+            stats::refused(refused.kind);
+            Refusal::Unavailable(refused)
+        })?;
+        self.stats.accepted();
+        Ok(permit)
     }
 
     /// When, within the drain window, one connection is told to leave.
     pub(crate) fn drain_delay(&self) -> Duration {
         let window = Duration::from_secs(self.config.drain_window_secs);
         window.mul_f64(rand::random::<f64>())
+    }
+
+    /// The API keys that open the `/admin` dashboard; set once. Without
+    /// them the dashboard's data stays closed.
+    pub fn set_admin_keys(&self, keys: herald_core::api_key::ApiKeys) {
+        let _ = self.admin_keys.set(keys);
     }
 
     /// Client connections currently open.
@@ -176,16 +201,40 @@ impl Edge {
         shutdown: Shutdown,
     ) -> Result<Vec<JoinHandle<()>>, BusError> {
         let control = self.listen_to_control(shutdown.clone()).await?;
+        let cluster = self.listen_to_stats(shutdown.clone()).await?;
         let presence = self
             .reporter
             .run(
                 self.bus.clone(),
                 self.subjects.clone(),
                 Duration::from_secs(self.config.presence_heartbeat_secs),
-                shutdown,
+                shutdown.clone(),
             )
             .await?;
-        Ok(vec![control, presence])
+        let stats = {
+            let edge = self.clone();
+            herald_core::metrics::publish_stats(
+                self.bus.clone(),
+                self.subjects.clone(),
+                self.node_id.clone(),
+                move || edge.export_stats(),
+                shutdown.clone(),
+            )
+        };
+        Ok(vec![control, cluster, presence, stats])
+    }
+
+    /// The numbers of this edge, copied to Prometheus on the way.
+    fn export_stats(&self) -> herald_core::metrics::NodeStats {
+        stats::export(
+            &self.node_id,
+            &self.stats,
+            stats::Gauges {
+                connections: self.open_connections() as u64,
+                users: self.users.count() as u64,
+                channels: self.hub.channel_count() as u64,
+            },
+        )
     }
 
     /// Whether `user` may send another typing event to `channel` now.
@@ -274,6 +323,8 @@ impl Edge {
             .route("/presence", post(http_commands::presence))
             .route("/herald.js", get(web::sdk))
             .route("/", get(web::demo))
+            .route("/admin", get(web::admin))
+            .route("/admin/events", get(admin::events))
             .layer(self.cors());
         Router::new()
             .route("/ws", get(ws::upgrade))
@@ -363,7 +414,7 @@ async fn stats(
         "connections": edge.open_connections(),
         "channels": edge.hub.channel_count(),
         "draining": edge.shutdown.is_triggered(),
-        "slow_consumers": edge.slow_consumers.load(std::sync::atomic::Ordering::Relaxed),
+        "slow_consumers": edge.stats.slow_consumers(),
     }))
 }
 
@@ -391,6 +442,9 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeEr
             .map_err(|e| ConfigError::new("presence_url", e.0))?;
         edge.set_presence_lookup(Arc::new(client));
     }
+    if let Ok(keys) = config.api_keys(false) {
+        edge.set_admin_keys(herald_core::api_key::ApiKeys::new(keys));
+    }
     let background = edge.start(shutdown.clone()).await?;
     let addr = match config.http_addr {
         Some(a) => a,
@@ -403,7 +457,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeEr
         .map_err(|source| EdgeError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(EdgeError::Http)?;
     tracing::info!(service = "edge", addr = %local, node = %edge.node_id, "listening");
-    serve_http(listener, edge.router(), shutdown).await?;
+    let app = edge.router().merge(herald_proto::http::metrics_router());
+    serve_http(listener, app, shutdown).await?;
     edge.drained(Duration::from_secs(
         config.drain_window_secs + config.shutdown_grace_secs,
     ))

@@ -149,6 +149,7 @@ async fn answer(
     if messages.is_empty() && unrecoverable.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    edge.stats.delivered(messages.len() as u64);
     Ok(json_answer(&messages, &cursor, &unrecoverable))
 }
 

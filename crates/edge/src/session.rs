@@ -74,7 +74,10 @@ impl Session {
     pub async fn handle(&mut self, text: &str) -> Outcome {
         let frame = match decode_command(text) {
             Ok(f) => f,
-            Err(e) => return Outcome::Reply(encode(&e.into_reply())),
+            Err(e) => {
+                crate::stats::client_error(ErrorCode::BadRequest);
+                return Outcome::Reply(encode(&e.into_reply()));
+            }
         };
         // Only `pong` may come without an id, and it gets no reply.
         let id = frame.id.unwrap_or_default();
@@ -113,9 +116,12 @@ impl Session {
 pub(crate) fn reply<T: Serialize>(id: u64, result: Result<T, ErrorBody>) -> Outcome {
     Outcome::Reply(match result {
         Ok(ok) => encode(&OkReply { id, ok }),
-        Err(error) => encode(&ErrorReply {
-            id: Some(id),
-            error,
-        }),
+        Err(error) => {
+            crate::stats::client_error(error.code);
+            encode(&ErrorReply {
+                id: Some(id),
+                error,
+            })
+        }
     })
 }

@@ -220,8 +220,7 @@ async fn run(edge: Arc<Edge>, mut stream: Stream, _permit: Permit) {
     .await;
     if let Ok(Some(code)) = end {
         if code == CloseCode::SlowConsumer {
-            edge.slow_consumers
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            edge.stats.slow_consumer();
         }
         let _ = stream.send_disconnect(code).await;
     }
@@ -278,6 +277,7 @@ async fn live(
                     _ = overflow.wait() => return Ok(Some(CloseCode::SlowConsumer)),
                     sent = stream.send_delivery(&delivery) => sent?,
                 }
+                edge.stats.delivered(1);
                 next_ping = Instant::now() + PING_EVERY;
             }
             _ = sleep_until(next_ping) => {

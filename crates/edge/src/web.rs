@@ -48,6 +48,13 @@ pub(crate) async fn demo() -> Response {
 
 const DEMO: &str = include_str!("../../../web/index.html");
 
+/// `GET /admin`: the dashboard page (its data needs an API key).
+pub(crate) async fn admin() -> Response {
+    asset(ADMIN, "text/html; charset=utf-8")
+}
+
+const ADMIN: &str = include_str!("../../../web/admin.html");
+
 /// Longest user name the demo mints a token for.
 const MAX_DEMO_USER: usize = 32;
 

@@ -144,7 +144,7 @@ async fn run(edge: Arc<Edge>, mut socket: WebSocket, _permit: Permit) {
                     // write to it is stuck.
                     _ = overflow.wait() => break End::Close(CloseCode::SlowConsumer, None),
                     written = write_batch(&mut socket, first, &mut inbox, edge.config.write_batch_frames) => match written {
-                        Ok(()) => {}
+                        Ok(frames) => edge.stats.delivered(frames),
                         // Stuck for WRITE_TIMEOUT: the client is not reading.
                         Err(Stalled::Timeout) => break End::Close(CloseCode::SlowConsumer, None),
                         Err(Stalled::Closed) => break End::Gone,
@@ -176,8 +176,7 @@ async fn run(edge: Arc<Edge>, mut socket: WebSocket, _permit: Permit) {
     drop(inbox);
     if let End::Close(code, last) = end {
         if code == CloseCode::SlowConsumer {
-            edge.slow_consumers
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            edge.stats.slow_consumer();
             tracing::info!(client = %session_id, "slow consumer disconnected");
         }
         close(&mut socket, code, last).await;
@@ -248,24 +247,27 @@ enum Stalled {
 
 /// Writes `first` and whatever else is already queued (up to `max`
 /// frames), then flushes once: one write rather than one syscall per frame.
+/// Answers how many frames went out.
 async fn write_batch(
     socket: &mut WebSocket,
     first: Arc<Delivery>,
     queued: &mut Inbox,
     max: usize,
-) -> Result<(), Stalled> {
+) -> Result<u64, Stalled> {
     let batch = async {
         socket.feed(Message::Text(first.frame.clone())).await?;
-        for _ in 1..max {
+        let mut frames = 1;
+        while frames < max {
             match queued.try_recv() {
                 Some(d) => socket.feed(Message::Text(d.frame.clone())).await?,
                 None => break,
             }
+            frames += 1;
         }
-        socket.flush().await
+        socket.flush().await.map(|()| frames as u64)
     };
     match tokio::time::timeout(WRITE_TIMEOUT, batch).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(frames)) => Ok(frames),
         Ok(Err(_)) => Err(Stalled::Closed),
         Err(_) => Err(Stalled::Timeout),
     }

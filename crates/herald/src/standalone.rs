@@ -47,14 +47,23 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     // bus: the same path as across processes.
     let (presence, presence_intake) =
         herald_presence::start(&config, bus.clone(), shutdown.clone()).await?;
+    let subjects = herald_core::subjects::Subjects::new(&config.subject_prefix);
+    let _presence_stats = herald_presence::publish_stats(
+        presence.clone(),
+        bus.clone(),
+        subjects.clone(),
+        node.clone(),
+        shutdown.clone(),
+    );
     let edge = Edge::new(
         config.clone(),
         verifier,
         bus.clone(),
-        node,
+        node.clone(),
         shutdown.clone(),
     );
     edge.set_presence_lookup(presence.clone());
+    edge.set_admin_keys(keys.clone());
     let background = edge.start(shutdown.clone()).await?;
     let queue: Arc<dyn WorkQueue> = Arc::new(MemoryWorkQueue::new(STANDALONE_QUEUE_CAPACITY));
     let database_url = config
@@ -68,6 +77,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
         shutdown.clone(),
     )
     .await?;
+    let _notify_stats =
+        herald_notify::stats::publish_stats(bus.clone(), subjects, node.clone(), shutdown.clone());
     let routing = Arc::new(Routing::new(
         config.clone(),
         Deps {
@@ -78,6 +89,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
         },
     ));
     let listener = routing.listen_to_edges(shutdown.clone()).await?;
+    let _routing_stats = routing.publish_stats(node, shutdown.clone());
     let app = edge
         .router()
         .merge(api_router(
@@ -88,7 +100,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
         .merge(herald_notify::http_router(
             notify.notify.clone(),
             keys.clone(),
-        ));
+        ))
+        .merge(herald_proto::http::metrics_router());
     // With the public development secret anyone can mint tokens anyway; the
     // demo chat at `/` gets them from here so it works with no setup.
     let app = if dev_secret {

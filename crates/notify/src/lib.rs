@@ -5,6 +5,7 @@
 pub mod api;
 pub mod device;
 pub mod providers;
+pub mod stats;
 pub mod store;
 pub mod worker;
 
@@ -103,6 +104,12 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Notify
         .await?,
     );
     let started = start(config.clone(), &database_url, queue, shutdown.clone()).await?;
+    let _stats = stats::publish_stats(
+        Arc::new(nats),
+        Subjects::new(&config.subject_prefix),
+        node,
+        shutdown.clone(),
+    );
 
     let http_addr = address(config.http_addr, DEFAULT_HTTP_ADDR, "http_addr")?;
     let grpc_addr = address(config.grpc_addr, DEFAULT_GRPC_ADDR, "grpc_addr")?;
@@ -130,7 +137,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Notify
         .map_err(|e| NotifyError::Server(e.to_string()))?;
     let stop_grpc = shutdown.clone();
     let stop_http = shutdown.clone();
-    let app = http_router(started.notify.clone(), keys);
+    let app = http_router(started.notify.clone(), keys).merge(herald_proto::http::metrics_router());
     let (http_result, grpc_result) = tokio::join!(
         async move {
             axum::serve(http, app)

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::device::Device;
 use crate::providers::{Alert, Outcome, Providers};
+use crate::stats::PushResult;
 use crate::store::{DeliveryState, DeviceStatus, TokenStore};
 
 /// How often coalescing windows are checked.
@@ -361,6 +362,13 @@ impl Worker {
             }
             other => other,
         };
+        let result = match &outcome {
+            Outcome::Sent => PushResult::Sent,
+            Outcome::Retry { .. } => PushResult::Retry,
+            Outcome::Gone { .. } => PushResult::Gone,
+            Outcome::BadToken | Outcome::Failed { .. } => PushResult::Failed,
+        };
+        crate::stats::push(device.platform, result);
         match outcome {
             Outcome::Sent => {
                 self.record(job, device, DeliveryState::Sent, "sent", attempt)

@@ -30,6 +30,8 @@ pub use state::{EventKind, PresenceEvent, PresenceState, Stats, UserPresence};
 
 /// The presence service's default gRPC address.
 pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50052";
+/// Its default HTTP address (`/metrics`, `/healthz`).
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8082";
 pub const GRPC_SERVICE_NAME: &str = "herald.presence.v1.Presence";
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub enum PresenceServiceError {
     },
     #[error("gRPC server: {0}")]
     Grpc(String),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
 }
 
 /// Starts taking in edge reports on `bus`: the state fills from here on.
@@ -64,26 +68,92 @@ pub async fn start(
     Ok((state, task))
 }
 
+/// Publishes what this replica sees on `herald.stats.<node>` once a second,
+/// and keeps the Prometheus gauges current.
+pub fn publish_stats(
+    state: Arc<PresenceState>,
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    node: String,
+    shutdown: Shutdown,
+) -> JoinHandle<()> {
+    herald_core::metrics::install();
+    let name = node.clone();
+    herald_core::metrics::publish_stats(
+        bus,
+        subjects,
+        node,
+        move || {
+            let now = state.stats();
+            metrics::gauge!("herald_presence_users").set(now.users as f64);
+            metrics::gauge!("herald_presence_connections").set(now.connections as f64);
+            metrics::gauge!("herald_presence_channels").set(now.channels as f64);
+            herald_core::metrics::NodeStats {
+                node: name.clone(),
+                service: "presence".into(),
+                ts: herald_core::time::unix_millis(),
+                users: now.users,
+                connections: now.connections,
+                ..Default::default()
+            }
+        },
+        shutdown,
+    )
+}
+
 /// Runs a presence replica as its own process: NATS in, gRPC out.
 pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), PresenceServiceError> {
     let keys = ApiKeys::new(config.api_keys(false)?);
     let node = config.node_id_or_generate("presence");
     let bus: Arc<dyn Bus> =
         Arc::new(NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?);
-    let (state, intake) = start(&config, bus, shutdown.clone()).await?;
+    let (state, intake) = start(&config, bus.clone(), shutdown.clone()).await?;
+    let _stats = publish_stats(
+        state.clone(),
+        bus,
+        Subjects::new(&config.subject_prefix),
+        node,
+        shutdown.clone(),
+    );
     let addr = match config.grpc_addr {
         Some(a) => a,
         None => DEFAULT_GRPC_ADDR
             .parse()
             .map_err(|_| ConfigError::new("grpc_addr", "bad built-in default"))?,
     };
+    let http_addr = match config.http_addr {
+        Some(a) => a,
+        None => DEFAULT_HTTP_ADDR
+            .parse()
+            .map_err(|_| ConfigError::new("http_addr", "bad built-in default"))?,
+    };
+    let http = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|source| PresenceServiceError::Listen {
+            addr: http_addr,
+            source,
+        })?;
+    let http_local = http
+        .local_addr()
+        .map_err(|source| PresenceServiceError::Listen {
+            addr: http_addr,
+            source,
+        })?;
+    let app = herald_proto::http::metrics_router()
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let stop_http = shutdown.clone();
+    let http_server = tokio::spawn(async move {
+        axum::serve(http, app)
+            .with_graceful_shutdown(async move { stop_http.wait().await })
+            .await
+    });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| PresenceServiceError::Listen { addr, source })?;
     let local = listener
         .local_addr()
         .map_err(|source| PresenceServiceError::Listen { addr, source })?;
-    tracing::info!(service = "presence", addr = %local, grpc = %local, "listening");
+    tracing::info!(service = "presence", addr = %http_local, grpc = %local, "listening");
     let routes = tonic::service::Routes::new(grpc_service(state, keys));
     let routes = herald_proto::server::with_standard_services(routes, &[GRPC_SERVICE_NAME])
         .await
@@ -92,6 +162,9 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Presen
     herald_proto::server::serve(listener, routes, async move { stop.wait().await })
         .await
         .map_err(|e| PresenceServiceError::Grpc(e.to_string()))?;
+    if let Ok(Err(e)) = http_server.await {
+        return Err(PresenceServiceError::Http(e));
+    }
     let _ = intake.await;
     Ok(())
 }

@@ -22,6 +22,19 @@ use crate::routing::Routing;
 const MAX_IN_FLIGHT: usize = 1024;
 
 impl Routing {
+    /// Publishes this instance's numbers on `herald.stats.<node>` once a
+    /// second until `shutdown`.
+    pub fn publish_stats(&self, node: String, shutdown: Shutdown) -> JoinHandle<()> {
+        let name = node.clone();
+        herald_core::metrics::publish_stats(
+            self.bus.clone(),
+            self.subjects.clone(),
+            node,
+            move || crate::stats::export(&name),
+            shutdown,
+        )
+    }
+
     /// Subscribes to the edge subjects and answers until `shutdown`. The
     /// subscriptions are in place when this returns.
     pub async fn listen_to_edges(
@@ -74,6 +87,9 @@ impl Routing {
                 .await
         }
         .await;
+        if result.is_err() {
+            crate::stats::error("edge");
+        }
         RouteReply::<StreamPosition>::from_result(result).encode()
     }
 

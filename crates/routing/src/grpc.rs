@@ -21,6 +21,7 @@ use herald_core::api_key::ApiKeys;
 
 /// Maps a Herald error to the gRPC status a client expects.
 pub fn status_of(e: ErrorBody) -> Status {
+    crate::stats::error("grpc");
     let code = match e.code {
         ErrorCode::BadRequest => tonic::Code::InvalidArgument,
         ErrorCode::Unauthorized | ErrorCode::TokenExpired => tonic::Code::Unauthenticated,

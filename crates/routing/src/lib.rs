@@ -8,6 +8,7 @@ mod edge_requests;
 mod grpc;
 mod idempotency;
 mod routing;
+mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,6 +130,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Routin
         },
     ));
     let edge_listener = routing.listen_to_edges(shutdown.clone()).await?;
+    let _stats = routing.publish_stats(node.clone(), shutdown.clone());
 
     let http = bind(address(config.http_addr, DEFAULT_HTTP_ADDR, "http_addr")?).await?;
     let grpc = bind(address(config.grpc_addr, DEFAULT_GRPC_ADDR, "grpc_addr")?).await?;
@@ -146,7 +148,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Routin
     let grpc_shutdown = shutdown.clone();
     let grpc_server =
         herald_proto::server::serve(grpc, routes, async move { grpc_shutdown.wait().await });
-    let app = api_router(routing, keys, config.max_message_bytes);
+    let app = api_router(routing, keys, config.max_message_bytes)
+        .merge(herald_proto::http::metrics_router());
     let http_shutdown = shutdown.clone();
     let http_server = async move {
         axum::serve(http, app)

@@ -237,6 +237,7 @@ impl Routing {
     ) -> Result<StreamPosition, ErrorBody> {
         let retention = self.retention(channel)?;
         self.check_data(&data)?;
+        let started = std::time::Instant::now();
         let new = NewPublication {
             data,
             from,
@@ -258,6 +259,7 @@ impl Routing {
             {
                 tracing::warn!(channel = %channel, error = %e, "live delivery failed");
             }
+            crate::stats::published(started.elapsed());
         }
         Ok(appended.position())
     }
@@ -461,6 +463,7 @@ impl Routing {
                 .await
                 .map_err(|e| unavailable("push queue", e))?;
             outcome.pushed.push(user.clone());
+            crate::stats::push_jobs(1);
         }
         Ok(outcome)
     }

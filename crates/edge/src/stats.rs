@@ -1,0 +1,83 @@
+//! The edge's numbers. The hot path only bumps relaxed atomics; once a
+//! second they are copied to Prometheus (`herald_edge_*` at `/metrics`) and
+//! published on `herald.stats.<node>` for the `/admin` dashboard.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use herald_core::metrics::NodeStats;
+use herald_core::protocol::ErrorCode;
+use herald_core::time::unix_millis;
+
+/// Error replies to clients, by every edge of this process (the Prometheus
+/// recorder is per process too).
+static CLIENT_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts an error answered to a client (WebSocket reply or HTTP answer).
+pub(crate) fn client_error(code: ErrorCode) {
+    CLIENT_ERRORS.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("herald_edge_errors_total", "code" => code.as_u16().to_string()).increment(1);
+}
+
+/// Counts a connection refused before any work (`reason`: `origin`,
+/// `draining`, `limit`, `rate`, `user_limit`).
+pub(crate) fn refused(reason: &'static str) {
+    metrics::counter!("herald_edge_connections_refused_total", "reason" => reason).increment(1);
+}
+
+#[derive(Default)]
+pub(crate) struct EdgeStats {
+    /// Pushes written to clients.
+    pub delivered: AtomicU64,
+    /// Client connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections cut for not keeping up (4001).
+    pub slow_consumers: AtomicU64,
+}
+
+impl EdgeStats {
+    pub fn delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn slow_consumer(&self) {
+        self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn slow_consumers(&self) -> u64 {
+        self.slow_consumers.load(Ordering::Relaxed)
+    }
+}
+
+/// What one edge holds now, besides its counters.
+pub(crate) struct Gauges {
+    pub connections: u64,
+    pub users: u64,
+    pub channels: u64,
+}
+
+/// Copies the numbers to Prometheus and returns them for the bus.
+pub(crate) fn export(node: &str, stats: &EdgeStats, now: Gauges) -> NodeStats {
+    let delivered = stats.delivered.load(Ordering::Relaxed);
+    let errors = CLIENT_ERRORS.load(Ordering::Relaxed);
+    metrics::gauge!("herald_edge_connections").set(now.connections as f64);
+    metrics::gauge!("herald_edge_users").set(now.users as f64);
+    metrics::gauge!("herald_edge_channels").set(now.channels as f64);
+    metrics::counter!("herald_edge_deliveries_total").absolute(delivered);
+    metrics::counter!("herald_edge_connections_accepted_total")
+        .absolute(stats.accepted.load(Ordering::Relaxed));
+    metrics::counter!("herald_edge_slow_consumers_total").absolute(stats.slow_consumers());
+    NodeStats {
+        node: node.to_owned(),
+        service: "edge".into(),
+        ts: unix_millis(),
+        connections: now.connections,
+        users: now.users,
+        delivered,
+        errors,
+        ..NodeStats::default()
+    }
+}

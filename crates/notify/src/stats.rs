@@ -1,0 +1,69 @@
+//! Notify's numbers: pushes by platform and result, exported once a second
+//! to Prometheus (`herald_notify_*`) and to `herald.stats.<node>`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use herald_core::bus::Bus;
+use herald_core::metrics::NodeStats;
+use herald_core::shutdown::Shutdown;
+use herald_core::subjects::Subjects;
+use herald_core::time::unix_millis;
+use tokio::task::JoinHandle;
+
+use crate::device::Platform;
+
+static SENT: AtomicU64 = AtomicU64::new(0);
+static FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// How one push to one device went.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PushResult {
+    Sent,
+    Retry,
+    /// The device is gone (token removed).
+    Gone,
+    Failed,
+}
+
+pub(crate) fn push(platform: Platform, result: PushResult) {
+    let name = match result {
+        PushResult::Sent => {
+            SENT.fetch_add(1, Ordering::Relaxed);
+            "sent"
+        }
+        PushResult::Retry => "retry",
+        PushResult::Gone => "gone",
+        PushResult::Failed => {
+            FAILED.fetch_add(1, Ordering::Relaxed);
+            "failed"
+        }
+    };
+    metrics::counter!("herald_notify_pushes_total", "platform" => platform.name(), "result" => name)
+        .increment(1);
+}
+
+/// Publishes notify's numbers on `herald.stats.<node>` once a second.
+pub fn publish_stats(
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    node: String,
+    shutdown: Shutdown,
+) -> JoinHandle<()> {
+    herald_core::metrics::install();
+    let name = node.clone();
+    herald_core::metrics::publish_stats(
+        bus,
+        subjects,
+        node,
+        move || NodeStats {
+            node: name.clone(),
+            service: "notify".into(),
+            ts: unix_millis(),
+            notifications: SENT.load(Ordering::Relaxed),
+            errors: FAILED.load(Ordering::Relaxed),
+            ..NodeStats::default()
+        },
+        shutdown,
+    )
+}

@@ -1,0 +1,63 @@
+//! Routing's numbers: atomics and a cached histogram on the write path,
+//! exported once a second to Prometheus (`herald_routing_*`) and to
+//! `herald.stats.<node>`.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::response::Response;
+use herald_core::metrics::NodeStats;
+use herald_core::time::unix_millis;
+
+static PUBLISHED: AtomicU64 = AtomicU64::new(0);
+static PUSH_JOBS: AtomicU64 = AtomicU64::new(0);
+static ERRORS: AtomicU64 = AtomicU64::new(0);
+
+fn publish_seconds() -> &'static metrics::Histogram {
+    static HISTOGRAM: OnceLock<metrics::Histogram> = OnceLock::new();
+    HISTOGRAM.get_or_init(|| {
+        herald_core::metrics::install();
+        metrics::histogram!("herald_routing_publish_seconds")
+    })
+}
+
+/// A new publication was stored and sent live, in `took`.
+pub(crate) fn published(took: Duration) {
+    PUBLISHED.fetch_add(1, Ordering::Relaxed);
+    publish_seconds().record(took.as_secs_f64());
+}
+
+pub(crate) fn push_jobs(n: usize) {
+    PUSH_JOBS.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// An error answered over `api` (`http`, `grpc` or `edge`).
+pub(crate) fn error(api: &'static str) {
+    ERRORS.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("herald_routing_errors_total", "api" => api).increment(1);
+}
+
+/// Counts the HTTP server API's error answers (a response middleware).
+pub(crate) async fn count_http_errors(response: Response) -> Response {
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        error("http");
+    }
+    response
+}
+
+/// Copies the numbers to Prometheus and returns them for the bus.
+pub(crate) fn export(node: &str) -> NodeStats {
+    let published = PUBLISHED.load(Ordering::Relaxed);
+    metrics::counter!("herald_routing_publications_total").absolute(published);
+    metrics::counter!("herald_routing_push_jobs_total").absolute(PUSH_JOBS.load(Ordering::Relaxed));
+    NodeStats {
+        node: node.to_owned(),
+        service: "routing".into(),
+        ts: unix_millis(),
+        published,
+        errors: ERRORS.load(Ordering::Relaxed),
+        ..NodeStats::default()
+    }
+}
