@@ -313,7 +313,7 @@ impl Edge {
     }
 
     /// The client-facing routes: `/ws`, `/sse`, `/poll`, `/publish`,
-    /// `/typing`, `/presence`, `/healthz`, `/readyz`.
+    /// `/typing`, `/presence`, `/readyz`, the SDK and the pages.
     pub fn router(self: &Arc<Self>) -> Router {
         let clients = Router::new()
             .route("/sse", get(sse::stream))
@@ -329,7 +329,6 @@ impl Edge {
         Router::new()
             .route("/ws", get(ws::upgrade))
             .merge(clients)
-            .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/stats", get(stats))
             .with_state(self.clone())
@@ -430,7 +429,16 @@ async fn readyz(
 
 /// Runs an edge as its own process: connects to NATS and serves clients
 /// until `shutdown`, then closes every connection (code 4000, reconnect).
+/// What an edge needs of its configuration before it connects to anything
+/// (`herald check edge`, and the first thing `serve` does): a real token
+/// key. API keys are optional (they open the dashboard).
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    config.token_verifier(false)?;
+    Ok(())
+}
+
 pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeError> {
+    check(&config)?;
     let verifier = config.token_verifier(false)?;
     let node = config.node_id_or_generate("edge");
     let bus: Arc<dyn Bus> =
@@ -457,7 +465,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeEr
         .map_err(|source| EdgeError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(EdgeError::Http)?;
     tracing::info!(service = "edge", addr = %local, node = %edge.node_id, "listening");
-    let app = edge.router().merge(herald_proto::http::metrics_router());
+    let app = edge.router().merge(herald_proto::http::ops_router());
     serve_http(listener, app, shutdown).await?;
     edge.drained(Duration::from_secs(
         config.drain_window_secs + config.shutdown_grace_secs,

@@ -36,6 +36,9 @@ pub enum Command {
     Notify(ServeArgs),
     /// Mint a client token with the configured secret (development).
     Token(TokenArgs),
+    /// Check a service's configuration without starting it: `herald check
+    /// edge` says `ok` or names the setting that is wrong (exit status 1).
+    Check(CheckArgs),
     /// Load tools: `herald bench idle` holds many idle connections.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -71,6 +74,23 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// standalone, edge, routing, presence or notify.
+    pub service: Service,
+    #[command(flatten)]
+    pub settings: ServeArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Service {
+    Standalone,
+    Edge,
+    Routing,
+    Presence,
+    Notify,
 }
 
 #[derive(Args, Debug)]

@@ -40,6 +40,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Bench(cli::BenchCommand::Idle(args)) => bench::idle(args).await,
+            Command::Check(args) => {
+                let config = Config::load(args.settings.config.as_deref(), &args.settings)?;
+                match args.service {
+                    cli::Service::Standalone => config.token_verifier(true).map(drop)?,
+                    cli::Service::Edge => herald_edge::check(&config)?,
+                    cli::Service::Routing => herald_routing::check(&config)?,
+                    cli::Service::Presence => herald_presence::check(&config)?,
+                    cli::Service::Notify => herald_notify::check(&config)?,
+                }
+                println!("ok");
+                Ok(())
+            }
             Command::Standalone(args) => serve("standalone", &args, standalone::serve).await,
             Command::Edge(args) => {
                 serve("edge", &args, |c, s| async move {

@@ -101,7 +101,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
             notify.notify.clone(),
             keys.clone(),
         ))
-        .merge(herald_proto::http::metrics_router());
+        .merge(herald_proto::http::ops_router());
     // With the public development secret anyone can mint tokens anyway; the
     // demo chat at `/` gets them from here so it works with no setup.
     let app = if dev_secret {

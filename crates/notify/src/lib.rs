@@ -87,7 +87,25 @@ fn address(
 
 /// Runs notify as its own process: the JetStream work queue in, the push
 /// services out, the device API over HTTP and gRPC.
+/// What notify needs of its configuration before it connects to anything
+/// (`herald check notify`, and the first thing `serve` does): API keys, a
+/// database, and push credentials that load.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    config.api_keys(false)?;
+    if config.database_url.is_none() {
+        return Err(ConfigError::new(
+            "database_url",
+            "is required (HERALD_DATABASE_URL)",
+        ));
+    }
+    providers::Providers::from_config(config)?;
+    address(config.http_addr, DEFAULT_HTTP_ADDR, "http_addr")?;
+    address(config.grpc_addr, DEFAULT_GRPC_ADDR, "grpc_addr")?;
+    Ok(())
+}
+
 pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), NotifyError> {
+    check(&config)?;
     let keys = ApiKeys::new(config.api_keys(false)?);
     let database_url = config
         .database_url
@@ -137,7 +155,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Notify
         .map_err(|e| NotifyError::Server(e.to_string()))?;
     let stop_grpc = shutdown.clone();
     let stop_http = shutdown.clone();
-    let app = http_router(started.notify.clone(), keys).merge(herald_proto::http::metrics_router());
+    let app = http_router(started.notify.clone(), keys).merge(herald_proto::http::ops_router());
     let (http_result, grpc_result) = tokio::join!(
         async move {
             axum::serve(http, app)

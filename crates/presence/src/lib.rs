@@ -102,7 +102,15 @@ pub fn publish_stats(
 }
 
 /// Runs a presence replica as its own process: NATS in, gRPC out.
+/// What presence needs of its configuration before it connects to anything
+/// (`herald check presence`, and the first thing `serve` does).
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    config.api_keys(false)?;
+    Ok(())
+}
+
 pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), PresenceServiceError> {
+    check(&config)?;
     let keys = ApiKeys::new(config.api_keys(false)?);
     let node = config.node_id_or_generate("presence");
     let bus: Arc<dyn Bus> =
@@ -139,8 +147,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Presen
             addr: http_addr,
             source,
         })?;
-    let app = herald_proto::http::metrics_router()
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let app = herald_proto::http::ops_router();
     let stop_http = shutdown.clone();
     let http_server = tokio::spawn(async move {
         axum::serve(http, app)

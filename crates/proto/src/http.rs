@@ -83,19 +83,22 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
     serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid request body: {e}")))
 }
 
-/// `GET /metrics`: the process's Prometheus metrics. Merged once into each
-/// HTTP server (in standalone, once for all services).
-pub fn metrics_router() -> axum::Router {
-    axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )],
-                herald_core::metrics::render(),
-            )
-        }),
-    )
+/// `GET /metrics` (the process's Prometheus metrics) and `GET /healthz`
+/// (the process is up). Merged once into each HTTP server (in standalone,
+/// once for all services).
+pub fn ops_router() -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            axum::routing::get(|| async {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    herald_core::metrics::render(),
+                )
+            }),
+        )
 }

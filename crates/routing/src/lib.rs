@@ -80,7 +80,17 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RoutingError>
 /// Runs routing as its own process: history in JetStream, push jobs on the
 /// JetStream work queue, the server API over HTTP and gRPC, and answers to
 /// edges on the bus — until `shutdown`.
+/// What routing needs of its configuration before it connects to anything
+/// (`herald check routing`, and the first thing `serve` does).
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    config.api_keys(false)?;
+    address(config.http_addr, DEFAULT_HTTP_ADDR, "http_addr")?;
+    address(config.grpc_addr, DEFAULT_GRPC_ADDR, "grpc_addr")?;
+    Ok(())
+}
+
 pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), RoutingError> {
+    check(&config)?;
     let keys = ApiKeys::new(config.api_keys(false)?);
     let node = config.node_id_or_generate("routing");
     let nats = NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?;
@@ -148,8 +158,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Routin
     let grpc_shutdown = shutdown.clone();
     let grpc_server =
         herald_proto::server::serve(grpc, routes, async move { grpc_shutdown.wait().await });
-    let app = api_router(routing, keys, config.max_message_bytes)
-        .merge(herald_proto::http::metrics_router());
+    let app =
+        api_router(routing, keys, config.max_message_bytes).merge(herald_proto::http::ops_router());
     let http_shutdown = shutdown.clone();
     let http_server = async move {
         axum::serve(http, app)
