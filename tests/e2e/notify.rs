@@ -165,10 +165,13 @@ async fn cluster(f: &Fakes, extra: &str) -> Cluster {
     let mut pairs = base.to_vec();
     pairs.push(("HERALD_PRESENCE_URL", presence_url.as_str()));
     pairs.push(("HERALD_DATABASE_URL", db.url.as_str()));
+    let notify = Herald::notify("notify", &Env::new(&pairs));
+    // routing asks notify whether offline users have devices
+    let notify_url = format!("http://{}", notify.grpc.unwrap());
+    pairs.push(("HERALD_NOTIFY_URL", notify_url.as_str()));
     let env = Env::new(&pairs);
     let routing = Herald::routing("routing", &env);
     let edge = Herald::edge("edge", &env);
-    let notify = Herald::notify("notify", &env);
     Cluster {
         env,
         routing,
@@ -252,6 +255,8 @@ async fn an_offline_user_gets_one_push_per_device_and_an_online_user_none() {
     )
     .await;
 
+    // bob has no device: nothing to push to, and routing says so
+    assert_eq!(send_to_user(&c, "bob", "hello?", "z").await, "no_devices");
     assert_eq!(send_to_user(&c, "alice", "first", "a").await, "pushed");
     until("one push on each platform", || {
         (f.apns.delivered().len() == 1 && f.fcm.delivered().len() == 1).then_some(())

@@ -128,6 +128,9 @@ pub struct Config {
     pub nats_url: String,
     pub database_url: Option<String>,
     pub presence_url: Option<String>,
+    /// Notify's gRPC address, where routing asks whether offline users have
+    /// devices (`SendToUser` → `no_devices`).
+    pub notify_url: Option<String>,
     /// The first token of every NATS subject and the prefix of stream names,
     /// so several Herald clusters (or test runs) can share one NATS.
     pub subject_prefix: String,
@@ -276,6 +279,7 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             database_url: None,
             presence_url: None,
+            notify_url: None,
             subject_prefix: "herald".into(),
             jwt_algorithm: JwtAlgorithm::HS256,
             jwt_secret: None,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bus;
 pub mod channel;
 pub mod config;
+pub mod devices;
 pub mod history;
 pub mod metrics;
 pub mod presence;

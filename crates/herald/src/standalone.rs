@@ -79,15 +79,18 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     .await?;
     let _notify_stats =
         herald_notify::stats::publish_stats(bus.clone(), subjects, node.clone(), shutdown.clone());
-    let routing = Arc::new(Routing::new(
-        config.clone(),
-        Deps {
-            bus,
-            history: Arc::new(MemoryHistory::new(config.idempotency_window())),
-            queue,
-            presence: presence.clone(),
-        },
-    ));
+    let routing = Arc::new(
+        Routing::new(
+            config.clone(),
+            Deps {
+                bus,
+                history: Arc::new(MemoryHistory::new(config.idempotency_window())),
+                queue,
+                presence: presence.clone(),
+            },
+        )
+        .with_device_lookup(notify.notify.clone()),
+    );
     let listener = routing.listen_to_edges(shutdown.clone()).await?;
     let _routing_stats = routing.publish_stats(node, shutdown.clone());
     let app = edge

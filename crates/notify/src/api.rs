@@ -2,6 +2,7 @@
 //! (`herald.notify.v1.Notify`), both authenticated with the API keys. Both
 //! call the same operations.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use herald_core::api_key::ApiKeys;
+use herald_core::devices::{DeviceLookup, DeviceLookupError};
 use herald_core::protocol::{ErrorBody, ErrorCode};
 use herald_core::time::unix_millis;
 use herald_core::work_queue::{Notification, PushJob, WorkQueue};
@@ -26,6 +28,20 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::device::{Device, Environment, NewDevice, Platform, Subscription, SubscriptionKeys};
 use crate::store::{DeviceStatus, StoreError, TokenStore};
+
+/// Users one `users_with_devices` call may ask about (routing asks about at
+/// most `notify_offline`'s limit at once).
+const MAX_USERS_PER_LOOKUP: usize = 10_000;
+
+/// In standalone, routing asks the registry directly.
+#[async_trait::async_trait]
+impl DeviceLookup for Notify {
+    async fn with_devices(&self, users: &[String]) -> Result<HashSet<String>, DeviceLookupError> {
+        self.users_with_devices(users)
+            .await
+            .map_err(|e| DeviceLookupError(e.message))
+    }
+}
 
 /// The operations, whatever the transport.
 pub struct Notify {
@@ -92,6 +108,20 @@ impl Notify {
             ));
         }
         self.store.list(user).await.map_err(store_error)
+    }
+
+    /// Which of `users` have at least one device.
+    pub async fn users_with_devices(&self, users: &[String]) -> Result<HashSet<String>, ErrorBody> {
+        if users.len() > MAX_USERS_PER_LOOKUP {
+            return Err(ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!("at most {MAX_USERS_PER_LOOKUP} users per lookup"),
+            ));
+        }
+        self.store
+            .users_with_devices(users)
+            .await
+            .map_err(store_error)
     }
 
     /// Queues a push; answers its id (for `status`).
@@ -370,6 +400,20 @@ impl NotifyApi for GrpcApi {
             .map_err(grpc_status)?;
         Ok(tonic::Response::new(pb::ListDevicesResponse {
             devices: devices.into_iter().map(to_pb).collect(),
+        }))
+    }
+
+    async fn users_with_devices(
+        &self,
+        request: tonic::Request<pb::UsersWithDevicesRequest>,
+    ) -> Result<tonic::Response<pb::UsersWithDevicesResponse>, tonic::Status> {
+        let users = self
+            .notify
+            .users_with_devices(&request.into_inner().users)
+            .await
+            .map_err(grpc_status)?;
+        Ok(tonic::Response::new(pb::UsersWithDevicesResponse {
+            users: users.into_iter().collect(),
         }))
     }
 

@@ -3,6 +3,7 @@
 //! with dead tokens cleaned up.
 
 pub mod api;
+mod client;
 pub mod device;
 pub mod providers;
 pub mod stats;
@@ -22,6 +23,7 @@ use herald_core::work_queue::{JetStreamWorkQueue, WorkQueue};
 use tokio::task::JoinHandle;
 
 pub use api::{Notify, SendRequest, grpc_service, http_router};
+pub use client::NotifyClient;
 
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8083";
 pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50053";

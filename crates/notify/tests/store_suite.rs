@@ -218,6 +218,22 @@ async fn concurrent_registrations_of_one_token_store_one_device(s: Subject) {
     s.done().await;
 }
 
+async fn who_has_devices_among_many_users(s: Subject) {
+    let store = &s.store;
+    store.register(apns("hana", "1"), 10).await.unwrap();
+    store.register(apns("hana", "2"), 10).await.unwrap();
+    store.register(apns("ivan", "3"), 10).await.unwrap();
+    // more users than one query asks about, most without devices
+    let mut users: Vec<String> = (0..1200).map(|i| format!("nobody-{i}")).collect();
+    users.insert(700, "ivan".into());
+    users.push("hana".into());
+    let found = store.users_with_devices(&users).await.unwrap();
+    let expected: std::collections::HashSet<String> = ["hana".to_owned(), "ivan".to_owned()].into();
+    assert_eq!(found, expected);
+    assert!(store.users_with_devices(&[]).await.unwrap().is_empty());
+    s.done().await;
+}
+
 async fn opening_again_keeps_everything(s: Subject) {
     let device = s.store.register(apns("gina", "f"), 10).await.unwrap();
     let again = s.reopen().await;
@@ -244,4 +260,5 @@ suite!(
     status_is_recorded_per_device,
     concurrent_registrations_of_one_token_store_one_device,
     opening_again_keeps_everything,
+    who_has_devices_among_many_users,
 );

@@ -7,19 +7,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_core::channel::Channel;
 use herald_core::presence::{PresenceError, PresenceLookup};
+use herald_proto::client::{Upstream, describe};
 use herald_proto::presence::v1 as pb;
 use herald_proto::presence::v1::presence_client::PresenceClient as Stub;
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel as Transport, Endpoint};
 
 /// Users per `GetOnline` call; more are asked in several calls.
 const BATCH: usize = 1000;
 
 #[derive(Clone)]
 pub struct PresenceClient {
-    stub: Stub<Transport>,
-    key: Option<MetadataValue<tonic::metadata::Ascii>>,
-    deadline: Duration,
+    upstream: Upstream,
 }
 
 impl PresenceClient {
@@ -30,28 +27,13 @@ impl PresenceClient {
         api_key: Option<&str>,
         deadline: Duration,
     ) -> Result<Self, PresenceError> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| PresenceError(format!("bad presence URL {url}: {e}")))?
-            .connect_timeout(deadline)
-            .timeout(deadline);
-        let key = api_key
-            .map(|k| format!("Bearer {k}").parse())
-            .transpose()
-            .map_err(|_| PresenceError("API key is not valid metadata".into()))?;
-        Ok(PresenceClient {
-            stub: Stub::new(endpoint.connect_lazy()),
-            key,
-            deadline,
-        })
+        let upstream = Upstream::new(url, api_key, deadline)
+            .map_err(|e| PresenceError(format!("presence: {e}")))?;
+        Ok(PresenceClient { upstream })
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(self.deadline);
-        if let Some(key) = &self.key {
-            request.metadata_mut().insert("authorization", key.clone());
-        }
-        request
+    fn stub(&self) -> Stub<tonic::transport::Channel> {
+        Stub::new(self.upstream.channel.clone())
     }
 }
 
@@ -61,13 +43,12 @@ impl PresenceLookup for PresenceClient {
         let mut online = HashSet::new();
         for batch in users.chunks(BATCH) {
             let answer = self
-                .stub
-                .clone()
-                .get_online(self.request(pb::GetOnlineRequest {
+                .stub()
+                .get_online(self.upstream.request(pb::GetOnlineRequest {
                     users: batch.to_vec(),
                 }))
                 .await
-                .map_err(|s| PresenceError(format!("{}: {}", s.code(), s.message())))?;
+                .map_err(|s| PresenceError(describe(&s)))?;
             online.extend(answer.into_inner().online);
         }
         Ok(online)
@@ -75,13 +56,12 @@ impl PresenceLookup for PresenceClient {
 
     async fn channel_users(&self, channel: &Channel) -> Result<Vec<String>, PresenceError> {
         let answer = self
-            .stub
-            .clone()
-            .channel_presence(self.request(pb::ChannelPresenceRequest {
+            .stub()
+            .channel_presence(self.upstream.request(pb::ChannelPresenceRequest {
                 channel: channel.to_string(),
             }))
             .await
-            .map_err(|s| PresenceError(format!("{}: {}", s.code(), s.message())))?;
+            .map_err(|s| PresenceError(describe(&s)))?;
         Ok(answer
             .into_inner()
             .members

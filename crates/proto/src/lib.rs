@@ -18,6 +18,7 @@ pub mod notify {
     }
 }
 
+pub mod client;
 pub mod http;
 pub mod server;
 

@@ -68,6 +68,7 @@ fn outcome(o: NotifyOutcome) -> pb::NotifyOutcome {
         online: o.online,
         pushed: o.pushed,
         unknown: o.unknown,
+        no_devices: o.no_devices,
     }
 }
 

@@ -130,7 +130,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Routin
         }
     };
     let bus: Arc<dyn Bus> = Arc::new(nats);
-    let routing = Arc::new(Routing::new(
+    let mut routing = Routing::new(
         config.clone(),
         Deps {
             bus,
@@ -138,7 +138,22 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Routin
             queue: Arc::new(queue),
             presence,
         },
-    ));
+    );
+    match &config.notify_url {
+        Some(url) => {
+            let client = herald_notify::NotifyClient::new(
+                url,
+                config.api_keys.first().map(String::as_str),
+                config.presence_timeout(),
+            )
+            .map_err(|e| ConfigError::new("notify_url", e))?;
+            routing = routing.with_device_lookup(Arc::new(client));
+        }
+        None => tracing::info!(
+            "no HERALD_NOTIFY_URL: offline users are pushed without asking whether they have devices"
+        ),
+    }
+    let routing = Arc::new(routing);
     let edge_listener = routing.listen_to_edges(shutdown.clone()).await?;
     let _stats = routing.publish_stats(node.clone(), shutdown.clone());
 

@@ -2,6 +2,7 @@
 //! history, disconnect — shared by HTTP, gRPC and client publishes from
 //! edges. Every request is checked completely before anything is stored.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use herald_core::bus::{Bus, Headers};
 use herald_core::channel::Channel;
 use herald_core::config::Config;
+use herald_core::devices::{DeviceLookup, NoDeviceLookup};
 use herald_core::history::{Appended, History, NewPublication, Recovery, Retention};
 use herald_core::presence::PresenceLookup;
 use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
@@ -77,6 +79,9 @@ pub struct NotifyOutcome {
     /// Presence could not be asked in time: no push was sent (better a
     /// missed alert than a spurious one), the live publication was.
     pub unknown: Vec<String>,
+    /// Not connected, and no device registered: nothing to push to.
+    #[serde(default)]
+    pub no_devices: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,8 +112,7 @@ pub enum SendResult {
     Online,
     /// Not connected: a push job was queued.
     Pushed,
-    /// Not connected and no device to push to (reported once notify keeps
-    /// the device registry).
+    /// Not connected and no device to push to: nothing was queued.
     NoDevices,
     /// Presence did not answer in time: delivered live to any connection,
     /// no push sent.
@@ -142,6 +146,8 @@ pub struct Routing {
     history: Arc<dyn History>,
     queue: Arc<dyn WorkQueue>,
     presence: Arc<dyn PresenceLookup>,
+    /// Who has devices (notify's registry); unknown without one.
+    devices: Arc<dyn DeviceLookup>,
     pub(crate) subjects: Subjects,
     idempotency: IdempotencyCache<Answer>,
 }
@@ -172,8 +178,18 @@ impl Routing {
             history: deps.history,
             queue: deps.queue,
             presence: deps.presence,
+            devices: Arc::new(NoDeviceLookup),
             subjects,
         }
+    }
+
+    /// Where routing asks whether offline users have devices, so it can
+    /// answer `no_devices` rather than queue pushes that cannot go out.
+    /// Without one, offline users are `pushed` (the worker drops a job of a
+    /// user without devices).
+    pub fn with_device_lookup(mut self, devices: Arc<dyn DeviceLookup>) -> Self {
+        self.devices = devices;
+        self
     }
 
     // ------------------------------------------------------------ checks
@@ -392,6 +408,8 @@ impl Routing {
                         SendResult::Online
                     } else if !outcome.pushed.is_empty() {
                         SendResult::Pushed
+                    } else if !outcome.no_devices.is_empty() {
+                        SendResult::NoDevices
                     } else {
                         SendResult::Unknown
                     };
@@ -438,10 +456,20 @@ impl Routing {
                 }
             };
         let mut outcome = NotifyOutcome::default();
+        let offline: Vec<String> = users
+            .iter()
+            .filter(|u| !online.contains(*u))
+            .cloned()
+            .collect();
+        let with_devices = self.with_devices(&offline).await;
         let scope = channel.map_or("send", |c| c.as_str());
         for user in users {
             if online.contains(user) {
                 outcome.online.push(user.clone());
+                continue;
+            }
+            if with_devices.as_ref().is_some_and(|d| !d.contains(user)) {
+                outcome.no_devices.push(user.clone());
                 continue;
             }
             let job = PushJob {
@@ -466,6 +494,32 @@ impl Routing {
             crate::stats::push_jobs(1);
         }
         Ok(outcome)
+    }
+
+    /// Which of `users` have devices; `None` when the registry does not
+    /// answer in time (then every offline user gets a push job, as without
+    /// a registry: a job too many is dropped by the worker, an alert too
+    /// few is lost).
+    async fn with_devices(&self, users: &[String]) -> Option<HashSet<String>> {
+        if users.is_empty() {
+            return Some(HashSet::new());
+        }
+        match tokio::time::timeout(
+            self.config.presence_timeout(),
+            self.devices.with_devices(users),
+        )
+        .await
+        {
+            Ok(Ok(found)) => Some(found),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "device lookup failed; pushing to every offline user");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("device lookup timed out; pushing to every offline user");
+                None
+            }
+        }
     }
 
     /// Publications of `channel` after `since`, at most `limit` (capped).

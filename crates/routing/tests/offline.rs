@@ -1,7 +1,7 @@
 //! The offline hand-off: routing asks presence who is connected, delivers
-//! live to them and queues push jobs for the others on the JetStream work
-//! queue (read back here). Presence is a stand-in behind the
-//! `PresenceLookup` seam until the presence service exists.
+//! live to them, asks the device registry who of the others can be pushed
+//! to, and queues push jobs for those on the JetStream work queue (read
+//! back here). Presence and the registry are stand-ins behind their seams.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use futures::StreamExt;
 use herald_core::bus::{Bus, MemoryBus, NatsBus};
 use herald_core::channel::Channel;
 use herald_core::config::Config;
+use herald_core::devices::{DeviceLookup, DeviceLookupError};
 use herald_core::history::MemoryHistory;
 use herald_core::presence::{PresenceError, PresenceLookup};
 use herald_core::subjects::Subjects;
@@ -41,6 +42,19 @@ impl PresenceLookup for FakePresence {
     }
 }
 
+/// A device registry: these users have devices; `None`: it does not answer.
+struct FakeDevices(Option<HashSet<String>>);
+
+#[async_trait]
+impl DeviceLookup for FakeDevices {
+    async fn with_devices(&self, users: &[String]) -> Result<HashSet<String>, DeviceLookupError> {
+        match &self.0 {
+            Some(set) => Ok(users.iter().filter(|u| set.contains(*u)).cloned().collect()),
+            None => Err(DeviceLookupError("connection refused".into())),
+        }
+    }
+}
+
 fn nats_url() -> String {
     std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
@@ -53,6 +67,10 @@ struct Setup {
 
 impl Setup {
     async fn new(presence: FakePresence) -> Setup {
+        Setup::with_devices(presence, None).await
+    }
+
+    async fn with_devices(presence: FakePresence, devices: Option<FakeDevices>) -> Setup {
         let prefix = format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         let config = Arc::new(Config {
             subject_prefix: prefix.clone(),
@@ -71,7 +89,7 @@ impl Setup {
         .unwrap();
         let stream = queue.stream_name().to_owned();
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-        let routing = Routing::new(
+        let mut routing = Routing::new(
             config,
             Deps {
                 bus,
@@ -80,6 +98,9 @@ impl Setup {
                 presence: Arc::new(presence),
             },
         );
+        if let Some(devices) = devices {
+            routing = routing.with_device_lookup(Arc::new(devices));
+        }
         Setup {
             routing,
             client: nats.client().clone(),
@@ -176,6 +197,7 @@ async fn online_users_get_it_live_and_offline_users_get_one_push_job_each() {
             online: vec!["alice".into()],
             pushed: vec!["bob".into(), "carol".into()],
             unknown: vec![],
+            no_devices: vec![],
         })
     );
     let jobs = setup.queued_jobs().await;
@@ -227,4 +249,65 @@ async fn when_presence_is_down_or_slow_nothing_is_pushed_and_the_answer_says_unk
         assert!(setup.queued_jobs().await.is_empty());
         setup.done().await;
     }
+}
+
+#[tokio::test]
+async fn offline_users_without_devices_are_told_apart_and_get_no_job() {
+    let devices = FakeDevices(Some(HashSet::from(["bob".to_owned()])));
+    let setup = Setup::with_devices(
+        FakePresence::Online(HashSet::from(["alice".to_owned()])),
+        Some(devices),
+    )
+    .await;
+
+    let r = setup.routing.send_to_user(send("gus", None)).await.unwrap();
+    assert_eq!(r.result, SendResult::NoDevices);
+    assert!(setup.queued_jobs().await.is_empty(), "nothing to push to");
+    let r = setup.routing.send_to_user(send("bob", None)).await.unwrap();
+    assert_eq!(r.result, SendResult::Pushed);
+    assert_eq!(setup.queued_jobs().await.len(), 1);
+    let r = setup
+        .routing
+        .send_to_user(send("alice", None))
+        .await
+        .unwrap();
+    assert_eq!(r.result, SendResult::Online);
+
+    let answer = setup
+        .routing
+        .publish(PublishRequest {
+            channel: Channel::new("chat:room").unwrap(),
+            data: json(r#"{"n":1}"#),
+            idempotency_key: None,
+            notify_offline: vec!["alice".into(), "bob".into(), "gus".into()],
+            notification: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.notify,
+        Some(NotifyOutcome {
+            online: vec!["alice".into()],
+            pushed: vec!["bob".into()],
+            unknown: vec![],
+            no_devices: vec!["gus".into()],
+        })
+    );
+    let jobs = setup.queued_jobs().await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].user, "bob");
+    setup.done().await;
+}
+
+#[tokio::test]
+async fn when_the_device_registry_is_down_offline_users_are_still_pushed() {
+    let setup = Setup::with_devices(
+        FakePresence::Online(HashSet::new()),
+        Some(FakeDevices(None)),
+    )
+    .await;
+    let r = setup.routing.send_to_user(send("hal", None)).await.unwrap();
+    assert_eq!(r.result, SendResult::Pushed);
+    assert_eq!(setup.queued_jobs().await.len(), 1);
+    setup.done().await;
 }

@@ -4,6 +4,8 @@
 
 mod sql;
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +84,9 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// A user's devices, most recently seen first.
     async fn list(&self, user: &str) -> Result<Vec<Device>, StoreError>;
+
+    /// Which of `users` have at least one device.
+    async fn users_with_devices(&self, users: &[String]) -> Result<HashSet<String>, StoreError>;
 
     /// Removes a dead device, unless it was registered again at or after
     /// `dead_since_ms` (APNs reports when a token stopped being valid; a

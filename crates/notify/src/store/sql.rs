@@ -2,6 +2,7 @@
 //! statements here — `$n` parameters, `ON CONFLICT … DO UPDATE`,
 //! `RETURNING` — so one implementation is stamped out for both pools.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use super::{DeliveryState, DeviceStatus, StoreError, TokenStore};
 use crate::device::{CheckedDevice, Device, Environment, Platform};
+
+/// Users asked about in one `users_with_devices` query (well under both
+/// databases' parameter limits).
+const USERS_PER_QUERY: usize = 500;
 
 /// Schema versions, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -244,6 +249,31 @@ macro_rules! sql_store {
                 .await
                 .map_err(unavailable)?;
                 rows.iter().map(device_of).collect()
+            }
+
+            async fn users_with_devices(
+                &self,
+                users: &[String],
+            ) -> Result<HashSet<String>, StoreError> {
+                let mut found = HashSet::new();
+                for batch in users.chunks(USERS_PER_QUERY) {
+                    let placeholders: Vec<String> =
+                        (1..=batch.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT DISTINCT user_id FROM herald_devices WHERE user_id IN ({})",
+                        placeholders.join(",")
+                    );
+                    // only generated placeholders go into the text; the users are bound
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for user in batch {
+                        query = query.bind(user);
+                    }
+                    let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+                    for row in rows {
+                        found.insert(row.try_get::<String, _>("user_id").map_err(unavailable)?);
+                    }
+                }
+                Ok(found)
             }
 
             async fn remove_dead(&self, id: &str, dead_since_ms: u64) -> Result<bool, StoreError> {
