@@ -99,6 +99,9 @@ export class Herald extends Emitter {
     this.transport = null;
     this.user = null;
     this.subscriptions = new Map();
+    /** The user's personal `#user` channel, where `SendToUser` delivers:
+     * every connection has it, and it resumes like any subscription. */
+    this.personal = new Subscription(this, null);
     /** The last cursor an SSE or long-poll answer carried. */
     this.lastCursor = '';
     this.#preferred = 0;
@@ -191,6 +194,12 @@ export class Herald extends Emitter {
       return;
     }
     if (!this.#wanted) return;
+    const user = userOf(token);
+    if (user && this.personal.channel !== `#${user}`) {
+      // another user: nothing of the old personal channel applies
+      this.personal.channel = `#${user}`;
+      this.personal.position = null;
+    }
     const name = this.transports[this.#preferred % this.transports.length];
     const Transport = { websocket: WebSocketTransport, sse: SseTransport, poll: PollTransport }[name];
     const transport = new Transport(this, token);
@@ -216,8 +225,7 @@ export class Herald extends Emitter {
     if (transport !== this.#active) return;
     this.emit('message', push);
     if (push.pub) {
-      const sub = this.subscriptions.get(push.pub.channel);
-      if (sub) sub.accept(push.pub);
+      this.#subscriptionOf(push.pub.channel)?.accept(push.pub);
       return;
     }
     for (const kind of ['join', 'leave', 'typing']) {
@@ -228,7 +236,7 @@ export class Herald extends Emitter {
   /** Where a channel stands after (re)subscribing, with what was missed. */
   subscribed(transport, channel, ok) {
     if (transport !== this.#active) return;
-    const sub = this.subscriptions.get(channel);
+    const sub = this.#subscriptionOf(channel);
     if (!sub) return;
     if (ok.recovered === false && sub.position) sub.emit('unrecoverable', { offset: ok.offset, epoch: ok.epoch });
     for (const p of ok.publications ?? []) sub.accept({ ...p, channel, epoch: p.epoch ?? ok.epoch });
@@ -280,16 +288,32 @@ export class Herald extends Emitter {
     return ceiling / 2 + Math.random() * (ceiling / 2);
   }
 
-  /** The cursor of SSE and long polling: the server's last one (which also
-   * covers the personal `#user` channel), updated with where each
-   * subscription stands. */
+  #subscriptionOf(channel) {
+    if (channel && channel === this.personal.channel) return this.personal;
+    return this.subscriptions.get(channel);
+  }
+
+  /** The cursor of SSE and long polling: the server's last one, updated
+   * with where each subscription (and the personal channel) stands. */
   cursor() {
     const positions = new Map(decodeCursor(this.lastCursor).map(([c, e, o]) => [c, [e, o]]));
-    for (const [channel, sub] of this.subscriptions) {
-      if (sub.position) positions.set(channel, [sub.position.epoch, sub.position.offset]);
+    for (const sub of [...this.subscriptions.values(), this.personal]) {
+      if (sub.channel && sub.position) positions.set(sub.channel, [sub.position.epoch, sub.position.offset]);
     }
     const entries = [...positions].map(([c, [e, o]]) => [c, e, o]);
     return entries.length ? encodeCursor(entries) : '';
+  }
+}
+
+/** The `sub` of a JWT, read (not verified: the server does that) so the
+ * personal channel is known before connecting. */
+function userOf(token) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(payload), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes)).sub ?? null;
+  } catch {
+    return null;
   }
 }
 
@@ -374,8 +398,12 @@ class WebSocketTransport {
 
   async #handshake() {
     try {
-      const ok = await this.#call('connect', { token: this.token });
+      const connect = { token: this.token };
+      const personal = this.herald.personal;
+      if (personal.position) connect.personal_since = personal.position;
+      const ok = await this.#call('connect', connect);
       this.#pingInterval = ok.ping_interval ?? this.#pingInterval;
+      if (ok.personal) this.herald.subscribed(this, personal.channel, ok.personal);
       this.#alive();
       const subs = [...this.herald.subscriptions.values()];
       this.#listed = true;

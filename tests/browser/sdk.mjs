@@ -23,6 +23,16 @@ async function publish(channel, n) {
   return (await r.json()).offset;
 }
 
+/** Sends to the user `sdk` (its personal channel) through the server API. */
+async function sendToUser(n) {
+  const r = await fetch(`${edge}/api/send`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ user: 'sdk', data: { n } }),
+  });
+  if (!r.ok) throw new Error(`send ${r.status} ${await r.text()}`);
+}
+
 function check(condition, what) {
   if (!condition) throw new Error(what);
 }
@@ -63,10 +73,12 @@ async function resumeAcrossCuts(transport, block, cut) {
   const { page, cuts } = await sdkPage(block);
   await page.evaluate(({ token, channel }) => {
     window.got = [];
+    window.sent = [];
     window.transports = [];
     window.client = new window.herald.Herald({ token, minBackoff: 100, maxBackoff: 500 });
     window.client.on('connected', (c) => window.transports.push(c.transport));
     window.client.subscribe(channel).on('publication', (p) => window.got.push(p.offset));
+    window.client.personal.on('publication', (p) => window.sent.push(p.data.n));
     window.client.connect();
   }, { token, channel });
   await until(`${transport}: connected`, () => page.evaluate(() => window.transports.length > 0));
@@ -75,10 +87,19 @@ async function resumeAcrossCuts(transport, block, cut) {
 
   let publishing = true;
   let last = 0;
+  let lastSent = 0;
   const publisher = (async () => {
     for (let n = 1; publishing; n++) {
       last = await publish(channel, n);
       await new Promise((r) => setTimeout(r, 30));
+    }
+  })();
+  // and messages to the user, which arrive on its personal channel
+  const sender = (async () => {
+    for (let n = 1; publishing; n++) {
+      await sendToUser(n);
+      lastSent = n;
+      await new Promise((r) => setTimeout(r, 45));
     }
   })();
   for (let i = 0; i < 3; i++) {
@@ -91,8 +112,16 @@ async function resumeAcrossCuts(transport, block, cut) {
   await new Promise((r) => setTimeout(r, 500));
   publishing = false;
   await publisher;
+  await sender;
   await until(`${transport}: offset ${last}`, () =>
     page.evaluate((last) => window.got.includes(last), last));
+  await until(`${transport}: message ${lastSent} to the user`, () =>
+    page.evaluate((n) => window.sent.includes(n), lastSent));
+  const sent = await page.evaluate(() => window.sent);
+  const expectedSent = Array.from({ length: lastSent - sent[0] + 1 }, (_, i) => sent[0] + i);
+  check(JSON.stringify(sent) === JSON.stringify(expectedSent),
+    `${transport}: a message to the user lost or repeated: ${JSON.stringify(sent)}`);
+  check(sent.length >= 20, `${transport}: only ${sent.length} messages to the user`);
   const got = await page.evaluate(() => window.got);
   const expected = Array.from({ length: got[got.length - 1] - got[0] + 1 }, (_, i) => got[0] + i);
   check(JSON.stringify(got) === JSON.stringify(expected),
@@ -100,7 +129,7 @@ async function resumeAcrossCuts(transport, block, cut) {
   check(got.length >= 30, `${transport}: only ${got.length} publications`);
   const reconnects = await page.evaluate(() => window.transports);
   check(reconnects.every((t) => t === transport), `${transport}: switched: ${reconnects}`);
-  console.log(`ok: ${transport} resumed across ${reconnects.length - 1} cuts, ${got.length} publications in order`);
+  console.log(`ok: ${transport} resumed across ${reconnects.length - 1} cuts, ${got.length} publications and ${sent.length} messages to the user in order`);
   await page.close();
 }
 

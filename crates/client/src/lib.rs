@@ -101,6 +101,23 @@ impl Client {
         Ok((client, ok))
     }
 
+    /// Connects and resumes the personal `#user` channel from `since`: what
+    /// was sent to the user meanwhile is in the answer's `personal`.
+    pub async fn connect_resuming(
+        url: &str,
+        token: &str,
+        since: &herald_core::protocol::StreamPosition,
+    ) -> Result<(Client, ConnectOk), ClientError> {
+        let client = Client::open(url, Options::default()).await?;
+        let ok = client
+            .call(
+                "connect",
+                json!({ "token": token, "personal_since": {"offset": since.offset, "epoch": since.epoch} }),
+            )
+            .await?;
+        Ok((client, ok))
+    }
+
     /// Opens the WebSocket without sending anything.
     pub async fn open(url: &str, options: Options) -> Result<Client, ClientError> {
         let mut request = url

@@ -206,6 +206,11 @@ impl Command {
 #[serde(deny_unknown_fields)]
 pub struct ConnectCommand {
     pub token: String,
+    /// Where the client left off in its personal `#user` channel: what was
+    /// sent to the user since comes back in the reply (`personal`), so a
+    /// reconnect misses nothing sent to the user.
+    #[serde(default)]
+    pub personal_since: Option<StreamPosition>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,14 +361,18 @@ pub struct ErrorReply {
     pub error: ErrorBody,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectOk {
     pub client: String,
     pub user: String,
     pub ping_interval: u64,
+    /// The personal channel's position and what was missed, when the client
+    /// gave `personal_since`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub personal: Option<SubscribeOk>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubscribeOk {
     pub offset: u64,
     pub epoch: String,

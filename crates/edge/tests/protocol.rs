@@ -11,7 +11,7 @@ use herald_core::auth::{JwtAlgorithm, TokenSigner, unix_now};
 use herald_core::bus::{Bus, MemoryBus};
 use herald_core::config::Config;
 use herald_core::history::MemoryHistory;
-use herald_core::protocol::{ErrorCode, Push};
+use herald_core::protocol::{ErrorCode, Push, StreamPosition};
 use herald_core::shutdown::Shutdown;
 use herald_core::work_queue::MemoryWorkQueue;
 use herald_edge::Edge;
@@ -310,6 +310,48 @@ async fn personal_channel_receives_what_is_sent_to_the_user() {
         assert_eq!(p.channel.as_str(), "#alice");
         assert_eq!(p.data.get(), r#"{"dm":true}"#);
     }
+}
+
+#[tokio::test]
+async fn a_reconnect_resumes_the_personal_channel_without_gap_or_repeat() {
+    let server = start(|_| {}).await;
+    let mut client = connected(&server).await;
+    for n in 1..=2 {
+        api_publish(&server, json!({"channel": "#alice", "data": {"n": n}})).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(client.next_publication().await.unwrap());
+    }
+    let position = StreamPosition {
+        offset: seen[1].offset,
+        epoch: seen[1].epoch.clone(),
+    };
+    client.close().await;
+    // sent while alice was away
+    for n in 3..=5 {
+        api_publish(&server, json!({"channel": "#alice", "data": {"n": n}})).await;
+    }
+    let (mut client, ok) = Client::connect_resuming(&server.ws, &alice(), &position)
+        .await
+        .unwrap();
+    let personal = ok.personal.expect("the personal channel resumed");
+    assert_eq!(personal.recovered, Some(true));
+    let missed: Vec<u64> = personal
+        .publications
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.offset)
+        .collect();
+    assert_eq!(missed, [3, 4, 5]);
+    assert_eq!(personal.offset, 5);
+    // and live after that, nothing repeated
+    api_publish(&server, json!({"channel": "#alice", "data": {"n": 6}})).await;
+    assert_eq!(client.next_publication().await.unwrap().offset, 6);
+
+    // a plain connect says nothing of the personal channel
+    let (_, ok) = Client::connect(&server.ws, &alice()).await.unwrap();
+    assert!(ok.personal.is_none());
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use herald_core::protocol::{
     CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, ErrorReply, encode,
 };
 
+use crate::commands::subscribe::join;
 use crate::session::{Outcome, Session, reply};
 
 pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand) -> Outcome {
@@ -43,14 +44,21 @@ pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand)
         };
     }
     // Every connection of a user is subscribed to the user's personal
-    // channel, so `SendToUser` reaches all of them.
+    // channel, so `SendToUser` reaches all of them; resumed from where the
+    // client left off when it says so.
+    let mut resumed = None;
     if let Ok(personal) = Channel::personal(&claims.sub) {
-        if let Err(e) = session
-            .edge
-            .hub
-            .subscribe(&personal, session.conn, session.outbox.clone())
-            .await
-        {
+        let subscribed = match &command.personal_since {
+            Some(since) => join(&edge, session.conn, &session.outbox, &personal, Some(since))
+                .await
+                .map(|ok| resumed = Some(ok)),
+            None => edge
+                .hub
+                .subscribe(&personal, session.conn, session.outbox.clone())
+                .await
+                .map(drop),
+        };
+        if let Err(e) = subscribed {
             tracing::error!(error = %e.message, "personal channel subscription failed");
             edge.users.remove(&claims.sub, session.conn);
             return reply::<()>(
@@ -67,6 +75,7 @@ pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand)
         client: session.client_id.clone(),
         user: claims.sub.clone(),
         ping_interval: session.edge.config.ping_interval_secs,
+        personal: resumed,
     };
     edge.reporter
         .connect(session.conn, &claims.sub, Transport::Ws);
