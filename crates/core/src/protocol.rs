@@ -562,8 +562,16 @@ mod tests {
         let f = decode_command(r#"{"id":1,"connect":{"token":"abc"}}"#).unwrap();
         assert_eq!(f.id, Some(1));
         assert!(
-            matches!(f.command, Command::Connect(ConnectCommand { ref token }) if token == "abc")
+            matches!(f.command, Command::Connect(ConnectCommand { ref token, personal_since: None }) if token == "abc")
         );
+        let f = decode_command(
+            r#"{"id":1,"connect":{"token":"abc","personal_since":{"offset":4,"epoch":"e1"}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            f.command,
+            Command::Connect(ConnectCommand { personal_since: Some(StreamPosition { offset: 4, ref epoch }), .. }) if epoch == "e1"
+        ));
 
         let f = decode_command(
             r#"{"id":2,"subscribe":{"channel":"chat:room:42","since":{"offset":17,"epoch":"e1"}}}"#,
@@ -657,7 +665,8 @@ mod tests {
                 ok: ConnectOk {
                     client: "c1".into(),
                     user: "alice".into(),
-                    ping_interval: 25
+                    ping_interval: 25,
+                    personal: None,
                 }
             }),
             r#"{"id":1,"ok":{"client":"c1","user":"alice","ping_interval":25}}"#
