@@ -84,14 +84,19 @@ pub struct Herald {
     pub grpc: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     name: String,
+    /// The process's working directory, its own: standalone keeps its
+    /// SQLite file there, and processes of parallel tests must not share one.
+    _dir: tempfile::TempDir,
 }
 
 impl Herald {
     /// Starts `herald <args>` and waits until it logs that it listens.
     pub fn start(name: &str, env: &Env, args: &[&str]) -> Herald {
+        let dir = tempfile::tempdir().expect("a working directory");
         let mut command = Command::new(herald_bin());
         command
             .args(args)
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -129,6 +134,7 @@ impl Herald {
             grpc,
             logs,
             name: name.to_owned(),
+            _dir: dir,
         }
     }
 
