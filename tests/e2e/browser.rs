@@ -9,20 +9,9 @@ use crate::support::*;
 const SECRET: &str = "e2e-browser-secret-0123456789";
 const API_KEY: &str = "e2e-browser-key";
 
-/// Where playwright-core is installed (`scripts/browser-env.sh` prints it;
-/// `scripts/test.sh` sets HERALD_TEST_NODE_MODULES).
+/// Where playwright-core is installed.
 fn node_modules() -> String {
-    std::env::var("HERALD_TEST_NODE_MODULES").unwrap_or_else(|_| {
-        let out = Command::new(repo_root().join("scripts/browser-env.sh"))
-            .output()
-            .expect("run scripts/browser-env.sh");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    })
+    tool("HERALD_TEST_NODE_MODULES", "browser-env.sh")
 }
 
 /// A standalone Herald whose SSE streams end every 2 s, so browsers

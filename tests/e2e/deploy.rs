@@ -17,17 +17,7 @@ const API_KEY: &str = "e2e-deploy-key";
 /// it and nginx when missing (`scripts/test.sh` runs it once, up front, and
 /// sets HERALD_TEST_KUBECTL).
 fn kubectl() -> String {
-    std::env::var("HERALD_TEST_KUBECTL").unwrap_or_else(|_| {
-        let out = Command::new(repo_root().join("scripts/deploy-env.sh"))
-            .output()
-            .expect("run scripts/deploy-env.sh");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    })
+    tool("HERALD_TEST_KUBECTL", "deploy-env.sh")
 }
 
 #[test]

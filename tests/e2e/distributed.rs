@@ -39,18 +39,7 @@ fn cluster() -> Cluster {
 }
 
 fn token(env: &Env, user: &str) -> String {
-    herald_output(
-        env,
-        &[
-            "token",
-            "--user",
-            user,
-            "--channels",
-            "chat:*",
-            "--publish",
-            "chat:*",
-        ],
-    )
+    mint_token(env, user, "chat:*", "chat:*")
 }
 
 #[tokio::test]

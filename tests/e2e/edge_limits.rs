@@ -17,18 +17,7 @@ const SECRET: &str = "e2e-edge-limits-secret-0123456789";
 const API_KEY: &str = "e2e-edge-limits-key";
 
 fn token(env: &Env, user: &str) -> String {
-    herald_output(
-        env,
-        &[
-            "token",
-            "--user",
-            user,
-            "--channels",
-            "load:*",
-            "--ttl",
-            "1h",
-        ],
-    )
+    mint_token(env, user, "load:*", "")
 }
 
 /// Resident memory of a process, bytes.

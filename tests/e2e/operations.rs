@@ -16,18 +16,7 @@ const SECRET: &str = "e2e-operations-secret-0123456789";
 const API_KEY: &str = "e2e-operations-key";
 
 fn token(env: &Env, user: &str) -> String {
-    herald_output(
-        env,
-        &[
-            "token",
-            "--user",
-            user,
-            "--channels",
-            "ops:*",
-            "--ttl",
-            "1h",
-        ],
-    )
+    mint_token(env, user, "ops:*", "")
 }
 
 /// `/metrics` as `name{labels}` → value.

@@ -46,18 +46,7 @@ fn both_answer(replicas: &[&Herald], users: &[&str], expected: &Value, within: D
 }
 
 fn token(env: &Env, user: &str) -> String {
-    herald_output(
-        env,
-        &[
-            "token",
-            "--user",
-            user,
-            "--channels",
-            "chat:*",
-            "--publish",
-            "chat:*",
-        ],
-    )
+    mint_token(env, user, "chat:*", "chat:*")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,42 @@ impl Env {
     }
 }
 
+/// A tool's location: `var` when `scripts/test.sh` set it, else what
+/// `scripts/<script>` (which installs the tool when missing) prints.
+pub fn tool(var: &str, script: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        let out = Command::new(repo_root().join("scripts").join(script))
+            .output()
+            .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+}
+
+/// A client token for `user` from `herald token`, valid for an hour:
+/// `channels` it may subscribe to and `publish` it may publish to
+/// (comma-separated patterns; empty for none).
+pub fn mint_token(env: &Env, user: &str, channels: &str, publish: &str) -> String {
+    herald_output(
+        env,
+        &[
+            "token",
+            "--user",
+            user,
+            "--channels",
+            channels,
+            "--publish",
+            publish,
+            "--ttl",
+            "1h",
+        ],
+    )
+}
+
 /// Runs `herald` with `args` to completion and returns its stdout.
 pub fn herald_output(env: &Env, args: &[&str]) -> String {
     let mut command = Command::new(herald_bin());

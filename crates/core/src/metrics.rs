@@ -81,17 +81,21 @@ pub struct NodeStats {
     pub errors: u64,
 }
 
-/// Publishes `sample()` on `herald.stats.<node>` every [`STATS_EVERY`]
-/// until `shutdown`. Also keeps the Prometheus recorder tidy (histogram
-/// upkeep), so memory stays bounded when nobody scrapes.
+/// Publishes a `service`'s numbers on `herald.stats.<node>` every
+/// [`STATS_EVERY`] until `shutdown`: `sample` fills them in (node, service
+/// and time are filled here). Also keeps the Prometheus recorder tidy
+/// (histogram upkeep), so memory stays bounded when nobody scrapes.
 pub fn publish_stats(
     bus: std::sync::Arc<dyn Bus>,
-    subjects: Subjects,
-    node: String,
-    sample: impl Fn() -> NodeStats + Send + Sync + 'static,
+    subjects: &Subjects,
+    node: &str,
+    service: &'static str,
+    sample: impl Fn(&mut NodeStats) + Send + Sync + 'static,
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
-    let subject = subjects.stats(&node);
+    install();
+    let subject = subjects.stats(node);
+    let node = node.to_owned();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(STATS_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -101,7 +105,13 @@ pub fn publish_stats(
                 _ = tick.tick() => {}
             }
             install().run_upkeep();
-            let stats = sample();
+            let mut stats = NodeStats {
+                node: node.clone(),
+                service: service.into(),
+                ts: crate::time::unix_millis(),
+                ..NodeStats::default()
+            };
+            sample(&mut stats);
             let Ok(payload) = serde_json::to_vec(&stats) else {
                 continue;
             };

@@ -215,9 +215,10 @@ impl Edge {
             let edge = self.clone();
             herald_core::metrics::publish_stats(
                 self.bus.clone(),
-                self.subjects.clone(),
-                self.node_id.clone(),
-                move || edge.export_stats(),
+                &self.subjects,
+                &self.node_id,
+                "edge",
+                move |out: &mut herald_core::metrics::NodeStats| edge.export_stats(out),
                 shutdown.clone(),
             )
         };
@@ -225,16 +226,13 @@ impl Edge {
     }
 
     /// The numbers of this edge, copied to Prometheus on the way.
-    fn export_stats(&self) -> herald_core::metrics::NodeStats {
-        stats::export(
-            &self.node_id,
-            &self.stats,
-            stats::Gauges {
-                connections: self.open_connections() as u64,
-                users: self.users.count() as u64,
-                channels: self.hub.channel_count() as u64,
-            },
-        )
+    fn export_stats(&self, out: &mut herald_core::metrics::NodeStats) {
+        let now = stats::Gauges {
+            connections: self.open_connections() as u64,
+            users: self.users.count() as u64,
+            channels: self.hub.channel_count() as u64,
+        };
+        stats::export(&self.stats, now, out);
     }
 
     /// Whether `user` may send another typing event to `channel` now.

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald_core::metrics::NodeStats;
 use herald_core::protocol::ErrorCode;
-use herald_core::time::unix_millis;
 
 /// Error replies to clients, by every edge of this process (the Prometheus
 /// recorder is per process too).
@@ -59,8 +58,8 @@ pub(crate) struct Gauges {
     pub channels: u64,
 }
 
-/// Copies the numbers to Prometheus and returns them for the bus.
-pub(crate) fn export(node: &str, stats: &EdgeStats, now: Gauges) -> NodeStats {
+/// Copies the numbers to Prometheus and into `out` for the bus.
+pub(crate) fn export(stats: &EdgeStats, now: Gauges, out: &mut NodeStats) {
     let delivered = stats.delivered.load(Ordering::Relaxed);
     let errors = CLIENT_ERRORS.load(Ordering::Relaxed);
     metrics::gauge!("herald_edge_connections").set(now.connections as f64);
@@ -70,14 +69,8 @@ pub(crate) fn export(node: &str, stats: &EdgeStats, now: Gauges) -> NodeStats {
     metrics::counter!("herald_edge_connections_accepted_total")
         .absolute(stats.accepted.load(Ordering::Relaxed));
     metrics::counter!("herald_edge_slow_consumers_total").absolute(stats.slow_consumers());
-    NodeStats {
-        node: node.to_owned(),
-        service: "edge".into(),
-        ts: unix_millis(),
-        connections: now.connections,
-        users: now.users,
-        delivered,
-        errors,
-        ..NodeStats::default()
-    }
+    out.connections = now.connections;
+    out.users = now.users;
+    out.delivered = delivered;
+    out.errors = errors;
 }

@@ -51,8 +51,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     let _presence_stats = herald_presence::publish_stats(
         presence.clone(),
         bus.clone(),
-        subjects.clone(),
-        node.clone(),
+        &subjects,
+        &node,
         shutdown.clone(),
     );
     let edge = Edge::new(
@@ -78,7 +78,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     )
     .await?;
     let _notify_stats =
-        herald_notify::stats::publish_stats(bus.clone(), subjects, node.clone(), shutdown.clone());
+        herald_notify::stats::publish_stats(bus.clone(), &subjects, &node, shutdown.clone());
     let routing = Arc::new(
         Routing::new(
             config.clone(),
@@ -92,7 +92,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
         .with_device_lookup(notify.notify.clone()),
     );
     let listener = routing.listen_to_edges(shutdown.clone()).await?;
-    let _routing_stats = routing.publish_stats(node, shutdown.clone());
+    let _routing_stats = routing.publish_stats(&node, shutdown.clone());
     let app = edge
         .router()
         .merge(api_router(

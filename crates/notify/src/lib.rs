@@ -126,8 +126,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Notify
     let started = start(config.clone(), &database_url, queue, shutdown.clone()).await?;
     let _stats = stats::publish_stats(
         Arc::new(nats),
-        Subjects::new(&config.subject_prefix),
-        node,
+        &Subjects::new(&config.subject_prefix),
+        &node,
         shutdown.clone(),
     );
 

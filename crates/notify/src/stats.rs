@@ -8,7 +8,6 @@ use herald_core::bus::Bus;
 use herald_core::metrics::NodeStats;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
-use herald_core::time::unix_millis;
 use tokio::task::JoinHandle;
 
 use crate::device::Platform;
@@ -46,23 +45,18 @@ pub(crate) fn push(platform: Platform, result: PushResult) {
 /// Publishes notify's numbers on `herald.stats.<node>` once a second.
 pub fn publish_stats(
     bus: Arc<dyn Bus>,
-    subjects: Subjects,
-    node: String,
+    subjects: &Subjects,
+    node: &str,
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
-    herald_core::metrics::install();
-    let name = node.clone();
     herald_core::metrics::publish_stats(
         bus,
         subjects,
         node,
-        move || NodeStats {
-            node: name.clone(),
-            service: "notify".into(),
-            ts: unix_millis(),
-            notifications: SENT.load(Ordering::Relaxed),
-            errors: FAILED.load(Ordering::Relaxed),
-            ..NodeStats::default()
+        "notify",
+        |stats: &mut NodeStats| {
+            stats.notifications = SENT.load(Ordering::Relaxed);
+            stats.errors = FAILED.load(Ordering::Relaxed);
         },
         shutdown,
     )

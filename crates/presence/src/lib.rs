@@ -73,29 +73,22 @@ pub async fn start(
 pub fn publish_stats(
     state: Arc<PresenceState>,
     bus: Arc<dyn Bus>,
-    subjects: Subjects,
-    node: String,
+    subjects: &Subjects,
+    node: &str,
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
-    herald_core::metrics::install();
-    let name = node.clone();
     herald_core::metrics::publish_stats(
         bus,
         subjects,
         node,
-        move || {
+        "presence",
+        move |stats: &mut herald_core::metrics::NodeStats| {
             let now = state.stats();
             metrics::gauge!("herald_presence_users").set(now.users as f64);
             metrics::gauge!("herald_presence_connections").set(now.connections as f64);
             metrics::gauge!("herald_presence_channels").set(now.channels as f64);
-            herald_core::metrics::NodeStats {
-                node: name.clone(),
-                service: "presence".into(),
-                ts: herald_core::time::unix_millis(),
-                users: now.users,
-                connections: now.connections,
-                ..Default::default()
-            }
+            stats.users = now.users;
+            stats.connections = now.connections;
         },
         shutdown,
     )
@@ -119,8 +112,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Presen
     let _stats = publish_stats(
         state.clone(),
         bus,
-        Subjects::new(&config.subject_prefix),
-        node,
+        &Subjects::new(&config.subject_prefix),
+        &node,
         shutdown.clone(),
     );
     let addr = match config.grpc_addr {

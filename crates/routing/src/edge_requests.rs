@@ -24,13 +24,13 @@ const MAX_IN_FLIGHT: usize = 1024;
 impl Routing {
     /// Publishes this instance's numbers on `herald.stats.<node>` once a
     /// second until `shutdown`.
-    pub fn publish_stats(&self, node: String, shutdown: Shutdown) -> JoinHandle<()> {
-        let name = node.clone();
+    pub fn publish_stats(&self, node: &str, shutdown: Shutdown) -> JoinHandle<()> {
         herald_core::metrics::publish_stats(
             self.bus.clone(),
-            self.subjects.clone(),
+            &self.subjects,
             node,
-            move || crate::stats::export(&name),
+            "routing",
+            crate::stats::export,
             shutdown,
         )
     }

@@ -155,7 +155,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Routin
     }
     let routing = Arc::new(routing);
     let edge_listener = routing.listen_to_edges(shutdown.clone()).await?;
-    let _stats = routing.publish_stats(node.clone(), shutdown.clone());
+    let _stats = routing.publish_stats(&node, shutdown.clone());
 
     let http = bind(address(config.http_addr, DEFAULT_HTTP_ADDR, "http_addr")?).await?;
     let grpc = bind(address(config.grpc_addr, DEFAULT_GRPC_ADDR, "grpc_addr")?).await?;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::response::Response;
 use herald_core::metrics::NodeStats;
-use herald_core::time::unix_millis;
 
 static PUBLISHED: AtomicU64 = AtomicU64::new(0);
 static PUSH_JOBS: AtomicU64 = AtomicU64::new(0);
@@ -47,17 +46,11 @@ pub(crate) async fn count_http_errors(response: Response) -> Response {
     response
 }
 
-/// Copies the numbers to Prometheus and returns them for the bus.
-pub(crate) fn export(node: &str) -> NodeStats {
+/// Copies the numbers to Prometheus and into `stats` for the bus.
+pub(crate) fn export(stats: &mut NodeStats) {
     let published = PUBLISHED.load(Ordering::Relaxed);
     metrics::counter!("herald_routing_publications_total").absolute(published);
     metrics::counter!("herald_routing_push_jobs_total").absolute(PUSH_JOBS.load(Ordering::Relaxed));
-    NodeStats {
-        node: node.to_owned(),
-        service: "routing".into(),
-        ts: unix_millis(),
-        published,
-        errors: ERRORS.load(Ordering::Relaxed),
-        ..NodeStats::default()
-    }
+    stats.published = published;
+    stats.errors = ERRORS.load(Ordering::Relaxed);
 }

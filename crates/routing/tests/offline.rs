@@ -157,6 +157,21 @@ fn send(user: &str, key: Option<&str>) -> SendRequest {
     }
 }
 
+/// Publishes to `chat:room` with `notify_offline: users`.
+async fn publish_notifying(setup: &Setup, users: &[&str]) -> herald_routing::PublishAnswer {
+    setup
+        .routing
+        .publish(PublishRequest {
+            channel: Channel::new("chat:room").unwrap(),
+            data: json(r#"{"n":1}"#),
+            idempotency_key: None,
+            notify_offline: users.iter().map(|u| u.to_string()).collect(),
+            notification: None,
+        })
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn online_users_get_it_live_and_offline_users_get_one_push_job_each() {
     let setup = Setup::new(FakePresence::Online(HashSet::from(["alice".to_owned()]))).await;
@@ -180,17 +195,7 @@ async fn online_users_get_it_live_and_offline_users_get_one_push_job_each() {
     assert_eq!(jobs[0].notification.as_ref().unwrap().title, "New message");
     assert_eq!(jobs[0].data.get(), r#"{"text":"hi"}"#);
 
-    let answer = setup
-        .routing
-        .publish(PublishRequest {
-            channel: Channel::new("chat:room").unwrap(),
-            data: json(r#"{"n":1}"#),
-            idempotency_key: None,
-            notify_offline: vec!["alice".into(), "bob".into(), "carol".into()],
-            notification: None,
-        })
-        .await
-        .unwrap();
+    let answer = publish_notifying(&setup, &["alice", "bob", "carol"]).await;
     assert_eq!(
         answer.notify,
         Some(NotifyOutcome {
@@ -273,17 +278,7 @@ async fn offline_users_without_devices_are_told_apart_and_get_no_job() {
         .unwrap();
     assert_eq!(r.result, SendResult::Online);
 
-    let answer = setup
-        .routing
-        .publish(PublishRequest {
-            channel: Channel::new("chat:room").unwrap(),
-            data: json(r#"{"n":1}"#),
-            idempotency_key: None,
-            notify_offline: vec!["alice".into(), "bob".into(), "gus".into()],
-            notification: None,
-        })
-        .await
-        .unwrap();
+    let answer = publish_notifying(&setup, &["alice", "bob", "gus"]).await;
     assert_eq!(
         answer.notify,
         Some(NotifyOutcome {
