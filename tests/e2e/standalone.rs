@@ -92,3 +92,56 @@ fn sigterm_stops_standalone_cleanly() {
         .expect("exits after SIGTERM");
     assert!(status.success(), "{status}\n{}", herald.logs());
 }
+
+/// Tokens from an identity provider that publishes a JWKS: keys chosen by
+/// `kid`, and a key the provider adds later is taken without a restart.
+#[tokio::test]
+async fn jwks_keys_rotate_without_a_restart() {
+    use herald_client::{Client, ClientError};
+    use herald_core::auth::{JwtAlgorithm, TokenSigner, unix_now};
+
+    let keys = repo_root().join("crates/core/tests/keys");
+    let signer = |file: &str, kid: &str| {
+        TokenSigner::new(
+            JwtAlgorithm::RS256,
+            &std::fs::read(keys.join(file)).unwrap(),
+        )
+        .unwrap()
+        .with_key_id(kid)
+    };
+    let (old, new) = (
+        signer("rsa_private.pem", "2026-01"),
+        signer("rsa2_private.pem", "2026-07"),
+    );
+    let token = |s: &TokenSigner| {
+        s.sign(&json!({"sub": "ines", "exp": unix_now() + 600, "channels": ["chat:*"]}))
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let publish = |signers: &[&TokenSigner]| {
+        let keys: Vec<_> = signers.iter().map(|s| s.public_jwk().unwrap()).collect();
+        std::fs::write(&jwks, json!({ "keys": keys }).to_string()).unwrap();
+    };
+    publish(&[&old]);
+    let env = Env::new(&[
+        ("HERALD_JWT_ALGORITHM", "RS256"),
+        ("HERALD_JWT_JWKS_FILE", jwks.to_str().unwrap()),
+        ("HERALD_API_KEYS", API_KEY),
+    ]);
+    let herald = Herald::standalone(&env);
+
+    let (_, ok) = Client::connect(&herald.ws(), &token(&old)).await.unwrap();
+    assert_eq!(ok.user, "ines");
+    // not yet published: refused as unauthorized (101)
+    match Client::connect(&herald.ws(), &token(&new)).await {
+        Err(ClientError::Server(e)) => assert_eq!(e.code.as_u16(), 101, "{e:?}"),
+        Err(other) => panic!("a token of an unknown key: {other:?}"),
+        Ok(_) => panic!("a token of an unknown key was accepted"),
+    }
+    // the provider publishes the new key next to the old one
+    publish(&[&old, &new]);
+    let (_, ok) = Client::connect(&herald.ws(), &token(&new)).await.unwrap();
+    assert_eq!(ok.user, "ines");
+    assert!(Client::connect(&herald.ws(), &token(&old)).await.is_ok());
+}

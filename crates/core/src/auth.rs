@@ -61,6 +61,10 @@ pub enum TokenError {
     MissingClaim(String),
     #[error("token claim is invalid: {0}")]
     BadClaim(String),
+    #[error("token is signed with key `{0}`, which this server does not know")]
+    UnknownKey(String),
+    #[error("token names no key (`kid`), and this server has several")]
+    MissingKeyId,
 }
 
 impl TokenError {
@@ -150,12 +154,19 @@ pub fn allowed(user: &str, patterns: &[String], channel: &Channel) -> bool {
     }
 }
 
-/// Verifies client tokens against one key and one algorithm.
+/// Verifies client tokens against one algorithm and one key, or the keys
+/// of a JWKS file.
 #[derive(Clone)]
 pub struct TokenVerifier {
     algorithm: JwtAlgorithm,
-    key: DecodingKey,
+    keys: VerifierKeys,
     validation: Validation,
+}
+
+#[derive(Clone)]
+enum VerifierKeys {
+    One(DecodingKey),
+    Jwks(std::sync::Arc<crate::jwks::JwksKeys>),
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -183,15 +194,30 @@ impl TokenVerifier {
             JwtAlgorithm::ES256 => DecodingKey::from_ec_pem(key),
         }
         .map_err(|e| KeyError(format!("not a usable {} key: {e}", algorithm.name())))?;
-        let mut validation = Validation::new(algorithm.jsonwebtoken());
-        validation.required_spec_claims = HashSet::from(["exp".to_owned(), "sub".to_owned()]);
-        validation.leeway = leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
         Ok(TokenVerifier {
             algorithm,
-            key,
-            validation,
+            keys: VerifierKeys::One(key),
+            validation: validation(algorithm, leeway),
+        })
+    }
+
+    /// Keys from a JWKS file (RS256 or ES256), chosen by the token's `kid`
+    /// and read again when the file changes.
+    pub fn from_jwks_file(
+        algorithm: JwtAlgorithm,
+        path: &std::path::Path,
+        leeway: Duration,
+    ) -> Result<Self, KeyError> {
+        if algorithm == JwtAlgorithm::HS256 {
+            return Err(KeyError(
+                "a JWKS file holds public keys: use RS256 or ES256".into(),
+            ));
+        }
+        let keys = crate::jwks::JwksKeys::open(path, algorithm)?;
+        Ok(TokenVerifier {
+            algorithm,
+            keys: VerifierKeys::Jwks(std::sync::Arc::new(keys)),
+            validation: validation(algorithm, leeway),
         })
     }
 
@@ -203,38 +229,59 @@ impl TokenVerifier {
         // The header is read by us first so that a token naming another
         // algorithm (or `none`, which the library cannot even parse) gets
         // its own clear error; the library then checks it again.
-        let found = header_algorithm(token)?;
-        if found != self.algorithm.name() {
+        let header = read_header(token)?;
+        if header.alg != self.algorithm.name() {
             return Err(TokenError::AlgorithmNotAllowed {
-                found,
+                found: header.alg,
                 expected: self.algorithm.name(),
             });
         }
+        let from_jwks;
+        let key = match &self.keys {
+            VerifierKeys::One(key) => key,
+            VerifierKeys::Jwks(keys) => {
+                from_jwks = keys.key(header.kid.as_deref())?;
+                &from_jwks
+            }
+        };
         let data =
-            jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::InvalidSignature => TokenError::BadSignature,
-                    ErrorKind::ExpiredSignature => TokenError::Expired,
-                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                    ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
-                    ErrorKind::InvalidClaimFormat(c) => TokenError::BadClaim(c.clone()),
-                    ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed {
-                        found: "another algorithm".into(),
-                        expected: self.algorithm.name(),
-                    },
-                    ErrorKind::Json(e) => TokenError::BadClaim(e.to_string()),
-                    _ => TokenError::Malformed(e.to_string()),
-                }
+            jsonwebtoken::decode::<RawClaims>(token, key, &self.validation).map_err(|e| match e
+                .kind()
+            {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+                ErrorKind::InvalidClaimFormat(c) => TokenError::BadClaim(c.clone()),
+                ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed {
+                    found: "another algorithm".into(),
+                    expected: self.algorithm.name(),
+                },
+                ErrorKind::Json(e) => TokenError::BadClaim(e.to_string()),
+                _ => TokenError::Malformed(e.to_string()),
             })?;
         data.claims.into_claims()
     }
 }
 
-fn header_algorithm(token: &str) -> Result<String, TokenError> {
-    #[derive(Deserialize)]
-    struct AlgOnly {
-        alg: String,
-    }
+fn validation(algorithm: JwtAlgorithm, leeway: Duration) -> Validation {
+    let mut validation = Validation::new(algorithm.jsonwebtoken());
+    validation.required_spec_claims = HashSet::from(["exp".to_owned(), "sub".to_owned()]);
+    validation.leeway = leeway.as_secs();
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation
+}
+
+/// The parts of a JWT header Herald reads itself.
+#[derive(Deserialize)]
+struct TokenHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+fn read_header(token: &str) -> Result<TokenHeader, TokenError> {
     let header = token
         .split('.')
         .next()
@@ -243,9 +290,8 @@ fn header_algorithm(token: &str) -> Result<String, TokenError> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header.trim_end_matches('='))
         .map_err(|e| TokenError::Malformed(format!("header is not base64url: {e}")))?;
-    let header: AlgOnly = serde_json::from_slice(&bytes)
-        .map_err(|e| TokenError::Malformed(format!("header is not a JWT header: {e}")))?;
-    Ok(header.alg)
+    serde_json::from_slice(&bytes)
+        .map_err(|e| TokenError::Malformed(format!("header is not a JWT header: {e}")))
 }
 
 /// Seconds since the Unix epoch.
@@ -260,6 +306,7 @@ pub fn unix_now() -> i64 {
 pub struct TokenSigner {
     algorithm: JwtAlgorithm,
     key: EncodingKey,
+    kid: Option<String>,
 }
 
 impl TokenSigner {
@@ -276,16 +323,33 @@ impl TokenSigner {
                 algorithm.name()
             ))
         })?;
-        Ok(TokenSigner { algorithm, key })
+        Ok(TokenSigner {
+            algorithm,
+            key,
+            kid: None,
+        })
+    }
+
+    /// Names the key in every token's header (`kid`), as a JWKS needs.
+    pub fn with_key_id(mut self, kid: &str) -> Self {
+        self.kid = Some(kid.to_owned());
+        self
+    }
+
+    /// The public half of the signing key as a JWK (RS256, ES256), named by
+    /// the key id: what goes into a JWKS file.
+    pub fn public_jwk(&self) -> Result<jsonwebtoken::jwk::Jwk, KeyError> {
+        let mut jwk =
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&self.key, self.algorithm.jsonwebtoken())
+                .map_err(|e| KeyError(e.to_string()))?;
+        jwk.common.key_id = self.kid.clone();
+        Ok(jwk)
     }
 
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
-        jsonwebtoken::encode(
-            &Header::new(self.algorithm.jsonwebtoken()),
-            claims,
-            &self.key,
-        )
-        .map_err(|e| KeyError(e.to_string()))
+        let mut header = Header::new(self.algorithm.jsonwebtoken());
+        header.kid = self.kid.clone();
+        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| KeyError(e.to_string()))
     }
 
     /// A token for `user` valid for `ttl`.
@@ -489,5 +553,104 @@ mod tests {
         // … and no pattern admits others
         assert!(!c.may_subscribe(&ch("chat:#bob,carol")));
         assert!(!c.may_subscribe(&ch("#bob")));
+    }
+
+    const RSA2_PRIVATE: &[u8] = include_bytes!("../tests/keys/rsa2_private.pem");
+
+    fn signer(private: &[u8], alg: JwtAlgorithm, kid: &str) -> TokenSigner {
+        TokenSigner::new(alg, private).unwrap().with_key_id(kid)
+    }
+
+    /// Writes a JWKS file of these signers' public keys.
+    fn write_jwks(path: &std::path::Path, signers: &[&TokenSigner]) {
+        let keys: Vec<_> = signers.iter().map(|s| s.public_jwk().unwrap()).collect();
+        std::fs::write(
+            path,
+            serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("herald-{name}-{:016x}.json", rand::random::<u64>()))
+    }
+
+    #[test]
+    fn jwks_keys_are_chosen_by_kid_and_only_of_the_pinned_algorithm() {
+        let k1 = signer(RSA_PRIVATE, JwtAlgorithm::RS256, "k1");
+        let e1 = signer(EC_PRIVATE, JwtAlgorithm::ES256, "e1");
+        let path = temp_path("jwks");
+        write_jwks(&path, &[&k1, &e1]);
+        let verifier =
+            TokenVerifier::from_jwks_file(JwtAlgorithm::RS256, &path, Duration::ZERO).unwrap();
+        assert_eq!(
+            verifier.verify(&k1.sign(&claims(60)).unwrap()).unwrap().sub,
+            "alice"
+        );
+        // one usable key: a token without `kid` uses it
+        let anonymous = TokenSigner::new(JwtAlgorithm::RS256, RSA_PRIVATE).unwrap();
+        assert!(
+            verifier
+                .verify(&anonymous.sign(&claims(60)).unwrap())
+                .is_ok()
+        );
+        // the EC key is no RS256 key, whatever kid a token names
+        let wrong = signer(RSA2_PRIVATE, JwtAlgorithm::RS256, "e1");
+        assert_eq!(
+            verifier.verify(&wrong.sign(&claims(60)).unwrap()),
+            Err(TokenError::UnknownKey("e1".into()))
+        );
+        // another key claiming to be k1: its signature does not verify
+        let forged = signer(RSA2_PRIVATE, JwtAlgorithm::RS256, "k1");
+        assert_eq!(
+            verifier.verify(&forged.sign(&claims(60)).unwrap()),
+            Err(TokenError::BadSignature)
+        );
+        // expiry and claims are checked as with one key
+        assert_eq!(
+            verifier.verify(&k1.sign(&claims(-60)).unwrap()),
+            Err(TokenError::Expired)
+        );
+        // a file without an RS256 key is refused at start
+        let ec_only = temp_path("jwks-ec");
+        write_jwks(&ec_only, &[&e1]);
+        let refused = TokenVerifier::from_jwks_file(JwtAlgorithm::RS256, &ec_only, Duration::ZERO);
+        assert!(refused.is_err());
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(ec_only);
+    }
+
+    #[test]
+    fn a_rotated_key_is_taken_from_the_changed_file_without_restart() {
+        let k1 = signer(RSA_PRIVATE, JwtAlgorithm::RS256, "k1");
+        let k2 = signer(RSA2_PRIVATE, JwtAlgorithm::RS256, "k2");
+        let path = temp_path("jwks-rotation");
+        write_jwks(&path, &[&k1]);
+        let verifier =
+            TokenVerifier::from_jwks_file(JwtAlgorithm::RS256, &path, Duration::ZERO).unwrap();
+        let new_token = k2.sign(&claims(60)).unwrap();
+        assert_eq!(
+            verifier.verify(&new_token),
+            Err(TokenError::UnknownKey("k2".into()))
+        );
+        // the provider publishes k2 next to k1
+        write_jwks(&path, &[&k1, &k2]);
+        assert_eq!(verifier.verify(&new_token).unwrap().sub, "alice");
+        assert!(verifier.verify(&k1.sign(&claims(60)).unwrap()).is_ok());
+        // two keys now: a token must say which
+        let anonymous = TokenSigner::new(JwtAlgorithm::RS256, RSA_PRIVATE).unwrap();
+        assert_eq!(
+            verifier.verify(&anonymous.sign(&claims(60)).unwrap()),
+            Err(TokenError::MissingKeyId)
+        );
+        // a broken file keeps the keys already loaded
+        std::fs::write(&path, b"{not json").unwrap();
+        let k3 = signer(RSA2_PRIVATE, JwtAlgorithm::RS256, "k3");
+        assert_eq!(
+            verifier.verify(&k3.sign(&claims(60)).unwrap()),
+            Err(TokenError::UnknownKey("k3".into()))
+        );
+        assert!(verifier.verify(&new_token).is_ok());
+        let _ = std::fs::remove_file(path);
     }
 }

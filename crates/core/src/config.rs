@@ -140,6 +140,9 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// PEM public key for RS256 / ES256.
     pub jwt_public_key_file: Option<PathBuf>,
+    /// Or a JWKS file of public keys (RS256 / ES256), chosen by `kid` and
+    /// read again when the file changes.
+    pub jwt_jwks_file: Option<PathBuf>,
     /// Clock skew tolerated on `exp` / `nbf`, seconds.
     pub jwt_leeway_secs: u64,
     /// Server API keys (`Authorization: Bearer <key>`).
@@ -284,6 +287,7 @@ impl Default for Config {
             jwt_algorithm: JwtAlgorithm::HS256,
             jwt_secret: None,
             jwt_public_key_file: None,
+            jwt_jwks_file: None,
             jwt_leeway_secs: 5,
             api_keys: Vec::new(),
             allowed_origins: Vec::new(),
@@ -488,6 +492,12 @@ impl Config {
         }
         match self.jwt_algorithm {
             JwtAlgorithm::HS256 => {
+                if self.jwt_jwks_file.is_some() {
+                    return Err(ConfigError::new(
+                        "jwt_jwks_file",
+                        "holds public keys: set jwt_algorithm to RS256 or ES256",
+                    ));
+                }
                 let secret = match (&self.jwt_secret, allow_dev_secret) {
                     (Some(s), _) => s.as_str(),
                     (None, true) => DEV_JWT_SECRET,
@@ -502,12 +512,25 @@ impl Config {
                     .map_err(key_error("jwt_secret"))
             }
             algorithm => {
-                let path = self.jwt_public_key_file.as_ref().ok_or_else(|| {
-                    ConfigError::new(
-                        "jwt_public_key_file",
-                        format!("is required for {}", algorithm.name()),
-                    )
-                })?;
+                let path = match (&self.jwt_public_key_file, &self.jwt_jwks_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError::new(
+                            "jwt_jwks_file",
+                            "set either jwt_public_key_file or jwt_jwks_file, not both",
+                        ));
+                    }
+                    (None, Some(jwks)) => {
+                        return TokenVerifier::from_jwks_file(algorithm, jwks, leeway)
+                            .map_err(key_error("jwt_jwks_file"));
+                    }
+                    (Some(path), None) => path,
+                    (None, None) => {
+                        return Err(ConfigError::new(
+                            "jwt_public_key_file",
+                            format!("is required for {} (or jwt_jwks_file)", algorithm.name()),
+                        ));
+                    }
+                };
                 let pem = std::fs::read(path).map_err(|e| {
                     ConfigError::new(
                         "jwt_public_key_file",
@@ -739,5 +762,29 @@ mod tests {
             rs.token_verifier(true).unwrap_err().key,
             "jwt_public_key_file"
         );
+        // a JWKS file: not with HS256, not next to a PEM key, and it must exist
+        let jwks = Some(PathBuf::from("/nonexistent/jwks.json"));
+        let hs_jwks = Config {
+            jwt_secret: Some("0123456789abcdef0123".into()),
+            jwt_jwks_file: jwks.clone(),
+            ..Config::default()
+        };
+        assert_eq!(
+            hs_jwks.token_verifier(false).unwrap_err().key,
+            "jwt_jwks_file"
+        );
+        let both = Config {
+            jwt_public_key_file: Some(PathBuf::from("/nonexistent/key.pem")),
+            jwt_jwks_file: jwks.clone(),
+            ..rs.clone()
+        };
+        assert_eq!(both.token_verifier(false).unwrap_err().key, "jwt_jwks_file");
+        let missing = Config {
+            jwt_jwks_file: jwks,
+            ..rs
+        };
+        let e = missing.token_verifier(false).unwrap_err();
+        assert_eq!(e.key, "jwt_jwks_file");
+        assert!(e.to_string().contains("cannot read"), "{e}");
     }
 }

@@ -9,6 +9,7 @@ pub mod channel;
 pub mod config;
 pub mod devices;
 pub mod history;
+mod jwks;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;

@@ -25,7 +25,9 @@ const DEFAULT_DATABASE_URL: &str = "sqlite:herald.db";
 const STANDALONE_QUEUE_CAPACITY: usize = 100_000;
 
 pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()> {
-    let dev_secret = config.jwt_secret.is_none() && config.jwt_public_key_file.is_none();
+    let dev_secret = config.jwt_secret.is_none()
+        && config.jwt_public_key_file.is_none()
+        && config.jwt_jwks_file.is_none();
     if dev_secret {
         tracing::warn!(
             "no HERALD_JWT_SECRET: using the built-in development secret; anyone can mint tokens. \
