@@ -42,10 +42,10 @@ impl JwksKeys {
         if let Some(key) = self.find(kid)? {
             return Ok(key);
         }
-        if self.reload_if_changed() {
-            if let Some(key) = self.find(kid)? {
-                return Ok(key);
-            }
+        if self.reload_if_changed()
+            && let Some(key) = self.find(kid)?
+        {
+            return Ok(key);
         }
         Err(TokenError::UnknownKey(kid.unwrap_or_default().to_owned()))
     }
@@ -132,10 +132,10 @@ fn suits(jwk: &Jwk, algorithm: JwtAlgorithm) -> bool {
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
         return false;
     }
-    if let Some(alg) = jwk.common.key_algorithm {
-        if format!("{alg:?}") != algorithm.name() {
-            return false;
-        }
+    if let Some(alg) = jwk.common.key_algorithm
+        && format!("{alg:?}") != algorithm.name()
+    {
+        return false;
     }
     match (&jwk.algorithm, algorithm) {
         (AlgorithmParameters::RSA(_), JwtAlgorithm::RS256) => true,
