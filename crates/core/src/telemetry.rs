@@ -112,3 +112,53 @@ pub fn otlp_provider(service: &str) -> Result<SdkTracerProvider, TelemetryError>
         .with_resource(resource)
         .build())
 }
+
+/// Trace context across processes (W3C `traceparent`): routing puts it in
+/// the headers of each live publication, edges continue the trace when they
+/// deliver, and the server APIs take it from HTTP headers and gRPC
+/// metadata — so one publish is one trace from the API call to every edge.
+/// Without an OTLP exporter there is no context to carry, and nothing is
+/// added to any message.
+pub mod propagation {
+    use opentelemetry::propagation::{Extractor, Injector};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use crate::bus::Headers;
+
+    /// Writes the current span's context into `carrier`.
+    pub fn inject(carrier: &mut dyn Injector) {
+        let context = tracing::Span::current().context();
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, carrier));
+    }
+
+    /// Whether `carrier` carries a trace context (cheap: no span work when
+    /// it does not).
+    pub fn carries_context(carrier: &dyn Extractor) -> bool {
+        carrier.get("traceparent").is_some()
+    }
+
+    /// Makes `span` continue the trace `carrier` carries, if any.
+    pub fn continue_trace(span: &tracing::Span, carrier: &dyn Extractor) {
+        if !carries_context(carrier) {
+            return;
+        }
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(carrier));
+        let _ = span.set_parent(parent);
+    }
+
+    impl Injector for Headers {
+        fn set(&mut self, key: &str, value: String) {
+            self.insert(key, value);
+        }
+    }
+
+    impl Extractor for Headers {
+        fn get(&self, key: &str) -> Option<&str> {
+            Headers::get(self, key)
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            self.iter().map(|(k, _)| k).collect()
+        }
+    }
+}

@@ -21,6 +21,7 @@ use herald_core::history::Recovery;
 use herald_core::protocol::{ErrorBody, ErrorCode, Publication, Push, StreamPosition, encode};
 use herald_core::route::HistoryQuery;
 use herald_core::subjects::{HEADER_EPOCH, HEADER_KIND, HEADER_OFFSET, Subjects};
+use herald_core::telemetry::propagation;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until};
@@ -300,6 +301,14 @@ async fn run_fanout(
         tokio::select! {
             message = subscription.next(), if !must_fill => {
                 let Some(message) = message else { break };
+                // a traced publication (routing exports traces) gets a span
+                // here; untraced ones cost nothing extra
+                let span = propagation::carries_context(&message.headers).then(|| {
+                    let span = tracing::info_span!("deliver", channel = %channel);
+                    propagation::continue_trace(&span, &message.headers);
+                    span
+                });
+                let _entered = span.as_ref().map(tracing::Span::enter);
                 let Some(delivery) = delivery_of(&channel, message) else { continue };
                 accept(&fanout, &mut pending, delivery);
             }

@@ -197,6 +197,7 @@ pub fn http_router(notify: Arc<Notify>, keys: ApiKeys) -> Router {
         .route("/api/notify", post(send))
         .route("/api/notify/{id}", get(status))
         .layer(middleware::from_fn_with_state(keys, require_api_key))
+        .layer(herald_proto::trace::http_layer())
         .with_state(notify)
 }
 

@@ -21,6 +21,7 @@ pub mod notify {
 pub mod client;
 pub mod http;
 pub mod server;
+pub mod trace;
 
 /// Every service's descriptors, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("herald_descriptor");

@@ -75,6 +75,7 @@ pub async fn serve(
     // Without TCP_NODELAY small gRPC answers wait on delayed ACKs (40 ms).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        .layer(crate::trace::grpc_layer())
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -35,6 +35,7 @@ pub fn api_router(routing: Arc<Routing>, keys: ApiKeys, max_message_bytes: usize
         .layer(DefaultBodyLimit::max(max_message_bytes + 64 * 1024))
         .layer(middleware::from_fn_with_state(keys, require_api_key))
         .layer(middleware::map_response(crate::stats::count_http_errors))
+        .layer(herald_proto::trace::http_layer())
         .with_state(routing)
 }
 

@@ -265,7 +265,9 @@ impl Routing {
             .await
             .map_err(|e| unavailable("history", e))?;
         if let Appended::New(publication) = &appended {
-            let (headers, payload) = live_message(publication);
+            let (mut headers, payload) = live_message(publication);
+            // edges continue this trace when they deliver
+            herald_core::telemetry::propagation::inject(&mut headers);
             // The publication is stored: if live delivery fails, subscribers
             // still get it when they fill the gap from history.
             if let Err(e) = self
