@@ -259,3 +259,103 @@ async fn read_push_jobs(prefix: &str) -> Vec<PushJob> {
     }
     jobs
 }
+
+/// The next join or leave `observer` sees on `chat:lobby`, as
+/// `("join"|"leave", user)`.
+async fn next_membership(observer: &mut Client) -> (&'static str, String) {
+    loop {
+        let event = observer
+            .next_event_within(Duration::from_secs(15))
+            .await
+            .expect("a join or leave in time");
+        match event {
+            Event::Push(Push::Join(m)) if m.channel.as_str() == "chat:lobby" => {
+                return ("join", m.user);
+            }
+            Event::Push(Push::Leave(m)) if m.channel.as_str() == "chat:lobby" => {
+                return ("leave", m.user);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A member joins with their first connection anywhere and leaves with
+/// their last — one user on two edges is one join and one leave, announced
+/// by one presence replica, and by the other when that one dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_leave_are_for_the_whole_cluster_and_survive_a_replica() {
+    let prefix = unique_prefix();
+    let nats = nats_url();
+    let base = vec![
+        ("HERALD_JWT_SECRET", SECRET),
+        ("HERALD_API_KEYS", API_KEY),
+        ("HERALD_SUBJECT_PREFIX", prefix.as_str()),
+        ("HERALD_NATS_URL", nats.as_str()),
+        ("HERALD_HISTORY_STORAGE", "memory"),
+        ("HERALD_PRESENCE_HEARTBEAT_SECS", "1"),
+    ];
+    let env = Env::new(&base);
+    let _cleanup = StreamCleanup(prefix.clone());
+    let mut replicas = vec![
+        Herald::presence("presence-a", &env),
+        Herald::presence("presence-b", &env),
+    ];
+    let presence_url = format!("http://{}", replicas[0].grpc.unwrap());
+    let mut pairs = base.clone();
+    pairs.push(("HERALD_PRESENCE_URL", presence_url.as_str()));
+    let env = Env::new(&pairs);
+    let _routing = Herald::routing("routing", &env);
+    let (e1, e2) = (Herald::edge("j1", &env), Herald::edge("j2", &env));
+    let connect = |edge: &Herald, user: &str| {
+        let (url, token) = (edge.ws(), token(&env, user));
+        async move {
+            let (client, _) = Client::connect(&url, &token).await.unwrap();
+            client.subscribe("chat:lobby").await.unwrap();
+            client
+        }
+    };
+    // one replica takes the lease
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replicas
+        .iter()
+        .any(|r| r.logs().contains("announcing join/leave"))
+    {
+        assert!(Instant::now() < deadline, "no replica announces");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut bob = connect(&e1, "bob").await;
+    assert_eq!(next_membership(&mut bob).await, ("join", "bob".into()));
+    // alice on both edges: one join
+    let alice_phone = connect(&e1, "alice").await;
+    assert_eq!(next_membership(&mut bob).await, ("join", "alice".into()));
+    let alice_laptop = connect(&e2, "alice").await;
+    // carol after her on e2: had alice's second connection been a join, it
+    // would have come first
+    let carol = connect(&e2, "carol").await;
+    assert_eq!(next_membership(&mut bob).await, ("join", "carol".into()));
+    // alice puts the phone away: still there on the laptop, no leave
+    alice_phone.close().await;
+    let dave = connect(&e1, "dave").await;
+    assert_eq!(next_membership(&mut bob).await, ("join", "dave".into()));
+    // and the laptop: now she left
+    alice_laptop.close().await;
+    assert_eq!(next_membership(&mut bob).await, ("leave", "alice".into()));
+
+    // the announcing replica dies; the other takes over
+    let leader = replicas
+        .iter()
+        .position(|r| r.logs().contains("announcing join/leave"))
+        .unwrap();
+    replicas[leader].kill();
+    let standby = &replicas[1 - leader];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !standby.logs().contains("announcing join/leave") {
+        assert!(Instant::now() < deadline, "the standby never took over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _erin = connect(&e2, "erin").await;
+    assert_eq!(next_membership(&mut bob).await, ("join", "erin".into()));
+    drop((carol, dave));
+}

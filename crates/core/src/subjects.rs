@@ -104,6 +104,12 @@ impl Subjects {
         format!("{}.notify.dead", self.prefix)
     }
 
+    /// `herald.lease.presence`: the lease of the presence replica that
+    /// announces join/leave (a one-message JetStream stream).
+    pub fn presence_lease(&self) -> String {
+        format!("{}.lease.presence", self.prefix)
+    }
+
     /// `herald.ctl.disconnect`: close a user's connections on every edge.
     pub fn ctl_disconnect(&self) -> String {
         format!("{}.ctl.disconnect", self.prefix)

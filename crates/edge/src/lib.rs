@@ -248,62 +248,21 @@ impl Edge {
             .take()
     }
 
-    /// Tells a channel's subscribers that `user` joined or left, where the
-    /// namespace wants it. The personal `#user` channel never announces.
-    pub(crate) async fn announce(&self, kind: PushKind, channel: &Channel, user: &str) {
-        let wanted = self
-            .config
-            .namespace(channel)
-            .map(|ns| ns.join_leave)
-            .unwrap_or(false);
-        let personal = channel.has_user_boundary() && channel.namespace().is_none();
-        if !wanted || personal {
-            return;
-        }
-        let body = herald_core::protocol::ChannelUser {
-            channel: channel.clone(),
-            user: user.to_owned(),
-        };
-        let push = match kind {
-            PushKind::Join => herald_core::protocol::Push::Join(body),
-            PushKind::Leave => herald_core::protocol::Push::Leave(body),
-            _ => return,
-        };
-        let headers =
-            herald_core::bus::Headers::new().with(herald_core::subjects::HEADER_KIND, kind.name());
-        if let Err(e) = self
-            .bus
-            .publish(
-                &self.subjects.live(channel),
-                headers,
-                herald_core::protocol::encode(&push).into(),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "join/leave not sent");
-        }
-    }
+    // Presence sees every edge, so it (not each edge) announces join and
+    // leave: these only report what changed here.
 
-    /// A connection's presence ends: report it and announce the channels
-    /// the user left.
+    /// A connection's presence ends.
     pub(crate) async fn presence_gone(&self, conn: ConnId) {
-        for (channel, user) in self.reporter.disconnect(conn) {
-            self.announce(PushKind::Leave, &channel, &user).await;
-        }
+        self.reporter.disconnect(conn);
     }
 
-    /// A connection subscribed to `channel`: report it and announce the
-    /// user if they just joined.
+    /// A connection subscribed to `channel`.
     pub(crate) async fn presence_joined(&self, conn: ConnId, channel: &Channel) {
-        if let Some(user) = self.reporter.subscribe(conn, channel) {
-            self.announce(PushKind::Join, channel, &user).await;
-        }
+        self.reporter.subscribe(conn, channel);
     }
 
     pub(crate) async fn presence_left(&self, conn: ConnId, channel: &Channel) {
-        if let Some(user) = self.reporter.unsubscribe(conn, channel) {
-            self.announce(PushKind::Leave, channel, &user).await;
-        }
+        self.reporter.unsubscribe(conn, channel);
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {

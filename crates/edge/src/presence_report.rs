@@ -41,8 +41,6 @@ struct State {
     seq: u64,
     digest: u64,
     conns: HashMap<ConnId, Conn>,
-    /// Connections per (channel, user) on this edge.
-    members: HashMap<(Channel, String), u32>,
 }
 
 struct Conn {
@@ -106,41 +104,27 @@ impl PresenceReporter {
 
     /// Returns the channels whose last connection of this user (here) this
     /// was.
-    pub fn disconnect(&self, conn: ConnId) -> Vec<(Channel, String)> {
+    pub fn disconnect(&self, conn: ConnId) {
         let mut state = self.lock();
         let Some(c) = state.conns.remove(&conn) else {
-            return Vec::new();
+            return;
         };
         state.digest ^= digest_of_connection(conn, &c.user, c.transport);
-        let mut left = Vec::new();
         for channel in c.channels {
             state.digest ^= digest_of_subscription(conn, &channel);
-            if leave(&mut state.members, &channel, &c.user) {
-                left.push((channel, c.user.clone()));
-            }
         }
         self.record(&mut state, Change::Disconnect { conn });
-        left
     }
 
-    /// Returns the user if this is their first connection in `channel`
-    /// here (someone joined).
-    pub fn subscribe(&self, conn: ConnId, channel: &Channel) -> Option<String> {
+    pub fn subscribe(&self, conn: ConnId, channel: &Channel) {
         let mut state = self.lock();
-        let user = {
-            let c = state.conns.get_mut(&conn)?;
-            if !c.channels.insert(channel.clone()) {
-                return None;
-            }
-            c.user.clone()
+        let Some(c) = state.conns.get_mut(&conn) else {
+            return;
         };
+        if !c.channels.insert(channel.clone()) {
+            return;
+        }
         state.digest ^= digest_of_subscription(conn, channel);
-        let count = state
-            .members
-            .entry((channel.clone(), user.clone()))
-            .or_default();
-        *count += 1;
-        let first = *count == 1;
         self.record(
             &mut state,
             Change::Subscribe {
@@ -148,21 +132,17 @@ impl PresenceReporter {
                 channel: channel.clone(),
             },
         );
-        first.then_some(user)
     }
 
-    /// Returns the user if this was their last connection in `channel` here.
-    pub fn unsubscribe(&self, conn: ConnId, channel: &Channel) -> Option<String> {
+    pub fn unsubscribe(&self, conn: ConnId, channel: &Channel) {
         let mut state = self.lock();
-        let user = {
-            let c = state.conns.get_mut(&conn)?;
-            if !c.channels.remove(channel) {
-                return None;
-            }
-            c.user.clone()
+        let Some(c) = state.conns.get_mut(&conn) else {
+            return;
         };
+        if !c.channels.remove(channel) {
+            return;
+        }
         state.digest ^= digest_of_subscription(conn, channel);
-        let last = leave(&mut state.members, channel, &user);
         self.record(
             &mut state,
             Change::Unsubscribe {
@@ -170,7 +150,6 @@ impl PresenceReporter {
                 channel: channel.clone(),
             },
         );
-        last.then_some(user)
     }
 
     /// Queues a heartbeat behind the changes already queued.
@@ -318,37 +297,23 @@ impl PresenceReporter {
     }
 }
 
-/// One connection of `user` leaves `channel`; true if it was the last.
-fn leave(members: &mut HashMap<(Channel, String), u32>, channel: &Channel, user: &str) -> bool {
-    let key = (channel.clone(), user.to_owned());
-    match members.get_mut(&key) {
-        Some(count) if *count > 1 => {
-            *count -= 1;
-            false
-        }
-        Some(_) => {
-            members.remove(&key);
-            true
-        }
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use herald_core::presence::digest_of_snapshot;
 
     #[test]
-    fn the_digest_follows_the_state_and_joins_are_per_user() {
+    fn the_digest_follows_the_state_and_repeats_are_not_changes() {
         let r = PresenceReporter::new("e1");
         let room = Channel::new("room").unwrap();
         r.connect(1, "alice", Transport::Ws);
         r.connect(2, "alice", Transport::Sse);
-        assert_eq!(r.subscribe(1, &room), Some("alice".into()));
-        assert_eq!(r.subscribe(2, &room), None, "alice was already in");
-        assert_eq!(r.unsubscribe(1, &room), None, "still there on conn 2");
-        assert_eq!(r.disconnect(2), vec![(room.clone(), "alice".to_owned())]);
+        r.subscribe(1, &room);
+        r.subscribe(1, &room); // already subscribed: no change
+        r.subscribe(2, &room);
+        r.unsubscribe(1, &room);
+        r.unsubscribe(1, &room); // not subscribed: no change
+        r.disconnect(2);
         let Report::Snapshot {
             seq, connections, ..
         } = r.snapshot()

@@ -50,6 +50,14 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     let (presence, presence_intake) =
         herald_presence::start(&config, bus.clone(), shutdown.clone()).await?;
     let subjects = herald_core::subjects::Subjects::new(&config.subject_prefix);
+    let _announcer = herald_presence::announce(
+        &presence,
+        bus.clone(),
+        config.clone(),
+        &node,
+        herald_presence::Leadership::Sole,
+        shutdown.clone(),
+    );
     let _presence_stats = herald_presence::publish_stats(
         presence.clone(),
         bus.clone(),

@@ -3,6 +3,7 @@
 //! view, so replicas can sit behind one Kubernetes Service; it answers
 //! `herald.presence.v1.Presence` over gRPC.
 
+mod announcer;
 mod client;
 mod grpc;
 mod intake;
@@ -23,6 +24,7 @@ use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use tokio::task::JoinHandle;
 
+pub use announcer::Leadership;
 pub use client::PresenceClient;
 pub use grpc::grpc_service;
 pub use intake::Intake;
@@ -49,6 +51,18 @@ pub enum PresenceServiceError {
     Grpc(String),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+}
+
+/// Announces join/leave pushes from `state` (see [`Leadership`]).
+pub fn announce(
+    state: &PresenceState,
+    bus: Arc<dyn Bus>,
+    config: Arc<Config>,
+    node: &str,
+    leadership: Leadership,
+    shutdown: Shutdown,
+) -> JoinHandle<()> {
+    announcer::start(state, bus, config, node, leadership, shutdown)
 }
 
 /// Starts taking in edge reports on `bus`: the state fills from here on.
@@ -106,9 +120,18 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Presen
     check(&config)?;
     let keys = ApiKeys::new(config.api_keys(false)?);
     let node = config.node_id_or_generate("presence");
-    let bus: Arc<dyn Bus> =
-        Arc::new(NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?);
+    let nats = NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?;
+    let client = nats.client().clone();
+    let bus: Arc<dyn Bus> = Arc::new(nats);
     let (state, intake) = start(&config, bus.clone(), shutdown.clone()).await?;
+    let announcer = announce(
+        &state,
+        bus.clone(),
+        config.clone(),
+        &node,
+        Leadership::Elected(client),
+        shutdown.clone(),
+    );
     let _stats = publish_stats(
         state.clone(),
         bus,
@@ -166,6 +189,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Presen
         return Err(PresenceServiceError::Http(e));
     }
     let _ = intake.await;
+    let _ = announcer.await;
     Ok(())
 }
 

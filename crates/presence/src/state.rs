@@ -33,6 +33,9 @@ pub struct PresenceEvent {
     pub user: Arc<str>,
     pub channel: Option<Channel>,
     pub ts_ms: u64,
+    /// Raised while an edge's state was being replaced by its snapshot:
+    /// the view is rebuilt, and what looks like a change may be none.
+    pub resync: bool,
 }
 
 struct ConnView {
@@ -82,6 +85,8 @@ pub struct PresenceState {
     inner: RwLock<Inner>,
     events: broadcast::Sender<PresenceEvent>,
     grace: Duration,
+    /// Set (under the write lock) while a snapshot replaces an edge's state.
+    resyncing: std::sync::atomic::AtomicBool,
 }
 
 /// What `IsOnline` answers.
@@ -108,6 +113,7 @@ impl PresenceState {
             inner: RwLock::new(Inner::default()),
             events,
             grace,
+            resyncing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -130,6 +136,7 @@ impl PresenceState {
             user: user.clone(),
             channel: channel.cloned(),
             ts_ms: unix_millis(),
+            resync: self.resyncing.load(std::sync::atomic::Ordering::Relaxed),
         });
     }
 
@@ -353,6 +360,8 @@ impl PresenceState {
         connections: &[ConnectionState],
     ) {
         let mut inner = self.write();
+        self.resyncing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.drop_edge_locked(&mut inner, edge);
         inner.edges.insert(
             edge.to_owned(),
@@ -370,6 +379,8 @@ impl PresenceState {
                 self.join(&mut inner, edge, c.conn, channel);
             }
         }
+        self.resyncing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Forgets an edge (it died or restarted): its users go offline unless
