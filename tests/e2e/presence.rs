@@ -297,7 +297,7 @@ async fn join_and_leave_are_for_the_whole_cluster_and_survive_a_replica() {
     ];
     let env = Env::new(&base);
     let _cleanup = StreamCleanup(prefix.clone());
-    let mut replicas = vec![
+    let mut replicas = [
         Herald::presence("presence-a", &env),
         Herald::presence("presence-b", &env),
     ];
