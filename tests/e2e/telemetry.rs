@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -57,13 +58,7 @@ async fn spans_are_exported_over_otlp() {
             .expect("spans within the deadline")
             .expect("collector running");
         for resource_spans in &request.resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref())
-                .and_then(|v| v.value.clone());
+            let service = service_of(resource_spans);
             let names: Vec<&str> = resource_spans
                 .scope_spans
                 .iter()
@@ -71,14 +66,26 @@ async fn spans_are_exported_over_otlp() {
                 .map(|s| s.name.as_str())
                 .collect();
             if names.contains(&"publish") {
-                assert_eq!(
-                    service,
-                    Some(Value::StringValue("herald-standalone".into()))
-                );
+                assert_eq!(service, "herald-standalone");
                 return;
             }
         }
     }
+}
+
+/// The `service.name` of a batch of spans.
+fn service_of(spans: &ResourceSpans) -> String {
+    spans
+        .resource
+        .iter()
+        .flat_map(|r| &r.attributes)
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(Value::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// Starts an OTLP collector; every export request arrives on the receiver.
@@ -150,17 +157,7 @@ async fn one_publish_is_one_trace_from_the_api_call_to_the_edge() {
             .unwrap_or_else(|_| panic!("spans of the trace, so far: {seen:?}"))
             .expect("collector running");
         for resource_spans in &request.resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref())
-                .and_then(|v| match &v.value {
-                    Some(Value::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
+            let service = service_of(resource_spans);
             for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
                 if span.trace_id == trace_id {
                     seen.entry(service.clone())

@@ -24,7 +24,7 @@ use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use tokio::task::JoinHandle;
 
-pub use announcer::Leadership;
+pub use announcer::{Leadership, start as announce};
 pub use client::PresenceClient;
 pub use grpc::grpc_service;
 pub use intake::Intake;
@@ -51,18 +51,6 @@ pub enum PresenceServiceError {
     Grpc(String),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
-}
-
-/// Announces join/leave pushes from `state` (see [`Leadership`]).
-pub fn announce(
-    state: &PresenceState,
-    bus: Arc<dyn Bus>,
-    config: Arc<Config>,
-    node: &str,
-    leadership: Leadership,
-    shutdown: Shutdown,
-) -> JoinHandle<()> {
-    announcer::start(state, bus, config, node, leadership, shutdown)
 }
 
 /// Starts taking in edge reports on `bus`: the state fills from here on.
