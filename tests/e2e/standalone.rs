@@ -145,3 +145,47 @@ async fn jwks_keys_rotate_without_a_restart() {
     assert_eq!(ok.user, "ines");
     assert!(Client::connect(&herald.ws(), &token(&old)).await.is_ok());
 }
+
+/// The load tool measures publish → deliver latency against a running
+/// server, and every publication reaches every subscriber.
+#[test]
+fn bench_latency_reports_every_delivery() {
+    let env = env();
+    let herald = Herald::standalone(&env);
+    let token = mint_token(&env, "bench", "bench:*", "");
+    let out = herald_output(
+        &env,
+        &[
+            "bench",
+            "latency",
+            "--url",
+            &herald.http(),
+            "--api",
+            &herald.http(),
+            "--api-key",
+            API_KEY,
+            "--token",
+            &token,
+            "--subscribers",
+            "5",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+        ],
+    );
+    assert!(
+        out.contains("subscribers=5 publications=50 deliveries=250 lost=0"),
+        "{out}"
+    );
+    let delivery = out
+        .lines()
+        .find(|l| l.starts_with("delivery_us p50="))
+        .unwrap_or_else(|| panic!("{out}"));
+    let p50: u64 = delivery["delivery_us p50=".len()..]
+        .split(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{delivery}"));
+    assert!(p50 > 0, "{delivery}");
+}

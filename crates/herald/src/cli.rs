@@ -39,7 +39,8 @@ pub enum Command {
     /// Check a service's configuration without starting it: `herald check
     /// edge` says `ok` or names the setting that is wrong (exit status 1).
     Check(CheckArgs),
-    /// Load tools: `herald bench idle` holds many idle connections.
+    /// Load tools against a running server: `idle` (memory per held
+    /// connection), `latency` (publish → deliver time under fan-out).
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -48,6 +49,8 @@ pub enum Command {
 pub enum BenchCommand {
     /// Open many client connections and hold them idle.
     Idle(crate::bench::IdleArgs),
+    /// Publish → deliver latency under fan-out, against a running server.
+    Latency(crate::bench::LatencyArgs),
 }
 
 /// Settings that can be given as flags; only those given are serialized,

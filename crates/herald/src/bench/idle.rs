@@ -11,6 +11,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::ws_subscriber;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Transport {
     Ws,
@@ -101,21 +103,7 @@ async fn hold_ws(
     permit: tokio::sync::OwnedSemaphorePermit,
     open: &AtomicUsize,
 ) -> anyhow::Result<()> {
-    let ws_url = format!("{}/ws", url.replacen("http", "ws", 1));
-    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await?;
-    let connect = serde_json::json!({"id": 1, "connect": {"token": token}});
-    let subscribe = serde_json::json!({"id": 2, "subscribe": {"channel": channel}});
-    ws.send(Message::text(connect.to_string())).await?;
-    ws.send(Message::text(subscribe.to_string())).await?;
-    let mut replies = 0;
-    while replies < 2 {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("\"ok\"") => replies += 1,
-            Some(Ok(Message::Text(t))) if t.contains("\"error\"") => anyhow::bail!("{t}"),
-            Some(Ok(_)) => {}
-            other => anyhow::bail!("closed: {other:?}"),
-        }
-    }
+    let mut ws = ws_subscriber(url, token, channel).await?;
     open.fetch_add(1, Ordering::Relaxed);
     drop(permit);
     // Idle: answer pings, nothing else.
