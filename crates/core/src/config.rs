@@ -543,6 +543,17 @@ impl Config {
         }
     }
 
+    /// Where to serve HTTP: the configured address, else the service's
+    /// built-in `default`.
+    pub fn http_listen(&self, default: &str) -> Result<SocketAddr, ConfigError> {
+        listen(self.http_addr, default, "http_addr")
+    }
+
+    /// Where to serve gRPC: the configured address, else `default`.
+    pub fn grpc_listen(&self, default: &str) -> Result<SocketAddr, ConfigError> {
+        listen(self.grpc_addr, default, "grpc_addr")
+    }
+
     /// The server API keys; standalone falls back to [`DEV_API_KEY`].
     pub fn api_keys(&self, allow_dev_key: bool) -> Result<Vec<String>, ConfigError> {
         match (self.api_keys.is_empty(), allow_dev_key) {
@@ -600,6 +611,19 @@ impl Config {
 
     pub fn route_timeout(&self) -> Duration {
         Duration::from_millis(self.route_timeout_ms)
+    }
+}
+
+fn listen(
+    configured: Option<SocketAddr>,
+    default: &str,
+    key: &'static str,
+) -> Result<SocketAddr, ConfigError> {
+    match configured {
+        Some(a) => Ok(a),
+        None => default
+            .parse()
+            .map_err(|_| ConfigError::new(key, "bad built-in default")),
     }
 }
 

@@ -411,12 +411,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeEr
         edge.set_admin_keys(herald_core::api_key::ApiKeys::new(keys));
     }
     let background = edge.start(shutdown.clone()).await?;
-    let addr = match config.http_addr {
-        Some(a) => a,
-        None => DEFAULT_HTTP_ADDR
-            .parse()
-            .map_err(|_| ConfigError::new("http_addr", "bad built-in default"))?,
-    };
+    let addr = config.http_listen(DEFAULT_HTTP_ADDR)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| EdgeError::Listen { addr, source })?;

@@ -74,19 +74,6 @@ pub async fn start(
     })
 }
 
-fn address(
-    configured: Option<SocketAddr>,
-    default: &str,
-    key: &str,
-) -> Result<SocketAddr, ConfigError> {
-    match configured {
-        Some(a) => Ok(a),
-        None => default
-            .parse()
-            .map_err(|_| ConfigError::new(key, "bad built-in default")),
-    }
-}
-
 /// Runs notify as its own process: the JetStream work queue in, the push
 /// services out, the device API over HTTP and gRPC.
 /// What notify needs of its configuration before it connects to anything
@@ -101,8 +88,8 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     providers::Providers::from_config(config)?;
-    address(config.http_addr, DEFAULT_HTTP_ADDR, "http_addr")?;
-    address(config.grpc_addr, DEFAULT_GRPC_ADDR, "grpc_addr")?;
+    config.http_listen(DEFAULT_HTTP_ADDR)?;
+    config.grpc_listen(DEFAULT_GRPC_ADDR)?;
     Ok(())
 }
 
@@ -131,8 +118,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Notify
         shutdown.clone(),
     );
 
-    let http_addr = address(config.http_addr, DEFAULT_HTTP_ADDR, "http_addr")?;
-    let grpc_addr = address(config.grpc_addr, DEFAULT_GRPC_ADDR, "grpc_addr")?;
+    let http_addr = config.http_listen(DEFAULT_HTTP_ADDR)?;
+    let grpc_addr = config.grpc_listen(DEFAULT_GRPC_ADDR)?;
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|source| NotifyError::Listen {

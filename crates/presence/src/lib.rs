@@ -127,18 +127,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Presen
         &node,
         shutdown.clone(),
     );
-    let addr = match config.grpc_addr {
-        Some(a) => a,
-        None => DEFAULT_GRPC_ADDR
-            .parse()
-            .map_err(|_| ConfigError::new("grpc_addr", "bad built-in default"))?,
-    };
-    let http_addr = match config.http_addr {
-        Some(a) => a,
-        None => DEFAULT_HTTP_ADDR
-            .parse()
-            .map_err(|_| ConfigError::new("http_addr", "bad built-in default"))?,
-    };
+    let addr = config.grpc_listen(DEFAULT_GRPC_ADDR)?;
+    let http_addr = config.http_listen(DEFAULT_HTTP_ADDR)?;
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|source| PresenceServiceError::Listen {

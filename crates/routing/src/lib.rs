@@ -58,19 +58,6 @@ pub enum RoutingError {
     Grpc(String),
 }
 
-pub(crate) fn address(
-    configured: Option<SocketAddr>,
-    default: &str,
-    key: &str,
-) -> Result<SocketAddr, ConfigError> {
-    match configured {
-        Some(a) => Ok(a),
-        None => default
-            .parse()
-            .map_err(|_| ConfigError::new(key, "bad built-in default")),
-    }
-}
-
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RoutingError> {
     tokio::net::TcpListener::bind(addr)
         .await
@@ -84,8 +71,8 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RoutingError>
 /// (`herald check routing`, and the first thing `serve` does).
 pub fn check(config: &Config) -> Result<(), ConfigError> {
     config.api_keys(false)?;
-    address(config.http_addr, DEFAULT_HTTP_ADDR, "http_addr")?;
-    address(config.grpc_addr, DEFAULT_GRPC_ADDR, "grpc_addr")?;
+    config.http_listen(DEFAULT_HTTP_ADDR)?;
+    config.grpc_listen(DEFAULT_GRPC_ADDR)?;
     Ok(())
 }
 
@@ -157,8 +144,8 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Routin
     let edge_listener = routing.listen_to_edges(shutdown.clone()).await?;
     let _stats = routing.publish_stats(&node, shutdown.clone());
 
-    let http = bind(address(config.http_addr, DEFAULT_HTTP_ADDR, "http_addr")?).await?;
-    let grpc = bind(address(config.grpc_addr, DEFAULT_GRPC_ADDR, "grpc_addr")?).await?;
+    let http = bind(config.http_listen(DEFAULT_HTTP_ADDR)?).await?;
+    let grpc = bind(config.grpc_listen(DEFAULT_GRPC_ADDR)?).await?;
     tracing::info!(
         service = "routing",
         addr = %http.local_addr().map_err(RoutingError::Http)?,
