@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use herald_core::bus::BusError;
 use herald_core::presence::{PresenceError, PresenceLookup};
+use herald_core::protocol::{ErrorBody, ErrorCode};
 use herald_core::route::DisconnectUser;
 use herald_core::shutdown::Shutdown;
 use tokio::task::JoinHandle;
@@ -27,15 +28,24 @@ impl Users {
     }
 
     /// Registers a connection of `user`, unless the user already has
-    /// `max` here.
-    pub fn add(&self, user: &str, conn: ConnId, kick: Shutdown, max: usize) -> bool {
+    /// `max` here (then the error to answer, 106).
+    pub fn add(
+        &self,
+        user: &str,
+        conn: ConnId,
+        kick: Shutdown,
+        max: usize,
+    ) -> Result<(), ErrorBody> {
         let mut users = self.lock();
         let conns = users.entry(user.to_owned()).or_default();
         if conns.len() >= max {
-            return false;
+            return Err(ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!("at most {max} connections per user"),
+            ));
         }
         conns.insert(conn, kick);
-        true
+        Ok(())
     }
 
     pub fn remove(&self, user: &str, conn: ConnId) {

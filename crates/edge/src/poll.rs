@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::channel::Channel;
 use herald_core::presence::Transport;
-use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
+use herald_core::protocol::{ErrorBody, StreamPosition};
 use herald_core::route::HistoryQuery;
 use herald_core::shutdown::Shutdown;
 use serde::Deserialize;
@@ -72,20 +72,12 @@ async fn answer(
     let conn = edge.next_conn_id();
     let kicked = Shutdown::new();
     // A held poll counts as a connection of the user.
-    if !edge.users.add(
+    edge.users.add(
         &claims.sub,
         conn,
         kicked.clone(),
         edge.config.max_connections_per_user,
-    ) {
-        return Err(HttpError(ErrorBody::new(
-            ErrorCode::LimitExceeded,
-            format!(
-                "at most {} connections per user",
-                edge.config.max_connections_per_user
-            ),
-        )));
-    }
+    )?;
     edge.reporter.connect(conn, &claims.sub, Transport::Poll);
     let (outbox, mut inbox, _overflow) = edge.new_outbox();
     let mut joined = Vec::new();

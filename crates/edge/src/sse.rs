@@ -82,20 +82,13 @@ pub(crate) async fn stream(
     };
     let conn = edge.next_conn_id();
     let kicked = Shutdown::new();
-    if !edge.users.add(
+    if let Err(e) = edge.users.add(
         &claims.sub,
         conn,
         kicked.clone(),
         edge.config.max_connections_per_user,
     ) {
-        return HttpError(herald_core::protocol::ErrorBody::new(
-            herald_core::protocol::ErrorCode::LimitExceeded,
-            format!(
-                "at most {} connections per user",
-                edge.config.max_connections_per_user
-            ),
-        ))
-        .into_response();
+        return HttpError(e).into_response();
     }
 
     edge.reporter.connect(conn, &claims.sub, Transport::Sse);

@@ -23,7 +23,7 @@ pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand)
         Err(e) => return refuse(id, &e),
     };
     let edge = session.edge.clone();
-    if !edge.users.add(
+    if let Err(error) = edge.users.add(
         &claims.sub,
         session.conn,
         session.kicked.clone(),
@@ -32,13 +32,7 @@ pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand)
         return Outcome::Close {
             reply: encode(&ErrorReply {
                 id: Some(id),
-                error: ErrorBody::new(
-                    ErrorCode::LimitExceeded,
-                    format!(
-                        "at most {} connections per user",
-                        edge.config.max_connections_per_user
-                    ),
-                ),
+                error,
             }),
             code: CloseCode::Forbidden,
         };
