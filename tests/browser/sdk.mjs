@@ -102,14 +102,21 @@ async function resumeAcrossCuts(transport, block, cut) {
       await new Promise((r) => setTimeout(r, 45));
     }
   })();
+  // Live traffic flows before each cut and after the last: the page has
+  // received `more` new publications and messages to the user.
+  const flowing = (what, more) => page
+    .evaluate(() => [window.got.length, window.sent.length])
+    .then(([got, sent]) => until(`${transport}: ${what}`, () => page.evaluate(
+      ({ got, sent, more }) => window.got.length >= got + more && window.sent.length >= sent + more,
+      { got, sent, more })));
   for (let i = 0; i < 3; i++) {
-    await new Promise((r) => setTimeout(r, 700));
+    await flowing(`traffic before cut ${i + 1}`, 10);
     await cut(page, cuts);
     const reconnected = i + 2;
     await until(`${transport}: reconnect ${i + 1}`, () =>
       page.evaluate((n) => window.transports.length >= n, reconnected));
   }
-  await new Promise((r) => setTimeout(r, 500));
+  await flowing('traffic after the last cut', 10);
   publishing = false;
   await publisher;
   await sender;

@@ -318,15 +318,22 @@ async fn sigterm_drains_a_thousand_clients_to_another_edge_without_loss() {
     }
     // a publisher that never pauses
     let publishing = Arc::new(AtomicBool::new(true));
+    let published = Arc::new(AtomicU64::new(0));
     let http = http_client();
     let publisher = {
-        let (http, api, publishing) = (http.clone(), routing.http(), publishing.clone());
+        let (http, api, publishing, published) = (
+            http.clone(),
+            routing.http(),
+            publishing.clone(),
+            published.clone(),
+        );
         tokio::spawn(async move {
             let mut n = 0;
             let mut last = 0;
             while publishing.load(Ordering::Acquire) {
                 n += 1;
                 last = api_publish(&http, &api, CHANNEL, n, "").await;
+                published.store(last, Ordering::Release);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             last
@@ -356,7 +363,17 @@ async fn sigterm_drains_a_thousand_clients_to_another_edge_without_loss() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // publications keep coming after everyone is back, so the clients get
+    // live ones on edge B too, not only the replay
+    let back_at = published.load(Ordering::Acquire);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while published.load(Ordering::Acquire) < back_at + 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the publisher stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     publishing.store(false, Ordering::Release);
     let final_offset = publisher.await.unwrap();
     until.store(final_offset, Ordering::Release);

@@ -115,12 +115,26 @@ async fn a_known_token_moves_to_its_new_user(s: Subject) {
     s.done().await;
 }
 
+/// Waits until the millisecond clock (device timestamps) has moved on, so
+/// the next registration is seen later than the last.
+async fn next_millisecond() {
+    let now = herald_core::time::unix_millis();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while herald_core::time::unix_millis() == now {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
+}
+
 async fn the_per_user_cap_drops_the_least_recently_seen(s: Subject) {
     let store = &s.store;
     let mut ids = Vec::new();
     for byte in ["1", "2", "3", "4"] {
         ids.push(store.register(apns("carol", byte), 3).await.unwrap().id);
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        next_millisecond().await;
     }
     let kept: Vec<String> = store
         .list("carol")
