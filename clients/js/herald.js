@@ -51,7 +51,9 @@ export class HeraldError extends Error {
 
 /** One channel the client follows. Events: `publication`, `join`, `leave`,
  * `typing`, `subscribed` ({offset, epoch, recovered}), `unrecoverable`
- * (what was missed is no longer kept: reload from your own store). */
+ * (what was missed is no longer kept: reload from your own store),
+ * `unsubscribed` ({code, reason}: the server ended it, e.g. code 103 when a
+ * refreshed token no longer allows the channel). */
 export class Subscription extends Emitter {
   constructor(herald, channel, since) {
     super();
@@ -228,6 +230,16 @@ export class Herald extends Emitter {
       this.#subscriptionOf(push.pub.channel)?.accept(push.pub);
       return;
     }
+    if (push.unsubscribe) {
+      // The server ended it (a refreshed token no longer allows it): it is
+      // not subscribed again.
+      const sub = this.subscriptions.get(push.unsubscribe.channel);
+      if (sub) {
+        this.subscriptions.delete(sub.channel);
+        sub.emit('unsubscribed', { code: push.unsubscribe.code, reason: push.unsubscribe.reason });
+      }
+      return;
+    }
     for (const kind of ['join', 'leave', 'typing']) {
       if (push[kind]) this.subscriptions.get(push[kind].channel)?.emit(kind, push[kind]);
     }
@@ -296,12 +308,13 @@ export class Herald extends Emitter {
   /** The cursor of SSE and long polling: the server's last one, updated
    * with where each subscription (and the personal channel) stands. */
   cursor() {
-    const positions = new Map(decodeCursor(this.lastCursor).map(([c, e, o]) => [c, [e, o]]));
+    const last = decodeCursorParts(this.lastCursor);
+    const positions = new Map(last.entries.map(([c, e, o]) => [c, [e, o]]));
     for (const sub of [...this.subscriptions.values(), this.personal]) {
       if (sub.channel && sub.position) positions.set(sub.channel, [sub.position.epoch, sub.position.offset]);
     }
     const entries = [...positions].map(([c, [e, o]]) => [c, e, o]);
-    return entries.length ? encodeCursor(entries) : '';
+    return entries.length ? encodeCursor(entries, last.session) : '';
   }
 }
 
@@ -317,21 +330,34 @@ function userOf(token) {
   }
 }
 
-function encodeCursor(entries) {
-  const bytes = new TextEncoder().encode(JSON.stringify(entries));
+/** A cursor: base64url JSON of `[[channel, epoch, offset], …]`, or of
+ * `{"s": session, "p": […]}` when a long-poll session handed it out (the
+ * next poll finds that session again). SSE event ids are another, opaque
+ * form: they decode to nothing here, and the positions each subscription
+ * keeps stand in for them. */
+function encodeCursor(entries, session) {
+  const json = JSON.stringify(session ? { s: session, p: entries } : entries);
+  const bytes = new TextEncoder().encode(json);
   let binary = '';
   for (const b of bytes) binary += String.fromCharCode(b);
   return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
-function decodeCursor(text) {
+function decodeCursorParts(text) {
   try {
     const binary = atob(text.replace(/-/g, '+').replace(/_/g, '/'));
     const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
-    return JSON.parse(new TextDecoder().decode(bytes));
+    const value = JSON.parse(new TextDecoder().decode(bytes));
+    if (Array.isArray(value)) return { session: null, entries: value };
+    if (value && Array.isArray(value.p)) return { session: value.s ?? null, entries: value.p };
   } catch {
-    return [];
+    // not a cursor of this form
   }
+  return { session: null, entries: [] };
+}
+
+function decodeCursor(text) {
+  return decodeCursorParts(text).entries;
 }
 
 /** What a close code means for reconnecting (the protocol's ranges). */
@@ -572,7 +598,7 @@ class SseTransport {
       if (source !== this.#source) return;
       this.#end({ code: 1006, reason: 'stream ended' });
     };
-    for (const kind of ['pub', 'join', 'leave', 'typing']) {
+    for (const kind of ['pub', 'join', 'leave', 'typing', 'unsubscribe']) {
       source.addEventListener(kind, (event) => {
         this.#alive();
         if (event.lastEventId) this.herald.lastCursor = event.lastEventId;

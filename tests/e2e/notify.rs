@@ -156,13 +156,17 @@ async fn cluster(f: &Fakes, extra: &str) -> Cluster {
         ("HERALD_SUBJECT_PREFIX", prefix.as_str()),
         ("HERALD_HISTORY_STORAGE", "memory"),
         ("HERALD_PRESENCE_HEARTBEAT_SECS", "1"),
-        ("HERALD_PUSH_ACK_WAIT_SECS", "5"),
         ("HERALD_CONFIG", config.to_str().unwrap()),
         ("RUST_LOG", "info,herald_notify=debug"),
     ];
+    // Redelivered soon after a crash, unless the test sets its own.
+    let mut base = base.to_vec();
+    if !extra.contains("push_ack_wait_secs") {
+        base.push(("HERALD_PUSH_ACK_WAIT_SECS", "5"));
+    }
     let presence = Herald::presence("presence", &Env::new(&base));
     let presence_url = format!("http://{}", presence.grpc.unwrap());
-    let mut pairs = base.to_vec();
+    let mut pairs = base.clone();
     pairs.push(("HERALD_PRESENCE_URL", presence_url.as_str()));
     pairs.push(("HERALD_DATABASE_URL", db.url.as_str()));
     let notify = Herald::notify("notify", &Env::new(&pairs));
@@ -317,7 +321,10 @@ async fn an_offline_user_gets_one_push_per_device_and_an_online_user_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_47_becomes_at_most_two_alerts_per_device() {
     let f = fakes().await;
-    let c = cluster(&f, "coalesce_window_ms = 2000").await;
+    // A window far longer than the burst takes even on a busy machine: the
+    // burst falls in one window however slowly it is sent.
+    // (Held jobs must not be redelivered meanwhile: the ack wait is longer.)
+    let c = cluster(&f, "coalesce_window_ms = 8000\npush_ack_wait_secs = 30").await;
     let api = c.notify.http();
     register(
         &api,
@@ -329,18 +336,12 @@ async fn a_burst_of_47_becomes_at_most_two_alerts_per_device() {
         json!({"user": "bob", "platform": "fcm", "token": "android-bob-1", "app": APP}),
     )
     .await;
-    let started = Instant::now();
     for i in 1..=47 {
         assert_eq!(
             send_to_user(&c, "bob", &format!("message {i}"), "chat").await,
             "pushed"
         );
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the burst took {:?}",
-        started.elapsed()
-    );
     until("the summary on both platforms", || {
         let apple = f
             .apns

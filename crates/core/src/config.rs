@@ -179,6 +179,9 @@ pub struct Config {
     pub command_rate: u32,
     /// …and in a burst.
     pub command_burst: u32,
+    /// Commands of one connection waiting on routing or presence at once;
+    /// past it the connection reads no more until one is answered.
+    pub max_commands_in_flight: usize,
     /// Connections one edge holds at most.
     pub max_connections: usize,
     /// New connections one edge accepts per second (sustained; bursts of
@@ -303,6 +306,7 @@ impl Default for Config {
             drain_window_secs: 10,
             command_rate: 50,
             command_burst: 100,
+            max_commands_in_flight: 16,
             max_connections: 100_000,
             connection_rate: 1000,
             max_connections_per_user: 100,
@@ -408,6 +412,7 @@ impl Config {
         positive("idempotency_window_secs", self.idempotency_window_secs)?;
         positive("command_rate", self.command_rate as u64)?;
         positive("command_burst", self.command_burst as u64)?;
+        positive("max_commands_in_flight", self.max_commands_in_flight as u64)?;
         positive("max_connections", self.max_connections as u64)?;
         positive("connection_rate", self.connection_rate as u64)?;
         positive(
@@ -423,11 +428,14 @@ impl Config {
         positive("push_concurrency", self.push_concurrency as u64)?;
         positive("max_devices_per_user", self.max_devices_per_user as u64)?;
         // Jobs folded into a summary wait unacknowledged for the window:
-        // it must stay well inside the queue's 60 s ack wait.
-        if self.coalesce_window_ms > 30_000 {
+        // past the queue's ack wait they would be handed out again, each
+        // its own alert.
+        if self.coalesce_window_ms > 30_000
+            || self.coalesce_window_ms >= self.push_ack_wait_secs.saturating_mul(1000)
+        {
             return Err(ConfigError::new(
                 "coalesce_window_ms",
-                "must be at most 30000",
+                "must be at most 30000 and shorter than push_ack_wait_secs",
             ));
         }
         if let Some(node) = &self.node_id

@@ -144,6 +144,20 @@ impl CloseCode {
         }
     }
 
+    pub fn from_u16(code: u16) -> Option<Self> {
+        Some(match code {
+            4000 => CloseCode::Shutdown,
+            4001 => CloseCode::SlowConsumer,
+            4002 => CloseCode::ServerError,
+            4003 => CloseCode::NoPong,
+            4500 => CloseCode::BadProtocol,
+            4501 => CloseCode::Unauthorized,
+            4503 => CloseCode::Forbidden,
+            4509 => CloseCode::TokenExpired,
+            _ => return None,
+        })
+    }
+
     /// Whether a client should reconnect (and resume) after this close.
     pub const fn reconnect(self) -> bool {
         self.as_u16() < 4500
@@ -430,6 +444,16 @@ pub struct Disconnect {
     pub reconnect: bool,
 }
 
+/// The server ended a subscription: `{"unsubscribe":{"channel":…,"code":103,"reason":…}}`
+/// (a refreshed token no longer allows the channel). The client should not
+/// subscribe again with the same token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscribed {
+    pub channel: Channel,
+    pub code: ErrorCode,
+    pub reason: String,
+}
+
 /// Server → client pushes: `{"pub":{…}}`, `{"ping":{}}`, …
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -441,6 +465,7 @@ pub enum Push {
     Typing(ChannelUser),
     Ping(EmptyOk),
     Disconnect(Disconnect),
+    Unsubscribe(Unsubscribed),
 }
 
 impl Push {
@@ -453,6 +478,7 @@ impl Push {
             Push::Typing(_) => "typing",
             Push::Ping(_) => "ping",
             Push::Disconnect(_) => "disconnect",
+            Push::Unsubscribe(_) => "unsubscribe",
         }
     }
 }

@@ -8,43 +8,54 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use herald_core::bus::BusError;
 use herald_core::presence::{PresenceError, PresenceLookup};
-use herald_core::protocol::{ErrorBody, ErrorCode};
+use herald_core::protocol::{CloseCode, ErrorBody, ErrorCode};
 use herald_core::route::DisconnectUser;
 use herald_core::shutdown::Shutdown;
 use tokio::task::JoinHandle;
 
 use crate::Edge;
+use crate::connection::handle::Handle;
 use crate::hub::ConnId;
 
-/// Connected users → their connections → the signal that closes each.
+type UserMap = HashMap<String, HashMap<ConnId, Handle>>;
+
+/// Connected users → their connections → the handle that closes each.
 #[derive(Default)]
 pub(crate) struct Users {
-    inner: Mutex<HashMap<String, HashMap<ConnId, Shutdown>>>,
+    inner: Mutex<UserMap>,
 }
 
 impl Users {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<ConnId, Shutdown>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, UserMap> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a connection of `user`, unless the user already has
-    /// `max` here (then the error to answer, 106).
+    /// `max` here (then the error to answer, 106). At the limit, a
+    /// long-poll session between polls gives way: its client is not
+    /// waiting, and resumes from its cursor if it comes back.
     pub fn add(
         &self,
         user: &str,
         conn: ConnId,
-        kick: Shutdown,
+        handle: Handle,
         max: usize,
     ) -> Result<(), ErrorBody> {
         let mut users = self.lock();
         let conns = users.entry(user.to_owned()).or_default();
         if conns.len() >= max {
-            return Err(ErrorBody::new(
-                ErrorCode::LimitExceeded,
-                format!("at most {max} connections per user"),
-            ));
+            let idle = conns.iter().find(|(_, h)| h.is_idle()).map(|(id, _)| *id);
+            match idle.and_then(|id| conns.remove(&id)) {
+                Some(evicted) => evicted.close(CloseCode::Shutdown),
+                None => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::LimitExceeded,
+                        format!("at most {max} connections per user"),
+                    ));
+                }
+            }
         }
-        conns.insert(conn, kick);
+        conns.insert(conn, handle);
         Ok(())
     }
 
@@ -64,8 +75,8 @@ impl Users {
         let Some(conns) = users.get(user) else {
             return 0;
         };
-        for kick in conns.values() {
-            kick.trigger();
+        for handle in conns.values() {
+            handle.close(CloseCode::Forbidden);
         }
         conns.len()
     }

@@ -5,7 +5,7 @@
 use axum::http::{HeaderMap, header};
 use herald_core::auth::Claims;
 use herald_core::channel::Channel;
-use herald_core::protocol::{ErrorBody, ErrorCode};
+use herald_core::protocol::{ErrorBody, ErrorCode, Unsubscribed};
 
 use crate::Edge;
 use crate::commands::subscribe::MAX_SUBSCRIPTIONS;
@@ -13,6 +13,40 @@ use crate::commands::subscribe::MAX_SUBSCRIPTIONS;
 /// An error answer: `{"error":{…}}` with its HTTP status — the same as
 /// the server APIs'.
 pub(crate) use herald_proto::http::ApiError as HttpError;
+
+/// Why an HTTP transport's request opened nothing: admission said no, or
+/// the request is wrong.
+pub(crate) enum Denied {
+    Refused(crate::Refusal),
+    Http(HttpError),
+}
+
+impl From<crate::Refusal> for Denied {
+    fn from(r: crate::Refusal) -> Self {
+        Denied::Refused(r)
+    }
+}
+
+impl From<HttpError> for Denied {
+    fn from(e: HttpError) -> Self {
+        Denied::Http(e)
+    }
+}
+
+impl From<ErrorBody> for Denied {
+    fn from(e: ErrorBody) -> Self {
+        Denied::Http(HttpError(e))
+    }
+}
+
+impl axum::response::IntoResponse for Denied {
+    fn into_response(self) -> axum::response::Response {
+        match self {
+            Denied::Refused(r) => r.into_response(),
+            Denied::Http(e) => e.into_response(),
+        }
+    }
+}
 
 /// The client's token: `Authorization: Bearer …`, else `token=`.
 pub(crate) fn authenticate(
@@ -36,14 +70,51 @@ pub(crate) fn authenticate(
         .map_err(|e| HttpError(ErrorBody::new(e.code(), e.to_string())))
 }
 
-/// `channels=a,b`: each valid, allowed for the user and in a known
-/// namespace.
-pub(crate) fn channels(
-    edge: &Edge,
-    claims: &Claims,
-    list: &str,
-) -> Result<Vec<Channel>, HttpError> {
-    let mut channels = Vec::new();
+/// The channels of an HTTP transport's request (`channels=a,b`).
+pub(crate) struct Requested {
+    /// Valid, in a known namespace and allowed, in the order given, the
+    /// user's personal channel last: the stream's channels.
+    pub allowed: Vec<Channel>,
+    /// Valid but not allowed by the token, with why.
+    pub refused: Vec<(Channel, ErrorBody)>,
+}
+
+impl Requested {
+    /// Refused channels are an error — unless the client resumes a stream
+    /// that had them (`cursor` has a position for each): then its token was
+    /// narrowed (a refresh), and the channels are dropped, each with an
+    /// `unsubscribe` push that says why.
+    pub fn narrowed(&self, cursor: &crate::cursor::Cursor) -> Result<Vec<Unsubscribed>, HttpError> {
+        let mut dropped = Vec::new();
+        for (channel, error) in &self.refused {
+            if cursor.get(channel).is_none() {
+                return Err(HttpError(error.clone()));
+            }
+            dropped.push(Unsubscribed {
+                channel: channel.clone(),
+                code: error.code,
+                reason: "the token does not allow this channel".into(),
+            });
+        }
+        Ok(dropped)
+    }
+
+    /// Every channel of the request, refused ones included, in order.
+    pub fn all(&self) -> Vec<Channel> {
+        let mut all: Vec<Channel> = self.allowed.clone();
+        all.extend(self.refused.iter().map(|(c, _)| c.clone()));
+        all
+    }
+}
+
+/// `channels=a,b`: each valid and in a known namespace; allowed for the
+/// user or refused.
+pub(crate) fn channels(edge: &Edge, claims: &Claims, list: &str) -> Result<Requested, HttpError> {
+    let mut requested = Requested {
+        allowed: Vec::new(),
+        refused: Vec::new(),
+    };
+    let mut seen = std::collections::HashSet::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let channel = Channel::new(name).map_err(|e| {
             ErrorBody::new(
@@ -51,37 +122,43 @@ pub(crate) fn channels(
                 format!("invalid channel `{name}`: {e}"),
             )
         })?;
-        if !claims.may_subscribe(&channel) {
+        if !seen.insert(channel.clone()) || is_personal(&channel, &claims.sub) {
+            continue;
+        }
+        if seen.len() > MAX_SUBSCRIPTIONS {
             return Err(HttpError(ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!("at most {MAX_SUBSCRIPTIONS} channels"),
+            )));
+        }
+        if !claims.may_subscribe(&channel) {
+            let why = ErrorBody::new(
                 ErrorCode::PermissionDenied,
                 format!("not allowed to subscribe to `{channel}`"),
-            )));
+            );
+            requested.refused.push((channel, why));
+            continue;
         }
         edge.config
             .namespace(&channel)
             .map_err(|e| HttpError(e.into()))?;
-        if !channels.contains(&channel) {
-            channels.push(channel);
-        }
+        requested.allowed.push(channel);
     }
-    if channels.is_empty() {
+    if requested.allowed.is_empty() && requested.refused.is_empty() {
         return Err(HttpError(ErrorBody::new(
             ErrorCode::BadRequest,
             "name at least one channel: `channels=a,b`",
         )));
     }
-    if channels.len() > MAX_SUBSCRIPTIONS {
-        return Err(HttpError(ErrorBody::new(
-            ErrorCode::LimitExceeded,
-            format!("at most {MAX_SUBSCRIPTIONS} channels"),
-        )));
-    }
     // Like every WebSocket connection, the stream carries the user's
     // personal channel.
-    if let Ok(personal) = Channel::personal(&claims.sub)
-        && !channels.contains(&personal)
-    {
-        channels.push(personal);
+    if let Ok(personal) = Channel::personal(&claims.sub) {
+        requested.allowed.push(personal);
     }
-    Ok(channels)
+    Ok(requested)
+}
+
+/// The user's own `#user` channel, which every connection carries.
+pub(crate) fn is_personal(channel: &Channel, user: &str) -> bool {
+    channel.as_str().strip_prefix('#') == Some(user)
 }

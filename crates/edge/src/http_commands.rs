@@ -1,13 +1,15 @@
 //! `POST /publish`, `POST /typing` and `POST /presence`: the commands of
 //! SSE and long-poll clients, which have no socket to send them on. Same
-//! bearer token, same checks and same answers as the WebSocket commands.
+//! bearer token, same command code, same answers as the WebSocket
+//! commands, and the same rate (`command_rate`, `command_burst`) — per user
+//! here, as there is no connection to count them on.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::auth::Claims;
 use herald_core::channel::Channel;
@@ -17,7 +19,9 @@ use serde_json::value::RawValue;
 
 use crate::Edge;
 use crate::commands::{presence, publish, typing};
+use crate::connection::too_many_commands;
 use crate::http_client::{HttpError, authenticate};
+use crate::transport::ReplyBody;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,23 +71,36 @@ pub(crate) async fn presence(
     }
 }
 
-/// The caller's claims (from `Authorization: Bearer`) and the parsed body.
+/// The caller's claims (from `Authorization: Bearer`) and the parsed body,
+/// within the user's command rate.
 fn authorized<B>(
     edge: &Edge,
     headers: &HeaderMap,
     body: Result<Json<B>, JsonRejection>,
 ) -> Result<(Claims, B), HttpError> {
     let claims = authenticate(edge, headers, None)?;
+    if !edge.http_commands.take(claims.sub.as_str()) {
+        crate::stats::client_error(ErrorCode::TooManyRequests);
+        return Err(HttpError(too_many_commands(edge.config.command_rate)));
+    }
     let Json(body) = body.map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.body_text()))?;
     Ok((claims, body))
 }
 
 fn respond<T: Serialize>(result: Result<T, ErrorBody>) -> Response {
-    match result {
-        Ok(ok) => Json(ok).into_response(),
-        Err(e) => {
-            crate::stats::client_error(e.code);
-            HttpError(e).into_response()
+    let reply = crate::connection::reply(None, result);
+    match reply.body {
+        ReplyBody::Ok(json) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response(),
+        ReplyBody::Error(e) => HttpError(e).into_response(),
+        ReplyBody::Connected(_) | ReplyBody::Subscribed(..) => {
+            HttpError(ErrorBody::new(ErrorCode::Internal, "unexpected reply")).into_response()
         }
     }
 }

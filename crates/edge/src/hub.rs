@@ -11,6 +11,7 @@
 //! hand-over from history to live has no gap and no duplicate.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,11 +45,52 @@ const GAP_FILL_LIMIT: usize = 1000;
 /// Where a channel's stream stands at this edge.
 type Position = Option<(Arc<str>, u64)>;
 
+/// Shards of the channel map: subscribes and unsubscribes on different
+/// channels rarely meet on one lock.
+const SHARDS: usize = 64;
+
+/// The local subscribers of one channel. Deliveries take a snapshot (one
+/// `Arc` clone under the lock) and push to it with no lock held; a change
+/// copies the list only while a delivery is still using the old one.
+#[derive(Default)]
+struct Subscribers {
+    list: Arc<Vec<(ConnId, Outbox)>>,
+    index: HashMap<ConnId, usize>,
+}
+
+impl Subscribers {
+    fn insert(&mut self, conn: ConnId, outbox: Outbox) {
+        let list = Arc::make_mut(&mut self.list);
+        match self.index.get(&conn) {
+            Some(&at) => list[at].1 = outbox,
+            None => {
+                self.index.insert(conn, list.len());
+                list.push((conn, outbox));
+            }
+        }
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        let Some(at) = self.index.remove(&conn) else {
+            return;
+        };
+        let list = Arc::make_mut(&mut self.list);
+        list.swap_remove(at);
+        if let Some((moved, _)) = list.get(at) {
+            self.index.insert(*moved, at);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+}
+
 struct State {
     /// The last publication delivered to local subscribers; `None` while
     /// unknown (history was unreachable when the channel was opened).
     last: Position,
-    subscribers: HashMap<ConnId, Outbox>,
+    subscribers: Subscribers,
 }
 
 #[derive(Clone)]
@@ -65,18 +107,36 @@ struct Fanout {
 }
 
 impl Fanout {
+    fn new() -> Arc<Self> {
+        let (ready, _) = watch::channel(Readiness::Opening);
+        Arc::new(Fanout {
+            state: Mutex::new(State {
+                last: None,
+                subscribers: Subscribers::default(),
+            }),
+            ready,
+            task: Mutex::new(None),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Pushes to every local subscriber and advances the position.
+    /// Advances the position and pushes to every local subscriber. The lock
+    /// covers only the position and the snapshot: a joiner that comes in
+    /// after it learns this delivery's offset (and reads it from history),
+    /// one that came before is in the snapshot.
     fn deliver(&self, delivery: Delivery) {
         let delivery = Arc::new(delivery);
-        let mut state = self.lock();
-        if let Some((offset, epoch)) = &delivery.position {
-            state.last = Some((epoch.clone(), *offset));
-        }
-        for outbox in state.subscribers.values() {
+        let targets = {
+            let mut state = self.lock();
+            if let Some((offset, epoch)) = &delivery.position {
+                state.last = Some((epoch.clone(), *offset));
+            }
+            state.subscribers.list.clone()
+        };
+        for (_, outbox) in targets.iter() {
             outbox.push(delivery.clone());
         }
     }
@@ -88,25 +148,48 @@ impl Fanout {
     }
 }
 
+type Shard = Mutex<HashMap<Channel, Arc<Fanout>>>;
+
 pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+/// What the hub and the tasks that open its channels share.
+struct Inner {
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     routing: RoutingClient,
-    channels: Mutex<HashMap<Channel, Arc<Fanout>>>,
+    shards: Box<[Shard]>,
+    hasher: std::hash::RandomState,
+}
+
+impl Inner {
+    fn shard(&self, channel: &Channel) -> std::sync::MutexGuard<'_, HashMap<Channel, Arc<Fanout>>> {
+        let at = self.hasher.hash_one(channel) as usize % self.shards.len();
+        self.shards[at].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets `fanout` if it is still the channel's, and stops it.
+    fn close(&self, channel: &Channel, fanout: &Arc<Fanout>) {
+        let mut shard = self.shard(channel);
+        if shard.get(channel).is_some_and(|f| Arc::ptr_eq(f, fanout)) {
+            shard.remove(channel);
+            fanout.abort();
+        }
+    }
 }
 
 impl Hub {
     pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, routing: RoutingClient) -> Self {
         Hub {
-            bus,
-            subjects,
-            routing,
-            channels: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                bus,
+                subjects,
+                routing,
+                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                hasher: std::hash::RandomState::new(),
+            }),
         }
-    }
-
-    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<Channel, Arc<Fanout>>> {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds a local subscriber. Answers the channel's position at the moment
@@ -119,28 +202,20 @@ impl Hub {
         outbox: Outbox,
     ) -> Result<Option<StreamPosition>, ErrorBody> {
         loop {
-            let (fanout, created) = {
-                let mut channels = self.channels();
-                match channels.get(channel) {
-                    Some(f) => (f.clone(), false),
+            let fanout = {
+                let mut shard = self.inner.shard(channel);
+                match shard.get(channel) {
+                    Some(f) => f.clone(),
                     None => {
-                        let (ready, _) = watch::channel(Readiness::Opening);
-                        let f = Arc::new(Fanout {
-                            state: Mutex::new(State {
-                                last: None,
-                                subscribers: HashMap::new(),
-                            }),
-                            ready,
-                            task: Mutex::new(None),
-                        });
-                        channels.insert(channel.clone(), f.clone());
-                        (f, true)
+                        let f = Fanout::new();
+                        shard.insert(channel.clone(), f.clone());
+                        // Its own task: a subscriber that gives up waiting
+                        // (its client left) never abandons an opening.
+                        tokio::spawn(open(self.inner.clone(), channel.clone(), f.clone()));
+                        f
                     }
                 }
             };
-            if created {
-                self.open(channel, &fanout).await;
-            }
             let mut ready = fanout.ready.subscribe();
             let readiness = ready
                 .wait_for(|r| !matches!(r, Readiness::Opening))
@@ -153,13 +228,10 @@ impl Hub {
             if let Readiness::Failed(e) = readiness {
                 return Err(e);
             }
-            let channels = self.channels();
+            let shard = self.inner.shard(channel);
             // The fanout may have been closed by its last subscriber leaving
             // while we waited; then open it again.
-            if !channels
-                .get(channel)
-                .is_some_and(|f| Arc::ptr_eq(f, &fanout))
-            {
+            if !shard.get(channel).is_some_and(|f| Arc::ptr_eq(f, &fanout)) {
                 continue;
             }
             let mut state = fanout.lock();
@@ -171,63 +243,22 @@ impl Hub {
         }
     }
 
-    /// Subscribes on the bus, then learns the channel's position, then
-    /// starts delivering. Subscribing first means nothing published in
-    /// between is missed.
-    async fn open(&self, channel: &Channel, fanout: &Arc<Fanout>) {
-        let subscription = match self.bus.subscribe(&self.subjects.live(channel)).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(channel = %channel, error = %e, "bus subscribe failed");
-                self.channels().remove(channel);
-                fanout.ready.send_replace(Readiness::Failed(ErrorBody::new(
-                    ErrorCode::Internal,
-                    "temporarily unavailable",
-                )));
-                return;
-            }
-        };
-        let query = HistoryQuery {
-            channel: channel.clone(),
-            since: None,
-            limit: 0,
-        };
-        match self.routing.history(&query).await {
-            Ok(recovery) => {
-                let latest = recovery.latest();
-                fanout.lock().last = Some((Arc::from(latest.epoch.as_str()), latest.offset));
-            }
-            Err(e) => {
-                // Live delivery still works; the position is learned from the
-                // first publication.
-                tracing::warn!(channel = %channel, error = %e.message, "channel position unknown");
-            }
-        }
-        let task = tokio::spawn(run_fanout(
-            channel.clone(),
-            fanout.clone(),
-            subscription,
-            self.routing.clone(),
-        ));
-        *fanout.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
-        fanout.ready.send_replace(Readiness::Open);
-    }
-
-    /// Removes a local subscriber; the last one closes the channel here.
-    pub async fn unsubscribe(&self, channel: &Channel, conn: ConnId) {
-        let mut channels = self.channels();
-        let Some(fanout) = channels.get(channel) else {
+    /// Removes a local subscriber; the last one closes the channel here
+    /// (once it is open: an opening closes itself when nobody waits).
+    pub fn unsubscribe(&self, channel: &Channel, conn: ConnId) {
+        let mut shard = self.inner.shard(channel);
+        let Some(fanout) = shard.get(channel) else {
             return;
         };
         let now_empty = {
             let mut state = fanout.lock();
-            state.subscribers.remove(&conn);
+            state.subscribers.remove(conn);
             state.subscribers.is_empty()
         };
         let open = matches!(*fanout.ready.borrow(), Readiness::Open);
         if now_empty
             && open
-            && let Some(fanout) = channels.remove(channel)
+            && let Some(fanout) = shard.remove(channel)
         {
             // Aborting drops the bus subscription, which unsubscribes.
             fanout.abort();
@@ -236,7 +267,63 @@ impl Hub {
 
     /// Channels with at least one local subscriber.
     pub fn channel_count(&self) -> usize {
-        self.channels().len()
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+}
+
+/// Subscribes on the bus, then learns the channel's position, then starts
+/// delivering. Subscribing first means nothing published in between is
+/// missed. A failed opening is forgotten at once, so the next subscriber
+/// tries again.
+async fn open(hub: Arc<Inner>, channel: Channel, fanout: Arc<Fanout>) {
+    let subscription = match hub.bus.subscribe(&hub.subjects.live(&channel)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(channel = %channel, error = %e, "bus subscribe failed");
+            hub.close(&channel, &fanout);
+            fanout.ready.send_replace(Readiness::Failed(ErrorBody::new(
+                ErrorCode::Internal,
+                "temporarily unavailable",
+            )));
+            return;
+        }
+    };
+    let query = HistoryQuery {
+        channel: channel.clone(),
+        since: None,
+        limit: 0,
+    };
+    match hub.routing.history(&query).await {
+        Ok(recovery) => {
+            let latest = recovery.latest();
+            fanout.lock().last = Some((Arc::from(latest.epoch.as_str()), latest.offset));
+        }
+        Err(e) => {
+            // Live delivery still works; the position is learned from the
+            // first publication.
+            tracing::warn!(channel = %channel, error = %e.message, "channel position unknown");
+        }
+    }
+    let task = tokio::spawn(run_fanout(
+        channel.clone(),
+        fanout.clone(),
+        subscription,
+        hub.routing.clone(),
+    ));
+    *fanout.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+    // Everyone who wanted it may have left while it opened (the last
+    // unsubscribe leaves an opening alone): then it closes here. Under the
+    // shard's lock, so nobody joins in between.
+    let mut shard = hub.shard(&channel);
+    fanout.ready.send_replace(Readiness::Open);
+    let abandoned = fanout.ready.receiver_count() == 0 && fanout.lock().subscribers.is_empty();
+    if abandoned && shard.get(&channel).is_some_and(|f| Arc::ptr_eq(f, &fanout)) {
+        shard.remove(&channel);
+        fanout.abort();
     }
 }
 

@@ -5,21 +5,19 @@
 mod admin;
 mod admission;
 mod commands;
+mod connection;
 mod control;
 mod cursor;
 mod http_client;
 mod http_commands;
 mod hub;
 mod outbox;
-mod poll;
 mod presence_report;
 mod rate;
 mod routing_client;
-mod session;
-mod sse;
 mod stats;
+mod transport;
 mod web;
-mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +29,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::collections::HashMap;
 
 use herald_core::auth::TokenVerifier;
 use herald_core::bus::BusError;
@@ -41,7 +38,6 @@ use herald_core::config::{Config, ConfigError};
 use herald_core::presence::PresenceLookup;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
-use hub::ConnId;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -100,7 +96,12 @@ pub struct Edge {
     /// Where `presence` queries go (the presence service).
     presence: std::sync::OnceLock<Arc<dyn PresenceLookup>>,
     /// Typing events per (user, channel).
-    typing_limits: std::sync::Mutex<HashMap<(String, Channel), rate::TokenBucket>>,
+    typing_limits: rate::KeyedLimiter<(String, Channel)>,
+    /// The HTTP commands' rate, per user (WebSocket commands have theirs
+    /// per connection).
+    pub(crate) http_commands: rate::KeyedLimiter,
+    /// Long-poll sessions, by the id their cursors carry.
+    pub(crate) polls: transport::poll::PollSessions,
 }
 
 impl Edge {
@@ -134,14 +135,15 @@ impl Edge {
             admin_keys: std::sync::OnceLock::new(),
             reporter,
             presence: std::sync::OnceLock::new(),
-            typing_limits: std::sync::Mutex::new(HashMap::new()),
+            typing_limits: rate::KeyedLimiter::new(config.typing_rate, 3, TYPING_LIMITS_KEPT),
+            http_commands: rate::KeyedLimiter::new(
+                config.command_rate,
+                config.command_burst,
+                config.max_connections,
+            ),
+            polls: transport::poll::PollSessions::default(),
             config,
         })
-    }
-
-    /// A new connection's outbox, bounded by the configured limits.
-    pub(crate) fn new_outbox(&self) -> (Outbox, Inbox, Shutdown) {
-        Outbox::new(self.config.client_queue_len, self.config.client_queue_bytes)
     }
 
     /// Decides whether a new client connection may open: not while
@@ -166,12 +168,6 @@ impl Edge {
         })?;
         self.stats.accepted();
         Ok(permit)
-    }
-
-    /// When, within the drain window, one connection is told to leave.
-    pub(crate) fn drain_delay(&self) -> Duration {
-        let window = Duration::from_secs(self.config.drain_window_secs);
-        window.mul_f64(rand::random::<f64>())
     }
 
     /// The API keys that open the `/admin` dashboard; set once. Without
@@ -237,32 +233,7 @@ impl Edge {
 
     /// Whether `user` may send another typing event to `channel` now.
     pub(crate) fn typing_allowed(&self, user: &str, channel: &Channel) -> bool {
-        let mut limits = self.typing_limits.lock().unwrap_or_else(|p| p.into_inner());
-        if limits.len() > TYPING_LIMITS_KEPT {
-            // Old buckets are full again anyway: starting over loses nothing.
-            limits.clear();
-        }
-        limits
-            .entry((user.to_owned(), channel.clone()))
-            .or_insert_with(|| rate::TokenBucket::new(self.config.typing_rate, 3))
-            .take()
-    }
-
-    // Presence sees every edge, so it (not each edge) announces join and
-    // leave: these only report what changed here.
-
-    /// A connection's presence ends.
-    pub(crate) async fn presence_gone(&self, conn: ConnId) {
-        self.reporter.disconnect(conn);
-    }
-
-    /// A connection subscribed to `channel`.
-    pub(crate) async fn presence_joined(&self, conn: ConnId, channel: &Channel) {
-        self.reporter.subscribe(conn, channel);
-    }
-
-    pub(crate) async fn presence_left(&self, conn: ConnId, channel: &Channel) {
-        self.reporter.unsubscribe(conn, channel);
+        self.typing_limits.take(&(user.to_owned(), channel.clone()))
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -273,8 +244,8 @@ impl Edge {
     /// `/typing`, `/presence`, `/readyz`, the SDK and the pages.
     pub fn router(self: &Arc<Self>) -> Router {
         let clients = Router::new()
-            .route("/sse", get(sse::stream))
-            .route("/poll", get(poll::poll))
+            .route("/sse", get(transport::sse::stream))
+            .route("/poll", get(transport::poll::poll))
             .route("/publish", post(http_commands::publish))
             .route("/typing", post(http_commands::typing))
             .route("/presence", post(http_commands::presence))
@@ -284,7 +255,7 @@ impl Edge {
             .route("/admin/events", get(admin::events))
             .layer(self.cors());
         Router::new()
-            .route("/ws", get(ws::upgrade))
+            .route("/ws", get(transport::ws::upgrade))
             .merge(clients)
             .route("/readyz", get(readyz))
             .route("/stats", get(stats))

@@ -110,11 +110,16 @@ pub fn sse_fields(event: &str, body: &str) -> String {
     out
 }
 
-/// The sending half, held by the hub for each subscribed connection.
+/// The sending half, held by the hub for each subscribed connection. One
+/// `Arc`: the hub clones it per subscription, cheaply.
 #[derive(Clone)]
 pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     tx: mpsc::Sender<Arc<Delivery>>,
-    bytes: Arc<AtomicUsize>,
+    bytes: AtomicUsize,
     max_bytes: usize,
     overflow: Shutdown,
 }
@@ -122,7 +127,7 @@ pub struct Outbox {
 /// The receiving half, owned by the connection's writer.
 pub struct Inbox {
     rx: mpsc::Receiver<Arc<Delivery>>,
-    bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 impl Outbox {
@@ -130,38 +135,41 @@ impl Outbox {
     /// `overflow` fires when either is exceeded.
     pub fn new(max_len: usize, max_bytes: usize) -> (Outbox, Inbox, Shutdown) {
         let (tx, rx) = mpsc::channel(max_len.max(1));
-        let bytes = Arc::new(AtomicUsize::new(0));
         let overflow = Shutdown::new();
+        let shared = Arc::new(Shared {
+            tx,
+            bytes: AtomicUsize::new(0),
+            max_bytes,
+            overflow: overflow.clone(),
+        });
         (
             Outbox {
-                tx,
-                bytes: bytes.clone(),
-                max_bytes,
-                overflow: overflow.clone(),
+                shared: shared.clone(),
             },
-            Inbox { rx, bytes },
+            Inbox { rx, shared },
             overflow,
         )
     }
 
     /// Queues a delivery without waiting; false if it was not queued.
     pub fn push(&self, delivery: Arc<Delivery>) -> bool {
-        if self.overflow.is_triggered() {
+        let shared = &*self.shared;
+        if shared.overflow.is_triggered() {
             return false;
         }
         let size = delivery.frame.len();
-        let queued = self.bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if queued > self.max_bytes {
-            self.bytes.fetch_sub(size, Ordering::Relaxed);
-            self.overflow.trigger();
+        let queued = shared.bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if queued > shared.max_bytes {
+            shared.bytes.fetch_sub(size, Ordering::Relaxed);
+            shared.overflow.trigger();
             return false;
         }
-        match self.tx.try_send(delivery) {
+        match shared.tx.try_send(delivery) {
             Ok(()) => true,
             Err(e) => {
-                self.bytes.fetch_sub(size, Ordering::Relaxed);
+                shared.bytes.fetch_sub(size, Ordering::Relaxed);
                 if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                    self.overflow.trigger();
+                    shared.overflow.trigger();
                 }
                 false
             }
@@ -172,14 +180,23 @@ impl Outbox {
 impl Inbox {
     pub async fn recv(&mut self) -> Option<Arc<Delivery>> {
         let d = self.rx.recv().await?;
-        self.bytes.fetch_sub(d.frame.len(), Ordering::Relaxed);
+        self.shared
+            .bytes
+            .fetch_sub(d.frame.len(), Ordering::Relaxed);
         Some(d)
     }
 
     pub fn try_recv(&mut self) -> Option<Arc<Delivery>> {
         let d = self.rx.try_recv().ok()?;
-        self.bytes.fetch_sub(d.frame.len(), Ordering::Relaxed);
+        self.shared
+            .bytes
+            .fetch_sub(d.frame.len(), Ordering::Relaxed);
         Some(d)
+    }
+
+    /// Bytes queued and not yet taken.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -228,6 +245,6 @@ mod tests {
         assert!(overflow.is_triggered());
         // reading frees the bytes
         inbox.recv().await.unwrap();
-        assert_eq!(inbox.bytes.load(Ordering::Relaxed), big.frame.len());
+        assert_eq!(inbox.queued_bytes(), big.frame.len());
     }
 }

@@ -145,9 +145,9 @@ async fn one_bus_subscription_per_channel_and_the_same_bytes_for_everyone() {
         "encoded once, shared by every subscriber"
     );
 
-    w.hub.unsubscribe(&channel, 1).await;
+    w.hub.unsubscribe(&channel, 1);
     assert_eq!(w.bus.subscription_count(), before + 1);
-    w.hub.unsubscribe(&channel, 2).await;
+    w.hub.unsubscribe(&channel, 2);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while w.bus.subscription_count() != before {
         assert!(

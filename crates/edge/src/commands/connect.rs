@@ -1,93 +1,127 @@
 //! `connect`: authenticate with a token. A refused token closes the
-//! connection (4501, or 4509 when it has expired) after the error reply.
+//! connection (4501, or 4509 when it has expired) after the error reply;
+//! a user at the per-user limit gets 106 and 4503. Every connection of a
+//! user is subscribed to the user's personal channel, so `SendToUser`
+//! reaches all of them — resumed from `personal_since` when given.
 
 use herald_core::auth::TokenError;
 use herald_core::channel::Channel;
-use herald_core::presence::Transport;
 use herald_core::protocol::{
-    CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, ErrorReply, encode,
+    CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, SubscribeOk,
 };
 
 use crate::commands::subscribe::join;
-use crate::session::{Outcome, Session, reply};
+use crate::connection::{Connection, Done, reply};
+use crate::transport::{Out, Reply, ReplyBody};
 
-pub(crate) async fn run(session: &mut Session, id: u64, command: ConnectCommand) -> Outcome {
-    if session.is_connected() {
-        return reply::<()>(
-            id,
+/// What connecting came back with.
+pub(crate) struct Connected {
+    id: u64,
+    personal: Option<Channel>,
+    joined: Result<Option<SubscribeOk>, ErrorBody>,
+}
+
+pub(crate) fn start(conn: &mut Connection, id: u64, command: ConnectCommand) {
+    if conn.claims.is_some() {
+        conn.answer::<()>(
+            Some(id),
             Err(ErrorBody::new(ErrorCode::BadRequest, "already connected")),
         );
+        return;
     }
-    let claims = match session.edge.verifier.verify(&command.token) {
+    let claims = match conn.edge.verifier.verify(&command.token) {
         Ok(c) => c,
-        Err(e) => return refuse(id, &e),
+        Err(e) => return close(conn, id, &e),
     };
-    let edge = session.edge.clone();
-    if let Err(error) = edge.users.add(
-        &claims.sub,
-        session.conn,
-        session.kicked.clone(),
-        edge.config.max_connections_per_user,
-    ) {
-        return Outcome::Close {
-            reply: encode(&ErrorReply {
-                id: Some(id),
-                error,
-            }),
+    let user = claims.sub.clone();
+    if let Err(error) = conn.register(claims) {
+        let reply = reply::<()>(Some(id), Err(error));
+        conn.start(Box::pin(std::future::ready(Done::Close {
+            reply,
             code: CloseCode::Forbidden,
-        };
+        })));
+        return;
     }
-    // Every connection of a user is subscribed to the user's personal
-    // channel, so `SendToUser` reaches all of them; resumed from where the
-    // client left off when it says so.
-    let mut resumed = None;
-    if let Ok(personal) = Channel::personal(&claims.sub) {
-        let subscribed = match &command.personal_since {
-            Some(since) => join(&edge, session.conn, &session.outbox, &personal, Some(since))
+    conn.connecting = true;
+    let personal = Channel::personal(&user).ok();
+    if let Some(p) = &personal {
+        conn.pending.insert(p.clone());
+    }
+    let (edge, conn_id, outbox) = (conn.edge.clone(), conn.id, conn.outbox.clone());
+    conn.start(Box::pin(async move {
+        let joined = match (&personal, &command.personal_since) {
+            (None, _) => Ok(None),
+            (Some(p), Some(since)) => join(&edge, conn_id, &outbox, p, Some(since))
                 .await
-                .map(|ok| resumed = Some(ok)),
-            None => edge
-                .hub
-                .subscribe(&personal, session.conn, session.outbox.clone())
-                .await
-                .map(drop),
+                .map(Some),
+            (Some(p), None) => edge.hub.subscribe(p, conn_id, outbox).await.map(|_| None),
         };
-        if let Err(e) = subscribed {
+        Done::Connected(Connected {
+            id,
+            personal,
+            joined,
+        })
+    }));
+}
+
+pub(crate) fn finish(conn: &mut Connection, connected: Connected, out: &mut Vec<Out>) {
+    conn.connecting = false;
+    let Connected {
+        id,
+        personal,
+        joined,
+    } = connected;
+    if let Some(p) = &personal {
+        conn.pending.remove(p);
+    }
+    match joined {
+        Ok(resumed) => {
+            let user = conn
+                .claims
+                .as_ref()
+                .map(|c| c.sub.clone())
+                .unwrap_or_default();
+            tracing::debug!(client = %conn.client_id, %user, "connected");
+            out.push(Out::Reply(Reply {
+                id: Some(id),
+                body: ReplyBody::Connected(ConnectOk {
+                    client: conn.client_id.clone(),
+                    user,
+                    ping_interval: conn.edge.config.ping_interval_secs,
+                    personal: resumed,
+                }),
+            }));
+            if let Some(p) = personal {
+                conn.subscriptions.insert(p.clone());
+                conn.release_held(&p, out, true);
+            }
+        }
+        Err(e) => {
             tracing::error!(error = %e.message, "personal channel subscription failed");
-            edge.users.remove(&claims.sub, session.conn);
-            return reply::<()>(
-                id,
+            if let Some(p) = &personal {
+                conn.edge.hub.unsubscribe(p, conn.id);
+                conn.release_held(p, out, false);
+            }
+            conn.unregister();
+            out.push(Out::Reply(reply::<()>(
+                Some(id),
                 Err(ErrorBody::new(
                     ErrorCode::Internal,
                     "temporarily unavailable",
                 )),
-            );
+            )));
         }
-        session.subscriptions.insert(personal);
     }
-    let ok = ConnectOk {
-        client: session.client_id.clone(),
-        user: claims.sub.clone(),
-        ping_interval: session.edge.config.ping_interval_secs,
-        personal: resumed,
-    };
-    edge.reporter
-        .connect(session.conn, &claims.sub, Transport::Ws);
-    tracing::debug!(client = %session.client_id, user = %claims.sub, "connected");
-    session.claims = Some(claims);
-    reply(id, Ok(ok))
 }
 
-fn refuse(id: u64, error: &TokenError) -> Outcome {
+fn close(conn: &mut Connection, id: u64, error: &TokenError) {
     let code = match error {
         TokenError::Expired => CloseCode::TokenExpired,
         _ => CloseCode::Unauthorized,
     };
-    Outcome::Close {
-        reply: encode(&ErrorReply {
-            id: Some(id),
-            error: ErrorBody::new(error.code(), error.to_string()),
-        }),
-        code,
-    }
+    let reply = reply::<()>(
+        Some(id),
+        Err(ErrorBody::new(error.code(), error.to_string())),
+    );
+    conn.start(Box::pin(std::future::ready(Done::Close { reply, code })));
 }

@@ -6,14 +6,17 @@ use herald_core::channel::Channel;
 use herald_core::protocol::{ChannelCommand, ErrorBody, ErrorCode, PresenceOk};
 
 use crate::Edge;
-use crate::session::Session;
+use crate::connection::{Connection, Done, reply};
 
-pub(crate) async fn run(
-    session: &mut Session,
-    command: ChannelCommand,
-) -> Result<PresenceOk, ErrorBody> {
-    let claims = session.claims()?;
-    presence(&session.edge, claims, command.channel).await
+pub(crate) fn start(conn: &mut Connection, id: u64, command: ChannelCommand) {
+    let Ok(claims) = conn.claims().cloned() else {
+        return;
+    };
+    let edge = conn.edge.clone();
+    conn.start(Box::pin(async move {
+        let result = presence(&edge, &claims, command.channel).await;
+        Done::Reply(reply(Some(id), result))
+    }));
 }
 
 /// The presence query of any transport (WebSocket command, `POST /presence`).

@@ -8,14 +8,17 @@ use herald_core::route::ClientPublish;
 use serde_json::value::RawValue;
 
 use crate::Edge;
-use crate::session::Session;
+use crate::connection::{Connection, Done, reply};
 
-pub(crate) async fn run(
-    session: &mut Session,
-    command: PublishCommand,
-) -> Result<PublishOk, ErrorBody> {
-    let claims = session.claims()?;
-    publish(&session.edge, claims, command.channel, command.data).await
+pub(crate) fn start(conn: &mut Connection, id: u64, command: PublishCommand) {
+    let Ok(claims) = conn.claims().cloned() else {
+        return;
+    };
+    let edge = conn.edge.clone();
+    conn.start(Box::pin(async move {
+        let result = publish(&edge, &claims, command.channel, command.data).await;
+        Done::Reply(reply(Some(id), result))
+    }));
 }
 
 /// The publish of any transport (WebSocket command, `POST /publish`).

@@ -1,24 +1,31 @@
 //! `refresh`: replace the connection's token before it expires. The new
-//! token must be for the same user.
+//! token must be for the same user; channels it no longer allows are left
+//! (an `unsubscribe` push with code 103 says so).
 
-use herald_core::protocol::{ConnectCommand, ErrorBody, ErrorCode, RefreshOk};
+use herald_core::protocol::{ConnectCommand, ErrorBody, ErrorCode};
 
-use crate::session::Session;
+use crate::connection::{Connection, Done};
 
-pub(crate) fn run(session: &mut Session, command: ConnectCommand) -> Result<RefreshOk, ErrorBody> {
-    let current = session.claims()?;
-    let claims = session
-        .edge
-        .verifier
-        .verify(&command.token)
-        .map_err(|e| ErrorBody::new(e.code(), e.to_string()))?;
-    if claims.sub != current.sub {
-        return Err(ErrorBody::new(
-            ErrorCode::Unauthorized,
-            "the new token is for another user",
-        ));
+pub(crate) fn start(conn: &mut Connection, id: u64, command: ConnectCommand) {
+    let verified = conn.claims().cloned().and_then(|current| {
+        let claims = conn
+            .edge
+            .verifier
+            .verify(&command.token)
+            .map_err(|e| ErrorBody::new(e.code(), e.to_string()))?;
+        if claims.sub != current.sub {
+            return Err(ErrorBody::new(
+                ErrorCode::Unauthorized,
+                "the new token is for another user",
+            ));
+        }
+        Ok(claims)
+    });
+    match verified {
+        Ok(claims) => conn.start(Box::pin(std::future::ready(Done::Refreshed {
+            id: Some(id),
+            claims,
+        }))),
+        Err(e) => conn.answer::<()>(Some(id), Err(e)),
     }
-    let exp = claims.exp;
-    session.claims = Some(claims);
-    Ok(RefreshOk { exp })
 }

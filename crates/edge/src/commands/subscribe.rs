@@ -1,17 +1,17 @@
 //! `subscribe`: join a channel's live stream at a known position, and
-//! replay what was missed when the client says where it left off.
+//! replay what was missed when the client says where it left off. The
+//! HTTP transports subscribe the channels of their request the same way.
 
 use herald_core::channel::Channel;
 use herald_core::history::Recovery;
-use herald_core::protocol::{
-    ErrorBody, ErrorCode, Publication, StreamPosition, SubscribeCommand, SubscribeOk,
-};
+use herald_core::protocol::{ErrorBody, ErrorCode, Publication, StreamPosition, SubscribeOk};
 use herald_core::route::HistoryQuery;
 
 use crate::Edge;
+use crate::connection::{Connection, Done, reply};
 use crate::hub::ConnId;
 use crate::outbox::Outbox;
-use crate::session::Session;
+use crate::transport::{Out, Reply, ReplyBody};
 
 /// Channels one connection may be subscribed to at once.
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 512;
@@ -19,48 +19,104 @@ pub(crate) const MAX_SUBSCRIPTIONS: usize = 512;
 /// it cannot recover.
 pub(crate) const MAX_RECOVERY: u64 = 1000;
 
-pub(crate) async fn run(
-    session: &mut Session,
-    command: SubscribeCommand,
-) -> Result<SubscribeOk, ErrorBody> {
-    let channel = command.channel;
-    let claims = session.claims()?;
-    if !claims.may_subscribe(&channel) {
-        return Err(ErrorBody::new(
-            ErrorCode::PermissionDenied,
-            format!("not allowed to subscribe to `{channel}`"),
-        ));
+/// What joining came back with.
+pub(crate) struct Joined {
+    id: Option<u64>,
+    channel: Channel,
+    result: Result<SubscribeOk, ErrorBody>,
+}
+
+pub(crate) fn start(
+    conn: &mut Connection,
+    id: Option<u64>,
+    channel: Channel,
+    since: Option<StreamPosition>,
+) {
+    if let Err(e) = allowed(conn, &channel) {
+        conn.answer::<()>(id, Err(e));
+        return;
     }
-    session.edge.config.namespace(&channel)?;
-    if session.subscriptions.contains(&channel) {
+    conn.pending.insert(channel.clone());
+    let (edge, conn_id, outbox) = (conn.edge.clone(), conn.id, conn.outbox.clone());
+    conn.start(Box::pin(async move {
+        let result = join(&edge, conn_id, &outbox, &channel, since.as_ref()).await;
+        Done::Subscribed(Joined {
+            id,
+            channel,
+            result,
+        })
+    }));
+}
+
+fn allowed(conn: &Connection, channel: &Channel) -> Result<(), ErrorBody> {
+    let claims = conn.claims()?;
+    if !conn.is_personal(channel) {
+        if !claims.may_subscribe(channel) {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                format!("not allowed to subscribe to `{channel}`"),
+            ));
+        }
+        conn.edge.config.namespace(channel)?;
+    }
+    if conn.subscriptions.contains(channel) || conn.pending.contains(channel) {
         return Err(ErrorBody::new(
             ErrorCode::BadRequest,
             format!("already subscribed to `{channel}`"),
         ));
     }
-    if session.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+    if conn.subscriptions.len() + conn.pending.len() >= MAX_SUBSCRIPTIONS {
         return Err(ErrorBody::new(
             ErrorCode::LimitExceeded,
             format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
         ));
     }
-    let joined = join(
-        &session.edge,
-        session.conn,
-        &session.outbox,
-        &channel,
-        command.since.as_ref(),
-    )
-    .await?;
-    session.edge.presence_joined(session.conn, &channel).await;
-    session.subscriptions.insert(channel);
-    Ok(joined)
+    Ok(())
+}
+
+pub(crate) fn finish(conn: &mut Connection, joined: Joined, out: &mut Vec<Out>) {
+    let Joined {
+        id,
+        channel,
+        result,
+    } = joined;
+    conn.pending.remove(&channel);
+    // A refresh while it was in flight may no longer allow it.
+    let result = result.and_then(|ok| {
+        let still =
+            conn.is_personal(&channel) || conn.claims().is_ok_and(|c| c.may_subscribe(&channel));
+        if still {
+            Ok(ok)
+        } else {
+            conn.edge.hub.unsubscribe(&channel, conn.id);
+            Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                format!("not allowed to subscribe to `{channel}`"),
+            ))
+        }
+    });
+    match result {
+        Ok(ok) => {
+            conn.subscriptions.insert(channel.clone());
+            if !conn.is_personal(&channel) {
+                conn.edge.reporter.subscribe(conn.id, &channel);
+            }
+            out.push(Out::Reply(Reply {
+                id,
+                body: ReplyBody::Subscribed(channel.clone(), ok),
+            }));
+            conn.release_held(&channel, out, true);
+        }
+        Err(e) => {
+            conn.release_held(&channel, out, false);
+            out.push(Out::Reply(reply::<()>(id, Err(e))));
+        }
+    }
 }
 
 /// Joins the live stream, then fills in from history what the client
 /// missed. Everything after `offset` of the answer goes to the connection's
-/// outbox, in order; everything up to it is in `publications`. Shared by
-/// every transport.
+/// outbox, in order; everything up to it is in `publications`.
 pub(crate) async fn join(
     edge: &Edge,
     conn: ConnId,
@@ -70,7 +126,7 @@ pub(crate) async fn join(
 ) -> Result<SubscribeOk, ErrorBody> {
     let joined = edge.hub.subscribe(channel, conn, outbox.clone()).await?;
     let Some(latest) = joined else {
-        edge.hub.unsubscribe(channel, conn).await;
+        edge.hub.unsubscribe(channel, conn);
         return Err(ErrorBody::new(
             ErrorCode::Internal,
             "history unavailable; try again",
@@ -95,12 +151,11 @@ pub(crate) async fn join(
             })
         }
         Err(e) => {
-            edge.hub.unsubscribe(channel, conn).await;
+            edge.hub.unsubscribe(channel, conn);
             Err(e)
         }
     }
 }
-
 /// The publications after `since` up to `latest`, or `None` when they
 /// cannot all be had (another epoch, too old, too many).
 async fn recover(

@@ -10,14 +10,17 @@ use herald_core::protocol::{
 use herald_core::subjects::HEADER_KIND;
 
 use crate::Edge;
-use crate::session::Session;
+use crate::connection::{Connection, Done, reply};
 
-pub(crate) async fn run(
-    session: &mut Session,
-    command: ChannelCommand,
-) -> Result<EmptyOk, ErrorBody> {
-    let claims = session.claims()?;
-    typing(&session.edge, claims, command.channel).await
+pub(crate) fn start(conn: &mut Connection, id: u64, command: ChannelCommand) {
+    let Ok(claims) = conn.claims().cloned() else {
+        return;
+    };
+    let edge = conn.edge.clone();
+    conn.start(Box::pin(async move {
+        let result = typing(&edge, &claims, command.channel).await;
+        Done::Reply(reply(Some(id), result))
+    }));
 }
 
 /// The typing event of any transport (WebSocket command, `POST /typing`).

@@ -1,18 +1,14 @@
 //! `unsubscribe`: leave a channel. Leaving a channel one is not in is not
-//! an error, so clients can retry freely.
+//! an error, so clients can retry freely. It takes effect in command
+//! order: after a subscribe to the same channel still in flight.
 
-use herald_core::protocol::{ChannelCommand, EmptyOk, ErrorBody};
+use herald_core::channel::Channel;
 
-use crate::session::Session;
+use crate::connection::{Connection, Done};
 
-pub(crate) async fn run(
-    session: &mut Session,
-    command: ChannelCommand,
-) -> Result<EmptyOk, ErrorBody> {
-    if session.subscriptions.remove(&command.channel) {
-        let edge = &session.edge;
-        edge.hub.unsubscribe(&command.channel, session.conn).await;
-        edge.presence_left(session.conn, &command.channel).await;
-    }
-    Ok(EmptyOk {})
+pub(crate) fn start(conn: &mut Connection, id: Option<u64>, channel: Channel) {
+    conn.start(Box::pin(std::future::ready(Done::Unsubscribe {
+        id,
+        channel,
+    })));
 }

@@ -1,0 +1,250 @@
+//! Server-Sent Events: `GET /sse?channels=a,b`. One event per push; `id:`
+//! is a cursor covering every channel of the stream, so a reconnect with
+//! `Last-Event-ID` (or `last_event_id=`) resumes them all. Commands go over
+//! `POST /publish`, `/typing`, `/presence`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, BytesMut};
+use herald_core::channel::Channel;
+use herald_core::protocol::{CloseCode, Push, Unsubscribed, encode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use super::{Internal, Keepalive, Out, Read, ReplyBody, Transport, WriteError};
+use crate::Edge;
+use crate::connection::lifecycle::far_future;
+use crate::connection::{Connection, driver};
+use crate::cursor::{Cursor, StreamCursor};
+use crate::http_client::{Denied, authenticate, channels};
+use crate::outbox::{Delivery, sse_fields};
+
+/// Comment line sent when nothing else is, so proxies keep the stream open
+/// and clients notice a dead one.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// How long browsers wait before reconnecting, ms (the `retry:` field).
+const RETRY_MS: u64 = 3000;
+/// Chunks buffered between the stream task and the HTTP body.
+const BODY_BUFFER: usize = 32;
+/// A chunk the client does not take within this is a stalled stream.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize)]
+pub(crate) struct Params {
+    channels: String,
+    token: Option<String>,
+    last_event_id: Option<String>,
+}
+
+/// `event: subscribe`, once per channel when the stream opens: where the
+/// channel stands and whether what was missed could be replayed.
+#[derive(Serialize)]
+struct Subscribed<'a> {
+    channel: &'a Channel,
+    offset: u64,
+    epoch: &'a str,
+    recovered: bool,
+}
+
+pub(crate) async fn stream(
+    State(edge): State<Arc<Edge>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    match open(edge, headers, params) {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn open(edge: Arc<Edge>, headers: HeaderMap, params: Params) -> Result<Response, Denied> {
+    let permit = edge.admit(&headers)?;
+    let claims = authenticate(&edge, &headers, params.token.as_deref())?;
+    let requested = channels(&edge, &claims, &params.channels)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(params.last_event_id)
+        .filter(|id| !id.is_empty());
+    let cursor = match &last_event_id {
+        Some(id) => Cursor::decode_any(id, &requested.all())?,
+        None => Cursor::default(),
+    };
+    let dropped = requested.narrowed(&cursor)?;
+
+    let mut conn = Connection::new(edge.clone(), herald_core::presence::Transport::Sse, permit);
+    conn.register(claims)?;
+    let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
+    let mut first = format!("retry: {RETRY_MS}\n\n");
+    for unsubscribed in &dropped {
+        first.push_str(&unsubscribe_event(unsubscribed));
+    }
+    // A fresh channel has room for the first chunk.
+    let _ = tx.try_send(Bytes::from(first));
+    let transport = SseTransport {
+        commands: requested
+            .allowed
+            .iter()
+            .map(|channel| Internal::Subscribe {
+                channel: channel.clone(),
+                since: cursor.get(channel).cloned(),
+            })
+            .collect(),
+        cursor: StreamCursor::new(&requested.allowed),
+        tx,
+        ends_at: match edge.config.sse_max_duration_secs {
+            0 => None,
+            secs => Some(Instant::now() + Duration::from_secs(secs)),
+        },
+    };
+    tokio::spawn(edge.connections.track_future(driver::run(conn, transport)));
+    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+    }));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, no-transform"),
+            ),
+            // nginx and others buffer responses unless told not to
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+pub(crate) struct SseTransport {
+    /// The stream's channels, subscribed when it starts.
+    commands: VecDeque<Internal>,
+    cursor: StreamCursor,
+    tx: mpsc::Sender<Bytes>,
+    /// `sse_max_duration_secs`: the stream ends quietly then, and the
+    /// client reconnects (and rebalances) with its `Last-Event-ID`.
+    ends_at: Option<Instant>,
+}
+
+impl SseTransport {
+    async fn send(&self, chunk: Bytes) -> Result<(), WriteError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.tx.send(chunk)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Gone),
+            Err(_) => Err(WriteError::Close(CloseCode::SlowConsumer)),
+        }
+    }
+
+    /// A push as an event; publications also move the cursor, whose new
+    /// value is the event's id.
+    fn put_delivery(&mut self, delivery: &Delivery, buf: &mut BytesMut) {
+        buf.put_slice(&delivery.sse_event());
+        match &delivery.position {
+            Some((offset, epoch)) => {
+                self.cursor.set(&delivery.channel, *offset, epoch);
+                self.put_id(buf);
+            }
+            None => buf.put_u8(b'\n'),
+        }
+    }
+
+    fn put_id(&self, buf: &mut BytesMut) {
+        buf.put_slice(b"id: ");
+        buf.put_slice(self.cursor.as_str().as_bytes());
+        buf.put_slice(b"\n\n");
+    }
+}
+
+impl Transport for SseTransport {
+    async fn read(&mut self) -> Read {
+        if let Some(command) = self.commands.pop_front() {
+            return Read::Command(command);
+        }
+        tokio::select! {
+            _ = self.tx.closed() => Read::Gone,
+            _ = sleep_until(self.ends_at.unwrap_or_else(far_future)), if self.ends_at.is_some() => {
+                Read::Close(None)
+            }
+        }
+    }
+
+    async fn write(&mut self, out: &mut Vec<Out>, _settled: bool) -> Result<(), WriteError> {
+        let mut buf = BytesMut::new();
+        for item in out.drain(..) {
+            match item {
+                Out::Push(delivery) => self.put_delivery(&delivery, &mut buf),
+                Out::Unsubscribed(u) => buf.put_slice(unsubscribe_event(&u).as_bytes()),
+                Out::Reply(reply) => match reply.body {
+                    ReplyBody::Subscribed(channel, ok) => {
+                        for publication in ok.publications.iter().flatten() {
+                            let delivery = crate::hub::delivery_of_publication(publication);
+                            self.put_delivery(&delivery, &mut buf);
+                        }
+                        self.cursor.set(&channel, ok.offset, &ok.epoch);
+                        let subscribed = Subscribed {
+                            channel: &channel,
+                            offset: ok.offset,
+                            epoch: &ok.epoch,
+                            recovered: ok.recovered.unwrap_or(true),
+                        };
+                        buf.put_slice(sse_fields("subscribe", &encode(&subscribed)).as_bytes());
+                        self.put_id(&mut buf);
+                    }
+                    ReplyBody::Error(e) => {
+                        tracing::warn!(error = %e.message, "SSE subscribe failed");
+                        if !buf.is_empty() {
+                            self.send(buf.split().freeze()).await?;
+                        }
+                        return Err(WriteError::Close(CloseCode::ServerError));
+                    }
+                    ReplyBody::Ok(_) | ReplyBody::Connected(_) => {}
+                },
+            }
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.send(buf.freeze()).await
+    }
+
+    fn keepalive(&self) -> Option<Keepalive> {
+        Some(Keepalive {
+            every: PING_EVERY,
+            answered: false,
+        })
+    }
+
+    async fn ping(&mut self) -> Result<(), WriteError> {
+        self.send(Bytes::from_static(b": ping\n\n")).await
+    }
+
+    async fn close(self, code: Option<CloseCode>) {
+        let Some(code) = code else { return };
+        let Push::Disconnect(body) = code.disconnect_push() else {
+            return;
+        };
+        let event = format!("{}\n", sse_fields("disconnect", &encode(&body)));
+        let _ = self.send(Bytes::from(event)).await;
+    }
+}
+
+fn unsubscribe_event(unsubscribed: &Unsubscribed) -> String {
+    format!("{}\n", sse_fields("unsubscribe", &encode(unsubscribed)))
+}
