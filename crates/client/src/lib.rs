@@ -68,6 +68,8 @@ type Pending = Arc<
 
 pub struct Client {
     sink: Arc<Mutex<Sink>>,
+    /// The task reading the socket (it holds the read half).
+    reader: tokio::task::JoinHandle<()>,
     next_id: AtomicU64,
     pending: Pending,
     events: mpsc::Receiver<Event>,
@@ -147,7 +149,7 @@ impl Client {
         let pending: Pending = Arc::default();
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
         let (closed_tx, closed) = watch::channel(None);
-        tokio::spawn(read_loop(
+        let reader = tokio::spawn(read_loop(
             stream,
             sink.clone(),
             pending.clone(),
@@ -157,6 +159,7 @@ impl Client {
         ));
         Ok(Client {
             sink,
+            reader,
             next_id: AtomicU64::new(1),
             pending,
             events,
@@ -299,6 +302,16 @@ impl Client {
     /// Closes the connection politely.
     pub async fn close(self) {
         let _ = self.sink.lock().await.close().await;
+    }
+
+    /// Drops the connection without a word (no close frame), as a client
+    /// whose network went away. (Dropping the client does the same.)
+    pub fn abort(self) {}
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 

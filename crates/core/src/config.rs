@@ -151,6 +151,20 @@ pub struct Config {
     /// Browser origins allowed to open client connections; empty allows all.
     #[serde(deserialize_with = "string_or_list")]
     pub allowed_origins: Vec<String>,
+    /// Load balancers and proxies in front of Herald (addresses or CIDRs):
+    /// their connections carry many clients, so the per-address limits
+    /// apply to the client they name in `X-Forwarded-For` instead.
+    #[serde(deserialize_with = "string_or_list")]
+    pub trusted_proxies: Vec<String>,
+
+    /// Seconds a new HTTP connection has to send its request headers.
+    pub http_header_timeout_secs: u64,
+    /// Connections (sockets) one client address may hold on one process
+    /// (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// New client connections one address may open per second (its share
+    /// of `connection_rate`; bursts of the same size).
+    pub connection_rate_per_ip: u32,
 
     /// Seconds between server pings on client connections.
     pub ping_interval_secs: u64,
@@ -294,6 +308,10 @@ impl Default for Config {
             jwt_leeway_secs: 5,
             api_keys: Vec::new(),
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            http_header_timeout_secs: 10,
+            max_connections_per_ip: 1000,
+            connection_rate_per_ip: 100,
             ping_interval_secs: 25,
             pong_timeout_secs: 10,
             connect_timeout_secs: 10,
@@ -415,6 +433,17 @@ impl Config {
         positive("max_commands_in_flight", self.max_commands_in_flight as u64)?;
         positive("max_connections", self.max_connections as u64)?;
         positive("connection_rate", self.connection_rate as u64)?;
+        positive("connection_rate_per_ip", self.connection_rate_per_ip as u64)?;
+        positive("http_header_timeout_secs", self.http_header_timeout_secs)?;
+        for proxy in &self.trusted_proxies {
+            if proxy.parse::<ipnet::IpNet>().is_err() && proxy.parse::<std::net::IpAddr>().is_err()
+            {
+                return Err(ConfigError::new(
+                    "trusted_proxies",
+                    format!("`{proxy}` is not an address or a CIDR (10.0.0.0/8)"),
+                ));
+            }
+        }
         positive(
             "max_connections_per_user",
             self.max_connections_per_user as u64,
@@ -619,6 +648,18 @@ impl Config {
 
     pub fn route_timeout(&self) -> Duration {
         Duration::from_millis(self.route_timeout_ms)
+    }
+
+    /// `trusted_proxies` as networks (a bare address is a /32 or /128).
+    pub fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| p.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+            })
+            .collect()
     }
 }
 

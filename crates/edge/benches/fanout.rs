@@ -77,11 +77,12 @@ async fn setup(write_batch_frames: usize) -> Setup {
         .await
         .expect("bind");
     let addr = tcp.local_addr().expect("addr");
-    tokio::spawn(herald_edge::serve_http(
-        tcp,
-        edge.router(),
-        shutdown.clone(),
-    ));
+    let running = edge
+        .service("bench", shutdown.clone())
+        .http(tcp, edge.router())
+        .start()
+        .expect("serving");
+    tokio::spawn(running.stopped());
 
     let token = TokenSigner::new(JwtAlgorithm::HS256, SECRET.as_bytes())
         .expect("signer")

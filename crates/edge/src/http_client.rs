@@ -77,6 +77,9 @@ pub(crate) struct Requested {
     pub allowed: Vec<Channel>,
     /// Valid but not allowed by the token, with why.
     pub refused: Vec<(Channel, ErrorBody)>,
+    /// Every channel of the request, refused ones too, in the order given
+    /// and the personal channel last: the stream an SSE event id is of.
+    pub all: Vec<Channel>,
 }
 
 impl Requested {
@@ -98,13 +101,6 @@ impl Requested {
         }
         Ok(dropped)
     }
-
-    /// Every channel of the request, refused ones included, in order.
-    pub fn all(&self) -> Vec<Channel> {
-        let mut all: Vec<Channel> = self.allowed.clone();
-        all.extend(self.refused.iter().map(|(c, _)| c.clone()));
-        all
-    }
 }
 
 /// `channels=a,b`: each valid and in a known namespace; allowed for the
@@ -113,6 +109,7 @@ pub(crate) fn channels(edge: &Edge, claims: &Claims, list: &str) -> Result<Reque
     let mut requested = Requested {
         allowed: Vec::new(),
         refused: Vec::new(),
+        all: Vec::new(),
     };
     let mut seen = std::collections::HashSet::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -131,6 +128,7 @@ pub(crate) fn channels(edge: &Edge, claims: &Claims, list: &str) -> Result<Reque
                 format!("at most {MAX_SUBSCRIPTIONS} channels"),
             )));
         }
+        requested.all.push(channel.clone());
         if !claims.may_subscribe(&channel) {
             let why = ErrorBody::new(
                 ErrorCode::PermissionDenied,
@@ -153,7 +151,8 @@ pub(crate) fn channels(edge: &Edge, claims: &Claims, list: &str) -> Result<Reque
     // Like every WebSocket connection, the stream carries the user's
     // personal channel.
     if let Ok(personal) = Channel::personal(&claims.sub) {
-        requested.allowed.push(personal);
+        requested.allowed.push(personal.clone());
+        requested.all.push(personal);
     }
     Ok(requested)
 }

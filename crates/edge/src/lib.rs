@@ -19,7 +19,6 @@ mod stats;
 mod transport;
 mod web;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -38,6 +37,7 @@ use herald_core::config::{Config, ConfigError};
 use herald_core::presence::PresenceLookup;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
+use herald_proto::service::{self, Running, Service};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -59,13 +59,8 @@ pub enum EdgeError {
     Config(#[from] ConfigError),
     #[error("bus: {0}")]
     Bus(#[from] herald_core::bus::BusError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("HTTP server: {0}")]
-    Http(std::io::Error),
+    #[error(transparent)]
+    Service(#[from] herald_proto::service::ServiceError),
 }
 
 /// What every connection of this edge shares.
@@ -179,6 +174,18 @@ impl Edge {
     /// Client connections currently open.
     pub fn open_connections(&self) -> usize {
         self.admission.open_connections()
+    }
+
+    /// What this edge holds for its clients now: everything a connection
+    /// takes, and gives back when it ends.
+    pub fn census(&self) -> Census {
+        Census {
+            connections: self.open_connections(),
+            users: self.users.count(),
+            channels: self.hub.channel_count(),
+            reported: self.reporter.connections(),
+            poll_sessions: self.polls.count(),
+        }
     }
 
     /// Where `presence` queries go; set once.
@@ -296,6 +303,21 @@ impl Edge {
     }
 }
 
+/// What an edge holds for its clients (`GET /stats`, and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Census {
+    /// Connections admitted and not yet ended (long-poll sessions too).
+    pub connections: usize,
+    /// Users with at least one connection.
+    pub users: usize,
+    /// Channels with a local subscriber (each one bus subscription).
+    pub channels: usize,
+    /// Connections presence is told of.
+    pub reported: usize,
+    /// Long-poll sessions.
+    pub poll_sessions: usize,
+}
+
 /// Why a new client connection was not accepted.
 pub(crate) enum Refusal {
     /// 403: the browser's origin is not allowed.
@@ -336,10 +358,13 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
 async fn stats(
     axum::extract::State(edge): axum::extract::State<Arc<Edge>>,
 ) -> axum::Json<serde_json::Value> {
+    let census = edge.census();
     axum::Json(serde_json::json!({
         "node": edge.node_id,
-        "connections": edge.open_connections(),
-        "channels": edge.hub.channel_count(),
+        "connections": census.connections,
+        "users": census.users,
+        "channels": census.channels,
+        "poll_sessions": census.poll_sessions,
         "draining": edge.shutdown.is_triggered(),
         "slow_consumers": edge.stats.slow_consumers(),
     }))
@@ -355,8 +380,6 @@ async fn readyz(
     }
 }
 
-/// Runs an edge as its own process: connects to NATS and serves clients
-/// until `shutdown`, then closes every connection (code 4000, reconnect).
 /// What an edge needs of its configuration before it connects to anything
 /// (`herald check edge`, and the first thing `serve` does): a real token
 /// key. API keys are optional (they open the dashboard).
@@ -365,7 +388,10 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeError> {
+/// Starts an edge as its own process: connects to NATS and serves clients.
+/// On shutdown its clients are told to reconnect elsewhere (4000), each at
+/// its own moment of the drain window, while it still answers.
+pub async fn start_service(config: Arc<Config>, shutdown: Shutdown) -> Result<Running, EdgeError> {
     check(&config)?;
     let verifier = config.token_verifier(false)?;
     let node = config.node_id_or_generate("edge");
@@ -382,33 +408,32 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeEr
         edge.set_admin_keys(herald_core::api_key::ApiKeys::new(keys));
     }
     let background = edge.start(shutdown.clone()).await?;
-    let addr = config.http_listen(DEFAULT_HTTP_ADDR)?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| EdgeError::Listen { addr, source })?;
-    let local = listener.local_addr().map_err(EdgeError::Http)?;
-    tracing::info!(service = "edge", addr = %local, node = %edge.node_id, "listening");
+    let listener = service::bind(config.http_listen(DEFAULT_HTTP_ADDR)?).await?;
     let app = edge.router().merge(herald_proto::http::ops_router());
-    serve_http(listener, app, shutdown).await?;
-    edge.drained(Duration::from_secs(
-        config.drain_window_secs + config.shutdown_grace_secs,
-    ))
-    .await;
-    for task in background {
-        let _ = task.await;
-    }
-    Ok(())
+    Ok(edge
+        .service("edge", shutdown)
+        .http(listener, app)
+        .tasks(background)
+        .start()?)
 }
 
-/// Serves `app` until `shutdown`. Upgraded WebSockets are not waited for
-/// here; their own tasks close them.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: Shutdown,
-) -> Result<(), EdgeError> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-        .map_err(EdgeError::Http)
+/// Runs an edge until `shutdown` and its drain.
+pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), EdgeError> {
+    Ok(start_service(config, shutdown).await?.stopped().await?)
+}
+
+impl Edge {
+    /// A service that drains this edge's clients before it stops: the
+    /// lifecycle of `herald edge` and of `standalone` alike.
+    pub fn service(self: &Arc<Self>, name: &'static str, shutdown: Shutdown) -> Service {
+        let config = &self.config;
+        let edge = self.clone();
+        let limit = Duration::from_secs(config.drain_window_secs + config.shutdown_grace_secs);
+        Service::new(name, shutdown)
+            .limits(service::accept_limits(config))
+            .grace(Duration::from_secs(config.shutdown_grace_secs))
+            .drain(async move {
+                edge.drained(limit).await;
+            })
+    }
 }

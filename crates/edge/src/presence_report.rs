@@ -102,8 +102,11 @@ impl PresenceReporter {
         );
     }
 
-    /// Returns the channels whose last connection of this user (here) this
-    /// was.
+    /// Connections reported and not yet disconnected.
+    pub fn connections(&self) -> usize {
+        self.lock().conns.len()
+    }
+
     pub fn disconnect(&self, conn: ConnId) {
         let mut state = self.lock();
         let Some(c) = state.conns.remove(&conn) else {

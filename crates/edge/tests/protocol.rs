@@ -1,97 +1,18 @@
 //! Client protocol v1 over WebSocket, end to end in one process: an edge
 //! and routing joined by the in-memory bus (the standalone wiring), driven
-//! by the Rust client.
+//! by the Rust client. What every transport shares is in `connection.rs`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use herald_client::{Client, ClientError, Event, Options};
 use herald_core::auth::{JwtAlgorithm, TokenSigner, unix_now};
-use herald_core::bus::{Bus, MemoryBus};
-use herald_core::config::Config;
-use herald_core::history::MemoryHistory;
 use herald_core::protocol::{ErrorCode, Push, StreamPosition};
-use herald_core::shutdown::Shutdown;
-use herald_core::work_queue::MemoryWorkQueue;
-use herald_edge::Edge;
-use herald_routing::{ApiKeys, Deps, Routing, api_router};
 use serde_json::json;
 
-const SECRET: &str = "protocol-test-secret-0123456789";
-const API_KEY: &str = "protocol-test-key";
+mod support;
 
-struct Server {
-    ws: String,
-    http: String,
-    shutdown: Shutdown,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
-    let mut config = Config {
-        jwt_secret: Some(SECRET.into()),
-        jwt_leeway_secs: 0,
-        api_keys: vec![API_KEY.into()],
-        ..Config::default()
-    };
-    tweak(&mut config);
-    let config = Arc::new(config);
-    let shutdown = Shutdown::new();
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-    let edge = Edge::new(
-        config.clone(),
-        config.token_verifier(false).unwrap(),
-        bus.clone(),
-        "test".into(),
-        shutdown.clone(),
-    );
-    edge.start(shutdown.clone()).await.unwrap();
-    let routing = Arc::new(Routing::new(
-        config.clone(),
-        Deps {
-            bus,
-            history: Arc::new(MemoryHistory::new(config.idempotency_window())),
-            queue: Arc::new(MemoryWorkQueue::new(1000)),
-            presence: edge.clone(),
-        },
-    ));
-    routing.listen_to_edges(shutdown.clone()).await.unwrap();
-    let app = edge.router().merge(api_router(
-        routing,
-        ApiKeys::new(config.api_keys.clone()),
-        config.max_message_bytes,
-    ));
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    tokio::spawn(herald_edge::serve_http(tcp, app, shutdown.clone()));
-    Server {
-        ws: format!("ws://{addr}/ws"),
-        http: format!("http://{addr}"),
-        shutdown,
-    }
-}
-
-fn token(user: &str, channels: &[&str], publish: &[&str], ttl_secs: i64) -> String {
-    TokenSigner::new(JwtAlgorithm::HS256, SECRET.as_bytes())
-        .unwrap()
-        .sign(&json!({
-            "sub": user,
-            "exp": unix_now() + ttl_secs,
-            "channels": channels,
-            "publish": publish,
-        }))
-        .unwrap()
-}
-
-fn alice() -> String {
-    token("alice", &["chat:*"], &["chat:*"], 600)
-}
+use support::{Server, alice, api_publish, start, token};
 
 async fn connected(server: &Server) -> Client {
     Client::connect(&server.ws, &alice()).await.unwrap().0
@@ -102,17 +23,6 @@ fn server_error(result: Result<impl std::fmt::Debug, ClientError>) -> (ErrorCode
         Err(ClientError::Server(e)) => (e.code, e.message),
         other => panic!("expected a server error, got {other:?}"),
     }
-}
-
-async fn api_publish(server: &Server, body: serde_json::Value) -> reqwest::Response {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-        .post(format!("{}/api/publish", server.http))
-        .bearer_auth(API_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -4,9 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context;
 use herald_core::Config;
 use herald_core::auth::{JwtAlgorithm, TokenSigner};
 use herald_core::bus::{Bus, MemoryBus};
@@ -15,6 +13,7 @@ use herald_core::history::MemoryHistory;
 use herald_core::shutdown::Shutdown;
 use herald_core::work_queue::{MemoryWorkQueue, WorkQueue};
 use herald_edge::Edge;
+use herald_proto::service;
 use herald_routing::{ApiKeys, Deps, Routing, api_router, grpc_service};
 
 /// Where standalone keeps device registrations when no database is named:
@@ -50,7 +49,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     let (presence, presence_intake) =
         herald_presence::start(&config, bus.clone(), shutdown.clone()).await?;
     let subjects = herald_core::subjects::Subjects::new(&config.subject_prefix);
-    let _announcer = herald_presence::announce(
+    let announcer = herald_presence::announce(
         &presence,
         bus.clone(),
         config.clone(),
@@ -58,7 +57,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
         herald_presence::Leadership::Sole,
         shutdown.clone(),
     );
-    let _presence_stats = herald_presence::publish_stats(
+    let presence_stats = herald_presence::publish_stats(
         presence.clone(),
         bus.clone(),
         &subjects,
@@ -87,7 +86,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
         shutdown.clone(),
     )
     .await?;
-    let _notify_stats =
+    let notify_stats =
         herald_notify::stats::publish_stats(bus.clone(), &subjects, &node, shutdown.clone());
     let routing = Arc::new(
         Routing::new(
@@ -102,7 +101,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
         .with_device_lookup(notify.notify.clone()),
     );
     let listener = routing.listen_to_edges(shutdown.clone()).await?;
-    let _routing_stats = routing.publish_stats(&node, shutdown.clone());
+    let routing_stats = routing.publish_stats(&node, shutdown.clone());
     let app = edge
         .router()
         .merge(api_router(
@@ -129,22 +128,13 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     } else {
         ([0, 0, 0, 0], 8080).into()
     };
-    let addr = config.http_addr.unwrap_or(default_addr);
-    let tcp = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let grpc_addr = config
-        .grpc_addr
-        .unwrap_or((default_addr.ip(), 50051).into());
-    let grpc = tokio::net::TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {grpc_addr} (gRPC)"))?;
-    tracing::info!(
-        service = "standalone",
-        addr = %tcp.local_addr()?,
-        grpc = %grpc.local_addr()?,
-        "listening"
-    );
+    let tcp = service::bind(config.http_addr.unwrap_or(default_addr)).await?;
+    let grpc = service::bind(
+        config
+            .grpc_addr
+            .unwrap_or((default_addr.ip(), 50051).into()),
+    )
+    .await?;
 
     // Every gRPC service on one port.
     let routes = tonic::service::Routes::new(grpc_service(routing, keys.clone()))
@@ -159,22 +149,22 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
         ],
     )
     .await?;
-    let grpc_shutdown = shutdown.clone();
-    let grpc_server =
-        herald_proto::server::serve(grpc, routes, async move { grpc_shutdown.wait().await });
-    let (http_result, grpc_result) = tokio::join!(
-        herald_edge::serve_http(tcp, app, shutdown.clone()),
-        grpc_server
-    );
-    http_result?;
-    grpc_result?;
-    edge.drained(Duration::from_secs(config.shutdown_grace_secs))
-        .await;
-    let _ = listener.await;
-    for task in background {
-        let _ = task.await;
-    }
-    let _ = presence_intake.await;
-    let _ = notify.worker.await;
+    // The edge's lifecycle: its clients drain exactly as `herald edge`'s.
+    let running = edge
+        .service("standalone", shutdown)
+        .http(tcp, app)
+        .grpc(grpc, routes)
+        .tasks(background)
+        .tasks([
+            listener,
+            presence_intake,
+            notify.worker,
+            announcer,
+            presence_stats,
+            notify_stats,
+            routing_stats,
+        ])
+        .start()?;
+    running.stopped().await?;
     Ok(())
 }

@@ -10,7 +10,6 @@ pub mod stats;
 pub mod store;
 pub mod worker;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use herald_core::config::{Config, ConfigError};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::{JetStreamWorkQueue, WorkQueue};
+use herald_proto::service::{self, Running, Service, ServiceError, bind};
 use tokio::task::JoinHandle;
 
 pub use api::{Notify, SendRequest, grpc_service, http_router};
@@ -39,13 +39,10 @@ pub enum NotifyError {
     Queue(#[from] herald_core::work_queue::QueueError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("server: {0}")]
-    Server(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("gRPC reflection: {0}")]
+    Grpc(String),
 }
 
 /// Notify's parts, started: the API operations and the worker's task.
@@ -93,7 +90,12 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), NotifyError> {
+/// Starts notify as its own process: devices in PostgreSQL, the push
+/// worker on the JetStream work queue, the device API over HTTP and gRPC.
+pub async fn start_service(
+    config: Arc<Config>,
+    shutdown: Shutdown,
+) -> Result<Running, NotifyError> {
     check(&config)?;
     let keys = ApiKeys::new(config.api_keys(false)?);
     let database_url = config
@@ -111,50 +113,29 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Notify
         .await?,
     );
     let started = start(config.clone(), &database_url, queue, shutdown.clone()).await?;
-    let _stats = stats::publish_stats(
+    let stats = stats::publish_stats(
         Arc::new(nats),
         &Subjects::new(&config.subject_prefix),
         &node,
         shutdown.clone(),
     );
-
-    let http_addr = config.http_listen(DEFAULT_HTTP_ADDR)?;
-    let grpc_addr = config.grpc_listen(DEFAULT_GRPC_ADDR)?;
-    let http = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .map_err(|source| NotifyError::Listen {
-            addr: http_addr,
-            source,
-        })?;
-    let grpc = tokio::net::TcpListener::bind(grpc_addr)
-        .await
-        .map_err(|source| NotifyError::Listen {
-            addr: grpc_addr,
-            source,
-        })?;
-    tracing::info!(
-        service = "notify",
-        addr = %http.local_addr().map_err(|e| NotifyError::Server(e.to_string()))?,
-        grpc = %grpc.local_addr().map_err(|e| NotifyError::Server(e.to_string()))?,
-        "listening"
-    );
+    let http = bind(config.http_listen(DEFAULT_HTTP_ADDR)?).await?;
+    let grpc = bind(config.grpc_listen(DEFAULT_GRPC_ADDR)?).await?;
     let routes = tonic::service::Routes::new(grpc_service(started.notify.clone(), keys.clone()));
     let routes = herald_proto::server::with_standard_services(routes, &[GRPC_SERVICE_NAME])
         .await
-        .map_err(|e| NotifyError::Server(e.to_string()))?;
-    let stop_grpc = shutdown.clone();
-    let stop_http = shutdown.clone();
+        .map_err(|e| NotifyError::Grpc(e.to_string()))?;
     let app = http_router(started.notify.clone(), keys).merge(herald_proto::http::ops_router());
-    let (http_result, grpc_result) = tokio::join!(
-        async move {
-            axum::serve(http, app)
-                .with_graceful_shutdown(async move { stop_http.wait().await })
-                .await
-        },
-        herald_proto::server::serve(grpc, routes, async move { stop_grpc.wait().await })
-    );
-    http_result.map_err(|e| NotifyError::Server(e.to_string()))?;
-    grpc_result.map_err(|e| NotifyError::Server(e.to_string()))?;
-    let _ = started.worker.await;
-    Ok(())
+    Ok(Service::new("notify", shutdown)
+        .limits(service::accept_limits(&config))
+        .grace(Duration::from_secs(config.shutdown_grace_secs))
+        .http(http, app)
+        .grpc(grpc, routes)
+        .tasks([started.worker, stats])
+        .start()?)
+}
+
+/// Runs notify until `shutdown`.
+pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), NotifyError> {
+    Ok(start_service(config, shutdown).await?.stopped().await?)
 }

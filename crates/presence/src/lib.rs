@@ -10,7 +10,7 @@ mod intake;
 mod state;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use herald_core::config::{Config, ConfigError};
 use herald_core::presence::{PresenceError, PresenceLookup};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
+use herald_proto::service::{self, Running, Service, ServiceError, bind};
 use tokio::task::JoinHandle;
 
 pub use announcer::{Leadership, start as announce};
@@ -42,15 +43,10 @@ pub enum PresenceServiceError {
     Config(#[from] ConfigError),
     #[error("bus: {0}")]
     Bus(#[from] BusError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("gRPC server: {0}")]
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("gRPC reflection: {0}")]
     Grpc(String),
-    #[error("HTTP server: {0}")]
-    Http(std::io::Error),
 }
 
 /// Starts taking in edge reports on `bus`: the state fills from here on.
@@ -104,7 +100,12 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), PresenceServiceError> {
+/// Starts the presence service as its own process: the view of every
+/// edge, join/leave announcements under a lease, `Presence` over gRPC.
+pub async fn start_service(
+    config: Arc<Config>,
+    shutdown: Shutdown,
+) -> Result<Running, PresenceServiceError> {
     check(&config)?;
     let keys = ApiKeys::new(config.api_keys(false)?);
     let node = config.node_id_or_generate("presence");
@@ -120,55 +121,31 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Presen
         Leadership::Elected(client),
         shutdown.clone(),
     );
-    let _stats = publish_stats(
+    let stats = publish_stats(
         state.clone(),
         bus,
         &Subjects::new(&config.subject_prefix),
         &node,
         shutdown.clone(),
     );
-    let addr = config.grpc_listen(DEFAULT_GRPC_ADDR)?;
-    let http_addr = config.http_listen(DEFAULT_HTTP_ADDR)?;
-    let http = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .map_err(|source| PresenceServiceError::Listen {
-            addr: http_addr,
-            source,
-        })?;
-    let http_local = http
-        .local_addr()
-        .map_err(|source| PresenceServiceError::Listen {
-            addr: http_addr,
-            source,
-        })?;
-    let app = herald_proto::http::ops_router();
-    let stop_http = shutdown.clone();
-    let http_server = tokio::spawn(async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(async move { stop_http.wait().await })
-            .await
-    });
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| PresenceServiceError::Listen { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| PresenceServiceError::Listen { addr, source })?;
-    tracing::info!(service = "presence", addr = %http_local, grpc = %local, "listening");
+    let http = bind(config.http_listen(DEFAULT_HTTP_ADDR)?).await?;
+    let grpc = bind(config.grpc_listen(DEFAULT_GRPC_ADDR)?).await?;
     let routes = tonic::service::Routes::new(grpc_service(state, keys));
     let routes = herald_proto::server::with_standard_services(routes, &[GRPC_SERVICE_NAME])
         .await
         .map_err(|e| PresenceServiceError::Grpc(e.to_string()))?;
-    let stop = shutdown.clone();
-    herald_proto::server::serve(listener, routes, async move { stop.wait().await })
-        .await
-        .map_err(|e| PresenceServiceError::Grpc(e.to_string()))?;
-    if let Ok(Err(e)) = http_server.await {
-        return Err(PresenceServiceError::Http(e));
-    }
-    let _ = intake.await;
-    let _ = announcer.await;
-    Ok(())
+    Ok(Service::new("presence", shutdown)
+        .limits(service::accept_limits(&config))
+        .grace(Duration::from_secs(config.shutdown_grace_secs))
+        .http(http, herald_proto::http::ops_router())
+        .grpc(grpc, routes)
+        .tasks([intake, announcer, stats])
+        .start()?)
+}
+
+/// Runs the presence service until `shutdown`.
+pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), PresenceServiceError> {
+    Ok(start_service(config, shutdown).await?.stopped().await?)
 }
 
 /// In one process (standalone) routing and edges ask the state directly.

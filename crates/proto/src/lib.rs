@@ -21,6 +21,7 @@ pub mod notify {
 pub mod client;
 pub mod http;
 pub mod server;
+pub mod service;
 pub mod trace;
 
 /// Every service's descriptors, for gRPC reflection.

@@ -10,7 +10,6 @@ mod idempotency;
 mod routing;
 mod stats;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use herald_core::presence::{NoPresence, PresenceLookup};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::JetStreamWorkQueue;
+use herald_proto::service::{self, Running, Service, ServiceError, bind};
 
 pub use api::api_router;
 pub use grpc::{grpc_service, status_of};
@@ -47,26 +47,12 @@ pub enum RoutingError {
     History(#[from] herald_core::history::HistoryError),
     #[error(transparent)]
     Queue(#[from] herald_core::work_queue::QueueError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("HTTP server: {0}")]
-    Http(std::io::Error),
-    #[error("gRPC server: {0}")]
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("gRPC reflection: {0}")]
     Grpc(String),
 }
 
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RoutingError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| RoutingError::Listen { addr, source })
-}
-
-/// Runs routing as its own process: history in JetStream, push jobs on the
-/// JetStream work queue, the server API over HTTP and gRPC, and answers to
-/// edges on the bus — until `shutdown`.
 /// What routing needs of its configuration before it connects to anything
 /// (`herald check routing`, and the first thing `serve` does).
 pub fn check(config: &Config) -> Result<(), ConfigError> {
@@ -76,7 +62,13 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), RoutingError> {
+/// Starts routing as its own process: history in JetStream, push jobs on
+/// the JetStream work queue, the server API over HTTP and gRPC, and answers
+/// to edges on the bus.
+pub async fn start_service(
+    config: Arc<Config>,
+    shutdown: Shutdown,
+) -> Result<Running, RoutingError> {
     check(&config)?;
     let keys = ApiKeys::new(config.api_keys(false)?);
     let node = config.node_id_or_generate("routing");
@@ -142,35 +134,26 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), Routin
     }
     let routing = Arc::new(routing);
     let edge_listener = routing.listen_to_edges(shutdown.clone()).await?;
-    let _stats = routing.publish_stats(&node, shutdown.clone());
+    let stats = routing.publish_stats(&node, shutdown.clone());
 
     let http = bind(config.http_listen(DEFAULT_HTTP_ADDR)?).await?;
     let grpc = bind(config.grpc_listen(DEFAULT_GRPC_ADDR)?).await?;
-    tracing::info!(
-        service = "routing",
-        addr = %http.local_addr().map_err(RoutingError::Http)?,
-        grpc = %grpc.local_addr().map_err(RoutingError::Http)?,
-        "listening"
-    );
-
     let routes = tonic::service::Routes::new(grpc_service(routing.clone(), keys.clone()));
     let routes = herald_proto::server::with_standard_services(routes, &[GRPC_SERVICE_NAME])
         .await
         .map_err(|e| RoutingError::Grpc(e.to_string()))?;
-    let grpc_shutdown = shutdown.clone();
-    let grpc_server =
-        herald_proto::server::serve(grpc, routes, async move { grpc_shutdown.wait().await });
     let app =
         api_router(routing, keys, config.max_message_bytes).merge(herald_proto::http::ops_router());
-    let http_shutdown = shutdown.clone();
-    let http_server = async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(async move { http_shutdown.wait().await })
-            .await
-    };
-    let (http_result, grpc_result) = tokio::join!(http_server, grpc_server);
-    http_result.map_err(RoutingError::Http)?;
-    grpc_result.map_err(|e| RoutingError::Grpc(e.to_string()))?;
-    let _ = edge_listener.await;
-    Ok(())
+    Ok(Service::new("routing", shutdown)
+        .limits(service::accept_limits(&config))
+        .grace(Duration::from_secs(config.shutdown_grace_secs))
+        .http(http, app)
+        .grpc(grpc, routes)
+        .tasks([edge_listener, stats])
+        .start()?)
+}
+
+/// Runs routing until `shutdown`.
+pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> Result<(), RoutingError> {
+    Ok(start_service(config, shutdown).await?.stopped().await?)
 }

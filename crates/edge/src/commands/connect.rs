@@ -7,11 +7,11 @@
 use herald_core::auth::TokenError;
 use herald_core::channel::Channel;
 use herald_core::protocol::{
-    CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, SubscribeOk,
+    CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, StreamPosition, SubscribeOk,
 };
 
 use crate::commands::subscribe::join;
-use crate::connection::{Connection, Done, reply};
+use crate::connection::{Connection, Done, Release, reply};
 use crate::transport::{Out, Reply, ReplyBody};
 
 /// What connecting came back with.
@@ -82,6 +82,10 @@ pub(crate) fn finish(conn: &mut Connection, connected: Connected, out: &mut Vec<
                 .map(|c| c.sub.clone())
                 .unwrap_or_default();
             tracing::debug!(client = %conn.client_id, %user, "connected");
+            let from = resumed.as_ref().map(|ok| StreamPosition {
+                offset: ok.offset,
+                epoch: ok.epoch.clone(),
+            });
             out.push(Out::Reply(Reply {
                 id: Some(id),
                 body: ReplyBody::Connected(ConnectOk {
@@ -93,14 +97,16 @@ pub(crate) fn finish(conn: &mut Connection, connected: Connected, out: &mut Vec<
             }));
             if let Some(p) = personal {
                 conn.subscriptions.insert(p.clone());
-                conn.release_held(&p, out, true);
+                // (without a resume, everything held is new)
+                let release = from.as_ref().map_or(Release::All, Release::After);
+                conn.release_held(&p, out, release);
             }
         }
         Err(e) => {
             tracing::error!(error = %e.message, "personal channel subscription failed");
             if let Some(p) = &personal {
                 conn.edge.hub.unsubscribe(p, conn.id);
-                conn.release_held(p, out, false);
+                conn.release_held(p, out, Release::Nothing);
             }
             conn.unregister();
             out.push(Out::Reply(reply::<()>(

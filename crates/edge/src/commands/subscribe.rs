@@ -8,7 +8,7 @@ use herald_core::protocol::{ErrorBody, ErrorCode, Publication, StreamPosition, S
 use herald_core::route::HistoryQuery;
 
 use crate::Edge;
-use crate::connection::{Connection, Done, reply};
+use crate::connection::{Connection, Done, Release, reply};
 use crate::hub::ConnId;
 use crate::outbox::Outbox;
 use crate::transport::{Out, Reply, ReplyBody};
@@ -59,7 +59,8 @@ fn allowed(conn: &Connection, channel: &Channel) -> Result<(), ErrorBody> {
         }
         conn.edge.config.namespace(channel)?;
     }
-    if conn.subscriptions.contains(channel) || conn.pending.contains(channel) {
+    let resubscribing = conn.leaving.contains(channel);
+    if (conn.subscriptions.contains(channel) && !resubscribing) || conn.pending.contains(channel) {
         return Err(ErrorBody::new(
             ErrorCode::BadRequest,
             format!("already subscribed to `{channel}`"),
@@ -101,14 +102,18 @@ pub(crate) fn finish(conn: &mut Connection, joined: Joined, out: &mut Vec<Out>) 
             if !conn.is_personal(&channel) {
                 conn.edge.reporter.subscribe(conn.id, &channel);
             }
+            let from = StreamPosition {
+                offset: ok.offset,
+                epoch: ok.epoch.clone(),
+            };
             out.push(Out::Reply(Reply {
                 id,
                 body: ReplyBody::Subscribed(channel.clone(), ok),
             }));
-            conn.release_held(&channel, out, true);
+            conn.release_held(&channel, out, Release::After(&from));
         }
         Err(e) => {
-            conn.release_held(&channel, out, false);
+            conn.release_held(&channel, out, Release::Nothing);
             out.push(Out::Reply(reply::<()>(id, Err(e))));
         }
     }

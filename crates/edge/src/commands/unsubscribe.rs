@@ -7,6 +7,7 @@ use herald_core::channel::Channel;
 use crate::connection::{Connection, Done};
 
 pub(crate) fn start(conn: &mut Connection, id: Option<u64>, channel: Channel) {
+    conn.leaving.insert(channel.clone());
     conn.start(Box::pin(std::future::ready(Done::Unsubscribe {
         id,
         channel,

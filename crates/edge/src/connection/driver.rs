@@ -42,8 +42,7 @@ async fn drive<T: Transport>(conn: &mut Connection, transport: &mut T) -> Option
             done = futures::StreamExt::next(&mut conn.pipeline), if !conn.pipeline.is_empty() => {
                 let Some(done) = done else { continue };
                 let close = conn.finish(done, &mut out);
-                let settled = conn.pipeline.is_empty();
-                if let Err(e) = write(transport, &mut out, settled, &conn.life.overflow).await {
+                if let Err(e) = write(transport, &mut out, &conn.life.overflow).await {
                     return ended(e);
                 }
                 if close.is_some() {
@@ -75,8 +74,7 @@ async fn drive<T: Transport>(conn: &mut Connection, transport: &mut T) -> Option
                     return Some(code);
                 }
                 let frames = out.len() as u64;
-                let settled = conn.pipeline.is_empty();
-                if let Err(e) = write(transport, &mut out, settled, &conn.life.overflow).await {
+                if let Err(e) = write(transport, &mut out, &conn.life.overflow).await {
                     return ended(e);
                 }
                 conn.edge.stats.delivered(frames);
@@ -122,7 +120,6 @@ fn fill(
 async fn write<T: Transport>(
     transport: &mut T,
     out: &mut Vec<Out>,
-    settled: bool,
     overflow: &herald_core::shutdown::Shutdown,
 ) -> Result<(), WriteError> {
     if out.is_empty() {
@@ -131,7 +128,7 @@ async fn write<T: Transport>(
     tokio::select! {
         biased;
         _ = overflow.wait() => Err(WriteError::Close(CloseCode::SlowConsumer)),
-        written = transport.write(out, settled) => written,
+        written = transport.write(out) => written,
     }
 }
 

@@ -25,7 +25,9 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use herald_core::auth::Claims;
 use herald_core::channel::Channel;
-use herald_core::protocol::{CloseCode, Command, ErrorBody, ErrorCode, decode_command};
+use herald_core::protocol::{
+    CloseCode, Command, ErrorBody, ErrorCode, StreamPosition, decode_command,
+};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -93,6 +95,8 @@ pub(crate) struct Connection {
     /// subscribe's answer is out, so a client never sees a channel's live
     /// publications before the reply that says where they start.
     pub pending: HashSet<Channel>,
+    /// Unsubscribes in flight: a subscribe behind one is a resubscribe.
+    pub leaving: HashSet<Channel>,
     held: VecDeque<Arc<Delivery>>,
     commands: TokenBucket,
     refused_in_a_row: u32,
@@ -123,6 +127,7 @@ impl Connection {
             connecting: false,
             subscriptions: HashSet::new(),
             pending: HashSet::new(),
+            leaving: HashSet::new(),
             held: VecDeque::new(),
             refused_in_a_row: 0,
             _permit: permit,
@@ -312,7 +317,16 @@ impl Connection {
             Done::Connected(connected) => commands::connect::finish(self, connected, out),
             Done::Subscribed(joined) => commands::subscribe::finish(self, joined, out),
             Done::Unsubscribe { id, channel } => {
-                self.leave(&channel);
+                self.leaving.remove(&channel);
+                if self.pending.contains(&channel) {
+                    // Subscribed again behind it: the hub keeps this
+                    // connection, the new subscription takes over.
+                    if self.subscriptions.remove(&channel) {
+                        self.edge.reporter.unsubscribe(self.id, &channel);
+                    }
+                } else {
+                    self.leave(&channel);
+                }
                 out.push(Out::Reply(reply(id, Ok(herald_core::protocol::EmptyOk {}))));
             }
             Done::Refreshed { id, claims } => {
@@ -341,23 +355,44 @@ impl Connection {
         Ok(())
     }
 
-    /// After a subscribe's answer: what was held for its channel follows it.
-    pub fn release_held(&mut self, channel: &Channel, out: &mut Vec<Out>, deliver: bool) {
+    /// After a subscribe's answer: what was held for its channel follows
+    /// it, or is dropped.
+    pub fn release_held(&mut self, channel: &Channel, out: &mut Vec<Out>, release: Release<'_>) {
         if self.held.is_empty() {
             return;
         }
         let mut kept = VecDeque::with_capacity(self.held.len());
         for delivery in self.held.drain(..) {
-            if delivery.channel == *channel {
-                if deliver {
-                    out.push(Out::Push(delivery));
-                }
-            } else {
+            if delivery.channel != *channel {
                 kept.push_back(delivery);
+                continue;
+            }
+            let covered = match release {
+                Release::All => false,
+                Release::After(from) => {
+                    delivery.position.as_ref().is_some_and(|(offset, epoch)| {
+                        **epoch == *from.epoch && *offset <= from.offset
+                    })
+                }
+                Release::Nothing => true,
+            };
+            if !covered {
+                out.push(Out::Push(delivery));
             }
         }
         self.held = kept;
     }
+}
+
+/// What of the deliveries held for a channel goes out after its answer.
+#[derive(Clone, Copy)]
+pub(crate) enum Release<'a> {
+    All,
+    /// Only what comes after this position: a resubscribe may have held
+    /// some the answer already covers.
+    After(&'a StreamPosition),
+    /// None: the subscribe failed.
+    Nothing,
 }
 
 impl Drop for Connection {

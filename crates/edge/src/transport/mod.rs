@@ -132,14 +132,8 @@ pub(crate) trait Transport: Send + 'static {
         true
     }
 
-    /// Writes `out` in order (draining it) and flushes. `settled` says
-    /// no command is still in flight, so a transport that answers in one
-    /// piece (long polling) may answer now.
-    fn write(
-        &mut self,
-        out: &mut Vec<Out>,
-        settled: bool,
-    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// Writes `out` in order (draining it) and flushes.
+    fn write(&mut self, out: &mut Vec<Out>) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// How often to ping, if at all.
     fn keepalive(&self) -> Option<Keepalive>;

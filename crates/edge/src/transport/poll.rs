@@ -51,8 +51,9 @@ pub(crate) struct Params {
 pub(crate) struct PollRequest {
     claims: Claims,
     channels: Vec<Channel>,
-    /// Channels of the cursor the token no longer allows.
-    dropped: Vec<Unsubscribed>,
+    /// Channels of the cursor the token no longer allows (or, for a
+    /// request naming a session, the refusal should the session be gone).
+    dropped: Result<Vec<Unsubscribed>, HttpError>,
     cursor: Cursor,
     timeout: Duration,
     answer: oneshot::Sender<Response>,
@@ -84,6 +85,11 @@ impl PollSessions {
 
     fn remove(&self, id: &str) {
         self.lock().remove(id);
+    }
+
+    /// Sessions open on this edge.
+    pub fn count(&self) -> usize {
+        self.lock().len()
     }
 }
 
@@ -122,9 +128,14 @@ fn request(
         Some(text) => Cursor::decode(text)?,
         None => Cursor::default(),
     };
-    // Channels the token no longer allows are dropped by the session (a
-    // refresh); a fresh request for one is refused.
-    let dropped = requested.narrowed(&cursor)?;
+    // Channels the token does not allow: a live session drops them itself
+    // (a refresh, which tells the client once; it may list them a while
+    // longer); a new session is told of those its cursor had, and refuses
+    // the others (see `deliver`).
+    let dropped = match (requested.narrowed(&cursor), &cursor.session) {
+        (Err(refused), None) => return Err(refused),
+        (dropped, _) => dropped,
+    };
     let timeout = Duration::from_secs(
         params
             .timeout
@@ -162,6 +173,9 @@ fn deliver(edge: &Arc<Edge>, headers: &HeaderMap, request: PollRequest) -> Resul
             Err(mpsc::error::TrySendError::Closed(r)) => request = r,
         }
     }
+    // A new session: the request's refusals stand now.
+    let dropped = std::mem::replace(&mut request.dropped, Ok(Vec::new()))?;
+    request.dropped = Ok(dropped);
     let permit = edge.admit(headers)?;
     let mut conn = Connection::new(edge.clone(), herald_core::presence::Transport::Poll, permit);
     conn.register(request.claims.clone())?;
@@ -200,8 +214,11 @@ pub(crate) struct PollTransport {
     mailbox: mpsc::Receiver<PollRequest>,
     handle: Handle,
     held: Option<Held>,
-    /// Commands the last poll asked for, not yet started.
+    /// Commands the last poll asked for, not yet started…
     commands: VecDeque<Internal>,
+    /// …and those started, not yet answered: a poll is answered once the
+    /// session has settled what it asked for.
+    awaiting: usize,
     /// What the next answer carries: frames, shared with every connection.
     messages: Vec<Bytes>,
     unrecoverable: Vec<Channel>,
@@ -233,9 +250,11 @@ impl PollTransport {
             handle,
             held: None,
             commands: VecDeque::new(),
+            awaiting: 0,
             messages: first
                 .dropped
                 .iter()
+                .flatten()
                 .map(|u| Bytes::from(Out::unsubscribed_frame(u)))
                 .collect(),
             unrecoverable: Vec::new(),
@@ -325,9 +344,13 @@ impl PollTransport {
             answer,
             until: Instant::now() + timeout,
         });
-        if self.commands.is_empty() && self.has_news() {
+        if self.settled() && self.has_news() {
             self.answer_now();
         }
+    }
+
+    fn settled(&self) -> bool {
+        self.commands.is_empty() && self.awaiting == 0
     }
 
     fn has_news(&self) -> bool {
@@ -374,9 +397,11 @@ impl Drop for PollTransport {
 impl Transport for PollTransport {
     async fn read(&mut self) -> Read {
         if let Some(command) = self.commands.pop_front() {
+            self.awaiting += 1;
             return Read::Command(command);
         }
         let holding = self.held.is_some();
+        let settled = self.settled();
         let until = self.held.as_ref().map_or_else(far_future, |h| h.until);
         let grace_ends = self.idle_since + self.grace;
         tokio::select! {
@@ -392,7 +417,7 @@ impl Transport for PollTransport {
                 self.detached();
                 Read::Idle
             }
-            _ = sleep_until(until), if holding => {
+            _ = sleep_until(until), if holding && settled => {
                 self.answer_now();
                 Read::Idle
             }
@@ -404,7 +429,7 @@ impl Transport for PollTransport {
         self.held.is_some()
     }
 
-    async fn write(&mut self, out: &mut Vec<Out>, settled: bool) -> Result<(), WriteError> {
+    async fn write(&mut self, out: &mut Vec<Out>) -> Result<(), WriteError> {
         for item in out.drain(..) {
             match item {
                 Out::Push(delivery) => {
@@ -420,6 +445,7 @@ impl Transport for PollTransport {
                 }
                 Out::Reply(reply) => match reply.body {
                     ReplyBody::Subscribed(channel, ok) => {
+                        self.awaiting = self.awaiting.saturating_sub(1);
                         for publication in ok.publications.iter().flatten() {
                             let delivery = crate::hub::delivery_of_publication(publication);
                             self.messages.push(Bytes::from(delivery.frame.clone()));
@@ -436,14 +462,16 @@ impl Transport for PollTransport {
                         }
                         return Err(WriteError::Gone);
                     }
-                    ReplyBody::Ok(_) | ReplyBody::Connected(_) => {}
+                    ReplyBody::Ok(_) | ReplyBody::Connected(_) => {
+                        self.awaiting = self.awaiting.saturating_sub(1);
+                    }
                 },
             }
         }
         if self.messages.len() > self.edge.config.client_queue_len {
             return Err(WriteError::Close(CloseCode::SlowConsumer));
         }
-        if settled && self.commands.is_empty() && self.has_news() {
+        if self.settled() && self.has_news() {
             self.answer_now();
         }
         Ok(())

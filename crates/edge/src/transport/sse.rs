@@ -76,7 +76,7 @@ fn open(edge: Arc<Edge>, headers: HeaderMap, params: Params) -> Result<Response,
         .or(params.last_event_id)
         .filter(|id| !id.is_empty());
     let cursor = match &last_event_id {
-        Some(id) => Cursor::decode_any(id, &requested.all())?,
+        Some(id) => Cursor::decode_any(id, &requested.all)?,
         None => Cursor::default(),
     };
     let dropped = requested.narrowed(&cursor)?;
@@ -185,7 +185,7 @@ impl Transport for SseTransport {
         }
     }
 
-    async fn write(&mut self, out: &mut Vec<Out>, _settled: bool) -> Result<(), WriteError> {
+    async fn write(&mut self, out: &mut Vec<Out>) -> Result<(), WriteError> {
         let mut buf = BytesMut::new();
         for item in out.drain(..) {
             match item {

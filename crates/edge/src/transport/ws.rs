@@ -87,7 +87,7 @@ impl Transport for WsTransport {
 
     /// Feeds every frame, then flushes once: one write rather than one
     /// syscall per frame.
-    async fn write(&mut self, out: &mut Vec<Out>, _settled: bool) -> Result<(), WriteError> {
+    async fn write(&mut self, out: &mut Vec<Out>) -> Result<(), WriteError> {
         let socket = &mut self.socket;
         let batch = async {
             for item in out.drain(..) {
