@@ -195,6 +195,28 @@ async fn post(url: String, body: Value) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// A POST's status, `Retry-After` and body.
+async fn post_answer(url: String, body: Value) -> (u16, Option<String>, Value) {
+    let response = http_client()
+        .post(url)
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (
+        status,
+        retry_after,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
 async fn get(url: String) -> Value {
     http_client()
         .get(url)
@@ -830,12 +852,14 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
                     if restarting.load(Ordering::Acquire) {
                         during_restart.fetch_add(1, Ordering::Relaxed);
                     }
-                    let (status, answer) = post(format!("{api}/api/devices"), body.clone()).await;
+                    let (status, retry_after, answer) =
+                        post_answer(format!("{api}/api/devices"), body.clone()).await;
                     match status {
                         201 => break,
                         // the caller is told to try again, and does
                         503 => {
                             assert_eq!(answer["error"]["code"], 500, "{answer}");
+                            assert_eq!(retry_after.as_deref(), Some("1"), "{answer}");
                             retryable.fetch_add(1, Ordering::Relaxed);
                             assert!(Instant::now() < deadline, "registrations never recovered");
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -906,4 +930,179 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
     );
     drop(notify);
     drop(pg);
+}
+
+/// The devices of `user` as notify lists them: id → token.
+async fn devices_of(api: &str, user: &str) -> HashMap<String, String> {
+    get(format!("{api}/api/devices?user={user}")).await["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_owned(),
+                d["token"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Terminates every backend of database `name` but the caller's.
+async fn terminate_backends(admin: &sqlx::PgPool, name: &str) -> usize {
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .fetch_all(admin)
+    .await
+    .map(|rows| rows.len())
+    .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_database_connections_answer_503_with_retry_after_and_lose_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let f = fakes().await;
+    // a database of this test's own on the shared server: only its
+    // connections are killed, other tests are not disturbed
+    let db = Database::create(&database_url()).await;
+    let admin = sqlx::PgPool::connect(&database_url()).await.unwrap();
+    let config = config(&f, "max_devices_per_user = 100000");
+    let prefix = unique_prefix();
+    let _cleanup = StreamCleanup(prefix.clone());
+    let nats = nats_url();
+    let env = Env::new(&[
+        ("HERALD_JWT_SECRET", SECRET),
+        ("HERALD_API_KEYS", API_KEY),
+        ("HERALD_NATS_URL", nats.as_str()),
+        ("HERALD_SUBJECT_PREFIX", prefix.as_str()),
+        ("HERALD_CONFIG", config.to_str().unwrap()),
+        ("HERALD_DATABASE_URL", db.url.as_str()),
+    ]);
+    let notify = Herald::notify("notify", &env);
+    let api = notify.http();
+    let grpc = format!("http://{}", notify.grpc.unwrap());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    // half the registrations over HTTP, half over gRPC
+    for worker in 0..8usize {
+        let (api, grpc, stop, unavailable, done) = (
+            api.clone(),
+            grpc.clone(),
+            stop.clone(),
+            unavailable.clone(),
+            done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let upstream =
+                herald_proto::client::Upstream::new(&grpc, Some(API_KEY), Duration::from_secs(10))
+                    .unwrap();
+            let mut registered = Vec::new();
+            let mut i = worker;
+            while !stop.load(Ordering::Acquire) {
+                let token = format!("kill-{i}");
+                let user = format!("user{}", i % 8);
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let refused = if worker % 2 == 0 {
+                        let body =
+                            json!({"user": user, "platform": "fcm", "token": token, "app": APP});
+                        let (status, retry_after, answer) =
+                            post_answer(format!("{api}/api/devices"), body).await;
+                        match status {
+                            201 => None,
+                            503 => {
+                                assert_eq!(answer["error"]["code"], 500, "{answer}");
+                                assert_eq!(
+                                    retry_after.as_deref(),
+                                    Some("1"),
+                                    "503 without Retry-After: {answer}"
+                                );
+                                Some(())
+                            }
+                            other => panic!("HTTP registration answered {other}: {answer}"),
+                        }
+                    } else {
+                        use herald_proto::notify::v1 as pb;
+                        let request = upstream.request(pb::RegisterDeviceRequest {
+                            device: Some(pb::Device {
+                                user: user.clone(),
+                                platform: pb::Platform::Fcm as i32,
+                                token: token.clone(),
+                                app: APP.into(),
+                                ..pb::Device::default()
+                            }),
+                        });
+                        match pb::notify_client::NotifyClient::new(upstream.channel.clone())
+                            .register_device(request)
+                            .await
+                        {
+                            Ok(_) => None,
+                            Err(s) if s.code() == tonic::Code::Unavailable => Some(()),
+                            Err(s) => {
+                                panic!("gRPC registration answered {:?}: {}", s.code(), s.message())
+                            }
+                        }
+                    };
+                    match refused {
+                        None => break,
+                        Some(()) => {
+                            unavailable.fetch_add(1, Ordering::Relaxed);
+                            assert!(Instant::now() < deadline, "registrations never recovered");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                registered.push(token);
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 8;
+            }
+            registered
+        }));
+    }
+    until("registrations under way", || {
+        (done.load(Ordering::Relaxed) >= 20).then_some(())
+    })
+    .await;
+    // kill the service's connections over and over until callers have been
+    // told to retry a few times
+    let mut terminated = 0;
+    let deadline = Instant::now() + WAIT;
+    while unavailable.load(Ordering::Relaxed) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "{terminated} connections killed, yet no caller was told to retry"
+        );
+        terminated += terminate_backends(&admin, &db.name).await;
+        tokio::task::yield_now().await;
+    }
+    let after = done.load(Ordering::Relaxed);
+    until("registrations after the kills", || {
+        (done.load(Ordering::Relaxed) >= after + 40).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Release);
+    let mut expected = Vec::new();
+    for t in tasks {
+        expected.extend(t.await.unwrap());
+    }
+    eprintln!(
+        "{} registrations, {terminated} connections killed, {} answers 503/UNAVAILABLE (retried)",
+        expected.len(),
+        unavailable.load(Ordering::Relaxed)
+    );
+    let mut tokens: Vec<String> = Vec::new();
+    for u in 0..8 {
+        tokens.extend(devices_of(&api, &format!("user{u}")).await.into_values());
+    }
+    tokens.sort();
+    expected.sort();
+    assert_eq!(tokens, expected, "every registration is there, once");
+    drop(notify);
 }
