@@ -42,7 +42,10 @@ pub enum Outcome {
         after: Option<Duration>,
         reason: String,
     },
-    /// The device is gone; `since_ms` is when (APNs says).
+    /// The device is gone. `since_ms`: since when its token has been
+    /// invalid, where the service says (APNs 410 `timestamp`); `None` when
+    /// it says only "now" (FCM, Web Push) — the worker then keeps the
+    /// device only if it was registered again after the send began.
     Gone {
         since_ms: Option<u64>,
         reason: String,

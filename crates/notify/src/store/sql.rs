@@ -316,9 +316,12 @@ macro_rules! sql_store {
             }
 
             async fn remove_dead(&self, id: &str, dead_since_ms: u64) -> Result<bool, StoreError> {
+                // Saturate: `u64::MAX as i64` would be -1, and "registered
+                // before -1" is never true.
+                let dead_since = i64::try_from(dead_since_ms).unwrap_or(i64::MAX);
                 let done = sqlx::query("DELETE FROM herald_devices WHERE id = $1 AND updated_ms < $2")
                     .bind(id)
-                    .bind(dead_since_ms as i64)
+                    .bind(dead_since)
                     .execute(&self.pool)
                     .await
                     .map_err(classify)?;
