@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use herald_client::Client;
-use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, keys};
+use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, TestCa, keys};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -20,10 +20,13 @@ struct Fakes {
     apns: FakeApns,
     apns_sandbox: FakeApns,
     fcm: FakeFcm,
+    /// https only, as push services are, with a certificate from `ca`.
     webpush: FakeWebPush,
+    ca: TestCa,
 }
 
 async fn fakes() -> Fakes {
+    let ca = TestCa::new("herald e2e CA");
     Fakes {
         apns: FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await,
         apns_sandbox: FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await,
@@ -33,7 +36,8 @@ async fn fakes() -> Fakes {
             keys::FCM_PUBLIC,
         )
         .await,
-        webpush: FakeWebPush::start().await,
+        webpush: FakeWebPush::start(&ca.issue(&["127.0.0.1"])).await,
+        ca,
     }
 }
 
@@ -49,12 +53,14 @@ fn config(f: &Fakes, extra: &str) -> std::path::PathBuf {
     let p8 = temp_file("key.p8", keys::APNS_P8);
     let sa = temp_file("sa.json", &f.fcm.service_account_json(keys::FCM_PRIVATE));
     let vapid = base64_url(&rand::random::<[u8; 32]>());
+    let ca = temp_file("ca.pem", f.ca.cert_pem());
     temp_file(
         "herald.toml",
         &format!(
             r#"apns_url = "{apns}"
 apns_sandbox_url = "{sandbox}"
 fcm_url = "{fcm}"
+provider_ca_file = "{ca}"
 {extra}
 [apps."{APP}"]
 apns_team_id = "TEAM123"
@@ -67,6 +73,7 @@ vapid_subject = "mailto:ops@example.com"
             apns = f.apns.url(),
             sandbox = f.apns_sandbox.url(),
             fcm = f.fcm.url(),
+            ca = ca.display(),
             p8 = p8.display(),
             sa = sa.display(),
         ),
@@ -945,6 +952,63 @@ async fn devices_of(api: &str, user: &str) -> HashMap<String, String> {
             )
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_fcm_and_web_push_devices_are_removed_as_apns_ones_are() {
+    let f = fakes().await;
+    let c = cluster(&f, "").await;
+    let api = c.notify.http();
+    let unregistered = register(
+        &api,
+        json!({"user": "olga", "platform": "fcm", "token": "android-olga-old", "app": APP}),
+    )
+    .await;
+    f.fcm.script(
+        "android-olga-old",
+        vec![Reply::Unregistered { since_ms: 0 }],
+    );
+    let mut expired = Vec::new();
+    for reply in [Reply::Unregistered { since_ms: 0 }, Reply::NotFound] {
+        let subscription = f.webpush.subscribe();
+        f.webpush
+            .script(subscription["endpoint"].as_str().unwrap(), vec![reply]);
+        expired.push(
+            register(
+                &api,
+                json!({"user": "olga", "platform": "webpush", "subscription": subscription, "app": APP}),
+            )
+            .await,
+        );
+    }
+    let alive = register(
+        &api,
+        json!({"user": "olga", "platform": "fcm", "token": "android-olga-new", "app": APP}),
+    )
+    .await;
+    let (status, answer) = post(
+        format!("{api}/api/notify"),
+        json!({"user": "olga", "notification": {"title": "t", "body": "anyone there?"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let statuses = until_status(&api, &id, 4).await;
+    for (dead, why) in [
+        (&unregistered, "FCM: UNREGISTERED"),
+        (&expired[0], "Web Push 410"),
+        (&expired[1], "Web Push 404"),
+    ] {
+        assert_eq!(statuses[dead]["state"], "failed");
+        let reason = statuses[dead]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(why) && reason.ends_with("; device removed"),
+            "{reason}"
+        );
+    }
+    assert_eq!(statuses[&alive]["state"], "sent");
+    let left: Vec<String> = devices_of(&api, "olga").await.into_keys().collect();
+    assert_eq!(left, [alive], "only the live device is left");
 }
 
 /// Terminates every backend of database `name` but the caller's.

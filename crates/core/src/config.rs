@@ -221,6 +221,9 @@ pub struct Config {
     pub apns_url: String,
     pub apns_sandbox_url: String,
     pub fcm_url: String,
+    /// A PEM bundle of CA certificates trusted, besides the system's, by
+    /// the APNs, FCM and Web Push clients (a private CA in front of them).
+    pub provider_ca_file: Option<PathBuf>,
     /// Alerts for one user and collapse key within this window become one
     /// summary at its end, ms.
     pub coalesce_window_ms: u64,
@@ -321,6 +324,7 @@ impl Default for Config {
             apns_url: "https://api.push.apple.com".into(),
             apns_sandbox_url: "https://api.sandbox.push.apple.com".into(),
             fcm_url: "https://fcm.googleapis.com".into(),
+            provider_ca_file: None,
             coalesce_window_ms: 3000,
             push_rate_per_hour: 60,
             push_max_attempts: 5,

@@ -150,16 +150,23 @@ impl Providers {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let https = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(600))
-            .build()
-            .map_err(|e| ConfigError::new("apns_url", e.to_string()))?;
-        let h2c = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .http2_prior_knowledge()
-            .build()
-            .map_err(|e| ConfigError::new("apns_url", e.to_string()))?;
+        let private_ca = match &config.provider_ca_file {
+            None => Vec::new(),
+            Some(file) => load_ca_file(file)?,
+        };
+        // No service is followed elsewhere: a redirect is an answer.
+        let client = || {
+            reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .tls_certs_merge(private_ca.clone())
+        };
+        let built = |b: reqwest::ClientBuilder| {
+            b.build()
+                .map_err(|e| ConfigError::new("provider_ca_file", error_chain(&e)))
+        };
+        let https = built(client().pool_idle_timeout(Duration::from_secs(600)))?;
+        let h2c = built(client().http2_prior_knowledge())?;
         Ok(Providers {
             apps,
             apns_production: config.apns_url.trim_end_matches('/').to_owned(),
@@ -243,16 +250,78 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .map(Duration::from_secs)
 }
 
+/// Reads `provider_ca_file`: one or more PEM certificates.
+fn load_ca_file(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let bad = |why: String| ConfigError::new("provider_ca_file", why);
+    let pem = std::fs::read(file).map_err(|e| bad(format!("{}: {e}", file.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("{}: {}", file.display(), error_chain(&e))))?;
+    if certs.is_empty() {
+        return Err(bad(format!(
+            "{}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            file.display()
+        )));
+    }
+    Ok(certs)
+}
+
 /// The outcome of a request that did not get an answer.
 pub(crate) fn transport_error(e: reqwest::Error) -> Outcome {
+    // A certificate no root vouches for does not get better by itself.
+    if let Some(tls @ rustls::Error::InvalidCertificate(_)) = find_cause::<rustls::Error>(&e) {
+        return Outcome::Failed {
+            reason: format!(
+                "TLS: {tls} — the service's certificate is not trusted; if a private CA \
+                 issued it, add the CA to provider_ca_file"
+            ),
+        };
+    }
     Outcome::Retry {
         after: None,
         reason: if e.is_timeout() {
             "timed out".to_owned()
         } else {
-            format!("request failed: {e}")
+            format!("request failed: {}", error_chain(&e))
         },
     }
+}
+
+/// An error and its causes in one line (reqwest's own message leaves out
+/// why: "error sending request").
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+/// The first cause of type `T`, looking inside `io::Error`s too (their
+/// `source()` skips the error they wrap).
+fn find_cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(found) = c.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && let Some(found) = find_cause::<T>(inner)
+        {
+            return Some(found);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// Seconds since the Unix epoch.
