@@ -61,6 +61,7 @@ fn config(f: &Fakes, extra: &str) -> std::path::PathBuf {
 apns_sandbox_url = "{sandbox}"
 fcm_url = "{fcm}"
 provider_ca_file = "{ca}"
+webpush_allowed_hosts = ["{webpush}"]
 {extra}
 [apps."{APP}"]
 apns_team_id = "TEAM123"
@@ -74,6 +75,7 @@ vapid_subject = "mailto:ops@example.com"
             sandbox = f.apns_sandbox.url(),
             fcm = f.fcm.url(),
             ca = ca.display(),
+            webpush = f.webpush.authority(),
             p8 = p8.display(),
             sa = sa.display(),
         ),
@@ -1009,6 +1011,75 @@ async fn dead_fcm_and_web_push_devices_are_removed_as_apns_ones_are() {
     assert_eq!(statuses[&alive]["state"], "sent");
     let left: Vec<String> = devices_of(&api, "olga").await.into_keys().collect();
     assert_eq!(left, [alive], "only the live device is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_push_endpoints_must_be_https_and_public_to_register() {
+    let f = fakes().await;
+    let c = cluster(&f, "").await;
+    let api = c.notify.http();
+    let keys = f.webpush.subscribe()["keys"].clone();
+    // (nothing here is ever connected to: registration only looks)
+    for (endpoint, why) in [
+        ("http://push.example.com/x", "not https"),
+        ("https://127.0.0.1/x", "loopback"),
+        ("https://127.0.0.1:22/x", "loopback, another port"),
+        ("https://localhost/x", "a name for loopback"),
+        ("https://[::1]/x", "IPv6 loopback"),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "link-local (cloud metadata)",
+        ),
+        (
+            "https://[::ffff:169.254.169.254]/x",
+            "IPv4-mapped link-local",
+        ),
+        ("https://10.0.0.1:8500/v1/kv/", "private 10/8"),
+        ("https://172.16.0.1/x", "private 172.16/12"),
+        ("https://192.168.1.1/x", "private 192.168/16"),
+        ("https://100.64.0.1/x", "shared (CGNAT)"),
+        ("https://[fd00::1]/x", "unique local"),
+        ("https://[fe80::1]/x", "IPv6 link-local"),
+        ("https://224.0.0.1/x", "multicast"),
+        ("https://0.0.0.0/x", "unspecified"),
+        ("https://2130706433/x", "loopback written as a number"),
+        ("https://user:secret@8.8.8.8/x", "credentials"),
+    ] {
+        let (status, answer) = post(
+            format!("{api}/api/devices"),
+            json!({"user": "pia", "platform": "webpush", "app": APP,
+                   "subscription": {"endpoint": endpoint, "keys": keys}}),
+        )
+        .await;
+        assert_eq!(status, 400, "{why}: {answer}");
+        assert_eq!(answer["error"]["code"], 100, "{why}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("endpoint"), "{why}: {message}");
+    }
+    assert!(devices_of(&api, "pia").await.is_empty(), "nothing stored");
+    // a public https endpoint is taken (an address literal: no DNS here)
+    let id = register(
+        &api,
+        json!({"user": "pia", "platform": "webpush", "app": APP,
+               "subscription": {"endpoint": "https://8.8.8.8/push/abc", "keys": keys}}),
+    )
+    .await;
+    assert!(devices_of(&api, "pia").await.contains_key(&id));
+    // and the fake, allowed by webpush_allowed_hosts, still https
+    let subscription = f.webpush.subscribe();
+    let endpoint = subscription["endpoint"].as_str().unwrap().to_owned();
+    register(
+        &api,
+        json!({"user": "pia", "platform": "webpush", "subscription": subscription, "app": APP}),
+    )
+    .await;
+    let (status, answer) = post(
+        format!("{api}/api/devices"),
+        json!({"user": "pia", "platform": "webpush", "app": APP,
+               "subscription": {"endpoint": endpoint.replace("https://", "http://"), "keys": keys}}),
+    )
+    .await;
+    assert_eq!(status, 400, "allowed hosts are still https only: {answer}");
 }
 
 /// Terminates every backend of database `name` but the caller's.

@@ -27,6 +27,7 @@ use serde_json::value::RawValue;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::device::{Device, Environment, NewDevice, Platform, Subscription, SubscriptionKeys};
+use crate::endpoint::{EndpointPolicy, Refused};
 use crate::store::{DeviceStatus, StoreError, TokenStore};
 
 /// Users one `users_with_devices` call may ask about (routing asks about at
@@ -48,6 +49,7 @@ pub struct Notify {
     store: Arc<dyn TokenStore>,
     queue: Arc<dyn WorkQueue>,
     max_devices_per_user: usize,
+    endpoints: EndpointPolicy,
 }
 
 /// A store error as the API answers it. Which database errors are the
@@ -81,15 +83,19 @@ pub struct SendRequest {
 }
 
 impl Notify {
+    /// `endpoints`: the rule Web Push endpoints are registered under (the
+    /// worker's, so what is registered can be sent to).
     pub fn new(
         store: Arc<dyn TokenStore>,
         queue: Arc<dyn WorkQueue>,
         max_devices_per_user: usize,
+        endpoints: EndpointPolicy,
     ) -> Arc<Self> {
         Arc::new(Notify {
             store,
             queue,
             max_devices_per_user,
+            endpoints,
         })
     }
 
@@ -97,6 +103,22 @@ impl Notify {
         let checked = device
             .check()
             .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.0))?;
+        if checked.platform == Platform::Webpush {
+            self.endpoints
+                .check(&checked.token)
+                .await
+                .map_err(|refused| match refused {
+                    // our resolver is slow, not the caller wrong
+                    Refused::LookupTimedOut { .. } => ErrorBody::new(
+                        ErrorCode::Internal,
+                        format!("subscription.endpoint: {refused}; try again"),
+                    ),
+                    _ => ErrorBody::new(
+                        ErrorCode::BadRequest,
+                        format!("subscription.endpoint refused: {refused}"),
+                    ),
+                })?;
+        }
         self.store
             .register(checked, self.max_devices_per_user)
             .await

@@ -49,6 +49,7 @@ async fn world() -> World {
         apns_sandbox_url: apns_sandbox.url(),
         fcm_url: fcm.url(),
         provider_ca_file: Some(file("ca.pem", ca.cert_pem())),
+        webpush_allowed_hosts: vec![webpush.authority()],
         ..Config::default()
     };
     config.apps.insert(
@@ -318,6 +319,49 @@ async fn no_service_is_followed_through_a_redirect() {
 }
 
 #[tokio::test]
+async fn web_push_endpoints_that_point_inward_are_refused_at_send_time() {
+    let w = world().await;
+    let subscription = w.webpush.subscribe();
+    let allowed = browser(&subscription);
+    assert_eq!(w.providers.send(&allowed, &alert()).await, Outcome::Sent);
+    // the same push service, on a port or address the list does not name,
+    // or over plain http: refused before anything is sent (devices stored
+    // before the rule existed, say)
+    let port = w.webpush.addr.port();
+    let path = allowed.token.split_once("/push/").unwrap().1;
+    for endpoint in [
+        format!("https://127.0.0.2:{port}/push/{path}"),
+        format!("https://[::ffff:127.0.0.1]:{port}/push/{path}"),
+        format!("http://127.0.0.1:{port}/push/{path}"),
+    ] {
+        let mut d = allowed.clone();
+        d.token = endpoint.clone();
+        match w.providers.send(&d, &alert()).await {
+            Outcome::Gone {
+                since_ms: None,
+                reason,
+            } => {
+                assert!(
+                    reason.starts_with("Web Push endpoint refused"),
+                    "{endpoint}: {reason}"
+                )
+            }
+            other => panic!("{endpoint}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        w.webpush.received().len(),
+        1,
+        "only the allowed one arrived"
+    );
+    assert_eq!(
+        w.webpush.handshake_failures(),
+        0,
+        "nor was anything else tried"
+    );
+}
+
+#[tokio::test]
 async fn a_private_ca_is_trusted_only_through_provider_ca_file() {
     // every service behind TLS with a certificate from the test's own CA
     let ca = TestCa::new("herald private CA");
@@ -339,6 +383,7 @@ async fn a_private_ca_is_trusted_only_through_provider_ca_file() {
             apns_sandbox_url: apns.url(),
             fcm_url: fcm.url(),
             provider_ca_file: ca_file,
+            webpush_allowed_hosts: vec![webpush.authority()],
             ..Config::default()
         };
         config.apps.insert(

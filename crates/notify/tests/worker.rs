@@ -1,8 +1,10 @@
 //! The push worker in one process (the standalone wiring): in-memory queue,
 //! the device store (SQLite, and PostgreSQL where the behaviour depends on
-//! the store), the fakes — rate limit, dead letters, dead devices.
+//! the store), the fakes — rate limit, dead letters, dead devices, and Web
+//! Push endpoints checked again at send time.
 
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -13,6 +15,7 @@ use herald_core::work_queue::{MemoryWorkQueue, Notification, PushJob, WorkQueue}
 use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Gate, Reply, TestCa, keys};
 use herald_notify::api::{Notify, SendRequest};
 use herald_notify::device::{CheckedDevice, Environment, NewDevice, Platform, Subscription};
+use herald_notify::endpoint::{EndpointPolicy, Lookup};
 use herald_notify::providers::Providers;
 use herald_notify::store::{DeliveryState, DeviceStatus, PostgresStore, SqliteStore, TokenStore};
 use herald_notify::worker::Worker;
@@ -67,6 +70,36 @@ async fn open_store(db: Db) -> (Arc<dyn TokenStore>, Option<OwnDatabase>) {
     }
 }
 
+/// A DNS whose answer the test changes.
+#[derive(Default)]
+struct TestDns(Mutex<Vec<IpAddr>>);
+
+impl TestDns {
+    fn answer(&self, addrs: &[&str]) {
+        *self.0.lock().unwrap() = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    }
+}
+
+impl Lookup for TestDns {
+    fn lookup(
+        &self,
+        host: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>
+    {
+        // only the test's name; anything else is not in this DNS
+        let answer = if host == REBIND_HOST {
+            Ok(self.0.lock().unwrap().clone())
+        } else {
+            Err(std::io::Error::other(format!(
+                "{host}: not in the test DNS"
+            )))
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+const REBIND_HOST: &str = "push.rebind.test";
+
 struct World {
     apns: FakeApns,
     fcm: FakeFcm,
@@ -74,6 +107,7 @@ struct World {
     store: Arc<dyn TokenStore>,
     queue: Arc<MemoryWorkQueue>,
     notify: Arc<Notify>,
+    dns: Arc<TestDns>,
     own_database: Option<OwnDatabase>,
     _shutdown: Shutdown,
 }
@@ -86,11 +120,22 @@ fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
 }
 
 async fn world(tweak: impl FnOnce(&mut Config)) -> World {
-    world_on(Db::Sqlite, tweak).await
+    world_on(Db::Sqlite, Web::Loopback, tweak).await
+}
+
+/// Where the Web Push fake is.
+#[derive(Clone, Copy, PartialEq)]
+enum Web {
+    /// 127.0.0.1, in `webpush_allowed_hosts`.
+    Loopback,
+    /// Named [`REBIND_HOST`], which only the test's DNS knows; not listed.
+    Rebind,
+    /// The same, listed.
+    RebindAllowed,
 }
 
 /// Everything wired as standalone does.
-async fn world_on(db: Db, tweak: impl FnOnce(&mut Config)) -> World {
+async fn world_on(db: Db, web: Web, tweak: impl FnOnce(&mut Config)) -> World {
     let ca = TestCa::new("herald worker test CA");
     let apns = FakeApns::start("TEAM", "KEY", keys::APNS_PUBLIC, &[APP]).await;
     let fcm = FakeFcm::start(
@@ -99,13 +144,22 @@ async fn world_on(db: Db, tweak: impl FnOnce(&mut Config)) -> World {
         keys::FCM_PUBLIC,
     )
     .await;
-    let webpush = FakeWebPush::start(&ca.issue(&["127.0.0.1"])).await;
+    let webpush = if web != Web::Loopback {
+        FakeWebPush::start_named(REBIND_HOST, &ca.issue(&[REBIND_HOST])).await
+    } else {
+        FakeWebPush::start(&ca.issue(&["127.0.0.1"])).await
+    };
     let vapid = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let mut config = Config {
         apns_url: apns.url(),
         fcm_url: fcm.url(),
         coalesce_window_ms: 200,
         provider_ca_file: Some(temp_file("ca.pem", ca.cert_pem())),
+        webpush_allowed_hosts: if web == Web::Rebind {
+            Vec::new()
+        } else {
+            vec![webpush.authority()]
+        },
         ..Config::default()
     };
     config.apps.insert(
@@ -124,13 +178,17 @@ async fn world_on(db: Db, tweak: impl FnOnce(&mut Config)) -> World {
         },
     );
     tweak(&mut config);
+    let dns = Arc::new(TestDns::default());
+    let endpoints = EndpointPolicy::from_config(&config)
+        .unwrap()
+        .with_lookup(dns.clone());
     let (store, own_database) = open_store(db).await;
     let queue = Arc::new(MemoryWorkQueue::new(1000));
     let shutdown = Shutdown::new();
     Worker::new(
         Arc::new(config.clone()),
         store.clone(),
-        Arc::new(Providers::from_config(&config).unwrap()),
+        Arc::new(Providers::with_endpoints(&config, endpoints.clone()).unwrap()),
         queue.clone(),
     )
     .start(shutdown.clone());
@@ -138,9 +196,10 @@ async fn world_on(db: Db, tweak: impl FnOnce(&mut Config)) -> World {
         apns,
         fcm,
         webpush,
-        notify: Notify::new(store.clone(), queue.clone(), 10),
+        notify: Notify::new(store.clone(), queue.clone(), 10, endpoints),
         store,
         queue,
+        dns,
         own_database,
         _shutdown: shutdown,
     }
@@ -306,7 +365,7 @@ fn reason_of<'a>(statuses: &'a [DeviceStatus], device: &str) -> &'a str {
 
 /// Every way a service says a device is gone removes it, as APNs 410 does.
 async fn dead_devices_are_removed_on_every_platform(db: Db) {
-    let w = world_on(db, |_| {}).await;
+    let w = world_on(db, Web::Loopback, |_| {}).await;
     let since = herald_core::time::unix_millis() + 60_000;
     let apple = w.register("kim", Platform::Apns, &"a".repeat(64)).await;
     w.apns.script(
@@ -365,7 +424,7 @@ async fn dead_devices_are_removed_on_every_platform(db: Db) {
 /// A gone answer about a registration that was renewed while the push was
 /// in flight keeps the device: the renewal is a new, valid registration.
 async fn a_device_registered_again_during_the_send_is_kept(db: Db) {
-    let w = world_on(db, |_| {}).await;
+    let w = world_on(db, Web::Loopback, |_| {}).await;
     let fcm_gate = Gate::new();
     let web_gate = Gate::new();
     let android = w.register("lee", Platform::Fcm, "fcm-renewed").await;
@@ -439,6 +498,65 @@ mod postgres_store {
     async fn a_device_registered_again_during_the_send_is_kept() {
         super::a_device_registered_again_during_the_send_is_kept(Db::Postgres).await
     }
+}
+
+#[tokio::test]
+async fn a_name_that_later_resolves_inward_is_refused_and_the_job_says_why() {
+    let w = world_on(Db::Sqlite, Web::Rebind, |_| {}).await;
+    // registered while the name pointed at a public address …
+    w.dns.answer(&["8.8.8.8"]);
+    let subscription = w.webpush.subscribe();
+    assert!(
+        subscription["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://push.rebind.test:")
+    );
+    let device = w.register_browser("mia", &subscription).await;
+    // … which now points at this machine
+    w.dns.answer(&["127.0.0.1"]);
+    let id = w.send("mia", "rebound").await;
+    let statuses = w.settled_all(&id, 1).await;
+    assert_eq!(statuses[0].state, DeliveryState::Failed);
+    assert_eq!(
+        statuses[0].reason,
+        "Web Push endpoint refused: push.rebind.test resolves to 127.0.0.1, not a public address"
+    );
+    assert!(
+        w.webpush.received().is_empty(),
+        "nothing reached the inward address"
+    );
+    assert_eq!(w.webpush.handshake_failures(), 0, "not even a connection");
+    assert_eq!(
+        w.listed("mia").await,
+        vec![device],
+        "kept: DNS may be wrong for a while"
+    );
+    // registering it now is refused outright
+    let refused = w
+        .notify
+        .register(browser("mia", &w.webpush.subscribe()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, herald_core::protocol::ErrorCode::BadRequest);
+    assert!(
+        refused.message.contains("resolves to 127.0.0.1"),
+        "{}",
+        refused.message
+    );
+    w.done().await;
+
+    // the control: the same name and DNS, listed in webpush_allowed_hosts,
+    // is delivered — the refusal above is the rule's doing
+    let w = world_on(Db::Sqlite, Web::RebindAllowed, |_| {}).await;
+    w.dns.answer(&["127.0.0.1"]);
+    let subscription = w.webpush.subscribe();
+    w.register_browser("mia", &subscription).await;
+    let id = w.send("mia", "allowed").await;
+    let statuses = w.settled_all(&id, 1).await;
+    assert_eq!(statuses[0].reason, "sent");
+    assert_eq!(w.webpush.delivered().len(), 1);
+    w.done().await;
 }
 
 #[tokio::test]

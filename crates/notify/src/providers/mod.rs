@@ -13,6 +13,7 @@ use herald_core::config::{Config, ConfigError};
 use serde_json::Value;
 
 use crate::device::{Device, Environment, Platform};
+use crate::endpoint::{EndpointPolicy, Refused, Route};
 
 pub use apns::{ApnsSender, apns_id};
 pub use fcm::FcmSender;
@@ -71,10 +72,15 @@ pub struct Providers {
     apns_production: String,
     apns_sandbox: String,
     fcm_url: String,
-    /// HTTPS (HTTP/2 by ALPN where offered, as APNs requires).
+    /// HTTPS (HTTP/2 by ALPN where offered, as APNs requires): APNs, FCM,
+    /// and Web Push endpoints in `webpush_allowed_hosts`.
     https: reqwest::Client,
     /// HTTP/2 without TLS (h2c), for APNs base URLs that are `http://`.
     h2c: reqwest::Client,
+    /// Web Push to endpoints anyone may register: names resolve through
+    /// [`crate::endpoint::PublicOnly`], no proxy (it would resolve them).
+    webpush: reqwest::Client,
+    endpoints: EndpointPolicy,
 }
 
 /// How long one request to a push service may take.
@@ -88,6 +94,12 @@ impl Providers {
     /// Loads every app's credentials; a missing or unusable file fails
     /// start-up naming the setting.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        Self::with_endpoints(config, EndpointPolicy::from_config(config)?)
+    }
+
+    /// The same, with Web Push endpoints judged by `endpoints` (tests give
+    /// it a DNS of their own).
+    pub fn with_endpoints(config: &Config, endpoints: EndpointPolicy) -> Result<Self, ConfigError> {
         let mut apps = HashMap::new();
         for (id, creds) in &config.apps {
             let apns = match (
@@ -165,8 +177,18 @@ impl Providers {
             b.build()
                 .map_err(|e| ConfigError::new("provider_ca_file", error_chain(&e)))
         };
-        let https = built(client().pool_idle_timeout(Duration::from_secs(600)))?;
+        let https = built(
+            client()
+                .pool_idle_timeout(Duration::from_secs(600))
+                .dns_resolver(endpoints.unchecked_resolver()),
+        )?;
         let h2c = built(client().http2_prior_knowledge())?;
+        let webpush = built(
+            client()
+                .pool_idle_timeout(Duration::from_secs(600))
+                .no_proxy()
+                .dns_resolver(endpoints.resolver()),
+        )?;
         Ok(Providers {
             apps,
             apns_production: config.apns_url.trim_end_matches('/').to_owned(),
@@ -174,7 +196,14 @@ impl Providers {
             fcm_url: config.fcm_url.trim_end_matches('/').to_owned(),
             https,
             h2c,
+            webpush,
+            endpoints,
         })
+    }
+
+    /// The rule Web Push endpoints are held to.
+    pub fn endpoints(&self) -> &EndpointPolicy {
+        &self.endpoints
     }
 
     /// Whether any credentials exist for a device's platform and app.
@@ -234,7 +263,14 @@ impl Providers {
                 None => missing(),
             },
             Platform::Webpush => match &app.vapid {
-                Some(sender) => sender.send(&self.https, device, alert).await,
+                Some(sender) => {
+                    let client = match self.endpoints.route(&device.token) {
+                        Ok(Route::Allowed) => &self.https,
+                        Ok(Route::PublicAddress | Route::Name(_)) => &self.webpush,
+                        Err(refused) => return refused_endpoint(refused),
+                    };
+                    sender.send(client, device, alert).await
+                }
                 None => missing(),
             },
         }
@@ -265,8 +301,28 @@ fn load_ca_file(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Con
     Ok(certs)
 }
 
+/// A Web Push endpoint refused before anything was sent. One that can
+/// never be pushed to (not https, an inward address literal) is gone, as a
+/// subscription the service no longer knows; one refused for what its name
+/// resolves to now is failed and kept (DNS may be wrong for a while).
+fn refused_endpoint(refused: Refused) -> Outcome {
+    let reason = format!("Web Push endpoint refused: {refused}");
+    if refused.depends_on_dns() {
+        Outcome::Failed { reason }
+    } else {
+        Outcome::Gone {
+            since_ms: None,
+            reason,
+        }
+    }
+}
+
 /// The outcome of a request that did not get an answer.
 pub(crate) fn transport_error(e: reqwest::Error) -> Outcome {
+    // The Web Push resolver refused the name: nothing was sent.
+    if let Some(refused) = find_cause::<Refused>(&e) {
+        return refused_endpoint(refused.clone());
+    }
     // A certificate no root vouches for does not get better by itself.
     if let Some(tls @ rustls::Error::InvalidCertificate(_)) = find_cause::<rustls::Error>(&e) {
         return Outcome::Failed {
