@@ -1082,6 +1082,74 @@ async fn web_push_endpoints_must_be_https_and_public_to_register() {
     assert_eq!(status, 400, "allowed hosts are still https only: {answer}");
 }
 
+#[test]
+fn the_readmes_app_example_passes_herald_check_notify() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    // the first TOML block that configures an app
+    let block = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\n```").map(|(b, _)| b))
+        .find(|b| b.contains("[apps."))
+        .expect("README.md has a ```toml block with an [apps.…] example");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("herald.toml"), block).unwrap();
+    // the files it names, where it names them (relative to the working
+    // directory, as Herald reads them)
+    let fcm_json = serde_json::json!({
+        "type": "service_account", "project_id": "example-chat",
+        "private_key": keys::FCM_PRIVATE, "client_email": "push@example-chat.iam.gserviceaccount.com",
+    })
+    .to_string();
+    for line in block.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let path = value
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_matches('"');
+        let contents = match key.trim() {
+            "apns_key_file" => keys::APNS_P8.to_owned(),
+            "fcm_service_account_file" => fcm_json.clone(),
+            _ => continue,
+        };
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    let check = |config: &std::path::Path| {
+        let mut command = std::process::Command::new(herald_bin());
+        command
+            .args(["check", "notify", "--config"])
+            .arg(config)
+            .current_dir(dir.path());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HERALD_") {
+                command.env_remove(&key);
+            }
+        }
+        command
+            .env("HERALD_API_KEYS", API_KEY)
+            .env("HERALD_DATABASE_URL", "sqlite:herald.db")
+            .output()
+            .unwrap()
+    };
+    let out = check(&dir.path().join("herald.toml"));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "the README's example fails `herald check notify`:\n{block}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // and the check does look at it: the unquoted id it warns about fails
+    let unquoted = block.replace("[apps.\"com.example.chat\"]", "[apps.com.example.chat]");
+    assert_ne!(unquoted, block, "the example uses the quoted id");
+    std::fs::write(dir.path().join("unquoted.toml"), unquoted).unwrap();
+    assert!(!check(&dir.path().join("unquoted.toml")).status.success());
+}
+
 /// Terminates every backend of database `name` but the caller's.
 async fn terminate_backends(admin: &sqlx::PgPool, name: &str) -> usize {
     sqlx::query(
