@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use herald_client::Client;
-use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, keys};
+use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, TestCa, keys};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -20,10 +20,13 @@ struct Fakes {
     apns: FakeApns,
     apns_sandbox: FakeApns,
     fcm: FakeFcm,
+    /// https only, as push services are, with a certificate from `ca`.
     webpush: FakeWebPush,
+    ca: TestCa,
 }
 
 async fn fakes() -> Fakes {
+    let ca = TestCa::new("herald e2e CA");
     Fakes {
         apns: FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await,
         apns_sandbox: FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await,
@@ -33,7 +36,8 @@ async fn fakes() -> Fakes {
             keys::FCM_PUBLIC,
         )
         .await,
-        webpush: FakeWebPush::start().await,
+        webpush: FakeWebPush::start(&ca.issue(&["127.0.0.1"])).await,
+        ca,
     }
 }
 
@@ -49,12 +53,15 @@ fn config(f: &Fakes, extra: &str) -> std::path::PathBuf {
     let p8 = temp_file("key.p8", keys::APNS_P8);
     let sa = temp_file("sa.json", &f.fcm.service_account_json(keys::FCM_PRIVATE));
     let vapid = base64_url(&rand::random::<[u8; 32]>());
+    let ca = temp_file("ca.pem", f.ca.cert_pem());
     temp_file(
         "herald.toml",
         &format!(
             r#"apns_url = "{apns}"
 apns_sandbox_url = "{sandbox}"
 fcm_url = "{fcm}"
+provider_ca_file = "{ca}"
+webpush_allowed_hosts = ["{webpush}"]
 {extra}
 [apps."{APP}"]
 apns_team_id = "TEAM123"
@@ -67,6 +74,8 @@ vapid_subject = "mailto:ops@example.com"
             apns = f.apns.url(),
             sandbox = f.apns_sandbox.url(),
             fcm = f.fcm.url(),
+            ca = ca.display(),
+            webpush = f.webpush.authority(),
             p8 = p8.display(),
             sa = sa.display(),
         ),
@@ -197,6 +206,28 @@ async fn post(url: String, body: Value) -> (u16, Value) {
         .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A POST's status, `Retry-After` and body.
+async fn post_answer(url: String, body: Value) -> (u16, Option<String>, Value) {
+    let response = http_client()
+        .post(url)
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (
+        status,
+        retry_after,
+        response.json().await.unwrap_or(Value::Null),
+    )
 }
 
 async fn get(url: String) -> Value {
@@ -831,12 +862,14 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
                     if restarting.load(Ordering::Acquire) {
                         during_restart.fetch_add(1, Ordering::Relaxed);
                     }
-                    let (status, answer) = post(format!("{api}/api/devices"), body.clone()).await;
+                    let (status, retry_after, answer) =
+                        post_answer(format!("{api}/api/devices"), body.clone()).await;
                     match status {
                         201 => break,
                         // the caller is told to try again, and does
                         503 => {
                             assert_eq!(answer["error"]["code"], 500, "{answer}");
+                            assert_eq!(retry_after.as_deref(), Some("1"), "{answer}");
                             retryable.fetch_add(1, Ordering::Relaxed);
                             assert!(Instant::now() < deadline, "registrations never recovered");
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -907,4 +940,373 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
     );
     drop(notify);
     drop(pg);
+}
+
+/// The devices of `user` as notify lists them: id → token.
+async fn devices_of(api: &str, user: &str) -> HashMap<String, String> {
+    get(format!("{api}/api/devices?user={user}")).await["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_owned(),
+                d["token"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_fcm_and_web_push_devices_are_removed_as_apns_ones_are() {
+    let f = fakes().await;
+    let c = cluster(&f, "").await;
+    let api = c.notify.http();
+    let unregistered = register(
+        &api,
+        json!({"user": "olga", "platform": "fcm", "token": "android-olga-old", "app": APP}),
+    )
+    .await;
+    f.fcm.script(
+        "android-olga-old",
+        vec![Reply::Unregistered { since_ms: 0 }],
+    );
+    let mut expired = Vec::new();
+    for reply in [Reply::Unregistered { since_ms: 0 }, Reply::NotFound] {
+        let subscription = f.webpush.subscribe();
+        f.webpush
+            .script(subscription["endpoint"].as_str().unwrap(), vec![reply]);
+        expired.push(
+            register(
+                &api,
+                json!({"user": "olga", "platform": "webpush", "subscription": subscription, "app": APP}),
+            )
+            .await,
+        );
+    }
+    let alive = register(
+        &api,
+        json!({"user": "olga", "platform": "fcm", "token": "android-olga-new", "app": APP}),
+    )
+    .await;
+    let (status, answer) = post(
+        format!("{api}/api/notify"),
+        json!({"user": "olga", "notification": {"title": "t", "body": "anyone there?"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let statuses = until_status(&api, &id, 4).await;
+    for (dead, why) in [
+        (&unregistered, "FCM: UNREGISTERED"),
+        (&expired[0], "Web Push 410"),
+        (&expired[1], "Web Push 404"),
+    ] {
+        assert_eq!(statuses[dead]["state"], "failed");
+        let reason = statuses[dead]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(why) && reason.ends_with("; device removed"),
+            "{reason}"
+        );
+    }
+    assert_eq!(statuses[&alive]["state"], "sent");
+    let left: Vec<String> = devices_of(&api, "olga").await.into_keys().collect();
+    assert_eq!(left, [alive], "only the live device is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_push_endpoints_must_be_https_and_public_to_register() {
+    let f = fakes().await;
+    let c = cluster(&f, "").await;
+    let api = c.notify.http();
+    let keys = f.webpush.subscribe()["keys"].clone();
+    // (nothing here is ever connected to: registration only looks)
+    for (endpoint, why) in [
+        ("http://push.example.com/x", "not https"),
+        ("https://127.0.0.1/x", "loopback"),
+        ("https://127.0.0.1:22/x", "loopback, another port"),
+        ("https://localhost/x", "a name for loopback"),
+        ("https://[::1]/x", "IPv6 loopback"),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "link-local (cloud metadata)",
+        ),
+        (
+            "https://[::ffff:169.254.169.254]/x",
+            "IPv4-mapped link-local",
+        ),
+        ("https://10.0.0.1:8500/v1/kv/", "private 10/8"),
+        ("https://172.16.0.1/x", "private 172.16/12"),
+        ("https://192.168.1.1/x", "private 192.168/16"),
+        ("https://100.64.0.1/x", "shared (CGNAT)"),
+        ("https://[fd00::1]/x", "unique local"),
+        ("https://[fe80::1]/x", "IPv6 link-local"),
+        ("https://224.0.0.1/x", "multicast"),
+        ("https://0.0.0.0/x", "unspecified"),
+        ("https://2130706433/x", "loopback written as a number"),
+        ("https://user:secret@8.8.8.8/x", "credentials"),
+    ] {
+        let (status, answer) = post(
+            format!("{api}/api/devices"),
+            json!({"user": "pia", "platform": "webpush", "app": APP,
+                   "subscription": {"endpoint": endpoint, "keys": keys}}),
+        )
+        .await;
+        assert_eq!(status, 400, "{why}: {answer}");
+        assert_eq!(answer["error"]["code"], 100, "{why}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("endpoint"), "{why}: {message}");
+    }
+    assert!(devices_of(&api, "pia").await.is_empty(), "nothing stored");
+    // a public https endpoint is taken (an address literal: no DNS here)
+    let id = register(
+        &api,
+        json!({"user": "pia", "platform": "webpush", "app": APP,
+               "subscription": {"endpoint": "https://8.8.8.8/push/abc", "keys": keys}}),
+    )
+    .await;
+    assert!(devices_of(&api, "pia").await.contains_key(&id));
+    // and the fake, allowed by webpush_allowed_hosts, still https
+    let subscription = f.webpush.subscribe();
+    let endpoint = subscription["endpoint"].as_str().unwrap().to_owned();
+    register(
+        &api,
+        json!({"user": "pia", "platform": "webpush", "subscription": subscription, "app": APP}),
+    )
+    .await;
+    let (status, answer) = post(
+        format!("{api}/api/devices"),
+        json!({"user": "pia", "platform": "webpush", "app": APP,
+               "subscription": {"endpoint": endpoint.replace("https://", "http://"), "keys": keys}}),
+    )
+    .await;
+    assert_eq!(status, 400, "allowed hosts are still https only: {answer}");
+}
+
+#[test]
+fn the_readmes_app_example_passes_herald_check_notify() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    // the first TOML block that configures an app
+    let block = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\n```").map(|(b, _)| b))
+        .find(|b| b.contains("[apps."))
+        .expect("README.md has a ```toml block with an [apps.…] example");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("herald.toml"), block).unwrap();
+    // the files it names, where it names them (relative to the working
+    // directory, as Herald reads them)
+    let fcm_json = serde_json::json!({
+        "type": "service_account", "project_id": "example-chat",
+        "private_key": keys::FCM_PRIVATE, "client_email": "push@example-chat.iam.gserviceaccount.com",
+    })
+    .to_string();
+    for line in block.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let path = value
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_matches('"');
+        let contents = match key.trim() {
+            "apns_key_file" => keys::APNS_P8.to_owned(),
+            "fcm_service_account_file" => fcm_json.clone(),
+            _ => continue,
+        };
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    let check = |config: &std::path::Path| {
+        let mut command = std::process::Command::new(herald_bin());
+        command
+            .args(["check", "notify", "--config"])
+            .arg(config)
+            .current_dir(dir.path());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HERALD_") {
+                command.env_remove(&key);
+            }
+        }
+        command
+            .env("HERALD_API_KEYS", API_KEY)
+            .env("HERALD_DATABASE_URL", "sqlite:herald.db")
+            .output()
+            .unwrap()
+    };
+    let out = check(&dir.path().join("herald.toml"));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "the README's example fails `herald check notify`:\n{block}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // and the check does look at it: the unquoted id it warns about fails
+    let unquoted = block.replace("[apps.\"com.example.chat\"]", "[apps.com.example.chat]");
+    assert_ne!(unquoted, block, "the example uses the quoted id");
+    std::fs::write(dir.path().join("unquoted.toml"), unquoted).unwrap();
+    assert!(!check(&dir.path().join("unquoted.toml")).status.success());
+}
+
+/// Terminates every backend of database `name` but the caller's.
+async fn terminate_backends(admin: &sqlx::PgPool, name: &str) -> usize {
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .fetch_all(admin)
+    .await
+    .map(|rows| rows.len())
+    .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_database_connections_answer_503_with_retry_after_and_lose_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let f = fakes().await;
+    // a database of this test's own on the shared server: only its
+    // connections are killed, other tests are not disturbed
+    let db = Database::create(&database_url()).await;
+    let admin = sqlx::PgPool::connect(&database_url()).await.unwrap();
+    let config = config(&f, "max_devices_per_user = 100000");
+    let prefix = unique_prefix();
+    let _cleanup = StreamCleanup(prefix.clone());
+    let nats = nats_url();
+    let env = Env::new(&[
+        ("HERALD_JWT_SECRET", SECRET),
+        ("HERALD_API_KEYS", API_KEY),
+        ("HERALD_NATS_URL", nats.as_str()),
+        ("HERALD_SUBJECT_PREFIX", prefix.as_str()),
+        ("HERALD_CONFIG", config.to_str().unwrap()),
+        ("HERALD_DATABASE_URL", db.url.as_str()),
+    ]);
+    let notify = Herald::notify("notify", &env);
+    let api = notify.http();
+    let grpc = format!("http://{}", notify.grpc.unwrap());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    // half the registrations over HTTP, half over gRPC
+    for worker in 0..8usize {
+        let (api, grpc, stop, unavailable, done) = (
+            api.clone(),
+            grpc.clone(),
+            stop.clone(),
+            unavailable.clone(),
+            done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let upstream =
+                herald_proto::client::Upstream::new(&grpc, Some(API_KEY), Duration::from_secs(10))
+                    .unwrap();
+            let mut registered = Vec::new();
+            let mut i = worker;
+            while !stop.load(Ordering::Acquire) {
+                let token = format!("kill-{i}");
+                let user = format!("user{}", i % 8);
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let refused = if worker % 2 == 0 {
+                        let body =
+                            json!({"user": user, "platform": "fcm", "token": token, "app": APP});
+                        let (status, retry_after, answer) =
+                            post_answer(format!("{api}/api/devices"), body).await;
+                        match status {
+                            201 => None,
+                            503 => {
+                                assert_eq!(answer["error"]["code"], 500, "{answer}");
+                                assert_eq!(
+                                    retry_after.as_deref(),
+                                    Some("1"),
+                                    "503 without Retry-After: {answer}"
+                                );
+                                Some(())
+                            }
+                            other => panic!("HTTP registration answered {other}: {answer}"),
+                        }
+                    } else {
+                        use herald_proto::notify::v1 as pb;
+                        let request = upstream.request(pb::RegisterDeviceRequest {
+                            device: Some(pb::Device {
+                                user: user.clone(),
+                                platform: pb::Platform::Fcm as i32,
+                                token: token.clone(),
+                                app: APP.into(),
+                                ..pb::Device::default()
+                            }),
+                        });
+                        match pb::notify_client::NotifyClient::new(upstream.channel.clone())
+                            .register_device(request)
+                            .await
+                        {
+                            Ok(_) => None,
+                            Err(s) if s.code() == tonic::Code::Unavailable => Some(()),
+                            Err(s) => {
+                                panic!("gRPC registration answered {:?}: {}", s.code(), s.message())
+                            }
+                        }
+                    };
+                    match refused {
+                        None => break,
+                        Some(()) => {
+                            unavailable.fetch_add(1, Ordering::Relaxed);
+                            assert!(Instant::now() < deadline, "registrations never recovered");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                registered.push(token);
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 8;
+            }
+            registered
+        }));
+    }
+    until("registrations under way", || {
+        (done.load(Ordering::Relaxed) >= 20).then_some(())
+    })
+    .await;
+    // kill the service's connections over and over until callers have been
+    // told to retry a few times
+    let mut terminated = 0;
+    let deadline = Instant::now() + WAIT;
+    while unavailable.load(Ordering::Relaxed) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "{terminated} connections killed, yet no caller was told to retry"
+        );
+        terminated += terminate_backends(&admin, &db.name).await;
+        tokio::task::yield_now().await;
+    }
+    let after = done.load(Ordering::Relaxed);
+    until("registrations after the kills", || {
+        (done.load(Ordering::Relaxed) >= after + 40).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Release);
+    let mut expected = Vec::new();
+    for t in tasks {
+        expected.extend(t.await.unwrap());
+    }
+    eprintln!(
+        "{} registrations, {terminated} connections killed, {} answers 503/UNAVAILABLE (retried)",
+        expected.len(),
+        unavailable.load(Ordering::Relaxed)
+    );
+    let mut tokens: Vec<String> = Vec::new();
+    for u in 0..8 {
+        tokens.extend(devices_of(&api, &format!("user{u}")).await.into_values());
+    }
+    tokens.sort();
+    expected.sort();
+    assert_eq!(tokens, expected, "every registration is there, once");
+    drop(notify);
 }

@@ -238,6 +238,13 @@ pub struct Config {
     pub apns_url: String,
     pub apns_sandbox_url: String,
     pub fcm_url: String,
+    /// A PEM bundle of CA certificates trusted, besides the system's, by
+    /// the APNs, FCM and Web Push clients (a private CA in front of them).
+    pub provider_ca_file: Option<PathBuf>,
+    /// Web Push endpoints `host` or `host:port` exempt from the rule that an
+    /// endpoint must resolve to public addresses only (still `https`).
+    #[serde(deserialize_with = "string_or_list")]
+    pub webpush_allowed_hosts: Vec<String>,
     /// Alerts for one user and collapse key within this window become one
     /// summary at its end, ms.
     pub coalesce_window_ms: u64,
@@ -343,6 +350,8 @@ impl Default for Config {
             apns_url: "https://api.push.apple.com".into(),
             apns_sandbox_url: "https://api.sandbox.push.apple.com".into(),
             fcm_url: "https://fcm.googleapis.com".into(),
+            provider_ca_file: None,
+            webpush_allowed_hosts: Vec::new(),
             coalesce_window_ms: 3000,
             push_rate_per_hour: 60,
             push_max_attempts: 5,
@@ -511,6 +520,16 @@ impl Config {
                 ));
             }
         }
+        if let Some(bad) = self
+            .webpush_allowed_hosts
+            .iter()
+            .find(|h| !is_host_and_port(h))
+        {
+            return Err(ConfigError::new(
+                "webpush_allowed_hosts",
+                format!("`{bad}` is not a host or host:port (like push.example.com:8443)"),
+            ));
+        }
         if self.api_keys.iter().any(|k| k.len() < 8) {
             return Err(ConfigError::new(
                 "api_keys",
@@ -663,6 +682,34 @@ impl Config {
     }
 }
 
+/// `host`, `host:port`, `[v6]` or `[v6]:port`: no scheme, path or user.
+fn is_host_and_port(entry: &str) -> bool {
+    let (host, port) = match entry.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, "")) => (v6, None),
+            Some((v6, tail)) => match tail.strip_prefix(':') {
+                Some(port) => (v6, Some(port)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match entry.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (entry, None),
+        },
+    };
+    let host_ok = if entry.starts_with('[') {
+        host.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
+    host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
 fn listen(
     configured: Option<SocketAddr>,
     default: &str,
@@ -791,6 +838,21 @@ mod tests {
 
         let e = load(None, &[("HERALD_API_KEYS", "short")], Flags::default()).unwrap_err();
         assert_eq!(e.key, "api_keys");
+
+        let e = load(
+            None,
+            &[("HERALD_WEBPUSH_ALLOWED_HOSTS", "push.test:8443,https://x/")],
+            Flags::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "webpush_allowed_hosts");
+        let c = load(
+            Some("webpush_allowed_hosts = [\"127.0.0.1:8443\", \"[::1]:9\", \"push.test\"]\n"),
+            &[],
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.webpush_allowed_hosts.len(), 3);
 
         // the test suite's own variables are not settings
         assert!(load(None, &[("HERALD_TEST_NATS_URL", "x")], Flags::default()).is_ok());

@@ -13,7 +13,8 @@ use axum::routing::post;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
-use crate::{MAX_PAYLOAD, Reply, Shared, listen, now_secs};
+use crate::tls::{HandshakeFailures, ServerIdentity};
+use crate::{MAX_PAYLOAD, Reply, Shared, bind, now_secs, scheme, serve_on};
 
 /// One notification the fake accepted (or answered otherwise).
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ struct App {
 pub struct FakeApns {
     pub addr: SocketAddr,
     shared: Arc<Shared<ApnsRequest>>,
+    scheme: &'static str,
+    failures: HandshakeFailures,
 }
 
 fn reason(status: StatusCode, reason: &str) -> Response {
@@ -57,6 +60,27 @@ impl FakeApns {
     /// A fake that accepts provider tokens from `team_id`/`key_id` signed
     /// with the key whose public half is `public_pem`, for `topics`.
     pub async fn start(team_id: &str, key_id: &str, public_pem: &str, topics: &[&str]) -> FakeApns {
+        Self::serve(team_id, key_id, public_pem, topics, None).await
+    }
+
+    /// The same over TLS with `identity` (HTTP/2 by ALPN, as Apple's).
+    pub async fn start_tls(
+        team_id: &str,
+        key_id: &str,
+        public_pem: &str,
+        topics: &[&str],
+        identity: &ServerIdentity,
+    ) -> FakeApns {
+        Self::serve(team_id, key_id, public_pem, topics, Some(identity)).await
+    }
+
+    async fn serve(
+        team_id: &str,
+        key_id: &str,
+        public_pem: &str,
+        topics: &[&str],
+        identity: Option<&ServerIdentity>,
+    ) -> FakeApns {
         let shared = Shared::new();
         let app = App {
             config: Arc::new(Config {
@@ -70,14 +94,23 @@ impl FakeApns {
         let router = Router::new()
             .route("/3/device/{token}", post(push))
             .with_state(app);
+        let listener = bind().await;
+        let addr = listener.local_addr().expect("local address");
         FakeApns {
-            addr: listen(router).await,
+            addr,
             shared,
+            scheme: scheme(identity),
+            failures: serve_on(listener, router, identity),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// TLS handshakes that failed (a client that refused the certificate).
+    pub fn handshake_failures(&self) -> usize {
+        self.failures.count()
     }
 
     /// Answers for one device token, in order (the last repeats).
@@ -219,8 +252,18 @@ async fn push(
         status: 200,
         at: std::time::Instant::now(),
     };
-    let response = match app.shared.next_reply(&token) {
+    let response = match app.shared.next_reply(&token).settle().await {
         Reply::Accept => None,
+        Reply::NotFound => Some(reason(StatusCode::NOT_FOUND, "BadPath")),
+        Reply::Redirect(to) => Some(
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [("location", to)],
+                axum::Json(json!({ "reason": "Redirect" })),
+            )
+                .into_response(),
+        ),
+        Reply::Held { .. } => Some(reason(StatusCode::INTERNAL_SERVER_ERROR, "NestedHold")),
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;
             None

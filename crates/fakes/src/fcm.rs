@@ -16,7 +16,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{MAX_PAYLOAD, Reply, Shared, now_secs, serve_on};
+use crate::tls::{HandshakeFailures, ServerIdentity};
+use crate::{MAX_PAYLOAD, Reply, Shared, bind, now_secs, scheme, serve_on};
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 
@@ -50,25 +51,45 @@ pub struct FakeFcm {
     grants: Arc<Mutex<u32>>,
     client_email: String,
     project: String,
+    scheme: &'static str,
+    failures: HandshakeFailures,
 }
 
 impl FakeFcm {
     /// A fake for `project` whose service account is `client_email` with the
     /// RSA key whose public half is `public_pem`.
     pub async fn start(project: &str, client_email: &str, public_pem: &str) -> FakeFcm {
+        Self::serve(project, client_email, public_pem, None).await
+    }
+
+    /// The same over TLS with `identity`.
+    pub async fn start_tls(
+        project: &str,
+        client_email: &str,
+        public_pem: &str,
+        identity: &ServerIdentity,
+    ) -> FakeFcm {
+        Self::serve(project, client_email, public_pem, Some(identity)).await
+    }
+
+    async fn serve(
+        project: &str,
+        client_email: &str,
+        public_pem: &str,
+        identity: Option<&ServerIdentity>,
+    ) -> FakeFcm {
         let shared = Shared::new();
         let grants = Arc::new(Mutex::new(0));
         // the token URI names this server: bind first, then build
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = bind().await;
         let addr = listener.local_addr().expect("address");
+        let scheme = scheme(identity);
         let app = App {
             config: Arc::new(Config {
                 project: project.to_owned(),
                 client_email: client_email.to_owned(),
                 key: DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("an RSA public key"),
-                token_uri: format!("http://{addr}/token"),
+                token_uri: format!("{scheme}://{addr}/token"),
             }),
             shared: shared.clone(),
             tokens: Arc::default(),
@@ -78,18 +99,25 @@ impl FakeFcm {
             .route("/token", post(token))
             .route("/v1/projects/{project}/{method}", post(send))
             .with_state(app);
-        serve_on(listener, router);
+        let failures = serve_on(listener, router, identity);
         FakeFcm {
             addr,
             shared,
             grants,
             client_email: client_email.to_owned(),
             project: project.to_owned(),
+            scheme,
+            failures,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// TLS handshakes that failed (a client that refused the certificate).
+    pub fn handshake_failures(&self) -> usize {
+        self.failures.count()
     }
 
     /// The service-account JSON an app is configured with.
@@ -100,7 +128,7 @@ impl FakeFcm {
             "private_key_id": "test-key",
             "private_key": private_pem,
             "client_email": self.client_email,
-            "token_uri": format!("http://{}/token", self.addr),
+            "token_uri": format!("{}/token", self.url()),
         })
         .to_string()
     }
@@ -268,8 +296,29 @@ async fn send(
         status: 200,
         at: std::time::Instant::now(),
     };
-    let response = match app.shared.next_reply(&token) {
+    let response = match app.shared.next_reply(&token).settle().await {
         Reply::Accept => None,
+        // the shape FCM gives a token it does not know when it names no
+        // error code
+        Reply::NotFound => Some(error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "Requested entity was not found.",
+            None,
+        )),
+        Reply::Redirect(to) => {
+            let mut r = error(StatusCode::TEMPORARY_REDIRECT, "REDIRECT", "moved", None);
+            if let Ok(v) = to.parse() {
+                r.headers_mut().insert("location", v);
+            }
+            Some(r)
+        }
+        Reply::Held { .. } => Some(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "nested hold",
+            None,
+        )),
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;
             None

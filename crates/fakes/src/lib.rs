@@ -5,15 +5,16 @@
 
 mod apns;
 mod fcm;
+pub mod tls;
 mod webpush;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use apns::{ApnsRequest, FakeApns};
 pub use fcm::{FakeFcm, FcmRequest};
+pub use tls::{ServerIdentity, TestCa};
 pub use webpush::{FakeWebPush, WebPushRequest};
 
 /// How a fake answers one device (by token or subscription id).
@@ -35,7 +36,80 @@ pub enum Reply {
     ServerError,
     /// Accept after a delay.
     Slow(Duration),
+    /// A 404 as each service gives it: Web Push 404 (the subscription
+    /// expired), FCM 404 `NOT_FOUND` without an error code, APNs 404
+    /// `BadPath`.
+    NotFound,
+    /// 307 to this URL (a push service that sends the request elsewhere).
+    Redirect(String),
+    /// Waits at the gate until the test opens it, then answers `then`.
+    Held {
+        gate: Gate,
+        then: Box<Reply>,
+    },
 }
+
+impl Reply {
+    /// The reply to give once a held request is let through.
+    pub(crate) async fn settle(self) -> Reply {
+        match self {
+            Reply::Held { gate, then } => {
+                gate.pass().await;
+                *then
+            }
+            other => other,
+        }
+    }
+}
+
+/// A gate requests wait at ([`Reply::Held`]): the test sees them arrive,
+/// does what it needs to while they are in flight, and opens it.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<GateState>);
+
+#[derive(Default)]
+struct GateState {
+    arrived: std::sync::atomic::AtomicUsize,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Requests that reached the gate so far.
+    pub fn arrived(&self) -> usize {
+        self.0.arrived.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Lets every waiting request (and every later one) through.
+    pub fn open(&self) {
+        self.0.open.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        let mut open = self.0.open.subscribe();
+        self.0
+            .arrived
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _ = open.wait_for(|o| *o).await;
+    }
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gate(arrived: {})", self.arrived())
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Gate {}
 
 /// Scripted answers: per device a queue of replies (the last one repeats),
 /// and `Accept` for everyone else.
@@ -107,20 +181,41 @@ impl<R: Clone> Shared<R> {
     }
 }
 
-async fn listen(app: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a fake on loopback");
-    let addr = listener.local_addr().expect("local address");
-    serve_on(listener, app);
-    addr
+/// Serves `app` on `listener`: TLS with `identity` (ALPN h2 / http/1.1),
+/// or else plain HTTP/1.1 and HTTP/2 with prior knowledge (h2c). Answers
+/// the count of TLS handshakes that failed.
+fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    identity: Option<&ServerIdentity>,
+) -> tls::HandshakeFailures {
+    let failures = tls::HandshakeFailures::default();
+    match identity {
+        Some(identity) => {
+            let listener = tls::TlsListener::new(listener, identity, failures.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+        }
+        None => {
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+        }
+    }
+    failures
 }
 
-fn serve_on(listener: tokio::net::TcpListener, app: axum::Router) {
-    tokio::spawn(async move {
-        // axum speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c).
-        let _ = axum::serve(listener, app).await;
-    });
+/// A loopback listener for a fake.
+async fn bind() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a fake on loopback")
+}
+
+/// `http` or `https`, as the fake serves.
+fn scheme(identity: Option<&ServerIdentity>) -> &'static str {
+    if identity.is_some() { "https" } else { "http" }
 }
 
 pub(crate) fn now_secs() -> i64 {

@@ -18,7 +18,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use serde_json::{Value, json};
 
-use crate::{MAX_PAYLOAD, Reply, Shared, now_secs, serve_on};
+use crate::tls::{HandshakeFailures, ServerIdentity};
+use crate::{MAX_PAYLOAD, Reply, Shared, bind, now_secs, serve_on};
 
 #[derive(Debug, Clone)]
 pub struct WebPushRequest {
@@ -47,25 +48,50 @@ struct App {
 pub struct FakeWebPush {
     pub addr: SocketAddr,
     app: App,
+    failures: HandshakeFailures,
 }
 
 impl FakeWebPush {
-    pub async fn start() -> FakeWebPush {
+    /// A push service on 127.0.0.1 over TLS (push services are `https`
+    /// only): endpoints `https://127.0.0.1:<port>/push/<id>`.
+    pub async fn start(identity: &ServerIdentity) -> FakeWebPush {
+        Self::start_named("127.0.0.1", identity).await
+    }
+
+    /// The same, its endpoints naming it `host` (which the test makes
+    /// resolve to 127.0.0.1; `identity` must be issued for it).
+    pub async fn start_named(host: &str, identity: &ServerIdentity) -> FakeWebPush {
         // the origin (the VAPID audience) is this server's: bind first
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = bind().await;
         let addr = listener.local_addr().expect("address");
         let app = App {
-            origin: Arc::from(format!("http://{addr}")),
+            origin: Arc::from(format!("https://{host}:{}", addr.port())),
             shared: Shared::new(),
             subscriptions: Arc::default(),
         };
         let router = Router::new()
             .route("/push/{id}", post(push))
             .with_state(app.clone());
-        serve_on(listener, router);
-        FakeWebPush { addr, app }
+        let failures = serve_on(listener, router, Some(identity));
+        FakeWebPush {
+            addr,
+            app,
+            failures,
+        }
+    }
+
+    /// `host:port` of its endpoints (for `webpush_allowed_hosts`).
+    pub fn authority(&self) -> String {
+        self.app
+            .origin
+            .strip_prefix("https://")
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// TLS handshakes that failed (a client that refused the certificate).
+    pub fn handshake_failures(&self) -> usize {
+        self.failures.count()
     }
 
     /// A new subscription, as a browser's `PushSubscription.toJSON()`
@@ -239,8 +265,15 @@ async fn push(
         status: 201,
         at: std::time::Instant::now(),
     };
-    let status = match app.shared.next_reply(&id) {
+    let status = match app.shared.next_reply(&id).settle().await {
         Reply::Accept => StatusCode::CREATED,
+        Reply::NotFound => StatusCode::NOT_FOUND,
+        Reply::Redirect(to) => {
+            record.status = 307;
+            app.shared.record(record);
+            return (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response();
+        }
+        Reply::Held { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;
             StatusCode::CREATED

@@ -27,6 +27,7 @@ use serde_json::value::RawValue;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::device::{Device, Environment, NewDevice, Platform, Subscription, SubscriptionKeys};
+use crate::endpoint::{EndpointPolicy, Refused};
 use crate::store::{DeviceStatus, StoreError, TokenStore};
 
 /// Users one `users_with_devices` call may ask about (routing asks about at
@@ -48,8 +49,13 @@ pub struct Notify {
     store: Arc<dyn TokenStore>,
     queue: Arc<dyn WorkQueue>,
     max_devices_per_user: usize,
+    endpoints: EndpointPolicy,
 }
 
+/// A store error as the API answers it. Which database errors are the
+/// caller's fault is decided once, in the store (`store::sql::classify`):
+/// `Unavailable` becomes code 500 — HTTP 503 with `Retry-After`, gRPC
+/// `UNAVAILABLE` — and only `Invalid` is a 400.
 fn store_error(e: StoreError) -> ErrorBody {
     match e {
         StoreError::Unavailable(why) => {
@@ -59,6 +65,9 @@ fn store_error(e: StoreError) -> ErrorBody {
         StoreError::Invalid(why) => ErrorBody::new(ErrorCode::BadRequest, why),
     }
 }
+
+/// Seconds a caller told to try again (503) is asked to wait.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// `POST /api/notify`, `Send`: to a user's devices or one device.
 #[derive(Debug, Deserialize)]
@@ -74,15 +83,19 @@ pub struct SendRequest {
 }
 
 impl Notify {
+    /// `endpoints`: the rule Web Push endpoints are registered under (the
+    /// worker's, so what is registered can be sent to).
     pub fn new(
         store: Arc<dyn TokenStore>,
         queue: Arc<dyn WorkQueue>,
         max_devices_per_user: usize,
+        endpoints: EndpointPolicy,
     ) -> Arc<Self> {
         Arc::new(Notify {
             store,
             queue,
             max_devices_per_user,
+            endpoints,
         })
     }
 
@@ -90,6 +103,22 @@ impl Notify {
         let checked = device
             .check()
             .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.0))?;
+        if checked.platform == Platform::Webpush {
+            self.endpoints
+                .check(&checked.token)
+                .await
+                .map_err(|refused| match refused {
+                    // our resolver is slow, not the caller wrong
+                    Refused::LookupTimedOut { .. } => ErrorBody::new(
+                        ErrorCode::Internal,
+                        format!("subscription.endpoint: {refused}; try again"),
+                    ),
+                    _ => ErrorBody::new(
+                        ErrorCode::BadRequest,
+                        format!("subscription.endpoint refused: {refused}"),
+                    ),
+                })?;
+        }
         self.store
             .register(checked, self.max_devices_per_user)
             .await
@@ -201,6 +230,35 @@ pub fn http_router(notify: Arc<Notify>, keys: ApiKeys) -> Router {
         .with_state(notify)
 }
 
+/// An HTTP error answer: the shared JSON shape and status, plus
+/// `Retry-After` on a 503 (nothing was done; trying again may work).
+struct HttpError(ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl From<ErrorBody> for HttpError {
+    fn from(e: ErrorBody) -> Self {
+        HttpError(ApiError(e))
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut response = self.0.into_response();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
 #[derive(Serialize)]
 struct Created {
     id: String,
@@ -209,7 +267,7 @@ struct Created {
 async fn register(
     State(notify): State<Arc<Notify>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let device: NewDevice = json_body(body)?;
     let device = notify.register(device).await?;
     Ok((StatusCode::CREATED, Json(Created { id: device.id })).into_response())
@@ -228,7 +286,7 @@ struct DeviceList {
 async fn list(
     State(notify): State<Arc<Notify>>,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<DeviceList>, ApiError> {
+) -> Result<Json<DeviceList>, HttpError> {
     let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
     Ok(Json(DeviceList {
         devices: notify.list(&params.user).await?,
@@ -238,10 +296,10 @@ async fn list(
 async fn unregister(
     State(notify): State<Arc<Notify>>,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     match notify.unregister(&id).await? {
         true => Ok(StatusCode::NO_CONTENT),
-        false => Err(ApiError(ErrorBody::new(
+        false => Err(HttpError::from(ErrorBody::new(
             ErrorCode::UnknownChannel,
             format!("no device {id}"),
         ))),
@@ -251,7 +309,7 @@ async fn unregister(
 async fn send(
     State(notify): State<Arc<Notify>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let request: SendRequest = json_body(body)?;
     let id = notify.send(request).await?;
     Ok((StatusCode::ACCEPTED, Json(Created { id })).into_response())
@@ -265,7 +323,7 @@ struct StatusAnswer {
 async fn status(
     State(notify): State<Arc<Notify>>,
     Path(id): Path<String>,
-) -> Result<Json<StatusAnswer>, ApiError> {
+) -> Result<Json<StatusAnswer>, HttpError> {
     Ok(Json(StatusAnswer {
         devices: notify.status(&id).await?,
     }))

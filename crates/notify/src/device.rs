@@ -241,10 +241,16 @@ fn check_token(platform: Platform, token: &str) -> Result<(), InvalidDevice> {
 }
 
 fn check_subscription(s: &Subscription) -> Result<(), InvalidDevice> {
+    // Where it may point (https, public addresses) is the endpoint
+    // policy's to say (`crate::endpoint`), at registration and at each send.
     let endpoint = s.endpoint.as_str();
-    let scheme_ok = endpoint.starts_with("https://") || endpoint.starts_with("http://");
-    if !scheme_ok || endpoint.len() > 2048 || endpoint.chars().any(char::is_whitespace) {
-        return Err(bad("subscription.endpoint must be an http(s) URL"));
+    if !endpoint.starts_with("https://")
+        || endpoint.len() > 2048
+        || endpoint.chars().any(char::is_whitespace)
+    {
+        return Err(bad(
+            "subscription.endpoint must be an https URL (at most 2048 characters)",
+        ));
     }
     let p256dh = b64("subscription.keys.p256dh", &s.keys.p256dh)?;
     if p256dh.len() != 65 || p256::PublicKey::from_sec1_bytes(&p256dh).is_err() {

@@ -5,6 +5,7 @@
 pub mod api;
 mod client;
 pub mod device;
+pub mod endpoint;
 pub mod providers;
 pub mod stats;
 pub mod store;
@@ -60,13 +61,14 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<Started, NotifyError> {
     let providers = Arc::new(providers::Providers::from_config(&config)?);
+    let endpoints = providers.endpoints().clone();
     let store = store::open(database_url)
         .await
         .map_err(|e| ConfigError::new("database_url", e.to_string()))?;
     let worker = worker::Worker::new(config.clone(), store.clone(), providers, queue.clone());
     let task = worker.start(shutdown);
     Ok(Started {
-        notify: Notify::new(store, queue, config.max_devices_per_user),
+        notify: Notify::new(store, queue, config.max_devices_per_user, endpoints),
         worker: task,
     })
 }

@@ -339,6 +339,9 @@ impl Worker {
         alert: &Alert,
         attempt: u32,
     ) -> Option<(Duration, String)> {
+        // A device registered again after this moment is a new, valid
+        // registration, whatever the service answers about the old one.
+        let started_ms = unix_millis();
         let outcome = self.providers.send(device, alert).await;
         tracing::debug!(job = %job.id, device = %device.id, ?outcome, "push sent");
         let outcome = match outcome {
@@ -382,17 +385,28 @@ impl Worker {
                 Some((wait, reason))
             }
             Outcome::Gone { since_ms, reason } => {
-                // APNs says when the token stopped being valid; a device
-                // registered again after that keeps its new registration.
-                let removed = self
-                    .store
-                    .remove_dead(&device.id, since_ms.unwrap_or(u64::MAX))
-                    .await
-                    .unwrap_or(false);
-                let why = if removed {
-                    format!("{reason}; device removed")
-                } else {
-                    format!("{reason}; device registered again since, kept")
+                // APNs says since when the token has been invalid; FCM and
+                // Web Push say only that it is now, so what counts is
+                // whether it was registered again after this send began.
+                let dead_since = since_ms.unwrap_or(started_ms);
+                let why = match self.store.remove_dead(&device.id, dead_since).await {
+                    Ok(true) => format!("{reason}; device removed"),
+                    Ok(false) => match self.store.get(&device.id).await {
+                        Ok(Some(now)) => format!(
+                            "{reason}; device registered again since (at {} ms, after {dead_since} ms), kept",
+                            now.updated_ms
+                        ),
+                        Ok(None) => format!("{reason}; device already removed"),
+                        Err(e) => format!("{reason}; device not removed ({e})"),
+                    },
+                    Err(e) => {
+                        // Try again later: the next attempt finds it gone
+                        // again and removes it then.
+                        let why = format!("{reason}; device not removed yet ({e})");
+                        self.record(job, device, DeliveryState::Retrying, &why, attempt)
+                            .await;
+                        return Some((backoff(attempt), why));
+                    }
                 };
                 self.record(job, device, DeliveryState::Failed, &why, attempt)
                     .await;

@@ -2,12 +2,14 @@
 //! shaped request, and the right reading of every kind of answer.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use herald_core::config::{AppCredentials, Config};
-use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, keys};
+use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, TestCa, keys};
 use herald_notify::device::{Device, Environment, Platform};
 use herald_notify::providers::{Alert, Outcome, Providers};
 use serde_json::{Value, json};
@@ -37,12 +39,17 @@ async fn world() -> World {
         keys::FCM_PUBLIC,
     )
     .await;
-    let webpush = FakeWebPush::start().await;
+    // push services are https only: the fake's certificate comes from a CA
+    // of the test's, trusted through provider_ca_file
+    let ca = TestCa::new("herald test CA");
+    let webpush = FakeWebPush::start(&ca.issue(&["127.0.0.1"])).await;
     let vapid = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let mut config = Config {
         apns_url: apns.url(),
         apns_sandbox_url: apns_sandbox.url(),
         fcm_url: fcm.url(),
+        provider_ca_file: Some(file("ca.pem", ca.cert_pem())),
+        webpush_allowed_hosts: vec![webpush.authority()],
         ..Config::default()
     };
     config.apps.insert(
@@ -185,13 +192,28 @@ async fn fcm_gets_one_access_token_and_well_formed_messages() {
     let data: Value = serde_json::from_str(m["data"]["herald_data"].as_str().unwrap()).unwrap();
     assert_eq!(data, json!({"room": 7, "text": "hi"}));
 
+    // FCM gives no time: the worker judges re-registration by when the
+    // send began, so the outcome must carry none (not one that compares
+    // wrong)
     let gone = device(Platform::Fcm, "fcm-token-2");
     w.fcm
         .script(&gone.token, vec![Reply::Unregistered { since_ms: 0 }]);
-    assert!(matches!(
+    assert_eq!(
         w.providers.send(&gone, &alert()).await,
-        Outcome::Gone { .. }
-    ));
+        Outcome::Gone {
+            since_ms: None,
+            reason: "FCM: UNREGISTERED".into()
+        }
+    );
+    let unknown = device(Platform::Fcm, "fcm-token-4");
+    w.fcm.script(&unknown.token, vec![Reply::NotFound]);
+    assert_eq!(
+        w.providers.send(&unknown, &alert()).await,
+        Outcome::Gone {
+            since_ms: None,
+            reason: "FCM 404: NOT_FOUND".into()
+        }
+    );
     let busy = device(Platform::Fcm, "fcm-token-3");
     w.fcm.script(
         &busy.token,
@@ -209,12 +231,8 @@ async fn fcm_gets_one_access_token_and_well_formed_messages() {
 async fn web_push_payloads_decrypt_to_exactly_what_was_sent() {
     let w = world().await;
     let subscription = w.webpush.subscribe();
-    let mut browser = device(
-        Platform::Webpush,
-        subscription["endpoint"].as_str().unwrap(),
-    );
-    browser.p256dh = Some(subscription["keys"]["p256dh"].as_str().unwrap().into());
-    browser.auth = Some(subscription["keys"]["auth"].as_str().unwrap().into());
+    let browser = browser(&subscription);
+    assert!(browser.token.starts_with("https://127.0.0.1:"));
     assert_eq!(w.providers.send(&browser, &alert()).await, Outcome::Sent);
     let got = w.webpush.delivered();
     assert_eq!(got.len(), 1);
@@ -228,12 +246,235 @@ async fn web_push_payloads_decrypt_to_exactly_what_was_sent() {
     assert_eq!(got[0].urgency.as_deref(), Some("high"));
     assert_eq!(got[0].topic.as_deref(), Some("chatroom7"));
 
-    w.webpush
-        .script(&browser.token, vec![Reply::Unregistered { since_ms: 0 }]);
-    assert!(matches!(
-        w.providers.send(&browser, &alert()).await,
-        Outcome::Gone { .. }
-    ));
+    for (reply, status) in [
+        (Reply::Unregistered { since_ms: 0 }, 410),
+        (Reply::NotFound, 404),
+    ] {
+        w.webpush.script(&browser.token, vec![reply]);
+        assert_eq!(
+            w.providers.send(&browser, &alert()).await,
+            Outcome::Gone {
+                since_ms: None,
+                reason: format!("Web Push {status}: subscription expired")
+            }
+        );
+    }
+}
+
+fn browser(subscription: &Value) -> Device {
+    let mut d = device(
+        Platform::Webpush,
+        subscription["endpoint"].as_str().unwrap(),
+    );
+    d.p256dh = Some(subscription["keys"]["p256dh"].as_str().unwrap().into());
+    d.auth = Some(subscription["keys"]["auth"].as_str().unwrap().into());
+    d
+}
+
+/// A TCP listener that only counts connections: where a redirect points.
+async fn counting_listener() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (format!("http://{addr}/internal/admin"), count)
+}
+
+#[tokio::test]
+async fn no_service_is_followed_through_a_redirect() {
+    let w = world().await;
+    let (target, hits) = counting_listener().await;
+    let redirect = || vec![Reply::Redirect(target.clone())];
+    let phone = device(Platform::Apns, &apns_token('7'));
+    w.apns.script(&phone.token, redirect());
+    let android = device(Platform::Fcm, "fcm-redirect");
+    w.fcm.script(&android.token, redirect());
+    let subscription = w.webpush.subscribe();
+    let web = browser(&subscription);
+    w.webpush.script(&web.token, redirect());
+    for d in [&phone, &android, &web] {
+        match w.providers.send(d, &alert()).await {
+            Outcome::Failed { reason } => assert!(reason.contains("307"), "{reason}"),
+            other => panic!("{:?}: {other:?}", d.platform),
+        }
+    }
+    let web_reason = match w.providers.send(&web, &alert()).await {
+        Outcome::Failed { reason } => reason,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        web_reason.contains("redirects are not followed"),
+        "{web_reason}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing went where the redirects pointed"
+    );
+}
+
+#[tokio::test]
+async fn web_push_endpoints_that_point_inward_are_refused_at_send_time() {
+    let w = world().await;
+    let subscription = w.webpush.subscribe();
+    let allowed = browser(&subscription);
+    assert_eq!(w.providers.send(&allowed, &alert()).await, Outcome::Sent);
+    // the same push service, on a port or address the list does not name,
+    // or over plain http: refused before anything is sent (devices stored
+    // before the rule existed, say)
+    let port = w.webpush.addr.port();
+    let path = allowed.token.split_once("/push/").unwrap().1;
+    for endpoint in [
+        format!("https://127.0.0.2:{port}/push/{path}"),
+        format!("https://[::ffff:127.0.0.1]:{port}/push/{path}"),
+        format!("http://127.0.0.1:{port}/push/{path}"),
+    ] {
+        let mut d = allowed.clone();
+        d.token = endpoint.clone();
+        match w.providers.send(&d, &alert()).await {
+            Outcome::Gone {
+                since_ms: None,
+                reason,
+            } => {
+                assert!(
+                    reason.starts_with("Web Push endpoint refused"),
+                    "{endpoint}: {reason}"
+                )
+            }
+            other => panic!("{endpoint}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        w.webpush.received().len(),
+        1,
+        "only the allowed one arrived"
+    );
+    assert_eq!(
+        w.webpush.handshake_failures(),
+        0,
+        "nor was anything else tried"
+    );
+}
+
+#[tokio::test]
+async fn a_private_ca_is_trusted_only_through_provider_ca_file() {
+    // every service behind TLS with a certificate from the test's own CA
+    let ca = TestCa::new("herald private CA");
+    let identity = ca.issue(&["127.0.0.1"]);
+    let apns = FakeApns::start_tls("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP], &identity).await;
+    let fcm = FakeFcm::start_tls(
+        "herald-test",
+        "push@herald-test.iam.gserviceaccount.com",
+        keys::FCM_PUBLIC,
+        &identity,
+    )
+    .await;
+    let webpush = FakeWebPush::start(&identity).await;
+    assert!(apns.url().starts_with("https://") && fcm.url().starts_with("https://"));
+    let vapid = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let config = |ca_file: Option<PathBuf>| {
+        let mut config = Config {
+            apns_url: apns.url(),
+            apns_sandbox_url: apns.url(),
+            fcm_url: fcm.url(),
+            provider_ca_file: ca_file,
+            webpush_allowed_hosts: vec![webpush.authority()],
+            ..Config::default()
+        };
+        config.apps.insert(
+            APP.into(),
+            AppCredentials {
+                apns_team_id: Some("TEAM123".into()),
+                apns_key_id: Some("KEY123".into()),
+                apns_key_file: Some(file("key.p8", keys::APNS_P8)),
+                apns_topic: None,
+                fcm_service_account_file: Some(file(
+                    "sa.json",
+                    &fcm.service_account_json(keys::FCM_PRIVATE),
+                )),
+                vapid_private_key: Some(URL_SAFE_NO_PAD.encode(vapid.to_bytes())),
+                vapid_subject: Some("mailto:ops@example.com".into()),
+            },
+        );
+        config
+    };
+    let phone = device(Platform::Apns, &apns_token('8'));
+    let android = device(Platform::Fcm, "fcm-tls");
+    let web = browser(&webpush.subscribe());
+
+    // without the setting: refused, and the status says what to do
+    let untrusting = Providers::from_config(&config(None)).unwrap();
+    for d in [&phone, &android, &web] {
+        match untrusting.send(d, &alert()).await {
+            Outcome::Failed { reason } => {
+                assert!(
+                    reason.starts_with("TLS: invalid peer certificate"),
+                    "{reason}"
+                );
+                assert!(reason.contains("provider_ca_file"), "{reason}");
+            }
+            other => panic!("{:?}: {other:?}", d.platform),
+        }
+    }
+    // (the fakes count a refused handshake once the client has hung up)
+    eventually("each fake saw its handshake refused", || {
+        apns.handshake_failures() >= 1
+            && fcm.handshake_failures() >= 1
+            && webpush.handshake_failures() >= 1
+    })
+    .await;
+    assert!(apns.received().is_empty() && fcm.received().is_empty());
+    assert!(webpush.received().is_empty());
+
+    // with it: all three deliver (APNs over HTTP/2 by ALPN)
+    let trusting = Providers::from_config(&config(Some(file("ca.pem", ca.cert_pem())))).unwrap();
+    for d in [&phone, &android, &web] {
+        assert_eq!(
+            trusting.send(d, &alert()).await,
+            Outcome::Sent,
+            "{:?}",
+            d.platform
+        );
+    }
+    assert_eq!(apns.delivered().len(), 1);
+    assert_eq!(fcm.delivered().len(), 1);
+    assert_eq!(webpush.delivered().len(), 1);
+}
+
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn an_unusable_provider_ca_file_fails_start_up() {
+    for (contents, why) in [
+        (None, "no such file"),
+        (Some("not a certificate"), "holds no PEM certificate"),
+    ] {
+        let path = match contents {
+            Some(c) => file("ca.pem", c),
+            None => PathBuf::from("/nonexistent/ca.pem"),
+        };
+        let config = Config {
+            provider_ca_file: Some(path),
+            ..Config::default()
+        };
+        let e = Providers::from_config(&config).err().unwrap();
+        assert_eq!(e.key, "provider_ca_file", "{why}");
+        assert!(
+            e.to_string().to_lowercase().contains(&why.to_lowercase()),
+            "{e}"
+        );
+    }
 }
 
 #[test]

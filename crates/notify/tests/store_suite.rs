@@ -170,6 +170,32 @@ async fn dead_tokens_registered_again_later_stay(s: Subject) {
     s.done().await;
 }
 
+/// Any `u64` is a time: FCM and Web Push give none, and a "whenever"
+/// far in the future must remove the device, not wrap around and keep it.
+async fn dead_since_any_time_is_compared_as_a_time(s: Subject) {
+    let store = &s.store;
+    let device = store.register(apns("kai", "k"), 10).await.unwrap();
+    assert!(store.remove_dead(&device.id, u64::MAX).await.unwrap());
+    assert!(store.get(&device.id).await.unwrap().is_none());
+    let device = store.register(apns("kai", "k"), 10).await.unwrap();
+    assert!(
+        store
+            .remove_dead(&device.id, i64::MAX as u64 + 1)
+            .await
+            .unwrap()
+    );
+    // registered again at or after the moment given: kept
+    let device = store.register(apns("kai", "k"), 10).await.unwrap();
+    assert!(
+        !store
+            .remove_dead(&device.id, device.updated_ms)
+            .await
+            .unwrap()
+    );
+    assert!(store.get(&device.id).await.unwrap().is_some());
+    s.done().await;
+}
+
 async fn status_is_recorded_per_device(s: Subject) {
     let store = &s.store;
     let status = |device: &str, state, attempts| DeviceStatus {
@@ -271,6 +297,7 @@ suite!(
     a_known_token_moves_to_its_new_user,
     the_per_user_cap_drops_the_least_recently_seen,
     dead_tokens_registered_again_later_stay,
+    dead_since_any_time_is_compared_as_a_time,
     status_is_recorded_per_device,
     concurrent_registrations_of_one_token_store_one_device,
     opening_again_keeps_everything,

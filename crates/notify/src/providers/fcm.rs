@@ -150,11 +150,19 @@ impl FcmSender {
             .find_map(|d| d["errorCode"].as_str())
             .unwrap_or_else(|| answer["error"]["status"].as_str().unwrap_or_default())
             .to_owned();
+        // A 404 in Google's error shape (`"status": "NOT_FOUND"`) is a token
+        // FCM no longer knows, with or without the `UNREGISTERED` detail; a
+        // bare 404 (a wrong base URL, a proxy) says nothing about the device.
+        let not_found = status == 404 && answer["error"]["status"] == "NOT_FOUND";
         match (status, code.as_str()) {
             (200, _) => Outcome::Sent,
             (_, "UNREGISTERED") => Outcome::Gone {
                 since_ms: None,
                 reason: "FCM: UNREGISTERED".into(),
+            },
+            (404, _) if not_found => Outcome::Gone {
+                since_ms: None,
+                reason: "FCM 404: NOT_FOUND".into(),
             },
             (401, _) => {
                 *self.access.lock().await = None;

@@ -13,6 +13,7 @@ use herald_core::config::{Config, ConfigError};
 use serde_json::Value;
 
 use crate::device::{Device, Environment, Platform};
+use crate::endpoint::{EndpointPolicy, Refused, Route};
 
 pub use apns::{ApnsSender, apns_id};
 pub use fcm::FcmSender;
@@ -42,7 +43,10 @@ pub enum Outcome {
         after: Option<Duration>,
         reason: String,
     },
-    /// The device is gone; `since_ms` is when (APNs says).
+    /// The device is gone. `since_ms`: since when its token has been
+    /// invalid, where the service says (APNs 410 `timestamp`); `None` when
+    /// it says only "now" (FCM, Web Push) — the worker then keeps the
+    /// device only if it was registered again after the send began.
     Gone {
         since_ms: Option<u64>,
         reason: String,
@@ -68,10 +72,15 @@ pub struct Providers {
     apns_production: String,
     apns_sandbox: String,
     fcm_url: String,
-    /// HTTPS (HTTP/2 by ALPN where offered, as APNs requires).
+    /// HTTPS (HTTP/2 by ALPN where offered, as APNs requires): APNs, FCM,
+    /// and Web Push endpoints in `webpush_allowed_hosts`.
     https: reqwest::Client,
     /// HTTP/2 without TLS (h2c), for APNs base URLs that are `http://`.
     h2c: reqwest::Client,
+    /// Web Push to endpoints anyone may register: names resolve through
+    /// [`crate::endpoint::PublicOnly`], no proxy (it would resolve them).
+    webpush: reqwest::Client,
+    endpoints: EndpointPolicy,
 }
 
 /// How long one request to a push service may take.
@@ -85,6 +94,12 @@ impl Providers {
     /// Loads every app's credentials; a missing or unusable file fails
     /// start-up naming the setting.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        Self::with_endpoints(config, EndpointPolicy::from_config(config)?)
+    }
+
+    /// The same, with Web Push endpoints judged by `endpoints` (tests give
+    /// it a DNS of their own).
+    pub fn with_endpoints(config: &Config, endpoints: EndpointPolicy) -> Result<Self, ConfigError> {
         let mut apps = HashMap::new();
         for (id, creds) in &config.apps {
             let apns = match (
@@ -147,16 +162,33 @@ impl Providers {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let https = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(600))
-            .build()
-            .map_err(|e| ConfigError::new("apns_url", e.to_string()))?;
-        let h2c = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .http2_prior_knowledge()
-            .build()
-            .map_err(|e| ConfigError::new("apns_url", e.to_string()))?;
+        let private_ca = match &config.provider_ca_file {
+            None => Vec::new(),
+            Some(file) => load_ca_file(file)?,
+        };
+        // No service is followed elsewhere: a redirect is an answer.
+        let client = || {
+            reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .tls_certs_merge(private_ca.clone())
+        };
+        let built = |b: reqwest::ClientBuilder| {
+            b.build()
+                .map_err(|e| ConfigError::new("provider_ca_file", error_chain(&e)))
+        };
+        let https = built(
+            client()
+                .pool_idle_timeout(Duration::from_secs(600))
+                .dns_resolver(endpoints.unchecked_resolver()),
+        )?;
+        let h2c = built(client().http2_prior_knowledge())?;
+        let webpush = built(
+            client()
+                .pool_idle_timeout(Duration::from_secs(600))
+                .no_proxy()
+                .dns_resolver(endpoints.resolver()),
+        )?;
         Ok(Providers {
             apps,
             apns_production: config.apns_url.trim_end_matches('/').to_owned(),
@@ -164,7 +196,14 @@ impl Providers {
             fcm_url: config.fcm_url.trim_end_matches('/').to_owned(),
             https,
             h2c,
+            webpush,
+            endpoints,
         })
+    }
+
+    /// The rule Web Push endpoints are held to.
+    pub fn endpoints(&self) -> &EndpointPolicy {
+        &self.endpoints
     }
 
     /// Whether any credentials exist for a device's platform and app.
@@ -224,7 +263,14 @@ impl Providers {
                 None => missing(),
             },
             Platform::Webpush => match &app.vapid {
-                Some(sender) => sender.send(&self.https, device, alert).await,
+                Some(sender) => {
+                    let client = match self.endpoints.route(&device.token) {
+                        Ok(Route::Allowed) => &self.https,
+                        Ok(Route::PublicAddress | Route::Name(_)) => &self.webpush,
+                        Err(refused) => return refused_endpoint(refused),
+                    };
+                    sender.send(client, device, alert).await
+                }
                 None => missing(),
             },
         }
@@ -240,16 +286,98 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .map(Duration::from_secs)
 }
 
+/// Reads `provider_ca_file`: one or more PEM certificates.
+fn load_ca_file(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let bad = |why: String| ConfigError::new("provider_ca_file", why);
+    let pem = std::fs::read(file).map_err(|e| bad(format!("{}: {e}", file.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("{}: {}", file.display(), error_chain(&e))))?;
+    if certs.is_empty() {
+        return Err(bad(format!(
+            "{}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            file.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// A Web Push endpoint refused before anything was sent. One that can
+/// never be pushed to (not https, an inward address literal) is gone, as a
+/// subscription the service no longer knows; one refused for what its name
+/// resolves to now is failed and kept (DNS may be wrong for a while).
+fn refused_endpoint(refused: Refused) -> Outcome {
+    let reason = format!("Web Push endpoint refused: {refused}");
+    if refused.depends_on_dns() {
+        Outcome::Failed { reason }
+    } else {
+        Outcome::Gone {
+            since_ms: None,
+            reason,
+        }
+    }
+}
+
 /// The outcome of a request that did not get an answer.
 pub(crate) fn transport_error(e: reqwest::Error) -> Outcome {
+    // The Web Push resolver refused the name: nothing was sent.
+    if let Some(refused) = find_cause::<Refused>(&e) {
+        return refused_endpoint(refused.clone());
+    }
+    // A certificate no root vouches for does not get better by itself.
+    if let Some(tls @ rustls::Error::InvalidCertificate(_)) = find_cause::<rustls::Error>(&e) {
+        return Outcome::Failed {
+            reason: format!(
+                "TLS: {tls} — the service's certificate is not trusted; if a private CA \
+                 issued it, add the CA to provider_ca_file"
+            ),
+        };
+    }
     Outcome::Retry {
         after: None,
         reason: if e.is_timeout() {
             "timed out".to_owned()
         } else {
-            format!("request failed: {e}")
+            format!("request failed: {}", error_chain(&e))
         },
     }
+}
+
+/// An error and its causes in one line (reqwest's own message leaves out
+/// why: "error sending request").
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+/// The first cause of type `T`, looking inside `io::Error`s too (their
+/// `source()` skips the error they wrap).
+fn find_cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(found) = c.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && let Some(found) = find_cause::<T>(inner)
+        {
+            return Some(found);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// Seconds since the Unix epoch.

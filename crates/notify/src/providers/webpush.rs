@@ -131,6 +131,16 @@ impl VapidSender {
                 since_ms: None,
                 reason: format!("Web Push {status}: subscription expired"),
             },
+            300..=399 => Outcome::Failed {
+                reason: format!(
+                    "Web Push {status}: redirects are not followed (to {})",
+                    response
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .unwrap_or("nowhere")
+                ),
+            },
             429 | 500..=599 => Outcome::Retry {
                 after: retry_after(response.headers()),
                 reason: format!("Web Push {status}"),

@@ -89,8 +89,10 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn users_with_devices(&self, users: &[String]) -> Result<HashSet<String>, StoreError>;
 
     /// Removes a dead device, unless it was registered again at or after
-    /// `dead_since_ms` (APNs reports when a token stopped being valid; a
-    /// registration after that is a new, valid token).
+    /// `dead_since_ms` (Unix ms): APNs reports when a token stopped being
+    /// valid, and a registration after that is a new, valid token; for the
+    /// services that give no time it is when the send began. Any `u64` is
+    /// taken as it is meant (values past `i64::MAX` mean "whenever").
     async fn remove_dead(&self, id: &str, dead_since_ms: u64) -> Result<bool, StoreError>;
 
     async fn set_environment(&self, id: &str, environment: Environment) -> Result<(), StoreError>;

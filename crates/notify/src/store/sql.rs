@@ -65,11 +65,50 @@ macro_rules! columns {
     };
 }
 
-fn unavailable(e: sqlx::Error) -> StoreError {
+/// The one place that decides whose fault a database error is.
+///
+/// Only what the caller sent can be its fault: a value the database refuses
+/// (PostgreSQL SQLSTATE classes 22 "data exception" and 23 "integrity
+/// constraint violation"; SQLite `SQLITE_TOOBIG`, `SQLITE_CONSTRAINT`,
+/// `SQLITE_MISMATCH`). Everything else is the store's: a lost connection or
+/// I/O error, a pool that timed out or closed, a server shutting down or
+/// restarting (class 08 "connection exception", 57P01 admin shutdown, 57P02
+/// crash shutdown, 57P03 cannot connect now), out of resources (class 53),
+/// a busy or locked SQLite file, or a bug of ours — and the caller may try
+/// again ([`StoreError::Unavailable`]: 503 with `Retry-After` over HTTP,
+/// `UNAVAILABLE` over gRPC). Never 400 for those.
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
-        sqlx::Error::Database(db) => StoreError::Invalid(db.message().to_owned()),
+        sqlx::Error::Database(db) if is_callers_fault(db.as_ref()) => {
+            StoreError::Invalid(db.message().to_owned())
+        }
         _ => StoreError::Unavailable(e.to_string()),
     }
+}
+
+/// Whether the database refused the caller's data (see [`classify`]).
+fn is_callers_fault(db: &dyn sqlx::error::DatabaseError) -> bool {
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        // a SQLSTATE's first two characters are its class
+        let class = pg.code().get(..2).unwrap_or_default();
+        return class == "22" || class == "23";
+    }
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLite's primary result code is the low byte of the extended one
+        const SQLITE_TOOBIG: i64 = 18;
+        const SQLITE_CONSTRAINT: i64 = 19;
+        const SQLITE_MISMATCH: i64 = 20;
+        return db
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|extended| {
+                matches!(
+                    extended & 0xff,
+                    SQLITE_TOOBIG | SQLITE_CONSTRAINT | SQLITE_MISMATCH
+                )
+            });
+    }
+    false
 }
 
 fn now_ms() -> i64 {
@@ -83,7 +122,7 @@ where
     for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let text = |col: &str| row.try_get::<String, _>(col).map_err(unavailable);
+    let text = |col: &str| row.try_get::<String, _>(col).map_err(classify);
     let platform = text("platform")?;
     let environment = text("environment")?;
     Ok(Device {
@@ -92,14 +131,14 @@ where
         platform: Platform::parse(&platform)
             .ok_or_else(|| StoreError::Invalid(format!("unknown platform {platform}")))?,
         token: text("token")?,
-        p256dh: row.try_get("p256dh").map_err(unavailable)?,
-        auth: row.try_get("auth").map_err(unavailable)?,
+        p256dh: row.try_get("p256dh").map_err(classify)?,
+        auth: row.try_get("auth").map_err(classify)?,
         app: text("app")?,
         environment: Environment::parse(&environment).unwrap_or_default(),
-        locale: row.try_get("locale").map_err(unavailable)?,
-        created_ms: row.try_get::<i64, _>("created_ms").map_err(unavailable)? as u64,
-        updated_ms: row.try_get::<i64, _>("updated_ms").map_err(unavailable)? as u64,
-        last_seen_ms: row.try_get::<i64, _>("last_seen_ms").map_err(unavailable)? as u64,
+        locale: row.try_get("locale").map_err(classify)?,
+        created_ms: row.try_get::<i64, _>("created_ms").map_err(classify)? as u64,
+        updated_ms: row.try_get::<i64, _>("updated_ms").map_err(classify)? as u64,
+        last_seen_ms: row.try_get::<i64, _>("last_seen_ms").map_err(classify)? as u64,
     })
 }
 
@@ -109,14 +148,14 @@ where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let text = |col: &str| row.try_get::<String, _>(col).map_err(unavailable);
+    let text = |col: &str| row.try_get::<String, _>(col).map_err(classify);
     Ok(DeviceStatus {
         device_id: text("device_id")?,
         platform: text("platform")?,
         state: DeliveryState::parse(&text("state")?),
         reason: text("reason")?,
-        attempts: row.try_get::<i64, _>("attempts").map_err(unavailable)? as u32,
-        updated_ms: row.try_get::<i64, _>("updated_ms").map_err(unavailable)? as u64,
+        attempts: row.try_get::<i64, _>("attempts").map_err(classify)? as u32,
+        updated_ms: row.try_get::<i64, _>("updated_ms").map_err(classify)? as u64,
     })
 }
 
@@ -130,24 +169,24 @@ macro_rules! apply_migrations {
         )
         .execute(&mut *$tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(classify)?;
         for (version, statement) in MIGRATIONS {
             let done = sqlx::query("SELECT 1 FROM herald_migrations WHERE version = $1")
                 .bind(version)
                 .fetch_optional(&mut *$tx)
                 .await
-                .map_err(unavailable)?;
+                .map_err(classify)?;
             if done.is_none() {
                 sqlx::query(*statement)
                     .execute(&mut *$tx)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(classify)?;
                 sqlx::query("INSERT INTO herald_migrations (version, applied_ms) VALUES ($1, $2)")
                     .bind(version)
                     .bind(now_ms())
                     .execute(&mut *$tx)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(classify)?;
             }
         }
     };
@@ -175,7 +214,7 @@ macro_rules! sql_store {
                 max_per_user: usize,
             ) -> Result<Device, StoreError> {
                 let now = now_ms();
-                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let mut tx = self.pool.begin().await.map_err(classify)?;
                 let row = sqlx::query(concat!(
                     "INSERT INTO herald_devices (",
                     columns!(),
@@ -200,7 +239,7 @@ macro_rules! sql_store {
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(unavailable)?;
+                .map_err(classify)?;
                 let device = device_of(&row)?;
                 sqlx::query(
                     "DELETE FROM herald_devices WHERE user_id = $1 AND id NOT IN (
@@ -211,8 +250,8 @@ macro_rules! sql_store {
                 .bind(max_per_user.max(1) as i64)
                 .execute(&mut *tx)
                 .await
-                .map_err(unavailable)?;
-                tx.commit().await.map_err(unavailable)?;
+                .map_err(classify)?;
+                tx.commit().await.map_err(classify)?;
                 Ok(device)
             }
 
@@ -221,7 +260,7 @@ macro_rules! sql_store {
                     .bind(id)
                     .execute(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(classify)?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -234,7 +273,7 @@ macro_rules! sql_store {
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(classify)?;
                 row.as_ref().map(device_of).transpose()
             }
 
@@ -247,7 +286,7 @@ macro_rules! sql_store {
                 .bind(user)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(unavailable)?;
+                .map_err(classify)?;
                 rows.iter().map(device_of).collect()
             }
 
@@ -268,21 +307,24 @@ macro_rules! sql_store {
                     for user in batch {
                         query = query.bind(user);
                     }
-                    let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+                    let rows = query.fetch_all(&self.pool).await.map_err(classify)?;
                     for row in rows {
-                        found.insert(row.try_get::<String, _>("user_id").map_err(unavailable)?);
+                        found.insert(row.try_get::<String, _>("user_id").map_err(classify)?);
                     }
                 }
                 Ok(found)
             }
 
             async fn remove_dead(&self, id: &str, dead_since_ms: u64) -> Result<bool, StoreError> {
+                // Saturate: `u64::MAX as i64` would be -1, and "registered
+                // before -1" is never true.
+                let dead_since = i64::try_from(dead_since_ms).unwrap_or(i64::MAX);
                 let done = sqlx::query("DELETE FROM herald_devices WHERE id = $1 AND updated_ms < $2")
                     .bind(id)
-                    .bind(dead_since_ms as i64)
+                    .bind(dead_since)
                     .execute(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(classify)?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -296,7 +338,7 @@ macro_rules! sql_store {
                     .bind(environment.name())
                     .execute(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(classify)?;
                 Ok(())
             }
 
@@ -318,7 +360,7 @@ macro_rules! sql_store {
                 .bind(s.updated_ms as i64)
                 .execute(&self.pool)
                 .await
-                .map_err(unavailable)?;
+                .map_err(classify)?;
                 Ok(())
             }
 
@@ -331,7 +373,7 @@ macro_rules! sql_store {
                 .bind(notification)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(unavailable)?;
+                .map_err(classify)?;
                 rows.iter().map(status_of).collect()
             }
         }
@@ -352,21 +394,21 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await
-            .map_err(unavailable)?;
+            .map_err(classify)?;
         let store = PostgresStore { pool };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(classify)?;
         // Replicas starting together take turns.
         sqlx::query("SELECT pg_advisory_xact_lock(4813)")
             .execute(&mut *tx)
             .await
-            .map_err(unavailable)?;
+            .map_err(classify)?;
         apply_migrations!(tx);
-        tx.commit().await.map_err(unavailable)
+        tx.commit().await.map_err(classify)
     }
 }
 
@@ -374,7 +416,7 @@ impl SqliteStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options: SqliteConnectOptions = url
             .parse::<SqliteConnectOptions>()
-            .map_err(unavailable)?
+            .map_err(classify)?
             .create_if_missing(true)
             .busy_timeout(ACQUIRE_TIMEOUT)
             // WAL: readers do not wait for the writer, and a commit is one
@@ -388,16 +430,16 @@ impl SqliteStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(unavailable)?;
+            .map_err(classify)?;
         let store = SqliteStore { pool };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(classify)?;
         apply_migrations!(tx);
-        tx.commit().await.map_err(unavailable)
+        tx.commit().await.map_err(classify)
     }
 }
 
