@@ -295,6 +295,9 @@ async fn sigterm_drains_a_thousand_clients_to_another_edge_without_loss() {
         ("HERALD_HISTORY_STORAGE", "memory"),
         ("HERALD_DRAIN_WINDOW_SECS", "3"),
         ("HERALD_CONNECTION_RATE", "5000"),
+        // the whole crowd comes from one address, loopback
+        ("HERALD_CONNECTION_RATE_PER_IP", "5000"),
+        ("HERALD_MAX_CONNECTIONS_PER_IP", "0"),
         ("HERALD_MAX_CONNECTIONS_PER_USER", "2000"),
     ]);
     let _cleanup = StreamCleanup(prefix);

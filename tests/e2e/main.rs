@@ -5,6 +5,7 @@ mod browser;
 mod deploy;
 mod distributed;
 mod edge_limits;
+mod hardening;
 mod notify;
 mod operations;
 mod presence;

@@ -112,6 +112,14 @@ pub fn herald_output(env: &Env, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+const STANDALONE_ARGS: &[&str] = &[
+    "standalone",
+    "--http",
+    "127.0.0.1:0",
+    "--grpc",
+    "127.0.0.1:0",
+];
+
 /// A running `herald` process; killed when dropped.
 pub struct Herald {
     child: Child,
@@ -128,8 +136,27 @@ pub struct Herald {
 impl Herald {
     /// Starts `herald <args>` and waits until it logs that it listens.
     pub fn start(name: &str, env: &Env, args: &[&str]) -> Herald {
+        Herald::start_with(name, env, args, None)
+    }
+
+    /// Starts `herald <args>` allowed at most `files` open descriptors
+    /// (soft and hard limit, so it cannot raise them).
+    pub fn start_limited(name: &str, env: &Env, args: &[&str], files: u32) -> Herald {
+        Herald::start_with(name, env, args, Some(files))
+    }
+
+    fn start_with(name: &str, env: &Env, args: &[&str], files: Option<u32>) -> Herald {
         let dir = tempfile::tempdir().expect("a working directory");
-        let mut command = Command::new(herald_bin());
+        let mut command = match files {
+            None => Command::new(herald_bin()),
+            Some(files) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+                    .arg(herald_bin());
+                sh
+            }
+        };
         command
             .args(args)
             .current_dir(dir.path())
@@ -176,17 +203,12 @@ impl Herald {
 
     /// `herald standalone` on free ports.
     pub fn standalone(env: &Env) -> Herald {
-        Herald::start(
-            "standalone",
-            env,
-            &[
-                "standalone",
-                "--http",
-                "127.0.0.1:0",
-                "--grpc",
-                "127.0.0.1:0",
-            ],
-        )
+        Herald::start("standalone", env, STANDALONE_ARGS)
+    }
+
+    /// `herald standalone` on free ports, with at most `files` descriptors.
+    pub fn standalone_limited(env: &Env, files: u32) -> Herald {
+        Herald::start_limited("standalone", env, STANDALONE_ARGS, files)
     }
 
     /// `herald routing` on free ports.

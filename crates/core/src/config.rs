@@ -160,7 +160,8 @@ pub struct Config {
     /// Seconds a new HTTP connection has to send its request headers.
     pub http_header_timeout_secs: u64,
     /// Connections (sockets) one client address may hold on one process
-    /// (0: no limit).
+    /// (0: no limit). A tenth of `max_connections` by default: enough for a
+    /// large office or carrier NAT, not enough for one host to take all.
     pub max_connections_per_ip: usize,
     /// New client connections one address may open per second (its share
     /// of `connection_rate`; bursts of the same size).
@@ -317,7 +318,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             http_header_timeout_secs: 10,
-            max_connections_per_ip: 1000,
+            max_connections_per_ip: 10_000,
             connection_rate_per_ip: 100,
             ping_interval_secs: 25,
             pong_timeout_secs: 10,

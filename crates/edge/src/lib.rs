@@ -97,6 +97,10 @@ pub struct Edge {
     pub(crate) http_commands: rate::KeyedLimiter,
     /// Long-poll sessions, by the id their cursors carry.
     pub(crate) polls: transport::poll::PollSessions,
+    /// New connections per client address.
+    arrivals_by_address: rate::KeyedLimiter<std::net::IpAddr>,
+    /// Who may speak for clients (`X-Forwarded-For`).
+    pub(crate) accept_limits: service::AcceptLimits,
 }
 
 impl Edge {
@@ -137,6 +141,12 @@ impl Edge {
                 config.max_connections,
             ),
             polls: transport::poll::PollSessions::default(),
+            arrivals_by_address: rate::KeyedLimiter::new(
+                config.connection_rate_per_ip,
+                config.connection_rate_per_ip,
+                config.max_connections,
+            ),
+            accept_limits: service::accept_limits(&config),
             config,
         })
     }
@@ -144,7 +154,11 @@ impl Edge {
     /// Decides whether a new client connection may open: not while
     /// draining, only from allowed origins, within the connection limits.
     /// Refusals are cheap HTTP answers, given before any other work.
-    pub(crate) fn admit(&self, headers: &HeaderMap) -> Result<admission::Permit, Refusal> {
+    pub(crate) fn admit(
+        &self,
+        headers: &HeaderMap,
+        client: &ClientAddress,
+    ) -> Result<admission::Permit, Refusal> {
         if self.shutdown.is_triggered() {
             stats::refused("draining");
             return Err(Refusal::Unavailable(admission::Refused {
@@ -156,6 +170,17 @@ impl Edge {
         if !origin_allowed(&self.config.allowed_origins, headers) {
             stats::refused("origin");
             return Err(Refusal::Origin);
+        }
+        // One address's share of the arrival rate, before the edge's own.
+        if let Some(ip) = client.0
+            && !self.arrivals_by_address.take(&ip)
+        {
+            stats::refused("address_rate");
+            return Err(Refusal::Unavailable(admission::Refused {
+                reason: "too many new connections from this address; retry later",
+                retry_after: Duration::from_secs(1),
+                kind: "address_rate",
+            }));
         }
         let permit = self.admission.admit().map_err(|refused| {
             stats::refused(refused.kind);
@@ -318,6 +343,28 @@ pub struct Census {
     pub poll_sessions: usize,
 }
 
+/// The client's address: the peer's, or the one a trusted proxy names.
+pub(crate) struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl axum::extract::FromRequestParts<Arc<Edge>> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        edge: &Arc<Edge>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        Ok(ClientAddress(service::client_address(
+            peer,
+            &parts.headers,
+            &edge.accept_limits,
+        )))
+    }
+}
+
 /// Why a new client connection was not accepted.
 pub(crate) enum Refusal {
     /// 403: the browser's origin is not allowed.
@@ -430,7 +477,7 @@ impl Edge {
         let edge = self.clone();
         let limit = Duration::from_secs(config.drain_window_secs + config.shutdown_grace_secs);
         Service::new(name, shutdown)
-            .limits(service::accept_limits(config))
+            .limits(self.accept_limits.clone())
             .grace(Duration::from_secs(config.shutdown_grace_secs))
             .drain(async move {
                 edge.drained(limit).await;

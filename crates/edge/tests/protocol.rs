@@ -442,3 +442,199 @@ async fn commands_over_the_rate_get_107_and_abuse_closes_the_connection() {
     assert_eq!(closed.code, 4500);
     let _ = client.next_event_within(Duration::from_millis(1)).await;
 }
+
+/// A publish waiting on routing (a slow JetStream append, say) holds up
+/// nothing else of its connection: deliveries and pings go on meanwhile,
+/// the outbox does not fill, the replies come in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_waiting_on_routing_holds_up_no_delivery_and_no_ping() {
+    use futures::{SinkExt, StreamExt};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    const CLIENT_PUBLISHES: u64 = 30;
+    let server = start(|c| {
+        c.ping_interval_secs = 1;
+        c.pong_timeout_secs = 5;
+    })
+    .await;
+    server.bus.delay_publishes(Duration::from_secs(2));
+    let mut request = server.ws.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "herald.v1.json".parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut sink, mut stream) = ws.split();
+    for frame in [
+        json!({"id": 1, "connect": {"token": alice()}}),
+        json!({"id": 2, "subscribe": {"channel": "chat:busy"}}),
+    ] {
+        sink.send(Message::text(frame.to_string())).await.unwrap();
+    }
+    let mut ready = 0;
+    while ready < 2 {
+        let frame = stream.next().await.unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        assert!(v.get("error").is_none(), "{v}");
+        ready += u64::from(v.get("ok").is_some());
+    }
+
+    // A busy channel: about 2,000 publications a second for 4 s.
+    let fed = Arc::new(AtomicU64::new(0));
+    let fed_all = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (routing, fed, fed_all) = (server.routing.clone(), fed.clone(), fed_all.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let until = tokio::time::Instant::now() + Duration::from_secs(4);
+            while tokio::time::Instant::now() < until {
+                tick.tick().await;
+                for _ in 0..2 {
+                    routing
+                        .publish(herald_routing::PublishRequest {
+                            channel: herald_core::channel::Channel::new("chat:busy").unwrap(),
+                            data: serde_json::value::RawValue::from_string("{\"n\":1}".into())
+                                .unwrap(),
+                            idempotency_key: None,
+                            notify_offline: vec![],
+                            notification: None,
+                        })
+                        .await
+                        .unwrap();
+                    fed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            fed_all.store(true, Ordering::Release);
+        })
+    };
+    // The client publishes all along, and answers pings.
+    let outstanding = Arc::new(AtomicU64::new(0));
+    let (pong_tx, mut pongs) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let writer = {
+        let outstanding = outstanding.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut sent = 0;
+            loop {
+                tokio::select! {
+                    _ = tick.tick(), if sent < CLIENT_PUBLISHES => {
+                        let frame = json!({"id": 100 + sent, "publish": {"channel": "chat:busy", "data": {"mine": sent}}});
+                        outstanding.fetch_add(1, Ordering::AcqRel);
+                        sink.send(Message::text(frame.to_string())).await.unwrap();
+                        sent += 1;
+                    }
+                    pong = pongs.recv() => match pong {
+                        Some(()) => sink.send(Message::text(r#"{"pong":{}}"#)).await.unwrap(),
+                        None => return sink,
+                    },
+                }
+            }
+        })
+    };
+
+    let (mut received, mut last_offset, mut next_reply) = (0u64, 0u64, 100u64);
+    let (mut delivered_while_waiting, mut pinged_while_waiting) = (0u64, 0u64);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = fed_all.load(Ordering::Acquire)
+            && received == fed.load(Ordering::Relaxed) + CLIENT_PUBLISHES
+            && next_reply == 100 + CLIENT_PUBLISHES;
+        if done {
+            break;
+        }
+        let frame = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("everything in time")
+            .expect("the connection stays open")
+            .expect("a frame");
+        let text = match frame {
+            Message::Text(text) => text,
+            Message::Close(close) => panic!("closed: {close:?}"),
+            _ => continue,
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let waiting = outstanding.load(Ordering::Acquire) > 0;
+        if let Some(p) = v.get("pub") {
+            let offset = p["offset"].as_u64().unwrap();
+            assert_eq!(offset, last_offset + 1, "every delivery, in order");
+            last_offset = offset;
+            received += 1;
+            delivered_while_waiting += u64::from(waiting);
+        } else if v.get("ping").is_some() {
+            pinged_while_waiting += u64::from(waiting);
+            pong_tx.send(()).unwrap();
+        } else if let Some(id) = v.get("id").and_then(|id| id.as_u64()) {
+            assert!(v.get("ok").is_some(), "{v}");
+            assert_eq!(id, next_reply, "replies in order");
+            next_reply += 1;
+            outstanding.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            panic!("unexpected {v}");
+        }
+    }
+    feeder.await.unwrap();
+    drop(pong_tx);
+    drop(writer.await.unwrap());
+    assert!(
+        delivered_while_waiting > 1000,
+        "{delivered_while_waiting} deliveries while a publish waited"
+    );
+    assert!(pinged_while_waiting >= 1, "no ping while a publish waited");
+    assert_eq!(server.edge.census().connections, 1, "still connected");
+}
+
+/// A client that comes from an edge further ahead (it saw a publication
+/// this edge has not delivered yet) resumes where it is: nothing is
+/// unrecoverable, nothing arrives twice.
+#[tokio::test]
+async fn a_client_ahead_of_this_edge_resumes_without_loss_or_repeat() {
+    use herald_core::history::{Appended, History, NewPublication, Retention};
+    let server = start(|_| {}).await;
+    let mut client = connected(&server).await;
+    let channel = herald_core::channel::Channel::new("chat:ahead").unwrap();
+    client.subscribe("chat:ahead").await.unwrap();
+    api_publish(&server, json!({"channel": "chat:ahead", "data": 1})).await;
+    assert_eq!(client.next_publication().await.unwrap().offset, 1);
+    // offset 2 is stored, and seen elsewhere, but its live copy has not
+    // reached this edge
+    let stored = server
+        .history
+        .append(
+            &channel,
+            NewPublication {
+                data: serde_json::value::RawValue::from_string("2".into()).unwrap(),
+                from: None,
+                ts: 1,
+            },
+            Retention {
+                size: 100,
+                ttl: Duration::from_secs(60),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let Appended::New(seen_elsewhere) = stored else {
+        panic!("{stored:?}")
+    };
+    let (mut resumed, _) = Client::connect(&server.ws, &alice()).await.unwrap();
+    let position = StreamPosition {
+        offset: seen_elsewhere.offset,
+        epoch: seen_elsewhere.epoch.clone(),
+    };
+    let ok = resumed
+        .subscribe_since("chat:ahead", &position)
+        .await
+        .unwrap();
+    assert_eq!(ok.recovered, Some(true));
+    assert_eq!(ok.offset, 2);
+    assert!(ok.publications.unwrap_or_default().is_empty());
+    // the next publication fills the gap here: 2 reaches the first client,
+    // not the one that saw it already
+    api_publish(&server, json!({"channel": "chat:ahead", "data": 3})).await;
+    assert_eq!(client.next_publication().await.unwrap().offset, 2);
+    assert_eq!(client.next_publication().await.unwrap().offset, 3);
+    assert_eq!(resumed.next_publication().await.unwrap().offset, 3);
+}

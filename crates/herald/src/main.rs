@@ -29,6 +29,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     // One TLS provider for every rustls user in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Every connection is a descriptor: take all the system allows.
+    herald_proto::service::descriptors::raise_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

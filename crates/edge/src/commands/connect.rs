@@ -7,10 +7,10 @@
 use herald_core::auth::TokenError;
 use herald_core::channel::Channel;
 use herald_core::protocol::{
-    CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, StreamPosition, SubscribeOk,
+    CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, StreamPosition,
 };
 
-use crate::commands::subscribe::join;
+use crate::commands::subscribe::{JoinedAt, join};
 use crate::connection::{Connection, Done, Release, reply};
 use crate::transport::{Out, Reply, ReplyBody};
 
@@ -18,7 +18,7 @@ use crate::transport::{Out, Reply, ReplyBody};
 pub(crate) struct Connected {
     id: u64,
     personal: Option<Channel>,
-    joined: Result<Option<SubscribeOk>, ErrorBody>,
+    joined: Result<Option<JoinedAt>, ErrorBody>,
 }
 
 pub(crate) fn start(conn: &mut Connection, id: u64, command: ConnectCommand) {
@@ -75,7 +75,9 @@ pub(crate) fn finish(conn: &mut Connection, connected: Connected, out: &mut Vec<
         conn.pending.remove(p);
     }
     match joined {
-        Ok(resumed) => {
+        Ok(joined) => {
+            let ahead = joined.as_ref().is_some_and(|j| j.ahead);
+            let resumed = joined.map(|j| j.ok);
             let user = conn
                 .claims
                 .as_ref()
@@ -100,6 +102,9 @@ pub(crate) fn finish(conn: &mut Connection, connected: Connected, out: &mut Vec<
                 // (without a resume, everything held is new)
                 let release = from.as_ref().map_or(Release::All, Release::After);
                 conn.release_held(&p, out, release);
+                if let (true, Some(from)) = (ahead, from) {
+                    conn.skip_until(&p, from);
+                }
             }
         }
         Err(e) => {

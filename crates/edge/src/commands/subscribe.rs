@@ -23,7 +23,7 @@ pub(crate) const MAX_RECOVERY: u64 = 1000;
 pub(crate) struct Joined {
     id: Option<u64>,
     channel: Channel,
-    result: Result<SubscribeOk, ErrorBody>,
+    result: Result<JoinedAt, ErrorBody>,
 }
 
 pub(crate) fn start(
@@ -97,7 +97,7 @@ pub(crate) fn finish(conn: &mut Connection, joined: Joined, out: &mut Vec<Out>) 
         }
     });
     match result {
-        Ok(ok) => {
+        Ok(JoinedAt { ok, ahead }) => {
             conn.subscriptions.insert(channel.clone());
             if !conn.is_personal(&channel) {
                 conn.edge.reporter.subscribe(conn.id, &channel);
@@ -111,12 +111,24 @@ pub(crate) fn finish(conn: &mut Connection, joined: Joined, out: &mut Vec<Out>) 
                 body: ReplyBody::Subscribed(channel.clone(), ok),
             }));
             conn.release_held(&channel, out, Release::After(&from));
+            if ahead {
+                conn.skip_until(&channel, from);
+            }
         }
         Err(e) => {
             conn.release_held(&channel, out, Release::Nothing);
             out.push(Out::Reply(reply::<()>(id, Err(e))));
         }
     }
+}
+
+/// Where a join left the client.
+pub(crate) struct JoinedAt {
+    pub ok: SubscribeOk,
+    /// The client had seen more than this edge delivered yet (it came from
+    /// an edge further ahead): deliveries up to `ok.offset` still on their
+    /// way here are not for it.
+    pub ahead: bool,
 }
 
 /// Joins the live stream, then fills in from history what the client
@@ -128,7 +140,7 @@ pub(crate) async fn join(
     outbox: &Outbox,
     channel: &Channel,
     since: Option<&StreamPosition>,
-) -> Result<SubscribeOk, ErrorBody> {
+) -> Result<JoinedAt, ErrorBody> {
     let joined = edge.hub.subscribe(channel, conn, outbox.clone()).await?;
     let Some(latest) = joined else {
         edge.hub.unsubscribe(channel, conn);
@@ -137,23 +149,53 @@ pub(crate) async fn join(
             "history unavailable; try again",
         ));
     };
+    let at = |ok| JoinedAt { ok, ahead: false };
     let Some(since) = since else {
-        return Ok(SubscribeOk {
+        return Ok(at(SubscribeOk {
             offset: latest.offset,
             epoch: latest.epoch,
             recovered: None,
             publications: None,
-        });
+        }));
     };
+    if since.epoch == latest.epoch && since.offset > latest.offset {
+        // Ahead of this edge: routing, which gives the offsets, says
+        // whether the position is real.
+        let query = HistoryQuery {
+            channel: channel.clone(),
+            since: None,
+            limit: 0,
+        };
+        match edge.routing.history(&query).await {
+            Ok(recovery) => {
+                let known = recovery.latest();
+                if known.epoch == since.epoch && since.offset <= known.offset {
+                    return Ok(JoinedAt {
+                        ok: SubscribeOk {
+                            offset: since.offset,
+                            epoch: since.epoch.clone(),
+                            recovered: Some(true),
+                            publications: Some(Vec::new()),
+                        },
+                        ahead: true,
+                    });
+                }
+            }
+            Err(e) => {
+                edge.hub.unsubscribe(channel, conn);
+                return Err(e);
+            }
+        }
+    }
     match recover(edge, channel, since, &latest).await {
         Ok(recovered) => {
             let complete = recovered.is_some();
-            Ok(SubscribeOk {
+            Ok(at(SubscribeOk {
                 offset: latest.offset,
                 epoch: latest.epoch,
                 recovered: Some(complete),
                 publications: Some(recovered.unwrap_or_default()),
-            })
+            }))
         }
         Err(e) => {
             edge.hub.unsubscribe(channel, conn);

@@ -17,7 +17,7 @@ pub(crate) mod driver;
 pub(crate) mod handle;
 pub(crate) mod lifecycle;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +98,9 @@ pub(crate) struct Connection {
     /// Unsubscribes in flight: a subscribe behind one is a resubscribe.
     pub leaving: HashSet<Channel>,
     held: VecDeque<Arc<Delivery>>,
+    /// Channels resumed ahead of this edge: their deliveries up to here
+    /// were seen elsewhere.
+    skip: HashMap<Channel, StreamPosition>,
     commands: TokenBucket,
     refused_in_a_row: u32,
     _permit: Permit,
@@ -129,6 +132,7 @@ impl Connection {
             pending: HashSet::new(),
             leaving: HashSet::new(),
             held: VecDeque::new(),
+            skip: HashMap::new(),
             refused_in_a_row: 0,
             _permit: permit,
             edge,
@@ -226,6 +230,7 @@ impl Connection {
 
     /// Leaves a subscribed channel (a no-op for one it is not in).
     pub fn leave(&mut self, channel: &Channel) {
+        self.skip.remove(channel);
         if self.subscriptions.remove(channel) {
             self.edge.hub.unsubscribe(channel, self.id);
             self.edge.reporter.unsubscribe(self.id, channel);
@@ -344,6 +349,15 @@ impl Connection {
     /// Routes a delivery: to `out`, or held while its channel's subscribe
     /// is still in flight.
     fn take(&mut self, delivery: Arc<Delivery>, out: &mut Vec<Out>) -> Result<(), CloseCode> {
+        if !self.skip.is_empty()
+            && let Some(until) = self.skip.get(&delivery.channel)
+            && let Some((offset, epoch)) = &delivery.position
+        {
+            if **epoch == *until.epoch && *offset <= until.offset {
+                return Ok(());
+            }
+            self.skip.remove(&delivery.channel);
+        }
         if !self.pending.is_empty() && self.pending.contains(&delivery.channel) {
             if self.held.len() >= self.edge.config.client_queue_len {
                 return Err(CloseCode::SlowConsumer);
@@ -381,6 +395,14 @@ impl Connection {
             }
         }
         self.held = kept;
+    }
+}
+
+impl Connection {
+    /// Drops `channel`'s live deliveries up to `position` (the client saw
+    /// them on another edge).
+    pub fn skip_until(&mut self, channel: &Channel, position: StreamPosition) {
+        self.skip.insert(channel.clone(), position);
     }
 }
 

@@ -27,12 +27,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::{Internal, Keepalive, Out, Read, ReplyBody, Transport, WriteError};
-use crate::Edge;
 use crate::connection::handle::Handle;
 use crate::connection::lifecycle::far_future;
 use crate::connection::{Connection, driver};
 use crate::cursor::Cursor;
 use crate::http_client::{Denied, HttpError, authenticate, channels};
+use crate::{ClientAddress, Edge};
 
 const DEFAULT_TIMEOUT_SECS: u64 = 25;
 const MAX_TIMEOUT_SECS: u64 = 60;
@@ -95,12 +95,13 @@ impl PollSessions {
 
 pub(crate) async fn poll(
     State(edge): State<Arc<Edge>>,
+    client: ClientAddress,
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
     match request(&edge, &headers, params) {
         Ok((request, answer)) => {
-            if let Err(refused) = deliver(&edge, &headers, request) {
+            if let Err(refused) = deliver(&edge, &headers, &client, request) {
                 return refused.into_response();
             }
             // Dropped here when the client goes away mid-poll: the session
@@ -155,7 +156,12 @@ fn request(
 }
 
 /// Hands the poll to its session, or opens one.
-fn deliver(edge: &Arc<Edge>, headers: &HeaderMap, request: PollRequest) -> Result<(), Denied> {
+fn deliver(
+    edge: &Arc<Edge>,
+    headers: &HeaderMap,
+    client: &ClientAddress,
+    request: PollRequest,
+) -> Result<(), Denied> {
     let mut request = request;
     if let Some(id) = &request.cursor.session
         && let Some(mailbox) = edge.polls.find(id, &request.claims.sub)
@@ -176,7 +182,7 @@ fn deliver(edge: &Arc<Edge>, headers: &HeaderMap, request: PollRequest) -> Resul
     // A new session: the request's refusals stand now.
     let dropped = std::mem::replace(&mut request.dropped, Ok(Vec::new()))?;
     request.dropped = Ok(dropped);
-    let permit = edge.admit(headers)?;
+    let permit = edge.admit(headers, client)?;
     let mut conn = Connection::new(edge.clone(), herald_core::presence::Transport::Poll, permit);
     conn.register(request.claims.clone())?;
     let id = format!("{:016x}{:016x}", rand::random::<u64>(), conn.id);

@@ -20,12 +20,12 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use super::{Internal, Keepalive, Out, Read, ReplyBody, Transport, WriteError};
-use crate::Edge;
 use crate::connection::lifecycle::far_future;
 use crate::connection::{Connection, driver};
 use crate::cursor::{Cursor, StreamCursor};
 use crate::http_client::{Denied, authenticate, channels};
 use crate::outbox::{Delivery, sse_fields};
+use crate::{ClientAddress, Edge};
 
 /// Comment line sent when nothing else is, so proxies keep the stream open
 /// and clients notice a dead one.
@@ -56,17 +56,23 @@ struct Subscribed<'a> {
 
 pub(crate) async fn stream(
     State(edge): State<Arc<Edge>>,
+    client: ClientAddress,
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    match open(edge, headers, params) {
+    match open(edge, &client, headers, params) {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-fn open(edge: Arc<Edge>, headers: HeaderMap, params: Params) -> Result<Response, Denied> {
-    let permit = edge.admit(&headers)?;
+fn open(
+    edge: Arc<Edge>,
+    client: &ClientAddress,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, Denied> {
+    let permit = edge.admit(&headers, client)?;
     let claims = authenticate(&edge, &headers, params.token.as_deref())?;
     let requested = channels(&edge, &claims, &params.channels)?;
     let last_event_id = headers

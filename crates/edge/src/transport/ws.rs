@@ -11,8 +11,8 @@ use futures::SinkExt;
 use herald_core::protocol::{CloseCode, EmptyOk, Push, SUBPROTOCOL, encode};
 
 use super::{Keepalive, Out, Read, Transport, WriteError};
-use crate::Edge;
 use crate::connection::{Connection, driver};
+use crate::{ClientAddress, Edge};
 
 /// A write that takes longer than this means the client stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,10 +26,11 @@ const FRAME_OVERHEAD: usize = 4096;
 
 pub(crate) async fn upgrade(
     State(edge): State<Arc<Edge>>,
+    client: ClientAddress,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let permit = match edge.admit(&headers) {
+    let permit = match edge.admit(&headers, &client) {
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(),
     };

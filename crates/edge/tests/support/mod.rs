@@ -33,6 +33,7 @@ pub struct Server {
     pub shutdown: Shutdown,
     pub edge: Arc<Edge>,
     pub routing: Arc<Routing>,
+    pub history: Arc<MemoryHistory>,
     /// The edge's side of the bus.
     pub bus: Arc<EdgeBus>,
 }
@@ -69,11 +70,12 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
         shutdown.clone(),
     );
     edge.start(shutdown.clone()).await.expect("edge");
+    let history = Arc::new(MemoryHistory::new(config.idempotency_window()));
     let routing = Arc::new(Routing::new(
         config.clone(),
         Deps {
             bus: Arc::new(bus),
-            history: Arc::new(MemoryHistory::new(config.idempotency_window())),
+            history: history.clone(),
             queue: Arc::new(MemoryWorkQueue::new(1000)),
             presence: edge.clone(),
         },
@@ -103,6 +105,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
         shutdown,
         edge,
         routing,
+        history,
         bus: edge_bus,
     }
 }

@@ -1,0 +1,228 @@
+//! What an outside party can make a server hold before it has proven
+//! anything: sockets that never speak or speak a byte a second, a flood of
+//! them against a process with few descriptors, one address taking more
+//! than its share.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::*;
+
+const SECRET: &str = "e2e-hardening-secret-0123456789abc";
+const API_KEY: &str = "e2e-hardening-key";
+/// How long a test waits for something that must happen.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn env(extra: &[(&str, &str)]) -> Env {
+    let mut pairs = vec![("HERALD_JWT_SECRET", SECRET), ("HERALD_API_KEYS", API_KEY)];
+    pairs.extend_from_slice(extra);
+    Env::new(&pairs)
+}
+
+/// Waits until the server closes `socket` (reads its end).
+async fn closed_by_server(socket: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(WAIT, socket.read(&mut buf))
+            .await
+            .expect("the server closes the socket in time")
+        {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_and_slow_headers_are_closed_within_the_header_timeout() {
+    let herald = Herald::standalone(&env(&[("HERALD_HTTP_HEADER_TIMEOUT_SECS", "1")]));
+    let mut silent = TcpStream::connect(herald.addr).await.unwrap();
+    assert!(
+        closed_by_server(&mut silent).await.is_empty(),
+        "no answer, closed"
+    );
+
+    // a byte every 300 ms: the headers would take ~10 s
+    let mut slow = TcpStream::connect(herald.addr).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: herald\r\nUser-Agent: slowloris\r\n\r\n";
+    let mut sent = 0;
+    let closed = loop {
+        if sent == request.len() {
+            break false;
+        }
+        if slow.write_all(&request[sent..=sent]).await.is_err() {
+            break true;
+        }
+        sent += 1;
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(300), slow.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => break true, // an error answer, then the close
+            Err(_) => {}             // still open: next byte
+        }
+    };
+    assert!(closed, "the whole request went through at a byte a second");
+    assert!(sent < request.len() - 10, "closed only after {sent} bytes");
+    // an honest client is served as ever
+    let answer = http_client()
+        .get(format!("{}/healthz", herald.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}
+
+/// Connects a WebSocket client from `local` (a loopback address of its
+/// own) and sends `connect`; answers the HTTP status when refused.
+async fn ws_from(
+    local: &str,
+    server: SocketAddr,
+    token: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, u16> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(server).await.unwrap();
+    let mut request = format!("ws://{server}/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "herald.v1.json".parse().unwrap());
+    match tokio_tungstenite::client_async(request, stream).await {
+        Ok((mut ws, _)) => {
+            ws.send(Message::text(
+                json!({"id": 1, "connect": {"token": token}}).to_string(),
+            ))
+            .await
+            .unwrap();
+            let reply = ws.next().await.unwrap().unwrap();
+            assert!(reply.to_text().unwrap().contains(r#""ok""#), "{reply}");
+            Ok(ws)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_sockets_leaves_health_checks_and_clients_working() {
+    let env = env(&[
+        // the flood would be closed after 10 s anyway; here it stays
+        ("HERALD_HTTP_HEADER_TIMEOUT_SECS", "60"),
+        ("HERALD_MAX_CONNECTIONS_PER_IP", "0"),
+        ("HERALD_CONNECTION_RATE_PER_IP", "100000"),
+    ]);
+    let herald = Herald::standalone_limited(&env, 1024);
+    let token = mint_token(&env, "alice", "chat:*", "");
+    let mut flood = Vec::new();
+    for _ in 0..1100 {
+        match TcpStream::connect(herald.addr).await {
+            Ok(socket) => flood.push(socket),
+            Err(e) => panic!("the listener stopped accepting: {e}"),
+        }
+    }
+    // health still answers: the oldest silent sockets made room
+    let health = http_client()
+        .get(format!("{}/healthz", herald.http()))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("/healthz answers during the flood");
+    assert_eq!(health.status(), 200);
+    // and an authenticated client still connects
+    ws_from("127.0.0.1", herald.addr, &token)
+        .await
+        .expect("a client connects during the flood");
+    drop(flood);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_more_than_its_share() {
+    // sockets: at most 20 per address
+    let env_sockets = env(&[
+        ("HERALD_MAX_CONNECTIONS_PER_IP", "20"),
+        ("HERALD_CONNECTION_RATE_PER_IP", "100000"),
+    ]);
+    let herald = Herald::standalone(&env_sockets);
+    let token = mint_token(&env_sockets, "bob", "chat:*", "");
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(
+            ws_from("127.0.0.1", herald.addr, &token)
+                .await
+                .expect("within its share"),
+        );
+    }
+    assert!(
+        matches!(ws_from("127.0.0.1", herald.addr, &token).await, Err(503)),
+        "a 21st socket from the same address is refused"
+    );
+    ws_from("127.0.0.2", herald.addr, &token)
+        .await
+        .expect("another address still connects");
+    drop(held);
+
+    // new connections: at most 5 a second per address, each address its
+    // own, also behind a trusted proxy that names them
+    let env_rate = env(&[
+        ("HERALD_CONNECTION_RATE_PER_IP", "5"),
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.3"),
+    ]);
+    let herald = Herald::standalone(&env_rate);
+    let token = mint_token(&env_rate, "carol", "chat:*", "");
+    let mut refused = 0;
+    let mut open = Vec::new();
+    for _ in 0..15 {
+        match ws_from("127.0.0.1", herald.addr, &token).await {
+            Ok(ws) => open.push(ws),
+            Err(status) => {
+                assert_eq!(status, 503);
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 5, "{refused} of 15 refused");
+    ws_from("127.0.0.2", herald.addr, &token)
+        .await
+        .expect("another address has its own share");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let via_proxy = |client: &'static str| {
+        let url = format!("{}/poll?channels=chat:x&timeout=0", herald.http());
+        let token = token.clone();
+        async move {
+            reqwest::Client::builder()
+                .local_address("127.0.0.3".parse::<std::net::IpAddr>().unwrap())
+                .build()
+                .unwrap()
+                .get(url)
+                .bearer_auth(token)
+                .header("X-Forwarded-For", client)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        statuses.push(via_proxy("10.9.9.9").await);
+    }
+    assert!(
+        statuses.iter().filter(|s| **s == 503).count() >= 5,
+        "the forwarded address has a share of its own: {statuses:?}"
+    );
+    assert_eq!(
+        via_proxy("10.8.8.8").await,
+        200,
+        "another client behind the same proxy still connects"
+    );
+}
