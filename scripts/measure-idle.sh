@@ -9,7 +9,7 @@ target=${CARGO_TARGET_DIR:-$HOME/.cache/herald/target}
 herald=${BIN:-$target/release/herald}
 [ -x "$herald" ] || herald=$target/debug/herald
 port=$((20000 + RANDOM % 20000))
-export HERALD_JWT_SECRET=measure-idle-secret-0123456789 HERALD_API_KEYS=measure-idle-key
+export HERALD_JWT_SECRET=measure-idle-secret-0123456789-abcde HERALD_API_KEYS=measure-idle-key
 export HERALD_CONNECTION_RATE=100000 HERALD_CONNECTION_RATE_PER_IP=100000 HERALD_MAX_CONNECTIONS_PER_IP=0 HERALD_MAX_CONNECTIONS_PER_USER=1000000 HERALD_LOG_FORMAT=json RUST_LOG=warn
 
 "$herald" standalone --http 127.0.0.1:$port --grpc 127.0.0.1:0 &

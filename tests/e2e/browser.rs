@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::support::*;
 
-const SECRET: &str = "e2e-browser-secret-0123456789";
+const SECRET: &str = "e2e-browser-secret-0123456789-abcdef";
 const API_KEY: &str = "e2e-browser-key";
 
 /// Where playwright-core is installed.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const SECRET: &str = "e2e-deploy-secret-0123456789";
+const SECRET: &str = "e2e-deploy-secret-0123456789-abcdef0";
 const API_KEY: &str = "e2e-deploy-key";
 
 /// The kubectl that renders the overlays: `scripts/deploy-env.sh` installs

@@ -226,3 +226,123 @@ async fn one_address_cannot_take_more_than_its_share() {
         "another client behind the same proxy still connects"
     );
 }
+
+/// Resident memory of a process, bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A gauge from `/metrics`.
+async fn gauge(herald: &Herald, name: &str) -> Option<f64> {
+    let text = http_client()
+        .get(format!("{}/metrics", herald.http()))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_history_gives_its_memory_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        "[namespaces.wave]\nhistory_size = 10\nhistory_ttl_secs = 2\n",
+    )
+    .unwrap();
+    let herald = Herald::standalone(&env(&[("HERALD_CONFIG", config.to_str().unwrap())]));
+    let http = http_client();
+    let data = json!({"pad": "x".repeat(1000)});
+    let wave = |name: &'static str| {
+        let (http, data, api) = (http.clone(), data.clone(), herald.http());
+        async move {
+            for batch in 0..100 {
+                let channels: Vec<String> = (0..1000)
+                    .map(|i| format!("wave:{name}-{batch}-{i}"))
+                    .collect();
+                let answer = http
+                    .post(format!("{api}/api/broadcast"))
+                    .bearer_auth(API_KEY)
+                    .json(&json!({"channels": channels, "data": data}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+            }
+        }
+    };
+    let before = rss(herald.pid());
+    wave("one").await;
+    let first = rss(herald.pid()).saturating_sub(before);
+    // the first wave expires and is swept out
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if gauge(&herald, "herald_history_channels").await == Some(0.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never swept");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let between = rss(herald.pid());
+    wave("two").await;
+    let second = rss(herald.pid()).saturating_sub(between);
+    eprintln!(
+        "RSS growth: first wave {} MiB, second wave {} MiB",
+        first >> 20,
+        second >> 20
+    );
+    assert!(
+        first > 50 * 1024 * 1024,
+        "the first wave took {} MiB",
+        first >> 20
+    );
+    assert!(
+        second < first / 2,
+        "the second wave took {} MiB after the first's {} MiB were freed",
+        second >> 20,
+        first >> 20
+    );
+}
+
+#[test]
+fn deep_or_broken_data_oversized_grpc_fast_commands_and_a_polite_close_from_third_party_clients() {
+    let env = env(&[("HERALD_COMMAND_RATE", "5"), ("HERALD_COMMAND_BURST", "5")]);
+    let herald = Herald::standalone(&env);
+    let token = mint_token(&env, "mallory", "chat:*", "chat:*");
+    let grpc = herald.grpc.expect("gRPC").to_string();
+    let out = run_python(
+        "hardening.py",
+        &[&herald.http(), &grpc, &herald.ws(), API_KEY, &token],
+    );
+    assert!(out.contains("ok: hardening"), "{out}");
+}
+
+#[tokio::test]
+async fn a_trace_log_never_holds_a_token() {
+    let env = env(&[("RUST_LOG", "trace")]);
+    let herald = Herald::standalone(&env);
+    let token = mint_token(&env, "alice", "chat:*", "");
+    ws_from("127.0.0.1", herald.addr, &token)
+        .await
+        .expect("connected");
+    let logs = herald.logs();
+    assert!(
+        logs.contains(r#""level":"DEBUG""#),
+        "verbose logs were written"
+    );
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!logs.contains(signature), "the token is in the logs");
+}

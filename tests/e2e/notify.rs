@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const SECRET: &str = "e2e-notify-secret-0123456789";
+const SECRET: &str = "e2e-notify-secret-0123456789-abcdef0";
 const API_KEY: &str = "e2e-notify-key";
 const APP: &str = "com.example.chat";
 const WAIT: Duration = Duration::from_secs(30);

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const SECRET: &str = "e2e-presence-secret-0123456789";
+const SECRET: &str = "e2e-presence-secret-0123456789-abcde";
 const API_KEY: &str = "e2e-presence-key";
 
 fn query(replica: &Herald, users: &[&str]) -> Value {

@@ -36,7 +36,7 @@ impl TraceService for Collector {
 async fn spans_are_exported_over_otlp() {
     let (endpoint, mut rx) = collector().await;
     let env = Env::new(&[
-        ("HERALD_JWT_SECRET", "otlp-test-secret-0123456789"),
+        ("HERALD_JWT_SECRET", "otlp-test-secret-0123456789-abcdef01"),
         ("HERALD_API_KEYS", "otlp-test-key"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
@@ -109,7 +109,7 @@ async fn one_publish_is_one_trace_from_the_api_call_to_the_edge() {
     let (endpoint, mut rx) = collector().await;
     let prefix = unique_prefix();
     let env = Env::new(&[
-        ("HERALD_JWT_SECRET", "otlp-test-secret-0123456789"),
+        ("HERALD_JWT_SECRET", "otlp-test-secret-0123456789-abcdef01"),
         ("HERALD_API_KEYS", "otlp-test-key"),
         ("HERALD_NATS_URL", &nats_url()),
         ("HERALD_SUBJECT_PREFIX", &prefix),

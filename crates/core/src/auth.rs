@@ -110,16 +110,21 @@ struct RawClaims {
 }
 
 impl RawClaims {
-    fn into_claims(self) -> Result<Claims, TokenError> {
+    fn into_claims(self, leeway: u64) -> Result<Claims, TokenError> {
         let sub = self
             .sub
             .ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
         if sub.is_empty() {
             return Err(TokenError::BadClaim("`sub` is empty".into()));
         }
+        crate::user::check_user_id(&sub)
+            .map_err(|e| TokenError::BadClaim(format!("`sub`: {e}")))?;
         let exp = self
             .exp
             .ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+        if exp.saturating_add(i64::try_from(leeway).unwrap_or(i64::MAX)) < unix_now() {
+            return Err(TokenError::Expired);
+        }
         Ok(Claims {
             sub,
             exp,
@@ -177,17 +182,27 @@ impl std::fmt::Debug for TokenVerifier {
     }
 }
 
+/// Shortest HS256 secret: as long as the hash (RFC 7518, 3.2), so the key
+/// is not the weak part.
+pub const MIN_SECRET_LEN: usize = 32;
+
+fn check_secret(key: &[u8]) -> Result<(), KeyError> {
+    if key.len() < MIN_SECRET_LEN {
+        return Err(KeyError(format!(
+            "the HS256 secret must be at least {MIN_SECRET_LEN} bytes long (it is {})",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
 impl TokenVerifier {
     /// `key` is the shared secret for HS256, or a PEM public key for RS256
     /// and ES256. `leeway` is the clock skew tolerated on `exp` and `nbf`.
     pub fn new(algorithm: JwtAlgorithm, key: &[u8], leeway: Duration) -> Result<Self, KeyError> {
         let key = match algorithm {
             JwtAlgorithm::HS256 => {
-                if key.len() < 16 {
-                    return Err(KeyError(
-                        "the HS256 secret must be at least 16 bytes long".into(),
-                    ));
-                }
+                check_secret(key)?;
                 DecodingKey::from_secret(key)
             }
             JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(key),
@@ -260,13 +275,16 @@ impl TokenVerifier {
                 ErrorKind::Json(e) => TokenError::BadClaim(e.to_string()),
                 _ => TokenError::Malformed(e.to_string()),
             })?;
-        data.claims.into_claims()
+        data.claims.into_claims(self.validation.leeway)
     }
 }
 
 fn validation(algorithm: JwtAlgorithm, leeway: Duration) -> Validation {
     let mut validation = Validation::new(algorithm.jsonwebtoken());
-    validation.required_spec_claims = HashSet::from(["exp".to_owned(), "sub".to_owned()]);
+    // `exp` and `sub` are checked by `into_claims`, so a negative or
+    // missing `exp` gets its own answer (expired; missing).
+    validation.required_spec_claims = HashSet::new();
+    validation.validate_exp = false;
     validation.leeway = leeway.as_secs();
     validation.validate_nbf = true;
     validation.validate_aud = false;
@@ -313,7 +331,10 @@ impl TokenSigner {
     /// `key` is the shared secret for HS256, or a PEM (PKCS#8) private key.
     pub fn new(algorithm: JwtAlgorithm, key: &[u8]) -> Result<Self, KeyError> {
         let key = match algorithm {
-            JwtAlgorithm::HS256 => EncodingKey::from_secret(key),
+            JwtAlgorithm::HS256 => {
+                check_secret(key)?;
+                EncodingKey::from_secret(key)
+            }
             JwtAlgorithm::RS256 => EncodingKey::from_rsa_pem(key),
             JwtAlgorithm::ES256 => EncodingKey::from_ec_pem(key),
         }
@@ -457,7 +478,7 @@ mod tests {
 
     #[test]
     fn forged_signature_is_rejected() {
-        let token = TokenSigner::new(JwtAlgorithm::HS256, b"another-secret-of-enough-length")
+        let token = TokenSigner::new(JwtAlgorithm::HS256, b"another-secret-of-enough-length-0123")
             .unwrap()
             .sign(&claims(60))
             .unwrap();
@@ -488,6 +509,23 @@ mod tests {
         assert_eq!(TokenError::Expired.code(), ErrorCode::TokenExpired);
         // within the leeway it still passes
         assert!(hs().verify(&signer.sign(&claims(-2)).unwrap()).is_ok());
+        // a negative `exp` is long past, not malformed
+        let negative = signer
+            .sign(&serde_json::json!({"sub": "a", "exp": -1}))
+            .unwrap();
+        assert_eq!(hs().verify(&negative), Err(TokenError::Expired));
+        // and a user id that is not one is refused (101)
+        for sub in ["alice,bob", "a b", &"u".repeat(255)] {
+            let token = signer
+                .sign(&serde_json::json!({"sub": sub, "exp": unix_now() + 60}))
+                .unwrap();
+            let refused = hs().verify(&token);
+            assert!(
+                matches!(refused, Err(TokenError::BadClaim(_))),
+                "{sub}: {refused:?}"
+            );
+            assert_eq!(refused.unwrap_err().code(), ErrorCode::Unauthorized);
+        }
 
         let no_exp = signer.sign(&serde_json::json!({"sub": "a"})).unwrap();
         assert_eq!(
@@ -529,6 +567,11 @@ mod tests {
     #[test]
     fn weak_or_wrong_keys_fail_at_start_up() {
         assert!(TokenVerifier::new(JwtAlgorithm::HS256, b"short", Duration::ZERO).is_err());
+        assert!(
+            TokenSigner::new(JwtAlgorithm::HS256, b"short").is_err(),
+            "minting too"
+        );
+        assert!(TokenVerifier::new(JwtAlgorithm::HS256, &[b'x'; 31], Duration::ZERO).is_err());
         assert!(TokenVerifier::new(JwtAlgorithm::RS256, b"not a pem", Duration::ZERO).is_err());
         assert!(TokenVerifier::new(JwtAlgorithm::ES256, RSA_PUBLIC, Duration::ZERO).is_err());
     }

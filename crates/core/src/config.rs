@@ -175,6 +175,8 @@ pub struct Config {
     pub connect_timeout_secs: u64,
     /// Largest client frame, and largest publication `data`, in bytes.
     pub max_message_bytes: usize,
+    /// Deepest nesting of arrays and objects in publication `data`.
+    pub max_json_depth: usize,
     /// Frames waiting to be written to one client before it counts as a
     /// slow consumer.
     pub client_queue_len: usize,
@@ -228,6 +230,9 @@ pub struct Config {
     pub typing_rate: u32,
     /// Where JetStream keeps history: `file` (default) or `memory`.
     pub history_storage: HistoryStorage,
+    /// Bytes standalone's in-memory history keeps at most, every channel
+    /// together (past it the oldest publications go first).
+    pub history_memory_bytes: usize,
 
     pub strict_namespaces: bool,
     pub namespaces: BTreeMap<String, NamespaceConfig>,
@@ -324,6 +329,7 @@ impl Default for Config {
             pong_timeout_secs: 10,
             connect_timeout_secs: 10,
             max_message_bytes: 64 * 1024,
+            max_json_depth: 64,
             client_queue_len: 1024,
             client_queue_bytes: 4 * 1024 * 1024,
             write_batch_frames: 64,
@@ -341,6 +347,7 @@ impl Default for Config {
             max_broadcast_channels: 1000,
             presence_timeout_ms: 500,
             history_storage: HistoryStorage::File,
+            history_memory_bytes: crate::history::DEFAULT_MEMORY_BUDGET,
             presence_heartbeat_secs: 5,
             presence_grace_ms: 0,
             poll_grace_secs: 10,
@@ -434,6 +441,7 @@ impl Config {
         positive("connect_timeout_secs", self.connect_timeout_secs)?;
         positive("route_timeout_ms", self.route_timeout_ms)?;
         positive("max_message_bytes", self.max_message_bytes as u64)?;
+        positive("max_json_depth", self.max_json_depth as u64)?;
         positive("client_queue_len", self.client_queue_len as u64)?;
         positive("client_queue_bytes", self.client_queue_bytes as u64)?;
         positive("write_batch_frames", self.write_batch_frames as u64)?;
@@ -901,7 +909,7 @@ mod tests {
         // a JWKS file: not with HS256, not next to a PEM key, and it must exist
         let jwks = Some(PathBuf::from("/nonexistent/jwks.json"));
         let hs_jwks = Config {
-            jwt_secret: Some("0123456789abcdef0123".into()),
+            jwt_secret: Some("0123456789abcdef0123-abcdef012345678".into()),
             jwt_jwks_file: jwks.clone(),
             ..Config::default()
         };

@@ -13,7 +13,7 @@ use crate::channel::Channel;
 use crate::protocol::{Publication, StreamPosition};
 
 pub use jetstream::{JetStreamHistory, Storage};
-pub use memory::MemoryHistory;
+pub use memory::{DEFAULT_BUDGET as DEFAULT_MEMORY_BUDGET, MemoryHistory};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HistoryError {

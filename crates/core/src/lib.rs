@@ -18,6 +18,7 @@ pub mod shutdown;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;
+pub mod user;
 pub mod work_queue;
 
 pub use channel::Channel;

@@ -513,6 +513,77 @@ pub fn decode_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error>
     }
 }
 
+/// Why JSON `data` is refused although it parses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    #[error("data is nested {0} levels deep; the limit is {1}")]
+    TooDeep(usize, usize),
+    #[error("data holds an invalid \\u escape (a lone surrogate) at byte {0}")]
+    BadEscape(usize),
+}
+
+/// Checks JSON that already parsed (a `RawValue`) for what parsers on the
+/// receiving end choke on: nesting deeper than `max_depth`, and `\u`
+/// escapes that are no Unicode (lone surrogates). One pass, no allocation.
+pub fn check_data(json: &str, max_depth: usize) -> Result<(), DataError> {
+    let bytes = json.as_bytes();
+    let (mut depth, mut i, mut in_string) = (0usize, 0usize, false);
+    // a high surrogate seen, waiting for its low half
+    let mut high_at: Option<usize> = None;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => {
+                    let escape = bytes.get(i + 1).copied();
+                    if escape == Some(b'u') {
+                        let hex = json
+                            .get(i + 2..i + 6)
+                            .and_then(|h| u16::from_str_radix(h, 16).ok());
+                        let Some(unit) = hex else {
+                            return Err(DataError::BadEscape(i));
+                        };
+                        match (unit, high_at) {
+                            (0xD800..=0xDBFF, None) => high_at = Some(i),
+                            (0xDC00..=0xDFFF, Some(_)) => high_at = None,
+                            (0xD800..=0xDFFF, _) | (_, Some(_)) => {
+                                return Err(DataError::BadEscape(high_at.unwrap_or(i)));
+                            }
+                            _ => {}
+                        }
+                        i += 6;
+                        continue;
+                    }
+                    if let Some(at) = high_at {
+                        return Err(DataError::BadEscape(at));
+                    }
+                    i += 2;
+                    continue;
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+            if let Some(at) = high_at {
+                return Err(DataError::BadEscape(at));
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max_depth {
+                        return Err(DataError::TooDeep(depth, max_depth));
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Serializes a server frame. Our own types always serialize, so a failure
 /// here is a bug; it is reported as an internal error frame rather than a
 /// panic.
@@ -525,6 +596,32 @@ pub fn encode<T: Serialize>(frame: &T) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn data_too_deep_or_with_lone_surrogates_is_refused() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(check_data(&deep(64), 64), Ok(()));
+        assert_eq!(check_data(&deep(65), 64), Err(DataError::TooDeep(65, 64)));
+        assert!(check_data(&deep(30_000), 64).is_err());
+        // brackets inside strings are text
+        assert_eq!(check_data(&format!("\"{}\"", "[".repeat(100)), 64), Ok(()));
+        assert_eq!(check_data(r#"{"a":"\"[[["}"#, 2), Ok(()));
+        // a surrogate pair is fine, a lone half is not
+        assert_eq!(check_data(r#""\ud83d\ude00""#, 8), Ok(()));
+        for bad in [
+            r#""\ud83d""#,
+            r#""\ude00""#,
+            r#""\ud83dx""#,
+            r#""\ud83d\n""#,
+            r#""\ud83d\u0041""#,
+        ] {
+            assert!(
+                matches!(check_data(bad, 8), Err(DataError::BadEscape(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(check_data(r#""é \u00e9 \n""#, 8), Ok(()));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

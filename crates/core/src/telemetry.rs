@@ -14,6 +14,10 @@ use crate::config::LogFormat;
 
 pub const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
+/// Libraries whose trace logs hold what clients send (tokens included):
+/// never logged below debug.
+const SECRET_BEARING_TARGETS: &[&str] = &["tungstenite", "tokio_tungstenite", "hyper", "h2"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("RUST_LOG is not a valid filter: {0}")]
@@ -55,6 +59,16 @@ pub fn init(service: &str, format: Option<LogFormat>) -> Result<TelemetryGuard, 
         }
         Err(_) => EnvFilter::new("info"),
     };
+    // Whatever RUST_LOG says: the WebSocket library logs whole frames at
+    // trace, and a client's `connect` frame carries its token.
+    let filter = SECRET_BEARING_TARGETS
+        .iter()
+        .fold(filter, |filter, target| {
+            match format!("{target}=debug").parse() {
+                Ok(directive) => filter.add_directive(directive),
+                Err(_) => filter,
+            }
+        });
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty
     } else {

@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 const SUBSCRIBERS: usize = 100;
 const PER_ITERATION: u64 = 200;
-const SECRET: &str = "fanout-bench-secret-0123456789";
+const SECRET: &str = "fanout-bench-secret-0123456789-abcde";
 
 struct Setup {
     bus: MemoryBus,

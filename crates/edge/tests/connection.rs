@@ -478,7 +478,7 @@ async fn refused_tokens_get_their_code_on_every_transport() {
     let server = start(quick_grace).await;
     let forged = herald_core::auth::TokenSigner::new(
         herald_core::auth::JwtAlgorithm::HS256,
-        b"another-secret-0123456789abcdef",
+        b"another-secret-0123456789abcdef-0123",
     )
     .unwrap()
     .sign(
@@ -801,4 +801,33 @@ async fn abandoned_long_polls_never_lock_the_user_out() {
     }
     // and is offline once the grace period is over
     released(&server, Kind::Poll).await;
+}
+
+#[tokio::test]
+async fn a_user_id_that_names_several_users_is_refused_everywhere() {
+    let server = start(quick_grace).await;
+    // `#alice,bob` is alice's and bob's conversation: no token may be
+    // for the "user" `alice,bob`
+    let crafted = token("alice,bob", &["chat:*"], &[], 600);
+    for kind in KINDS {
+        match TestClient::open(&server, kind, &crafted, &["chat:a"], &[]).await {
+            Err(Refused(code)) => assert_eq!(code, ErrorCode::Unauthorized, "{kind:?}"),
+            Ok(_) => panic!("{kind:?}: the crafted user connected"),
+        }
+    }
+    for (path, body) in [
+        ("/api/send", json!({"user": "alice,bob", "data": 1})),
+        ("/api/disconnect", json!({"user": "alice,bob"})),
+        ("/api/send", json!({"user": "a b", "data": 1})),
+    ] {
+        let answer = http_client()
+            .post(format!("{}{path}", server.http))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{path} {body}");
+    }
+    released(&server, Kind::Ws).await;
 }

@@ -69,7 +69,7 @@ async fn bad_tokens_get_their_error_then_the_connection_closes() {
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let claims = json!({"sub": "alice", "exp": unix_now() + 600, "channels": ["*"]});
 
-    let forged = TokenSigner::new(JwtAlgorithm::HS256, b"some-other-secret-0123456789")
+    let forged = TokenSigner::new(JwtAlgorithm::HS256, b"some-other-secret-0123456789abcdef")
         .unwrap()
         .sign(&claims)
         .unwrap();

@@ -20,6 +20,9 @@ use herald_routing::{ApiKeys, Deps, Routing, api_router, grpc_service};
 /// a SQLite file in the working directory.
 const DEFAULT_DATABASE_URL: &str = "sqlite:herald.db";
 
+/// How often expired history is swept out of memory.
+const HISTORY_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Push jobs standalone holds before refusing more (notify drains them).
 const STANDALONE_QUEUE_CAPACITY: usize = 100_000;
 
@@ -88,12 +91,17 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
     .await?;
     let notify_stats =
         herald_notify::stats::publish_stats(bus.clone(), &subjects, &node, shutdown.clone());
+    // Standalone keeps history in memory: within a budget, swept.
+    let history = Arc::new(
+        MemoryHistory::new(config.idempotency_window()).with_budget(config.history_memory_bytes),
+    );
+    let sweeper = history.sweep_every(HISTORY_SWEEP_EVERY, shutdown.clone());
     let routing = Arc::new(
         Routing::new(
             config.clone(),
             Deps {
                 bus,
-                history: Arc::new(MemoryHistory::new(config.idempotency_window())),
+                history: history.clone(),
                 queue,
                 presence: presence.clone(),
             },
@@ -163,6 +171,7 @@ pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()
             presence_stats,
             notify_stats,
             routing_stats,
+            sweeper,
         ])
         .start()?;
     running.stopped().await?;

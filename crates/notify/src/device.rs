@@ -159,8 +159,8 @@ fn b64(field: &str, value: &str) -> Result<Vec<u8>, InvalidDevice> {
 impl NewDevice {
     /// Checks every field the way the push services will.
     pub fn check(self) -> Result<CheckedDevice, InvalidDevice> {
-        if self.user.is_empty() || self.user.len() > 255 {
-            return Err(bad("user must be 1 to 255 bytes"));
+        if let Err(e) = herald_core::user::check_user_id(&self.user) {
+            return Err(bad(e.to_string()));
         }
         let app = self.app.unwrap_or_else(|| DEFAULT_APP.to_owned());
         if app.is_empty()

@@ -76,7 +76,64 @@ pub async fn serve(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .layer(crate::trace::grpc_layer())
+        .layer(tower::util::MapResponseLayer::new(
+            too_large_is_resource_exhausted,
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// A request over the size limit is `RESOURCE_EXHAUSTED`, as the gRPC spec
+/// says (tonic answers `OUT_OF_RANGE`): in the headers of a trailers-only
+/// answer, or in the trailers.
+fn too_large_is_resource_exhausted(
+    response: axum::http::Response<tonic::body::Body>,
+) -> axum::http::Response<Exhausted> {
+    let (mut parts, body) = response.into_parts();
+    exhausted(&mut parts.headers);
+    axum::http::Response::from_parts(parts, Exhausted(body))
+}
+
+fn exhausted(headers: &mut axum::http::HeaderMap) {
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            // percent-encoded on the wire
+            .is_some_and(|m| m.contains("length too large") || m.contains("length%20too%20large"));
+    if too_large {
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+    }
+}
+
+/// A response body whose trailers say `RESOURCE_EXHAUSTED` for a request
+/// over the size limit.
+struct Exhausted(tonic::body::Body);
+
+impl http_body::Body for Exhausted {
+    type Data = <tonic::body::Body as http_body::Body>::Data;
+    type Error = <tonic::body::Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.0).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(mut frame))) = polled {
+            if let Some(trailers) = frame.trailers_mut() {
+                exhausted(trailers);
+            }
+            return std::task::Poll::Ready(Some(Ok(frame)));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
 }

@@ -202,7 +202,8 @@ impl Routing {
                 self.config.max_message_bytes
             )));
         }
-        Ok(())
+        herald_core::protocol::check_data(data.get(), self.config.max_json_depth)
+            .map_err(|e| bad_request(e.to_string()))
     }
 
     fn check_key(key: &Option<String>) -> Result<(), ErrorBody> {
@@ -228,7 +229,9 @@ impl Routing {
     }
 
     fn check_user(user: &str) -> Result<Channel, ErrorBody> {
-        Channel::personal(user).map_err(|e| bad_request(format!("invalid user `{user}`: {e}")))
+        herald_core::user::check_user_id(user)
+            .map_err(|e| bad_request(format!("invalid user: {e}")))?;
+        Channel::personal(user).map_err(|e| bad_request(format!("invalid user: {e}")))
     }
 
     fn retention(&self, channel: &Channel) -> Result<Retention, ErrorBody> {

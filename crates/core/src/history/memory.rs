@@ -122,6 +122,8 @@ impl MemoryHistory {
         if state.channels.capacity() > 64 && state.channels.len() < state.channels.capacity() / 4 {
             state.channels.shrink_to_fit();
         }
+        metrics::gauge!("herald_history_memory_bytes").set(state.bytes as f64);
+        metrics::gauge!("herald_history_channels").set(state.channels.len() as f64);
         forget.len()
     }
 

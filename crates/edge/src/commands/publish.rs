@@ -28,6 +28,9 @@ pub(crate) async fn publish(
     channel: Channel,
     data: Box<RawValue>,
 ) -> Result<PublishOk, ErrorBody> {
+    // Refused here, before a round trip to routing (which checks it too).
+    herald_core::protocol::check_data(data.get(), edge.config.max_json_depth)
+        .map_err(|e| ErrorBody::new(herald_core::protocol::ErrorCode::BadRequest, e.to_string()))?;
     let request = ClientPublish {
         channel,
         data,

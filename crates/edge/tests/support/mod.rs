@@ -22,7 +22,7 @@ use herald_edge::Edge;
 use herald_routing::{ApiKeys, Deps, Routing, api_router};
 use serde_json::json;
 
-pub const SECRET: &str = "protocol-test-secret-0123456789";
+pub const SECRET: &str = "protocol-test-secret-0123456789-abcd";
 pub const API_KEY: &str = "protocol-test-key";
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
