@@ -7,7 +7,7 @@ mod admission;
 mod commands;
 mod connection;
 mod control;
-mod cursor;
+pub mod cursor;
 mod http_client;
 mod http_commands;
 mod hub;
@@ -42,6 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use cursor::{Cursor, StreamCursor};
 pub use hub::Hub;
 pub use outbox::{Delivery, Inbox, Outbox, PushKind};
 pub use routing_client::RoutingClient;
