@@ -20,17 +20,6 @@ fn token(env: &Env, user: &str) -> String {
     mint_token(env, user, "load:*", "")
 }
 
-/// Resident memory of a process, bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 async fn api_publish(http: &reqwest::Client, api: &str, channel: &str, n: u64, pad: &str) -> u64 {
     let answer: serde_json::Value = http
         .post(format!("{api}/api/publish"))

@@ -227,17 +227,6 @@ async fn one_address_cannot_take_more_than_its_share() {
     );
 }
 
-/// Resident memory of a process, bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// A gauge from `/metrics`.
 async fn gauge(herald: &Herald, name: &str) -> Option<f64> {
     let text = http_client()

@@ -34,6 +34,17 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+impl HistoryQuery {
+    /// Only where `channel` stands (no publications).
+    pub fn position_of(channel: &Channel) -> Self {
+        HistoryQuery {
+            channel: channel.clone(),
+            since: None,
+            limit: 0,
+        }
+    }
+}
+
 /// `<p>.ctl.disconnect`: close every connection of a user.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DisconnectUser {

@@ -292,11 +292,7 @@ async fn open(hub: Arc<Inner>, channel: Channel, fanout: Arc<Fanout>) {
             return;
         }
     };
-    let query = HistoryQuery {
-        channel: channel.clone(),
-        since: None,
-        limit: 0,
-    };
+    let query = HistoryQuery::position_of(&channel);
     match hub.routing.history(&query).await {
         Ok(recovery) => {
             let latest = recovery.latest();

@@ -16,7 +16,7 @@ mod presence_report;
 mod rate;
 mod routing_client;
 mod stats;
-mod transport;
+pub mod transport;
 mod web;
 
 use std::sync::Arc;

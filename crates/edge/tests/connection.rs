@@ -469,6 +469,21 @@ async fn released(server: &Server, kind: Kind) {
     .await;
 }
 
+/// The next thing seen is a `disconnect` with `code`.
+async fn told_to_leave(client: &mut TestClient, code: u16, reconnect: bool) {
+    match client.next().await {
+        Seen::Disconnect(d) => {
+            assert_eq!(
+                (d.code, d.reconnect),
+                (code, reconnect),
+                "{:?}",
+                client.kind
+            );
+        }
+        other => panic!("{:?}: {other:?}", client.kind),
+    }
+}
+
 fn quick_grace(c: &mut herald_core::config::Config) {
     c.poll_grace_secs = 1;
 }
@@ -596,13 +611,7 @@ async fn an_expired_token_ends_the_connection_with_4509_on_every_transport() {
         let mut client = TestClient::open(&server, kind, &short, &["chat:x"], &[])
             .await
             .unwrap();
-        match client.next().await {
-            Seen::Disconnect(d) => {
-                assert_eq!(d.code, 4509, "{kind:?}");
-                assert!(!d.reconnect);
-            }
-            other => panic!("{kind:?}: {other:?}"),
-        }
+        told_to_leave(&mut client, 4509, false).await;
         drop(client);
         released(&server, kind).await;
     }
@@ -653,13 +662,7 @@ async fn a_draining_edge_tells_every_transport_to_reconnect() {
             .await
             .unwrap();
         server.shutdown.trigger();
-        match client.next().await {
-            Seen::Disconnect(d) => {
-                assert_eq!(d.code, 4000, "{kind:?}");
-                assert!(d.reconnect);
-            }
-            other => panic!("{kind:?}: {other:?}"),
-        }
+        told_to_leave(&mut client, 4000, true).await;
         drop(client);
         released(&server, kind).await;
     }

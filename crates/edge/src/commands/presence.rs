@@ -6,17 +6,12 @@ use herald_core::channel::Channel;
 use herald_core::protocol::{ChannelCommand, ErrorBody, ErrorCode, PresenceOk};
 
 use crate::Edge;
-use crate::connection::{Connection, Done, reply};
+use crate::connection::Connection;
 
 pub(crate) fn start(conn: &mut Connection, id: u64, command: ChannelCommand) {
-    let Ok(claims) = conn.claims().cloned() else {
-        return;
-    };
-    let edge = conn.edge.clone();
-    conn.start(Box::pin(async move {
-        let result = presence(&edge, &claims, command.channel).await;
-        Done::Reply(reply(Some(id), result))
-    }));
+    conn.answer_later(id, move |edge, claims| async move {
+        presence(&edge, &claims, command.channel).await
+    });
 }
 
 /// The presence query of any transport (WebSocket command, `POST /presence`).
@@ -25,18 +20,7 @@ pub(crate) async fn presence(
     claims: &Claims,
     channel: Channel,
 ) -> Result<PresenceOk, ErrorBody> {
-    if !claims.may_subscribe(&channel) {
-        return Err(ErrorBody::new(
-            ErrorCode::PermissionDenied,
-            format!("not allowed in `{channel}`"),
-        ));
-    }
-    if !edge.config.namespace(&channel)?.presence {
-        return Err(ErrorBody::new(
-            ErrorCode::PermissionDenied,
-            format!("presence is off for `{channel}`"),
-        ));
-    }
+    super::in_channel_with(edge, claims, &channel, "presence", |ns| ns.presence)?;
     let Some(lookup) = edge.presence_lookup() else {
         return Err(ErrorBody::new(
             ErrorCode::Internal,

@@ -8,17 +8,12 @@ use herald_core::route::ClientPublish;
 use serde_json::value::RawValue;
 
 use crate::Edge;
-use crate::connection::{Connection, Done, reply};
+use crate::connection::Connection;
 
 pub(crate) fn start(conn: &mut Connection, id: u64, command: PublishCommand) {
-    let Ok(claims) = conn.claims().cloned() else {
-        return;
-    };
-    let edge = conn.edge.clone();
-    conn.start(Box::pin(async move {
-        let result = publish(&edge, &claims, command.channel, command.data).await;
-        Done::Reply(reply(Some(id), result))
-    }));
+    conn.answer_later(id, move |edge, claims| async move {
+        publish(&edge, &claims, command.channel, command.data).await
+    });
 }
 
 /// The publish of any transport (WebSocket command, `POST /publish`).

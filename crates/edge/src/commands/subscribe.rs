@@ -161,11 +161,7 @@ pub(crate) async fn join(
     if since.epoch == latest.epoch && since.offset > latest.offset {
         // Ahead of this edge: routing, which gives the offsets, says
         // whether the position is real.
-        let query = HistoryQuery {
-            channel: channel.clone(),
-            since: None,
-            limit: 0,
-        };
+        let query = HistoryQuery::position_of(channel);
         match edge.routing.history(&query).await {
             Ok(recovery) => {
                 let known = recovery.latest();

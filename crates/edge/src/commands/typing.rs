@@ -10,17 +10,12 @@ use herald_core::protocol::{
 use herald_core::subjects::HEADER_KIND;
 
 use crate::Edge;
-use crate::connection::{Connection, Done, reply};
+use crate::connection::Connection;
 
 pub(crate) fn start(conn: &mut Connection, id: u64, command: ChannelCommand) {
-    let Ok(claims) = conn.claims().cloned() else {
-        return;
-    };
-    let edge = conn.edge.clone();
-    conn.start(Box::pin(async move {
-        let result = typing(&edge, &claims, command.channel).await;
-        Done::Reply(reply(Some(id), result))
-    }));
+    conn.answer_later(id, move |edge, claims| async move {
+        typing(&edge, &claims, command.channel).await
+    });
 }
 
 /// The typing event of any transport (WebSocket command, `POST /typing`).
@@ -29,18 +24,7 @@ pub(crate) async fn typing(
     claims: &Claims,
     channel: Channel,
 ) -> Result<EmptyOk, ErrorBody> {
-    if !claims.may_subscribe(&channel) {
-        return Err(ErrorBody::new(
-            ErrorCode::PermissionDenied,
-            format!("not allowed in `{channel}`"),
-        ));
-    }
-    if !edge.config.namespace(&channel)?.typing {
-        return Err(ErrorBody::new(
-            ErrorCode::PermissionDenied,
-            format!("typing events are off for `{channel}`"),
-        ));
-    }
+    super::in_channel_with(edge, claims, &channel, "typing", |ns| ns.typing)?;
     if !edge.typing_allowed(&claims.sub, &channel) {
         return Err(ErrorBody::new(
             ErrorCode::TooManyRequests,

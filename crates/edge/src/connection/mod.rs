@@ -248,6 +248,24 @@ impl Connection {
         self.start(Box::pin(std::future::ready(Done::Reply(reply))));
     }
 
+    /// Answers with what `work` comes back with, in order; `work` gets the
+    /// edge and the client's claims (connected: the dispatch checked).
+    pub fn answer_later<T, F, Fut>(&mut self, id: u64, work: F)
+    where
+        T: Serialize,
+        F: FnOnce(Arc<Edge>, Arc<Claims>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ErrorBody>> + Send + 'static,
+    {
+        let claims = match self.claims().cloned() {
+            Ok(claims) => claims,
+            Err(e) => return self.answer::<()>(Some(id), Err(e)),
+        };
+        let waiting = work(self.edge.clone(), claims);
+        self.start(Box::pin(async move {
+            Done::Reply(reply(Some(id), waiting.await))
+        }));
+    }
+
     /// A command frame from the client (WebSocket).
     pub fn command(&mut self, text: &str) -> Heard {
         if !self.commands.take() {

@@ -5,7 +5,7 @@
 //! [`crate::connection`], once for all three.
 
 pub(crate) mod poll;
-pub(crate) mod sse;
+pub mod sse;
 pub(crate) mod ws;
 
 use std::future::Future;

@@ -158,23 +158,12 @@ impl SseTransport {
         }
     }
 
-    /// A push as an event; publications also move the cursor, whose new
-    /// value is the event's id.
     fn put_delivery(&mut self, delivery: &Delivery, buf: &mut BytesMut) {
-        buf.put_slice(&delivery.sse_event());
-        match &delivery.position {
-            Some((offset, epoch)) => {
-                self.cursor.set(&delivery.channel, *offset, epoch);
-                self.put_id(buf);
-            }
-            None => buf.put_u8(b'\n'),
-        }
+        put_event(&mut self.cursor, delivery, buf);
     }
 
     fn put_id(&self, buf: &mut BytesMut) {
-        buf.put_slice(b"id: ");
-        buf.put_slice(self.cursor.as_str().as_bytes());
-        buf.put_slice(b"\n\n");
+        put_id(&self.cursor, buf);
     }
 }
 
@@ -249,6 +238,26 @@ impl Transport for SseTransport {
         let event = format!("{}\n", sse_fields("disconnect", &encode(&body)));
         let _ = self.send(Bytes::from(event)).await;
     }
+}
+
+/// A push as an SSE event into `buf`; a publication also moves the
+/// stream's cursor, whose new value is the event's id. The whole cost of a
+/// delivery to one stream (public for the benchmark).
+pub fn put_event(cursor: &mut StreamCursor, delivery: &Delivery, buf: &mut BytesMut) {
+    buf.put_slice(&delivery.sse_event());
+    match &delivery.position {
+        Some((offset, epoch)) => {
+            cursor.set(&delivery.channel, *offset, epoch);
+            put_id(cursor, buf);
+        }
+        None => buf.put_u8(b'\n'),
+    }
+}
+
+fn put_id(cursor: &StreamCursor, buf: &mut BytesMut) {
+    buf.put_slice(b"id: ");
+    buf.put_slice(cursor.as_str().as_bytes());
+    buf.put_slice(b"\n\n");
 }
 
 fn unsubscribe_event(unsubscribed: &Unsubscribed) -> String {
