@@ -274,7 +274,10 @@ impl FrameError {
 /// and each other member as raw JSON, so each command's arguments are parsed
 /// once, straight into their own type.
 struct RawFrame<'a> {
+    /// The last `id` that is one (as a JSON reader would read it).
     id: Option<u64>,
+    /// What is wrong with the `id`s: not an integer, or given twice.
+    bad_id: Option<&'static str>,
     members: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>,
 }
 
@@ -289,13 +292,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawFrame<'a> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut frame = RawFrame {
                     id: None,
+                    bad_id: None,
                     members: Vec::with_capacity(1),
                 };
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     if key == "id" {
-                        frame.id = Some(map.next_value::<u64>().map_err(|_| {
-                            de::Error::custom("`id` must be a non-negative integer")
-                        })?);
+                        let raw = map.next_value::<&'de RawValue>()?;
+                        match serde_json::from_str::<u64>(raw.get()) {
+                            Ok(id) => {
+                                if frame.id.replace(id).is_some() {
+                                    frame.bad_id = Some("`id` is given twice");
+                                }
+                            }
+                            Err(_) => frame.bad_id = Some("`id` must be a non-negative integer"),
+                        }
                     } else {
                         frame
                             .members
@@ -318,6 +328,9 @@ pub fn decode_command(text: &str) -> Result<ClientFrame, FrameError> {
     })?;
     let id = raw.id;
     let fail = |message: String| FrameError { id, message };
+    if let Some(why) = raw.bad_id {
+        return Err(fail(why.into()));
+    }
     let mut members = raw.members.into_iter();
     let (name, args) = match (members.next(), members.next()) {
         (Some(one), None) => one,
@@ -744,6 +757,21 @@ mod tests {
 
         let e = decode_command("[1,2]").unwrap_err();
         assert!(e.message.contains("JSON object"), "{}", e.message);
+
+        // a bad or repeated `id` is refused, with the id a JSON reader sees
+        // (found by the `command` fuzz target)
+        for (text, id) in [
+            (r#"{"id":-1,"id":1}"#, Some(1)),
+            (
+                r#"{"id":null,"id":2,"subscribe":{"channel":"chat:lobby"}}"#,
+                Some(2),
+            ),
+            (r#"{"id":1,"id":2,"pong":{}}"#, Some(2)),
+            (r#"{"id":-1,"pong":{}}"#, None),
+        ] {
+            let e = decode_command(text).unwrap_err();
+            assert_eq!(e.id, id, "{text}: {}", e.message);
+        }
 
         let e = decode_command(r#"{"id":9,"launch":{}}"#).unwrap_err();
         assert_eq!(e.id, Some(9));

@@ -124,8 +124,11 @@ impl Cursor {
     }
 }
 
-/// The SSE event id: `h1.<hash of the channel list>.<epoch>:<offset>.…`,
-/// one slot per channel of the stream in its order, epochs base64url.
+/// The SSE event id: `h1.<hash of the channel list>.<epoch tag>:<offset>.…`,
+/// one slot per channel of the stream in its order. An epoch is written as
+/// a tag (a 32-bit hash, 6 characters): a resume compares it with the
+/// channel's epoch now — the same, the position stands; another, what was
+/// missed is not recoverable — so the id stays small.
 pub struct StreamCursor {
     index: HashMap<Channel, usize>,
     slots: Vec<Slot>,
@@ -199,7 +202,7 @@ impl StreamCursor {
         text.push_str(hash);
         for slot in &mut self.slots {
             text.push('.');
-            URL_SAFE_NO_PAD.encode_string(slot.epoch.as_bytes(), &mut text);
+            text.push_str(&epoch_tag(&slot.epoch));
             text.push(':');
             let mut digits = itoa::Buffer::new();
             let digits = digits.format(slot.offset);
@@ -228,21 +231,57 @@ impl StreamCursor {
         let mut cursor = Cursor::default();
         for channel in channels {
             let slot = parts.next().ok_or_else(|| bad("too few positions"))?;
-            let (epoch, offset) = slot.split_once(':').ok_or_else(|| bad("bad position"))?;
-            let epoch = URL_SAFE_NO_PAD
-                .decode(epoch)
-                .ok()
-                .and_then(|e| String::from_utf8(e).ok())
-                .ok_or_else(|| bad("bad epoch"))?;
+            let (tag, offset) = slot.split_once(':').ok_or_else(|| bad("bad position"))?;
             let offset: u64 = offset.parse().map_err(|_| bad("bad offset"))?;
-            if !(epoch.is_empty() && offset == 0) {
-                cursor.set(channel, offset, &epoch);
+            if tag.is_empty() {
+                // no epoch: nothing published yet, nothing to resume
+                continue;
             }
+            let is_tag = tag.len() == TAG_LEN
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !is_tag {
+                return Err(bad("bad epoch"));
+            }
+            cursor.set(channel, offset, &format!("{TAGGED}{tag}"));
         }
         if parts.next().is_some() {
             return Err(bad("too many positions"));
         }
         Ok(cursor)
+    }
+}
+
+/// How a position decoded from an SSE id names its epoch: by tag. Epochs
+/// themselves never start with it.
+const TAGGED: &str = "~";
+const TAG_LEN: usize = 6;
+
+/// An epoch's tag in SSE ids (empty for no epoch).
+fn epoch_tag(epoch: &str) -> String {
+    if epoch.is_empty() {
+        return String::new();
+    }
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in epoch.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    URL_SAFE_NO_PAD.encode(hash.to_be_bytes())
+}
+
+/// `since` with its epoch as `latest` names it: a position decoded from an
+/// SSE id carries only its epoch's tag, which stands for `latest`'s epoch
+/// when the tags agree (otherwise it stays a foreign epoch: not
+/// recoverable).
+pub fn resolve(since: &StreamPosition, latest: &StreamPosition) -> StreamPosition {
+    match since.epoch.strip_prefix(TAGGED) {
+        Some(tag) if tag == epoch_tag(&latest.epoch) => StreamPosition {
+            offset: since.offset,
+            epoch: latest.epoch.clone(),
+        },
+        _ => since.clone(),
     }
 }
 
@@ -302,22 +341,24 @@ mod tests {
         c.set(&channels[1], 10, "ep2"); // one digit more
         c.set(&channels[0], 1, "ep9"); // a new epoch
         let decoded = Cursor::decode_any(c.as_str(), &channels).unwrap();
-        let at = |i: usize| decoded.get(&channels[i]).cloned();
-        assert_eq!(
-            at(0),
-            Some(StreamPosition {
-                offset: 1,
-                epoch: "ep9".into()
-            })
-        );
-        assert_eq!(
-            at(1),
-            Some(StreamPosition {
-                offset: 10,
-                epoch: "ep2".into()
-            })
-        );
-        assert_eq!(at(2), None, "never positioned");
+        let latest = |epoch: &str| StreamPosition {
+            offset: 99,
+            epoch: epoch.into(),
+        };
+        let at = |i: usize, epoch: &str| {
+            decoded
+                .get(&channels[i])
+                .map(|p| resolve(p, &latest(epoch)))
+        };
+        let position = |offset, epoch: &str| StreamPosition {
+            offset,
+            epoch: epoch.into(),
+        };
+        assert_eq!(at(0, "ep9"), Some(position(1, "ep9")));
+        assert_eq!(at(1, "ep2"), Some(position(10, "ep2")));
+        // the channel's epoch changed since: the position is of another one
+        assert_ne!(at(1, "ep3"), Some(position(10, "ep3")));
+        assert_eq!(decoded.get(&channels[2]), None, "never positioned");
         // another channel list: refused, not misread
         assert!(Cursor::decode_any(c.as_str(), &channels[..2]).is_err());
         assert!(Cursor::decode_any("h1.zz", &channels).is_err());

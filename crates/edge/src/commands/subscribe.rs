@@ -158,6 +158,7 @@ pub(crate) async fn join(
             publications: None,
         }));
     };
+    let since = &crate::cursor::resolve(since, &latest);
     if since.epoch == latest.epoch && since.offset > latest.offset {
         // Ahead of this edge: routing, which gives the offsets, says
         // whether the position is real.
