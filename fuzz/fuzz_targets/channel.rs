@@ -6,8 +6,8 @@
 //! personal channel whose boundary names that user and no other.
 #![no_main]
 
-use herald_core::channel::{Channel, MAX_CHANNEL_LEN};
-use herald_core::user::{MAX_USER_ID_LEN, check_user_id};
+use herald_protocol::channel::{Channel, MAX_CHANNEL_LEN};
+use herald_protocol::user::{MAX_USER_ID_LEN, check_user_id};
 use libfuzzer_sys::fuzz_target;
 
 /// The documented rules, written out independently of the code under test.

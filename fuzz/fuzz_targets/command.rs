@@ -4,7 +4,7 @@
 //! exactly one command besides `id`, and every command but `pong` has an id.
 #![no_main]
 
-use herald_core::protocol::{Command, decode_command};
+use herald_protocol::{Command, decode_command};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -19,8 +19,8 @@ use std::sync::LazyLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use herald_core::channel::Channel;
-use herald_core::protocol::StreamPosition;
+use herald_protocol::channel::Channel;
+use herald_protocol::StreamPosition;
 use herald_edge::cursor::resolve;
 use herald_edge::{Cursor, StreamCursor};
 use libfuzzer_sys::fuzz_target;

@@ -5,7 +5,7 @@
 //! lone surrogate is refused.
 #![no_main]
 
-use herald_core::protocol::{DataError, check_data};
+use herald_protocol::{DataError, check_data};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use serde_json::value::RawValue;

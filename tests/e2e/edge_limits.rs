@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use herald_client::{Client, Event};
-use herald_core::protocol::{Push, StreamPosition};
+use herald_protocol::{Push, StreamPosition};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 

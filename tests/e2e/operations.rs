@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use herald_client::{Client, Event};
-use herald_core::protocol::Push;
+use herald_protocol::Push;
 use serde_json::json;
 
 use crate::support::*;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use herald_client::{Client, ClientError, Event};
-use herald_core::protocol::{ErrorCode, Push};
 use herald_core::work_queue::PushJob;
+use herald_protocol::{ErrorCode, Push};
 use serde_json::{Value, json};
 
 use crate::support::*;

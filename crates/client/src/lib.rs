@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use herald_core::protocol::{
+use herald_protocol::{
     ConnectOk, ErrorBody, ErrorReply, PublishOk, Push, SUBPROTOCOL, ServerFrame, StreamPosition,
     SubscribeOk, decode_server_frame,
 };
@@ -108,7 +108,7 @@ impl Client {
     pub async fn connect_resuming(
         url: &str,
         token: &str,
-        since: &herald_core::protocol::StreamPosition,
+        since: &herald_protocol::StreamPosition,
     ) -> Result<(Client, ConnectOk), ClientError> {
         let client = Client::open(url, Options::default()).await?;
         let ok = client
@@ -262,9 +262,7 @@ impl Client {
 
     /// The next publication, skipping every other push (pings, join, leave,
     /// typing).
-    pub async fn next_publication(
-        &mut self,
-    ) -> Result<herald_core::protocol::Publication, ClientError> {
+    pub async fn next_publication(&mut self) -> Result<herald_protocol::Publication, ClientError> {
         loop {
             if let Push::Pub(p) = self.next_push().await? {
                 return Ok(p);

@@ -9,8 +9,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::channel::{Channel, pattern_matches};
-use crate::protocol::ErrorCode;
+use herald_protocol::ErrorCode;
+use herald_protocol::channel::{Channel, pattern_matches};
 
 /// The signature algorithms Herald accepts; one is chosen by config and
 /// every token must use exactly that one.
@@ -117,7 +117,7 @@ impl RawClaims {
         if sub.is_empty() {
             return Err(TokenError::BadClaim("`sub` is empty".into()));
         }
-        crate::user::check_user_id(&sub)
+        herald_protocol::user::check_user_id(&sub)
             .map_err(|e| TokenError::BadClaim(format!("`sub`: {e}")))?;
         let exp = self
             .exp

@@ -13,8 +13,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::auth::{JwtAlgorithm, KeyError, TokenVerifier};
-use crate::channel::Channel;
-use crate::protocol::{ErrorBody, ErrorCode};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ErrorBody, ErrorCode};
 
 /// The secret and API key standalone uses when none is configured, so the
 /// first run needs no set-up. Distributed services refuse to start without

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::channel::Channel;
-use crate::protocol::{Publication, StreamPosition};
+use herald_protocol::channel::Channel;
+use herald_protocol::{Publication, StreamPosition};
 
 pub use jetstream::{JetStreamHistory, Storage};
 pub use memory::{DEFAULT_BUDGET as DEFAULT_MEMORY_BUDGET, MemoryHistory};

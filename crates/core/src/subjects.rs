@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::channel::{Channel, ChannelError};
+use herald_protocol::channel::{Channel, ChannelError};
 
 /// The queue group routing replicas share for client publishes.
 pub const ROUTING_QUEUE_GROUP: &str = "routing";

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::channel::Channel;
 use crate::subjects::Subjects;
+use herald_protocol::channel::Channel;
 
 /// What a user's device is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

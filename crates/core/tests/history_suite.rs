@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::bus::NatsBus;
-use herald_core::channel::Channel;
 use herald_core::config::NamespaceConfig;
 use herald_core::history::{
     Appended, History, JetStreamHistory, MemoryHistory, NewPublication, Recovery, Retention,
     Storage,
 };
-use herald_core::protocol::StreamPosition;
 use herald_core::subjects::Subjects;
 use herald_core::time::unix_millis;
+use herald_protocol::StreamPosition;
+use herald_protocol::channel::Channel;
 use serde_json::value::RawValue;
 
 fn nats_url() -> String {

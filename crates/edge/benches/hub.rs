@@ -13,16 +13,16 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use herald_core::bus::{Bus, MemoryBus};
-use herald_core::channel::Channel;
 use herald_core::config::Config;
 use herald_core::history::MemoryHistory;
 use herald_core::presence::NoPresence;
-use herald_core::protocol::Publication;
 use herald_core::route::live_message;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::MemoryWorkQueue;
 use herald_edge::{Hub, Outbox, RoutingClient};
+use herald_protocol::Publication;
+use herald_protocol::channel::Channel;
 use herald_routing::{Deps, Routing};
 use serde_json::value::RawValue;
 

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use herald_core::channel::Channel;
 use herald_edge::transport::sse::put_event;
 use herald_edge::{Cursor, Delivery, PushKind, StreamCursor};
+use herald_protocol::channel::Channel;
 
 fn channels(n: usize) -> Vec<Channel> {
     (0..n)

@@ -14,9 +14,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use herald_core::bus::BusError;
 use herald_core::metrics::{NodeStats, STATS_EVERY};
-use herald_core::protocol::{ErrorBody, ErrorCode};
 use herald_core::shutdown::Shutdown;
 use herald_core::time::unix_millis;
+use herald_protocol::{ErrorBody, ErrorCode};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use herald_core::bus::BusError;
 use herald_core::presence::{PresenceError, PresenceLookup};
-use herald_core::protocol::{CloseCode, ErrorBody, ErrorCode};
-use herald_core::route::DisconnectUser;
 use herald_core::shutdown::Shutdown;
+use herald_protocol::route::DisconnectUser;
+use herald_protocol::{CloseCode, ErrorBody, ErrorCode};
 use tokio::task::JoinHandle;
 
 use crate::Edge;

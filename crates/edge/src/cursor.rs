@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use herald_core::channel::Channel;
-use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
 use serde::{Deserialize, Serialize};
 
 /// Longest cursor accepted, bytes.

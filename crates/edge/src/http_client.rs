@@ -4,8 +4,8 @@
 
 use axum::http::{HeaderMap, header};
 use herald_core::auth::Claims;
-use herald_core::channel::Channel;
-use herald_core::protocol::{ErrorBody, ErrorCode, Unsubscribed};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ErrorBody, ErrorCode, Unsubscribed};
 
 use crate::Edge;
 use crate::commands::subscribe::MAX_SUBSCRIPTIONS;

@@ -12,8 +12,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::auth::Claims;
-use herald_core::channel::Channel;
-use herald_core::protocol::{ErrorBody, ErrorCode};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ErrorBody, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use herald_core::bus::{Bus, Message, Subscription};
-use herald_core::channel::Channel;
 use herald_core::history::Recovery;
-use herald_core::protocol::{ErrorBody, ErrorCode, Publication, Push, StreamPosition, encode};
-use herald_core::route::HistoryQuery;
 use herald_core::subjects::{HEADER_EPOCH, HEADER_KIND, HEADER_OFFSET, Subjects};
 use herald_core::telemetry::propagation;
+use herald_protocol::channel::Channel;
+use herald_protocol::route::HistoryQuery;
+use herald_protocol::{ErrorBody, ErrorCode, Publication, Push, StreamPosition, encode};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until};

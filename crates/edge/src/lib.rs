@@ -32,12 +32,12 @@ use axum::routing::{get, post};
 use herald_core::auth::TokenVerifier;
 use herald_core::bus::BusError;
 use herald_core::bus::{Bus, NatsBus};
-use herald_core::channel::Channel;
 use herald_core::config::{Config, ConfigError};
 use herald_core::presence::PresenceLookup;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_proto::service::{self, Running, Service};
+use herald_protocol::channel::Channel;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -448,7 +448,7 @@ pub async fn start_service(config: Arc<Config>, shutdown: Shutdown) -> Result<Ru
     let edge = Edge::new(config.clone(), verifier, bus, node, shutdown.clone());
     if let Some(url) = &config.presence_url {
         let key = config.api_keys.first().map(String::as_str);
-        let client = herald_presence::PresenceClient::new(url, key, config.presence_timeout())
+        let client = herald_proto::client::PresenceClient::new(url, key, config.presence_timeout())
             .map_err(|e| ConfigError::new("presence_url", e.0))?;
         edge.set_presence_lookup(Arc::new(client));
     }

@@ -9,8 +9,8 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use axum::extract::ws::Utf8Bytes;
-use herald_core::channel::Channel;
 use herald_core::shutdown::Shutdown;
+use herald_protocol::channel::Channel;
 use tokio::sync::mpsc;
 
 /// The kind of a push, as SSE names it in `event:`.

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::bus::{Bus, BusError, Headers, respond};
-use herald_core::channel::Channel;
-use herald_core::presence::{
-    Change, ConnectionState, Report, Transport, digest_of_connection, digest_of_subscription,
-};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
+use herald_protocol::channel::Channel;
+use herald_protocol::presence::{
+    Change, ConnectionState, Report, Transport, digest_of_connection, digest_of_subscription,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -303,7 +303,7 @@ impl PresenceReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_core::presence::digest_of_snapshot;
+    use herald_protocol::presence::digest_of_snapshot;
 
     #[test]
     fn the_digest_follows_the_state_and_repeats_are_not_changes() {

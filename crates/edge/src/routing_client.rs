@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use herald_core::bus::{Bus, BusError, Headers};
 use herald_core::history::Recovery;
-use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
-use herald_core::route::{ClientPublish, HistoryQuery, RouteReply};
 use herald_core::subjects::Subjects;
+use herald_protocol::route::{ClientPublish, HistoryQuery, RouteReply};
+use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald_core::metrics::NodeStats;
-use herald_core::protocol::ErrorCode;
+use herald_protocol::ErrorCode;
 
 /// Error replies to clients, by every edge of this process (the Prometheus
 /// recorder is per process too).

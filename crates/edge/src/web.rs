@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use herald_core::auth::TokenSigner;
-use herald_core::channel::Channel;
-use herald_core::protocol::{ErrorBody, ErrorCode};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ErrorBody, ErrorCode};
 
 use herald_proto::http::bad_request;
 

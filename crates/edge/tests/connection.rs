@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_client::{Client, ClientError, Event};
-use herald_core::protocol::{
+use herald_edge::Census;
+use herald_protocol::{
     Disconnect, ErrorBody, ErrorCode, Publication, Push, StreamPosition, Unsubscribed,
 };
-use herald_edge::Census;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

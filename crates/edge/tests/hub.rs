@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::bus::{Bus, Headers, MemoryBus};
-use herald_core::channel::Channel;
 use herald_core::config::Config;
 use herald_core::history::{Appended, History, MemoryHistory, NewPublication, Retention};
 use herald_core::presence::NoPresence;
-use herald_core::protocol::{Publication, Push, ServerFrame, decode_server_frame};
 use herald_core::route::live_message;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::MemoryWorkQueue;
 use herald_edge::{Hub, Inbox, Outbox, RoutingClient};
+use herald_protocol::channel::Channel;
+use herald_protocol::{Publication, Push, ServerFrame, decode_server_frame};
 use herald_routing::{Deps, PublishRequest, Routing};
 use serde_json::value::RawValue;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use herald_client::{Client, ClientError, Event, Options};
 use herald_core::auth::{JwtAlgorithm, TokenSigner, unix_now};
-use herald_core::protocol::{ErrorCode, Push, StreamPosition};
+use herald_protocol::{ErrorCode, Push, StreamPosition};
 use serde_json::json;
 
 mod support;
@@ -494,7 +494,7 @@ async fn a_command_waiting_on_routing_holds_up_no_delivery_and_no_ping() {
                 for _ in 0..2 {
                     routing
                         .publish(herald_routing::PublishRequest {
-                            channel: herald_core::channel::Channel::new("chat:busy").unwrap(),
+                            channel: herald_protocol::channel::Channel::new("chat:busy").unwrap(),
                             data: serde_json::value::RawValue::from_string("{\"n\":1}".into())
                                 .unwrap(),
                             idempotency_key: None,
@@ -593,7 +593,7 @@ async fn a_client_ahead_of_this_edge_resumes_without_loss_or_repeat() {
     use herald_core::history::{Appended, History, NewPublication, Retention};
     let server = start(|_| {}).await;
     let mut client = connected(&server).await;
-    let channel = herald_core::channel::Channel::new("chat:ahead").unwrap();
+    let channel = herald_protocol::channel::Channel::new("chat:ahead").unwrap();
     client.subscribe("chat:ahead").await.unwrap();
     api_publish(&server, json!({"channel": "chat:ahead", "data": 1})).await;
     assert_eq!(client.next_publication().await.unwrap().offset, 1);

@@ -159,7 +159,7 @@ fn b64(field: &str, value: &str) -> Result<Vec<u8>, InvalidDevice> {
 impl NewDevice {
     /// Checks every field the way the push services will.
     pub fn check(self) -> Result<CheckedDevice, InvalidDevice> {
-        if let Err(e) = herald_core::user::check_user_id(&self.user) {
+        if let Err(e) = herald_protocol::user::check_user_id(&self.user) {
             return Err(bad(e.to_string()));
         }
         let app = self.app.unwrap_or_else(|| DEFAULT_APP.to_owned());

@@ -3,7 +3,6 @@
 //! with dead tokens cleaned up.
 
 pub mod api;
-mod client;
 pub mod device;
 pub mod endpoint;
 pub mod providers;
@@ -24,7 +23,6 @@ use herald_proto::service::{self, Running, Service, ServiceError, bind};
 use tokio::task::JoinHandle;
 
 pub use api::{Notify, SendRequest, grpc_service, http_router};
-pub use client::NotifyClient;
 
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8083";
 pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50053";

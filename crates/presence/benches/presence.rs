@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use herald_core::api_key::ApiKeys;
-use herald_core::channel::Channel;
-use herald_core::presence::{ConnectionState, PresenceLookup, Transport};
-use herald_presence::{PresenceClient, PresenceState, grpc_service};
+use herald_core::presence::PresenceLookup;
+use herald_presence::{PresenceState, grpc_service};
+use herald_proto::client::PresenceClient;
+use herald_protocol::channel::Channel;
+use herald_protocol::presence::{ConnectionState, Transport};
 
 const EDGES: u64 = 10;
 const PER_EDGE: u64 = 10_000;

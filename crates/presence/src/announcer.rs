@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use herald_core::bus::{Bus, Headers};
-use herald_core::channel::Channel;
 use herald_core::config::Config;
-use herald_core::protocol::{ChannelUser, Push, encode};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::{HEADER_KIND, Subjects};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ChannelUser, Push, encode};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use herald_core::api_key::ApiKeys;
-use herald_core::channel::Channel;
 use herald_proto::presence::v1 as pb;
 use herald_proto::presence::v1::presence_server::{Presence, PresenceServer};
 use herald_proto::server::RequireApiKey;
+use herald_protocol::channel::Channel;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::service::interceptor::InterceptedService;

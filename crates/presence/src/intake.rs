@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::bus::{Bus, BusError, Headers};
-use herald_core::presence::Report;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
+use herald_protocol::presence::Report;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 

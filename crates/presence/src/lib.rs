@@ -4,7 +4,6 @@
 //! `herald.presence.v1.Presence` over gRPC.
 
 mod announcer;
-mod client;
 mod grpc;
 mod intake;
 mod state;
@@ -17,16 +16,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_core::api_key::ApiKeys;
 use herald_core::bus::{Bus, BusError, NatsBus};
-use herald_core::channel::Channel;
 use herald_core::config::{Config, ConfigError};
 use herald_core::presence::{PresenceError, PresenceLookup};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_proto::service::{self, Running, Service, ServiceError, bind};
+use herald_protocol::channel::Channel;
 use tokio::task::JoinHandle;
 
 pub use announcer::{Leadership, start as announce};
-pub use client::PresenceClient;
 pub use grpc::grpc_service;
 pub use intake::Intake;
 pub use state::{EventKind, PresenceEvent, PresenceState, Stats, UserPresence};

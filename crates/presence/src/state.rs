@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use herald_core::channel::Channel;
-use herald_core::presence::{
+use herald_core::time::unix_millis;
+use herald_protocol::channel::Channel;
+use herald_protocol::presence::{
     Change, ConnectionState, Transport, digest_of_connection, digest_of_subscription,
 };
-use herald_core::time::unix_millis;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 

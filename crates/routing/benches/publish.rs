@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use herald_core::bus::{Bus, Headers, MemoryBus, NatsBus};
-use herald_core::channel::Channel;
 use herald_core::config::Config;
 use herald_core::history::{JetStreamHistory, MemoryHistory, Storage};
 use herald_core::presence::NoPresence;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::MemoryWorkQueue;
+use herald_protocol::channel::Channel;
 use herald_routing::{Deps, PublishRequest, Routing};
 use serde_json::value::RawValue;
 

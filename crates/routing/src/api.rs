@@ -9,9 +9,9 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_core::channel::Channel;
 use herald_core::history::Recovery;
-use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

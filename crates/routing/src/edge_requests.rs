@@ -8,10 +8,10 @@ use bytes::Bytes;
 use herald_core::auth;
 use herald_core::bus::{BusError, Message, respond};
 use herald_core::history::Recovery;
-use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
-use herald_core::route::{ClientPublish, HistoryQuery, RouteReply};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::ROUTING_QUEUE_GROUP;
+use herald_protocol::route::{ClientPublish, HistoryQuery, RouteReply};
+use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 

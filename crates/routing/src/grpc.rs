@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use herald_core::channel::Channel;
 use herald_core::history::Recovery;
-use herald_core::protocol::{ErrorBody, ErrorCode};
 use herald_core::work_queue::Notification;
 use herald_proto::routing::v1 as pb;
 use herald_proto::routing::v1::routing_server::{Routing as RoutingApi, RoutingServer};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ErrorBody, ErrorCode};
 use serde_json::value::RawValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use herald_core::protocol::ErrorBody;
+use herald_protocol::ErrorBody;
 use tokio::sync::OnceCell;
 
 /// Keys remembered at most; the oldest are forgotten first.
@@ -76,7 +76,7 @@ impl<T: Clone> IdempotencyCache<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_core::protocol::ErrorCode;
+    use herald_protocol::ErrorCode;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]

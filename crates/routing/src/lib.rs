@@ -96,7 +96,7 @@ pub async fn start_service(
     // rather than pushing blindly.
     let presence: Arc<dyn PresenceLookup> = match &config.presence_url {
         Some(url) => Arc::new(
-            herald_presence::PresenceClient::new(
+            herald_proto::client::PresenceClient::new(
                 url,
                 config.api_keys.first().map(String::as_str),
                 config.presence_timeout(),
@@ -120,7 +120,7 @@ pub async fn start_service(
     );
     match &config.notify_url {
         Some(url) => {
-            let client = herald_notify::NotifyClient::new(
+            let client = herald_proto::client::NotifyClient::new(
                 url,
                 config.api_keys.first().map(String::as_str),
                 config.presence_timeout(),

@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::bus::{Bus, Headers};
-use herald_core::channel::Channel;
 use herald_core::config::Config;
 use herald_core::devices::{DeviceLookup, NoDeviceLookup};
 use herald_core::history::{Appended, History, NewPublication, Recovery, Retention};
 use herald_core::presence::PresenceLookup;
-use herald_core::protocol::{ErrorBody, ErrorCode, StreamPosition};
 use herald_core::route::live_message;
 use herald_core::subjects::Subjects;
 use herald_core::time::unix_millis;
 use herald_core::work_queue::{Notification, PushJob, WorkQueue};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -202,7 +202,7 @@ impl Routing {
                 self.config.max_message_bytes
             )));
         }
-        herald_core::protocol::check_data(data.get(), self.config.max_json_depth)
+        herald_protocol::check_data(data.get(), self.config.max_json_depth)
             .map_err(|e| bad_request(e.to_string()))
     }
 
@@ -229,7 +229,7 @@ impl Routing {
     }
 
     fn check_user(user: &str) -> Result<Channel, ErrorBody> {
-        herald_core::user::check_user_id(user)
+        herald_protocol::user::check_user_id(user)
             .map_err(|e| bad_request(format!("invalid user: {e}")))?;
         Channel::personal(user).map_err(|e| bad_request(format!("invalid user: {e}")))
     }
@@ -544,7 +544,7 @@ impl Routing {
     /// Closes every connection of `user` on every edge.
     pub async fn disconnect(&self, user: &str) -> Result<(), ErrorBody> {
         Self::check_user(user)?;
-        let payload = serde_json::to_vec(&herald_core::route::DisconnectUser {
+        let payload = serde_json::to_vec(&herald_protocol::route::DisconnectUser {
             user: user.to_owned(),
         })
         .map_err(|e| unavailable("bus", e))?;

@@ -10,13 +10,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use herald_core::bus::{Bus, MemoryBus, NatsBus};
-use herald_core::channel::Channel;
 use herald_core::config::Config;
 use herald_core::devices::{DeviceLookup, DeviceLookupError};
 use herald_core::history::MemoryHistory;
 use herald_core::presence::{PresenceError, PresenceLookup};
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::{JetStreamWorkQueue, Notification, PushJob};
+use herald_protocol::channel::Channel;
 use herald_routing::{Deps, NotifyOutcome, PublishRequest, Routing, SendRequest, SendResult};
 use serde_json::value::RawValue;
 

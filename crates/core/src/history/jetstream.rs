@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Appended, History, HistoryError, NewPublication, Recovery, Retention, recoverable};
-use crate::channel::Channel;
 use crate::config::NamespaceConfig;
-use crate::protocol::{Publication, StreamPosition};
 use crate::subjects::{HEADER_EPOCH, HEADER_OFFSET, Subjects};
+use herald_protocol::channel::Channel;
+use herald_protocol::{Publication, StreamPosition};
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 const MSG_ID: &str = "Nats-Msg-Id";

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{Appended, History, HistoryError, NewPublication, Recovery, Retention, recoverable};
-use crate::channel::Channel;
-use crate::protocol::{Publication, StreamPosition};
 use crate::time::unix_millis as now_ms;
+use herald_protocol::channel::Channel;
+use herald_protocol::{Publication, StreamPosition};
 
 /// Idempotency keys remembered at most (oldest forgotten first).
 const MAX_DEDUP_ENTRIES: usize = 100_000;

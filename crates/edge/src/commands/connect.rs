@@ -5,10 +5,8 @@
 //! reaches all of them — resumed from `personal_since` when given.
 
 use herald_core::auth::TokenError;
-use herald_core::channel::Channel;
-use herald_core::protocol::{
-    CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, StreamPosition,
-};
+use herald_protocol::channel::Channel;
+use herald_protocol::{CloseCode, ConnectCommand, ConnectOk, ErrorBody, ErrorCode, StreamPosition};
 
 use crate::commands::subscribe::{JoinedAt, join};
 use crate::connection::{Connection, Done, Release, reply};

@@ -9,9 +9,9 @@ pub(crate) mod typing;
 pub(crate) mod unsubscribe;
 
 use herald_core::auth::Claims;
-use herald_core::channel::Channel;
 use herald_core::config::NamespaceConfig;
-use herald_core::protocol::{ErrorBody, ErrorCode};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ErrorBody, ErrorCode};
 
 /// What `typing` and `presence` ask first: the user may be in `channel`,
 /// and its namespace has `feature` on.

@@ -2,8 +2,8 @@
 //! presence service).
 
 use herald_core::auth::Claims;
-use herald_core::channel::Channel;
-use herald_core::protocol::{ChannelCommand, ErrorBody, ErrorCode, PresenceOk};
+use herald_protocol::channel::Channel;
+use herald_protocol::{ChannelCommand, ErrorBody, ErrorCode, PresenceOk};
 
 use crate::Edge;
 use crate::connection::Connection;

@@ -2,9 +2,9 @@
 //! patterns and the namespace, stores the publication and fans it out.
 
 use herald_core::auth::Claims;
-use herald_core::channel::Channel;
-use herald_core::protocol::{ErrorBody, PublishCommand, PublishOk};
-use herald_core::route::ClientPublish;
+use herald_protocol::channel::Channel;
+use herald_protocol::route::ClientPublish;
+use herald_protocol::{ErrorBody, PublishCommand, PublishOk};
 use serde_json::value::RawValue;
 
 use crate::Edge;
@@ -24,8 +24,8 @@ pub(crate) async fn publish(
     data: Box<RawValue>,
 ) -> Result<PublishOk, ErrorBody> {
     // Refused here, before a round trip to routing (which checks it too).
-    herald_core::protocol::check_data(data.get(), edge.config.max_json_depth)
-        .map_err(|e| ErrorBody::new(herald_core::protocol::ErrorCode::BadRequest, e.to_string()))?;
+    herald_protocol::check_data(data.get(), edge.config.max_json_depth)
+        .map_err(|e| ErrorBody::new(herald_protocol::ErrorCode::BadRequest, e.to_string()))?;
     let request = ClientPublish {
         channel,
         data,

@@ -2,7 +2,7 @@
 //! token must be for the same user; channels it no longer allows are left
 //! (an `unsubscribe` push with code 103 says so).
 
-use herald_core::protocol::{ConnectCommand, ErrorBody, ErrorCode};
+use herald_protocol::{ConnectCommand, ErrorBody, ErrorCode};
 
 use crate::connection::{Connection, Done};
 

@@ -2,10 +2,10 @@
 //! replay what was missed when the client says where it left off. The
 //! HTTP transports subscribe the channels of their request the same way.
 
-use herald_core::channel::Channel;
 use herald_core::history::Recovery;
-use herald_core::protocol::{ErrorBody, ErrorCode, Publication, StreamPosition, SubscribeOk};
-use herald_core::route::HistoryQuery;
+use herald_protocol::channel::Channel;
+use herald_protocol::route::HistoryQuery;
+use herald_protocol::{ErrorBody, ErrorCode, Publication, StreamPosition, SubscribeOk};
 
 use crate::Edge;
 use crate::connection::{Connection, Done, Release, reply};

@@ -3,11 +3,9 @@
 
 use herald_core::auth::Claims;
 use herald_core::bus::Headers;
-use herald_core::channel::Channel;
-use herald_core::protocol::{
-    ChannelCommand, ChannelUser, EmptyOk, ErrorBody, ErrorCode, Push, encode,
-};
 use herald_core::subjects::HEADER_KIND;
+use herald_protocol::channel::Channel;
+use herald_protocol::{ChannelCommand, ChannelUser, EmptyOk, ErrorBody, ErrorCode, Push, encode};
 
 use crate::Edge;
 use crate::connection::Connection;

@@ -2,7 +2,7 @@
 //! an error, so clients can retry freely. It takes effect in command
 //! order: after a subscribe to the same channel still in flight.
 
-use herald_core::channel::Channel;
+use herald_protocol::channel::Channel;
 
 use crate::connection::{Connection, Done};
 

@@ -4,7 +4,7 @@
 //! keep-alive. Only writing waits on the client; a command waiting on
 //! routing never holds up deliveries, pings or the slow-consumer check.
 
-use herald_core::protocol::CloseCode;
+use herald_protocol::CloseCode;
 use tokio::time::{Instant, sleep_until};
 
 use super::lifecycle::far_future;
@@ -57,8 +57,8 @@ async fn drive<T: Transport>(conn: &mut Connection, transport: &mut T) -> Option
                 },
                 Read::Unsupported(why) => conn.answer::<()>(
                     None,
-                    Err(herald_core::protocol::ErrorBody::new(
-                        herald_core::protocol::ErrorCode::BadRequest,
+                    Err(herald_protocol::ErrorBody::new(
+                        herald_protocol::ErrorCode::BadRequest,
                         why,
                     )),
                 ),

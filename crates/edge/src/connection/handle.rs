@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
-use herald_core::protocol::CloseCode;
 use herald_core::shutdown::Shutdown;
+use herald_protocol::CloseCode;
 
 #[derive(Clone, Default)]
 pub(crate) struct Handle {

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use herald_core::auth::unix_now;
-use herald_core::protocol::CloseCode;
 use herald_core::shutdown::Shutdown;
+use herald_protocol::CloseCode;
 use tokio::time::{Instant, sleep_until};
 
 use super::handle::Handle;

@@ -24,10 +24,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use herald_core::auth::Claims;
-use herald_core::channel::Channel;
-use herald_core::protocol::{
-    CloseCode, Command, ErrorBody, ErrorCode, StreamPosition, decode_command,
-};
+use herald_protocol::channel::Channel;
+use herald_protocol::{CloseCode, Command, ErrorBody, ErrorCode, StreamPosition, decode_command};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -80,7 +78,7 @@ pub(crate) struct Connection {
     pub edge: Arc<Edge>,
     pub id: ConnId,
     pub client_id: String,
-    pub kind: herald_core::presence::Transport,
+    pub kind: herald_protocol::presence::Transport,
     pub outbox: Outbox,
     inbox: Inbox,
     life: Lifecycle,
@@ -107,7 +105,11 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub fn new(edge: Arc<Edge>, kind: herald_core::presence::Transport, permit: Permit) -> Self {
+    pub fn new(
+        edge: Arc<Edge>,
+        kind: herald_protocol::presence::Transport,
+        permit: Permit,
+    ) -> Self {
         let (outbox, inbox, overflow) =
             Outbox::new(edge.config.client_queue_len, edge.config.client_queue_bytes);
         let id = edge.next_conn_id();
@@ -212,7 +214,7 @@ impl Connection {
             .collect();
         for channel in dropped {
             self.leave(&channel);
-            out.push(Out::Unsubscribed(herald_core::protocol::Unsubscribed {
+            out.push(Out::Unsubscribed(herald_protocol::Unsubscribed {
                 channel,
                 code: ErrorCode::PermissionDenied,
                 reason: "the refreshed token does not allow this channel".into(),
@@ -350,14 +352,14 @@ impl Connection {
                 } else {
                     self.leave(&channel);
                 }
-                out.push(Out::Reply(reply(id, Ok(herald_core::protocol::EmptyOk {}))));
+                out.push(Out::Reply(reply(id, Ok(herald_protocol::EmptyOk {}))));
             }
             Done::Refreshed { id, claims } => {
                 let exp = claims.exp;
                 self.replace_claims(claims, out);
                 out.push(Out::Reply(reply(
                     id,
-                    Ok(herald_core::protocol::RefreshOk { exp }),
+                    Ok(herald_protocol::RefreshOk { exp }),
                 )));
             }
         }

@@ -12,8 +12,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_core::channel::Channel;
-use herald_core::protocol::{
+use herald_protocol::channel::Channel;
+use herald_protocol::{
     CloseCode, ConnectOk, ErrorBody, ErrorReply, Push, SubscribeOk, Unsubscribed, encode,
 };
 
@@ -41,7 +41,7 @@ pub(crate) enum Internal {
     /// Follow a channel, resuming after `since` when known.
     Subscribe {
         channel: Channel,
-        since: Option<herald_core::protocol::StreamPosition>,
+        since: Option<herald_protocol::StreamPosition>,
     },
     Unsubscribe(Channel),
     /// A newer token for the same user (a long poll carried it).
@@ -91,8 +91,8 @@ impl Reply {
                 id: self.id,
                 error: error.clone(),
             }),
-            ReplyBody::Connected(ok) => encode(&herald_core::protocol::OkReply { id, ok }),
-            ReplyBody::Subscribed(_, ok) => encode(&herald_core::protocol::OkReply { id, ok }),
+            ReplyBody::Connected(ok) => encode(&herald_protocol::OkReply { id, ok }),
+            ReplyBody::Subscribed(_, ok) => encode(&herald_protocol::OkReply { id, ok }),
         }
     }
 }

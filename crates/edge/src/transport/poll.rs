@@ -20,8 +20,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::auth::Claims;
-use herald_core::channel::Channel;
-use herald_core::protocol::{CloseCode, ErrorBody, ErrorCode, Unsubscribed, encode};
+use herald_protocol::channel::Channel;
+use herald_protocol::{CloseCode, ErrorBody, ErrorCode, Unsubscribed, encode};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
@@ -183,7 +183,11 @@ fn deliver(
     let dropped = std::mem::replace(&mut request.dropped, Ok(Vec::new()))?;
     request.dropped = Ok(dropped);
     let permit = edge.admit(headers, client)?;
-    let mut conn = Connection::new(edge.clone(), herald_core::presence::Transport::Poll, permit);
+    let mut conn = Connection::new(
+        edge.clone(),
+        herald_protocol::presence::Transport::Poll,
+        permit,
+    );
     conn.register(request.claims.clone())?;
     let id = format!("{:016x}{:016x}", rand::random::<u64>(), conn.id);
     let (mailbox, inbox) = mpsc::channel(MAILBOX);

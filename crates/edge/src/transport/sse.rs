@@ -13,8 +13,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
-use herald_core::channel::Channel;
-use herald_core::protocol::{CloseCode, Push, Unsubscribed, encode};
+use herald_protocol::channel::Channel;
+use herald_protocol::{CloseCode, Push, Unsubscribed, encode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -87,7 +87,11 @@ fn open(
     };
     let dropped = requested.narrowed(&cursor)?;
 
-    let mut conn = Connection::new(edge.clone(), herald_core::presence::Transport::Sse, permit);
+    let mut conn = Connection::new(
+        edge.clone(),
+        herald_protocol::presence::Transport::Sse,
+        permit,
+    );
     conn.register(claims)?;
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
     let mut first = format!("retry: {RETRY_MS}\n\n");

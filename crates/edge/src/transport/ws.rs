@@ -8,7 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
-use herald_core::protocol::{CloseCode, EmptyOk, Push, SUBPROTOCOL, encode};
+use herald_protocol::{CloseCode, EmptyOk, Push, SUBPROTOCOL, encode};
 
 use super::{Keepalive, Out, Read, Transport, WriteError};
 use crate::connection::{Connection, driver};
@@ -44,8 +44,12 @@ pub(crate) async fn upgrade(
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
-            let conn = Connection::new(edge.clone(), herald_core::presence::Transport::Ws, permit)
-                .awaiting_connect();
+            let conn = Connection::new(
+                edge.clone(),
+                herald_protocol::presence::Transport::Ws,
+                permit,
+            )
+            .awaiting_connect();
             let transport = WsTransport {
                 socket,
                 ping_every: edge.config.ping_interval(),

@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::{Upstream, describe};
+use crate::presence::v1 as pb;
+use crate::presence::v1::presence_client::PresenceClient as Stub;
 use async_trait::async_trait;
-use herald_core::channel::Channel;
 use herald_core::presence::{PresenceError, PresenceLookup};
-use herald_proto::client::{Upstream, describe};
-use herald_proto::presence::v1 as pb;
-use herald_proto::presence::v1::presence_client::PresenceClient as Stub;
+use herald_protocol::channel::Channel;
 
 /// Users per `GetOnline` call; more are asked in several calls.
 const BATCH: usize = 1000;

@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::{Upstream, describe};
+use crate::notify::v1 as pb;
+use crate::notify::v1::notify_client::NotifyClient as Stub;
 use async_trait::async_trait;
 use herald_core::devices::{DeviceLookup, DeviceLookupError};
-use herald_proto::client::{Upstream, describe};
-use herald_proto::notify::v1 as pb;
-use herald_proto::notify::v1::notify_client::NotifyClient as Stub;
 
 /// Users per `UsersWithDevices` call; more are asked in several calls.
 const BATCH: usize = 1000;

@@ -50,3 +50,9 @@ impl Upstream {
 pub fn describe(status: &tonic::Status) -> String {
     format!("{}: {}", status.code(), status.message())
 }
+
+mod notify;
+mod presence;
+
+pub use notify::NotifyClient;
+pub use presence::PresenceClient;

@@ -1,0 +1,102 @@
+//! What edges and routing say to each other over the bus: a client publish
+//! forwarded for the write path, a history read, and routing's answer.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::channel::Channel;
+use crate::{ErrorBody, ErrorCode, StreamPosition};
+
+/// A client publish, forwarded by the edge that received it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClientPublish {
+    pub channel: Channel,
+    pub data: Box<RawValue>,
+    /// The publishing user (`sub` of the token).
+    pub user: String,
+    /// The token's `publish` patterns; routing checks them.
+    pub publish: Vec<String>,
+}
+
+/// A history read asked of routing by an edge (for `subscribe`, and to fill
+/// gaps): publications of `channel` after `since`, at most `limit`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<StreamPosition>,
+    pub limit: usize,
+}
+
+impl HistoryQuery {
+    /// Only where `channel` stands (no publications).
+    pub fn position_of(channel: &Channel) -> Self {
+        HistoryQuery {
+            channel: channel.clone(),
+            since: None,
+            limit: 0,
+        }
+    }
+}
+
+/// `<p>.ctl.disconnect`: close every connection of a user.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DisconnectUser {
+    pub user: String,
+}
+
+/// Routing's answer to an edge: `{"ok":…}` or `{"error":{…}}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteReply<T> {
+    Ok(T),
+    Error(ErrorBody),
+}
+
+impl<T: Serialize + DeserializeOwned> RouteReply<T> {
+    pub fn from_result(result: Result<T, ErrorBody>) -> Self {
+        match result {
+            Ok(v) => RouteReply::Ok(v),
+            Err(e) => RouteReply::Error(e),
+        }
+    }
+
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(crate::encode(self))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<T, ErrorBody> {
+        match serde_json::from_slice::<RouteReply<T>>(bytes) {
+            Ok(RouteReply::Ok(v)) => Ok(v),
+            Ok(RouteReply::Error(e)) => Err(e),
+            Err(e) => Err(ErrorBody::new(
+                ErrorCode::Internal,
+                format!("unreadable answer from routing: {e}"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_reply_round_trip() {
+        type R = RouteReply<StreamPosition>;
+        let ok = R::Ok(StreamPosition {
+            offset: 3,
+            epoch: "e".into(),
+        })
+        .encode();
+        assert_eq!(R::decode(&ok).unwrap().offset, 3);
+        let err = R::Error(ErrorBody::new(ErrorCode::PermissionDenied, "no")).encode();
+        assert_eq!(
+            R::decode(&err).unwrap_err().code,
+            ErrorCode::PermissionDenied
+        );
+        assert_eq!(R::decode(b"junk").unwrap_err().code, ErrorCode::Internal);
+    }
+}
