@@ -15,15 +15,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
-    if std::env::var_os("PROTOC").is_none() {
-        let protoc = protoc_bin_vendored::protoc_bin_path()?;
-        // SAFETY: build scripts are single-threaded; nothing else reads the
-        // environment concurrently.
-        unsafe { std::env::set_var("PROTOC", protoc) };
-    }
+    // A protoc named in the environment wins; else the vendored one.
+    let protoc = match std::env::var_os("PROTOC") {
+        Some(path) => PathBuf::from(path),
+        None => protoc_bin_vendored::protoc_bin_path()?,
+    };
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
     let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("herald_descriptor.bin");
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptors)
-        .compile_protos(&files.map(|f| root.join(f)), &[root])?;
+        .compile_with_config(config, &files.map(|f| root.join(f)), &[root])?;
     Ok(())
 }

@@ -4,7 +4,9 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,7 +178,7 @@ impl Herald {
                     if let Some(addr) = listening_addr(&line) {
                         let _ = addr_tx.send(addr);
                     }
-                    logs.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                    logs.lock().push(line);
                 }
             });
         }
@@ -187,7 +189,7 @@ impl Herald {
                 let _ = child.wait();
                 panic!(
                     "{name} did not start listening:\n{}",
-                    logs.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+                    logs.lock().join("\n")
                 );
             }
         };
@@ -260,10 +262,7 @@ impl Herald {
     }
 
     pub fn logs(&self) -> String {
-        self.logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
+        self.logs.lock().join("\n")
     }
 
     /// SIGKILL: the process dies without a word.

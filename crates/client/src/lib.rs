@@ -61,7 +61,7 @@ type Sink = futures::stream::SplitSink<
 >;
 
 type Pending = Arc<
-    std::sync::Mutex<
+    parking_lot::Mutex<
         HashMap<u64, oneshot::Sender<Result<Box<serde_json::value::RawValue>, ErrorBody>>>,
     >,
 >;
@@ -313,8 +313,8 @@ impl Drop for Client {
     }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &parking_lot::Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    m.lock()
 }
 
 async fn read_loop(

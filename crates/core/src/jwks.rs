@@ -3,8 +3,8 @@
 //! when it changes, so keys rotate without a restart. Only keys that suit
 //! the configured algorithm are used: the algorithm stays pinned by config.
 
+use parking_lot::RwLock;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::time::SystemTime;
 
 use jsonwebtoken::DecodingKey;
@@ -51,7 +51,7 @@ impl JwksKeys {
     }
 
     fn find(&self, kid: Option<&str>) -> Result<Option<DecodingKey>, TokenError> {
-        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        let loaded = self.loaded.read();
         match kid {
             Some(kid) => Ok(loaded
                 .keys
@@ -69,7 +69,7 @@ impl JwksKeys {
     fn reload_if_changed(&self) -> bool {
         let now = version(&self.path);
         {
-            let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+            let loaded = self.loaded.read();
             if now.is_none() || now == loaded.version {
                 return false;
             }
@@ -77,7 +77,7 @@ impl JwksKeys {
         match read(&self.path, self.algorithm) {
             Ok((keys, version)) => {
                 tracing::info!(path = %self.path.display(), keys = keys.len(), "JWKS file read again");
-                *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Loaded { keys, version };
+                *self.loaded.write() = Loaded { keys, version };
                 true
             }
             Err(e) => {

@@ -3,7 +3,9 @@
 //! restarts) and a bounded in-memory queue (standalone).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -162,8 +164,8 @@ impl MemoryWorkQueue {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, MemoryState> {
+        self.state.lock()
     }
 
     /// Takes every waiting job at once (tests).
@@ -197,11 +199,7 @@ impl Settle for MemorySettle {
         } = *self;
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .waiting
-                .push_back((job, attempt + 1));
+            state.lock().waiting.push_back((job, attempt + 1));
             ready.notify_one();
         });
     }

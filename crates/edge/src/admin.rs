@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
@@ -77,7 +79,7 @@ pub struct ClusterView {
 
 impl Cluster {
     pub fn record(&self, stats: NodeStats) {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut nodes = self.nodes.lock();
         let key = (stats.node.clone(), stats.service.clone());
         let room = nodes.len() < MAX_NODES;
         match nodes.get_mut(&key) {
@@ -101,7 +103,7 @@ impl Cluster {
     }
 
     pub fn view(&self) -> ClusterView {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut nodes = self.nodes.lock();
         nodes.retain(|_, s| s.heard.elapsed() < FORGET_AFTER);
         let mut views: Vec<NodeView> = nodes.values().map(Samples::view).collect();
         drop(nodes);

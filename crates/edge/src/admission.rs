@@ -2,8 +2,8 @@
 //! new ones are accepted. Checked before the WebSocket upgrade (or the SSE
 //! stream), so a flood costs a refused HTTP request, not a connection.
 
+use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -61,10 +61,7 @@ impl Admission {
                 kind: "limit",
             });
         }
-        let mut bucket = self
-            .new_connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut bucket = self.new_connections.lock();
         if !bucket.take() {
             let wait = bucket.wait();
             drop(bucket);

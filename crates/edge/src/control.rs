@@ -3,7 +3,9 @@
 //! connection, so it also answers routing's presence lookups.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use herald_core::bus::BusError;
@@ -26,8 +28,8 @@ pub(crate) struct Users {
 }
 
 impl Users {
-    fn lock(&self) -> std::sync::MutexGuard<'_, UserMap> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, UserMap> {
+        self.inner.lock()
     }
 
     /// Registers a connection of `user`, unless the user already has

@@ -12,7 +12,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -119,8 +121,8 @@ impl Fanout {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Advances the position and pushes to every local subscriber. The lock
@@ -142,7 +144,7 @@ impl Fanout {
     }
 
     fn abort(&self) {
-        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(task) = self.task.lock().take() {
             task.abort();
         }
     }
@@ -164,9 +166,12 @@ struct Inner {
 }
 
 impl Inner {
-    fn shard(&self, channel: &Channel) -> std::sync::MutexGuard<'_, HashMap<Channel, Arc<Fanout>>> {
+    fn shard(
+        &self,
+        channel: &Channel,
+    ) -> parking_lot::MutexGuard<'_, HashMap<Channel, Arc<Fanout>>> {
         let at = self.hasher.hash_one(channel) as usize % self.shards.len();
-        self.shards[at].lock().unwrap_or_else(|p| p.into_inner())
+        self.shards[at].lock()
     }
 
     /// Forgets `fanout` if it is still the channel's, and stops it.
@@ -267,11 +272,7 @@ impl Hub {
 
     /// Channels with at least one local subscriber.
     pub fn channel_count(&self) -> usize {
-        self.inner
-            .shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.inner.shards.iter().map(|s| s.lock().len()).sum()
     }
 }
 
@@ -310,7 +311,7 @@ async fn open(hub: Arc<Inner>, channel: Channel, fanout: Arc<Fanout>) {
         subscription,
         hub.routing.clone(),
     ));
-    *fanout.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+    *fanout.task.lock() = Some(task.abort_handle());
     // Everyone who wanted it may have left while it opened (the last
     // unsubscribe leaves an opening alone): then it closes here. Under the
     // shard's lock, so nobody joins in between.

@@ -5,7 +5,9 @@
 //! leaves), for join/leave pushes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,8 +73,8 @@ impl PresenceReporter {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     fn record(&self, state: &mut State, change: Change) {
@@ -198,12 +200,7 @@ impl PresenceReporter {
             .await?;
         let mut resyncs = bus.subscribe(&subjects.presence_resync()).await?;
         bus.flush().await?;
-        let Some(mut queue) = self
-            .receiver
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
+        let Some(mut queue) = self.receiver.lock().take() else {
             return Err(BusError::Connection(
                 "presence reporter already running".into(),
             ));

@@ -1,9 +1,9 @@
 //! Token buckets: per connection for commands, per edge for new
 //! connections, and by key (user, address) in a bounded table.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -102,7 +102,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     {
         use std::hash::BuildHasher;
         let at = self.hasher.hash_one(key) as usize % self.shards.len();
-        let mut shard = self.shards[at].lock().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self.shards[at].lock();
         if let Some(bucket) = shard.get_mut(key) {
             return bucket.take();
         }
@@ -121,10 +121,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     /// Keys held now.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 }
 

@@ -4,7 +4,9 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -150,7 +152,7 @@ impl FakeFcm {
 
     /// Access tokens granted so far (they are cached by a good client).
     pub fn grants(&self) -> u32 {
-        *self.grants.lock().unwrap_or_else(|p| p.into_inner())
+        *self.grants.lock()
     }
 }
 
@@ -191,11 +193,8 @@ async fn token(State(app): State<App>, Form(grant): Form<Grant>) -> Response {
         return invalid("scope");
     }
     let access = format!("ya29.fake-{:032x}", rand::random::<u128>());
-    app.tokens
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(access.clone());
-    *app.grants.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    app.tokens.lock().insert(access.clone());
+    *app.grants.lock() += 1;
     axum::Json(json!({"access_token": access, "expires_in": 3599, "token_type": "Bearer"}))
         .into_response()
 }
@@ -228,12 +227,7 @@ async fn send(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let known = bearer.is_some_and(|t| {
-        app.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&t)
-    });
+    let known = bearer.is_some_and(|t| app.tokens.lock().contains(&t));
     if !known {
         return error(
             StatusCode::UNAUTHORIZED,

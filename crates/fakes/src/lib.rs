@@ -9,7 +9,9 @@ pub mod tls;
 mod webpush;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 pub use apns::{ApnsRequest, FakeApns};
@@ -143,41 +145,26 @@ impl<R: Clone> Shared<R> {
     }
 
     pub(crate) fn next_reply(&self, device: &str) -> Reply {
-        self.script
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next(device)
+        self.script.lock().next(device)
     }
 
     pub(crate) fn record(&self, request: R) {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(request);
+        self.received.lock().push(request);
     }
 
     fn script(&self, device: &str, replies: Vec<Reply>) {
         self.script
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .replies
             .insert(device.to_owned(), replies.into());
     }
 
     fn count(&self, accepted: impl Fn(&R) -> bool) -> usize {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|r| accepted(r))
-            .count()
+        self.received.lock().iter().filter(|r| accepted(r)).count()
     }
 
     fn received(&self) -> Vec<R> {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.received.lock().clone()
     }
 }
 

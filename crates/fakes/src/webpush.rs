@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -111,7 +113,6 @@ impl FakeWebPush {
         self.app
             .subscriptions
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .insert(id, Keys { secret, auth });
         subscription
     }
@@ -243,7 +244,7 @@ async fn push(
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
     }
     let plaintext = {
-        let subscriptions = app.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        let subscriptions = app.subscriptions.lock();
         let Some(keys) = subscriptions.get(&id) else {
             return refuse(StatusCode::GONE, "no such subscription").into_response();
         };

@@ -5,7 +5,9 @@
 //! status, and acknowledges a job only when every device is settled.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use herald_core::config::Config;
@@ -124,7 +126,7 @@ impl Worker {
                 job.user.clone(),
                 notification.collapse_key.clone().unwrap_or_default(),
             );
-            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            let mut windows = self.windows.lock();
             if let Some(window) = windows.get_mut(&key) {
                 window.count += 1;
                 window.last = job.clone();
@@ -149,7 +151,7 @@ impl Worker {
     async fn close_windows(&self, all: bool) {
         let now = Instant::now();
         let closed: Vec<Window> = {
-            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            let mut windows = self.windows.lock();
             let keys: Vec<(String, String)> = windows
                 .iter()
                 .filter(|(_, w)| all || w.due <= now)
@@ -210,7 +212,7 @@ impl Worker {
 
     /// Whether `user` may get another push this hour.
     fn within_rate(&self, user: &str) -> bool {
-        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent = self.sent.lock();
         if sent.len() > 100_000 {
             sent.retain(|_, times| {
                 times

@@ -3,7 +3,9 @@
 //! forgets edges that stop beating.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -129,12 +131,7 @@ impl Intake {
 
     /// Asks `edge` for its whole state (once at a time per edge).
     fn resync(self: &Arc<Self>, edge: String) {
-        if !self
-            .resyncing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(edge.clone())
-        {
+        if !self.resyncing.lock().insert(edge.clone()) {
             return;
         }
         let intake = self.clone();
@@ -151,11 +148,7 @@ impl Intake {
                 },
                 Err(e) => tracing::warn!(edge, error = %e, "snapshot request failed"),
             }
-            intake
-                .resyncing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&edge);
+            intake.resyncing.lock().remove(&edge);
         });
     }
 

@@ -2,7 +2,9 @@
 //! aggregated, per user and per channel. Every replica holds all of it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use herald_core::time::unix_millis;
@@ -117,12 +119,12 @@ impl PresenceState {
         })
     }
 
-    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn write(&self) -> parking_lot::RwLockWriteGuard<'_, Inner> {
+        self.inner.write()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, Inner> {
+        self.inner.read()
     }
 
     pub fn subscribe_events(&self) -> broadcast::Receiver<PresenceEvent> {

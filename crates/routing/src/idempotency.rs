@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -49,7 +51,7 @@ impl<T: Clone> IdempotencyCache<T> {
             return work().await;
         };
         let cell = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.state.lock();
             let now = Instant::now();
             while let Some((at, _)) = state.order.front() {
                 if now.duration_since(*at) < self.window && state.order.len() < MAX_KEYS {

@@ -3,8 +3,10 @@
 //! subscriber queues) without a network.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -65,10 +67,7 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut table = match self.inner.table.write() {
-            Ok(t) => t,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut table = self.inner.table.write();
         table.remove(&self.subject, self.id);
     }
 }
@@ -103,11 +102,8 @@ impl MemoryBus {
         table.exact.values().map(Vec::len).sum::<usize>() + table.wildcard.len()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
-        match self.inner.table.read() {
-            Ok(t) => t,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, Table> {
+        self.inner.table.read()
     }
 
     fn add(&self, pattern: &str, queue: Option<&str>) -> Result<Subscription, BusError> {
@@ -120,10 +116,7 @@ impl MemoryBus {
             tx,
         };
         {
-            let mut table = match self.inner.table.write() {
-                Ok(t) => t,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut table = self.inner.table.write();
             if subject::has_wildcard(pattern) {
                 table.wildcard.push((pattern.to_owned(), entry));
             } else {

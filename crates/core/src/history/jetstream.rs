@@ -8,8 +8,8 @@
 //! appending at once one wins and the other retries with the new tip.
 //! Idempotency keys become `Nats-Msg-Id`, deduplicated by the stream.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -182,7 +182,7 @@ impl JetStreamHistory {
     }
 
     fn remember_sequence(&self, channel: &Channel, offset: u64, sequence: u64) {
-        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.index.lock();
         if index.len() >= MAX_CACHED_TIPS && !index.contains_key(channel) {
             index.clear();
         }
@@ -200,7 +200,7 @@ impl JetStreamHistory {
 
     /// The stream sequence of `offset` in `channel`, if remembered.
     fn sequence_of(&self, channel: &Channel, offset: u64) -> Option<u64> {
-        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let index = self.index.lock();
         let entries = index.get(channel)?;
         let (first, _) = *entries.front()?;
         let at = offset.checked_sub(first)? as usize;
@@ -211,15 +211,11 @@ impl JetStreamHistory {
     }
 
     fn cached_tip(&self, channel: &Channel) -> Option<Tip> {
-        self.tips
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(channel)
-            .cloned()
+        self.tips.lock().get(channel).cloned()
     }
 
     fn remember_tip(&self, channel: &Channel, tip: Option<Tip>) {
-        let mut tips = self.tips.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tips = self.tips.lock();
         match tip {
             Some(t) => {
                 if tips.len() >= MAX_CACHED_TIPS {

@@ -8,8 +8,8 @@
 //! by standalone, drops what expired and forgets channels quiet for longer
 //! than their TTL, so the maps shrink when the traffic moves on.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -151,8 +151,8 @@ impl MemoryHistory {
         (state.bytes, state.channels.len())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 }
 

@@ -12,7 +12,9 @@
 //! `poll_grace_secs`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -71,8 +73,8 @@ struct Session {
 }
 
 impl PollSessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock()
     }
 
     /// The session `id`, if it is `user`'s.

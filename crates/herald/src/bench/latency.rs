@@ -7,7 +7,9 @@
 //! measured in the same run. Publisher and subscribers share this machine's
 //! clock, so run it on the machine the server runs on (or one in sync).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -98,10 +100,7 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
                     mine.push(now_micros().saturating_sub(p.data.sent));
                 }
             }
-            samples
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(mine);
+            samples.lock().extend(mine);
         }));
     }
 
@@ -137,7 +136,7 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(30), subscriber).await;
     }
 
-    let mut deliveries = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut deliveries = std::mem::take(&mut *samples.lock());
     let received = deliveries.len() as u64;
     let lost = (total * args.subscribers as u64).saturating_sub(received);
     println!(

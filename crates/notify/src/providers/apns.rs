@@ -2,7 +2,7 @@
 //! (renewed every 50 minutes; Apple refuses ones older than an hour), one
 //! connection shared by many concurrent streams.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -43,7 +43,7 @@ impl ApnsSender {
 
     /// The cached provider token, renewed when old.
     fn provider_token(&self) -> Result<String, String> {
-        let mut cached = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = self.token.lock();
         if let Some((token, made)) = cached.as_ref()
             && made.elapsed() < TOKEN_LIFETIME
         {
@@ -62,7 +62,7 @@ impl ApnsSender {
     }
 
     fn forget_token(&self) {
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.token.lock() = None;
     }
 
     pub async fn send(

@@ -17,8 +17,10 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -110,8 +112,8 @@ impl Drop for Ticket {
     }
 }
 
-fn lock(m: &Mutex<Sockets>) -> std::sync::MutexGuard<'_, Sockets> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn lock(m: &Mutex<Sockets>) -> parking_lot::MutexGuard<'_, Sockets> {
+    m.lock()
 }
 
 /// Why a socket was turned away.
