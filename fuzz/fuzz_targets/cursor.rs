@@ -114,7 +114,7 @@ fn check_stream(stream: &StreamCursor, expected: &BTreeMap<usize, (u64, String)>
             Some((_, epoch)) if epoch.is_empty() => None,
             Some((offset, epoch)) => Some(StreamPosition {
                 offset: *offset,
-                epoch: epoch.clone(),
+                epoch: epoch.as_str().into(),
             }),
         };
         // the id names epochs by tag: the channel's epoch now resolves it

@@ -69,14 +69,11 @@ pub(crate) fn recoverable(
     latest: &StreamPosition,
     first_kept: Option<u64>,
 ) -> bool {
-    let same_epoch = since.epoch == latest.epoch || (since.epoch.is_empty() && since.offset == 0);
-    if !same_epoch || since.offset > latest.offset {
-        return false;
+    match since.missed_until(latest) {
+        None => false,
+        Some(0) => true,
+        Some(_) => first_kept.is_some_and(|first| first <= since.offset + 1),
     }
-    if since.offset == latest.offset {
-        return true;
-    }
-    first_kept.is_some_and(|first| first <= since.offset + 1)
 }
 
 /// The answer to "publications of C after offset N".

@@ -16,7 +16,7 @@ use crate::subjects::{HEADER_EPOCH, HEADER_OFFSET};
 pub fn live_message(publication: &Publication) -> (Headers, Bytes) {
     let headers = Headers::new()
         .with(HEADER_OFFSET, publication.offset.to_string())
-        .with(HEADER_EPOCH, publication.epoch.clone());
+        .with(HEADER_EPOCH, publication.epoch.as_str());
     let frame = herald_protocol::encode(&PushRef::Pub(publication));
     (headers, Bytes::from(frame))
 }

@@ -202,7 +202,7 @@ async fn an_empty_channel_and_its_first_publication(s: Subject) {
         empty,
         StreamPosition {
             offset: 0,
-            epoch: String::new()
+            epoch: Default::default()
         }
     );
     assert_eq!(

@@ -6,13 +6,12 @@
 //!
 //! Run: `cargo bench -p herald-edge --bench sse`.
 
-use std::sync::Arc;
-
 use axum::extract::ws::Utf8Bytes;
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use herald_edge::transport::sse::put_event;
 use herald_edge::{Cursor, Delivery, PushKind, StreamCursor};
+use herald_protocol::StreamPosition;
 use herald_protocol::channel::Channel;
 
 fn channels(n: usize) -> Vec<Channel> {
@@ -30,7 +29,7 @@ fn delivery(channel: &Channel, offset: u64) -> Delivery {
         Utf8Bytes::from(frame),
         PushKind::Pub,
         channel.clone(),
-        Some((offset, Arc::from("0123456789ab"))),
+        Some(StreamPosition::new(offset, "0123456789ab")),
     )
 }
 
@@ -67,8 +66,8 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let d = &deliveries[i % deliveries.len()];
                 buf.extend_from_slice(&d.sse_event());
-                if let Some((offset, epoch)) = &d.position {
-                    cursor.set(&d.channel, *offset, epoch);
+                if let Some(p) = &d.position {
+                    cursor.set(&d.channel, p.offset, &p.epoch);
                     buf.extend_from_slice(format!("id: {}\n\n", cursor.encode()).as_bytes());
                 }
                 i += 1;

@@ -57,7 +57,7 @@ impl Cursor {
                     channel.clone(),
                     StreamPosition {
                         offset,
-                        epoch: epoch.to_owned(),
+                        epoch: epoch.into(),
                     },
                 );
             }
@@ -81,7 +81,7 @@ impl Cursor {
         let p: Vec<(String, String, u64)> = self
             .positions
             .iter()
-            .map(|(c, p)| (c.to_string(), p.epoch.clone(), p.offset))
+            .map(|(c, p)| (c.to_string(), p.epoch.to_string(), p.offset))
             .collect();
         let wire = match &self.session {
             Some(s) => Wire::Session { s: s.clone(), p },
@@ -155,7 +155,7 @@ impl StreamCursor {
             slots: channels
                 .iter()
                 .map(|_| Slot {
-                    epoch: String::new(),
+                    epoch: Default::default(),
                     offset: 0,
                     at: 0,
                     len: 0,

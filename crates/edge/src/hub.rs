@@ -24,7 +24,7 @@ use herald_core::subjects::{HEADER_EPOCH, HEADER_KIND, HEADER_OFFSET, Subjects};
 use herald_core::telemetry::propagation;
 use herald_protocol::channel::Channel;
 use herald_protocol::route::HistoryQuery;
-use herald_protocol::{ErrorBody, ErrorCode, Publication, Push, StreamPosition, encode};
+use herald_protocol::{Epoch, ErrorBody, ErrorCode, Publication, Push, StreamPosition, encode};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until};
@@ -45,7 +45,7 @@ const MAX_PENDING: usize = 10_000;
 const GAP_FILL_LIMIT: usize = 1000;
 
 /// Where a channel's stream stands at this edge.
-type Position = Option<(Arc<str>, u64)>;
+type Position = Option<StreamPosition>;
 
 /// Shards of the channel map: subscribes and unsubscribes on different
 /// channels rarely meet on one lock.
@@ -133,8 +133,8 @@ impl Fanout {
         let delivery = Arc::new(delivery);
         let targets = {
             let mut state = self.lock();
-            if let Some((offset, epoch)) = &delivery.position {
-                state.last = Some((epoch.clone(), *offset));
+            if let Some(position) = &delivery.position {
+                state.last = Some(position.clone());
             }
             state.subscribers.list.clone()
         };
@@ -241,10 +241,7 @@ impl Hub {
             }
             let mut state = fanout.lock();
             state.subscribers.insert(conn, outbox);
-            return Ok(state.last.as_ref().map(|(epoch, offset)| StreamPosition {
-                offset: *offset,
-                epoch: epoch.to_string(),
-            }));
+            return Ok(state.last.clone());
         }
     }
 
@@ -296,8 +293,7 @@ async fn open(hub: Arc<Inner>, channel: Channel, fanout: Arc<Fanout>) {
     let query = HistoryQuery::position_of(&channel);
     match hub.routing.history(&query).await {
         Ok(recovery) => {
-            let latest = recovery.latest();
-            fanout.lock().last = Some((Arc::from(latest.epoch.as_str()), latest.offset));
+            fanout.lock().last = Some(recovery.latest().clone());
         }
         Err(e) => {
             // Live delivery still works; the position is learned from the
@@ -341,7 +337,7 @@ fn delivery_of(channel: &Channel, message: Message) -> Option<Delivery> {
     let (kind, position) = match offset {
         Some(offset) => {
             let epoch = message.headers.get(HEADER_EPOCH).unwrap_or_default();
-            (PushKind::Pub, Some((offset, Arc::from(epoch))))
+            (PushKind::Pub, Some(StreamPosition::new(offset, epoch)))
         }
         None => {
             let kind = message
@@ -360,14 +356,17 @@ pub fn delivery_of_publication(publication: &Publication) -> Delivery {
         Utf8Bytes::from(encode(&Push::Pub(publication.clone()))),
         PushKind::Pub,
         publication.channel.clone(),
-        Some((publication.offset, Arc::from(publication.epoch.as_str()))),
+        Some(StreamPosition {
+            offset: publication.offset,
+            epoch: publication.epoch.clone(),
+        }),
     )
 }
 
 /// Publications that arrived ahead of a gap, by offset.
 #[derive(Default)]
 struct Pending {
-    epoch: Option<Arc<str>>,
+    epoch: Option<Epoch>,
     waiting: BTreeMap<u64, Delivery>,
     since: Option<Instant>,
 }
@@ -406,7 +405,7 @@ async fn run_fanout(
 /// Delivers `delivery` now if it is next (or ephemeral), holds it if it is
 /// early, drops it if it was already delivered.
 fn accept(fanout: &Fanout, pending: &mut Pending, delivery: Delivery) {
-    let Some((offset, epoch)) = delivery.position.clone() else {
+    let Some(StreamPosition { offset, epoch }) = delivery.position.clone() else {
         fanout.deliver(delivery);
         return;
     };
@@ -414,7 +413,10 @@ fn accept(fanout: &Fanout, pending: &mut Pending, delivery: Delivery) {
     let next = match last {
         // Position unknown: the first publication seen sets it.
         None => offset,
-        Some((current, last)) if current == epoch => {
+        Some(StreamPosition {
+            epoch: current,
+            offset: last,
+        }) if current == epoch => {
             if offset <= last {
                 return; // already delivered (gap fill won the race)
             }
@@ -447,7 +449,11 @@ fn accept(fanout: &Fanout, pending: &mut Pending, delivery: Delivery) {
 /// Delivers the waiting publications that now follow on.
 fn release(fanout: &Fanout, pending: &mut Pending) {
     loop {
-        let Some((epoch, last)) = fanout.lock().last.clone() else {
+        let Some(StreamPosition {
+            epoch,
+            offset: last,
+        }) = fanout.lock().last.clone()
+        else {
             return;
         };
         if pending.epoch.as_ref().is_some_and(|e| *e != epoch) {
@@ -481,35 +487,33 @@ async fn fill_gap(
     routing: &RoutingClient,
 ) {
     let last = fanout.lock().last.clone();
-    let (epoch, after) = match (&pending.epoch, last) {
-        (Some(pe), Some((e, l))) if *pe == e => (e, l),
+    let from = match (&pending.epoch, last) {
+        (Some(pe), Some(last)) if *pe == last.epoch => last,
         // A new epoch (or an unknown position): from the epoch's start.
-        (Some(pe), _) => (pe.clone(), 0),
-        (None, Some((e, l))) => (e, l),
+        (Some(pe), _) => StreamPosition::new(0, pe.clone()),
+        (None, Some(last)) => last,
         (None, None) => {
             skip_gap(fanout, pending);
             return;
         }
     };
+    let epoch = from.epoch.clone();
     let query = HistoryQuery {
         channel: channel.clone(),
-        since: Some(StreamPosition {
-            offset: after,
-            epoch: epoch.to_string(),
-        }),
+        since: Some(from),
         limit: GAP_FILL_LIMIT,
     };
     match routing.history(&query).await {
         Ok(Recovery::Recovered { publications, .. }) => {
             {
                 let mut state = fanout.lock();
-                if state.last.as_ref().map(|(e, _)| e) != Some(&epoch) {
-                    state.last = Some((epoch.clone(), 0));
+                if state.last.as_ref().map(|l| &l.epoch) != Some(&epoch) {
+                    state.last = Some(StreamPosition::new(0, epoch.clone()));
                 }
             }
             let until = pending.waiting.keys().next().copied().unwrap_or(u64::MAX);
             for publication in publications.iter().filter(|p| p.offset < until) {
-                let last = fanout.lock().last.as_ref().map_or(0, |(_, l)| *l);
+                let last = fanout.lock().last.as_ref().map_or(0, |l| l.offset);
                 if publication.offset == last + 1 {
                     fanout.deliver(delivery_of_publication(publication));
                 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use axum::extract::ws::Utf8Bytes;
 use herald_core::shutdown::Shutdown;
+use herald_protocol::StreamPosition;
 use herald_protocol::channel::Channel;
 use tokio::sync::mpsc;
 
@@ -51,9 +52,9 @@ pub struct Delivery {
     pub frame: Utf8Bytes,
     pub kind: PushKind,
     pub channel: Channel,
-    /// Offset and epoch of a stored publication; `None` for ephemeral
-    /// events (typing, join, leave).
-    pub position: Option<(u64, Arc<str>)>,
+    /// Where a stored publication stands; `None` for ephemeral events
+    /// (typing, join, leave).
+    pub position: Option<StreamPosition>,
     /// The SSE form (`event:` and `data:` lines), made once on first use
     /// and shared by every SSE stream.
     pub sse: OnceLock<Bytes>,
@@ -64,7 +65,7 @@ impl Delivery {
         frame: Utf8Bytes,
         kind: PushKind,
         channel: Channel,
-        position: Option<(u64, Arc<str>)>,
+        position: Option<StreamPosition>,
     ) -> Self {
         Delivery {
             frame,
@@ -209,7 +210,7 @@ mod tests {
             Utf8Bytes::from(format!("{{\"pub\":{text}}}")),
             PushKind::Pub,
             Channel::new("c").unwrap(),
-            Some((1, Arc::from("e"))),
+            Some(StreamPosition::new(1, "e")),
         ))
     }
 

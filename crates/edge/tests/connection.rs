@@ -447,7 +447,7 @@ async fn publish(server: &Server, channel: &str, n: u64) -> StreamPosition {
         .expect("a publish answer");
     StreamPosition {
         offset: answer["offset"].as_u64().expect("offset"),
-        epoch: answer["epoch"].as_str().expect("epoch").to_owned(),
+        epoch: answer["epoch"].as_str().expect("epoch").to_owned().into(),
     }
 }
 

@@ -107,7 +107,7 @@ async fn offsets(inbox: &mut Inbox, count: usize) -> Vec<u64> {
             .expect("open");
         match decode_server_frame(d.frame.as_str()).unwrap() {
             ServerFrame::Push(Push::Pub(p)) => {
-                assert_eq!(Some(p.offset), d.position.as_ref().map(|(o, _)| *o));
+                assert_eq!(Some(p.offset), d.position.as_ref().map(|p| p.offset));
                 got.push(p.offset)
             }
             other => panic!("{other:?}"),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::channel::Channel;
+use crate::position::{Epoch, StreamPosition};
 
 /// The WebSocket subprotocol of v1.
 pub const SUBPROTOCOL: &str = "herald.v1.json";
@@ -170,14 +171,6 @@ impl CloseCode {
             reconnect: self.reconnect(),
         })
     }
-}
-
-/// A position in a channel's stream: the last offset seen and the epoch it
-/// belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamPosition {
-    pub offset: u64,
-    pub epoch: String,
 }
 
 // ---------------------------------------------------------------- commands
@@ -402,7 +395,7 @@ pub struct ConnectOk {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubscribeOk {
     pub offset: u64,
-    pub epoch: String,
+    pub epoch: Epoch,
     /// Present only when the client asked to resume with `since`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub recovered: Option<bool>,
@@ -436,7 +429,7 @@ pub struct EmptyOk {}
 pub struct Publication {
     pub channel: Channel,
     pub offset: u64,
-    pub epoch: String,
+    pub epoch: Epoch,
     pub data: Box<RawValue>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub from: Option<String>,

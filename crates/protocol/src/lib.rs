@@ -8,9 +8,11 @@
 
 pub mod channel;
 mod frames;
+pub mod position;
 pub mod presence;
 pub mod route;
 pub mod user;
 
 pub use channel::Channel;
 pub use frames::*;
+pub use position::{Epoch, Offset, StreamPosition};

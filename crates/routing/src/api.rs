@@ -117,7 +117,7 @@ pub(crate) async fn since_position(
         return Ok(None);
     };
     let epoch = match epoch.filter(|e| !e.is_empty()) {
-        Some(e) => e,
+        Some(e) => herald_protocol::Epoch::from(e),
         None => routing
             .history(channel, None, 0)
             .await?

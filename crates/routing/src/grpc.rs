@@ -103,7 +103,7 @@ impl RoutingApi for GrpcApi {
         let answer = self.routing.publish(request).await.map_err(status_of)?;
         Ok(Response::new(pb::PublishResponse {
             offset: answer.offset,
-            epoch: answer.epoch,
+            epoch: answer.epoch.to_string(),
             notify: answer.notify.map(outcome),
         }))
     }
@@ -130,7 +130,7 @@ impl RoutingApi for GrpcApi {
                 .map(|r| pb::BroadcastResult {
                     channel: r.channel.to_string(),
                     offset: r.offset,
-                    epoch: r.epoch,
+                    epoch: r.epoch.to_string(),
                 })
                 .collect(),
         }))
@@ -198,7 +198,7 @@ impl RoutingApi for GrpcApi {
                     })
                     .collect(),
                 offset: latest.offset,
-                epoch: latest.epoch,
+                epoch: latest.epoch.to_string(),
             })),
             Recovery::Unrecoverable { latest } => Err(status_of(unrecoverable(&latest))),
         }

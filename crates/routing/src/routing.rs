@@ -87,7 +87,7 @@ pub struct NotifyOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishAnswer {
     pub offset: u64,
-    pub epoch: String,
+    pub epoch: herald_protocol::Epoch,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifyOutcome>,
 }
@@ -96,7 +96,7 @@ pub struct PublishAnswer {
 pub struct BroadcastResult {
     pub channel: Channel,
     pub offset: u64,
-    pub epoch: String,
+    pub epoch: herald_protocol::Epoch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

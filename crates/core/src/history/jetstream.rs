@@ -23,7 +23,7 @@ use super::{Appended, History, HistoryError, NewPublication, Recovery, Retention
 use crate::config::NamespaceConfig;
 use crate::subjects::{HEADER_EPOCH, HEADER_OFFSET, Subjects};
 use herald_protocol::channel::Channel;
-use herald_protocol::{Publication, StreamPosition};
+use herald_protocol::{Epoch, Publication, StreamPosition};
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 const MSG_ID: &str = "Nats-Msg-Id";
@@ -52,7 +52,7 @@ struct Stored {
 #[derive(Debug, Clone)]
 struct Tip {
     offset: u64,
-    epoch: String,
+    epoch: Epoch,
     sequence: u64,
 }
 
@@ -266,7 +266,7 @@ fn tip_of(message: &jetstream::message::StreamMessage) -> Result<Tip, HistoryErr
     let offset = header(message, HEADER_OFFSET)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| unavailable(format!("message {} has no offset", message.sequence)))?;
-    let epoch = header(message, HEADER_EPOCH).unwrap_or_default().to_owned();
+    let epoch = Epoch::new(header(message, HEADER_EPOCH).unwrap_or_default());
     Ok(Tip {
         offset,
         epoch,
@@ -310,7 +310,7 @@ fn position_of(tip: &Option<Tip>) -> StreamPosition {
         },
         None => StreamPosition {
             offset: 0,
-            epoch: String::new(),
+            epoch: Epoch::default(),
         },
     }
 }
@@ -344,7 +344,7 @@ impl History for JetStreamHistory {
             }
             let (offset, epoch, expected) = match &tip {
                 Some(t) => (t.offset + 1, t.epoch.clone(), t.sequence),
-                None => (1, new_epoch(), 0),
+                None => (1, Epoch::from(new_epoch()), 0),
             };
             let mut headers = HeaderMap::new();
             headers.insert(

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use super::{Appended, History, HistoryError, NewPublication, Recovery, Retention, recoverable};
 use crate::time::unix_millis as now_ms;
 use herald_protocol::channel::Channel;
-use herald_protocol::{Publication, StreamPosition};
+use herald_protocol::{Epoch, Publication, StreamPosition};
 
 /// Idempotency keys remembered at most (oldest forgotten first).
 const MAX_DEDUP_ENTRIES: usize = 100_000;
@@ -58,7 +58,7 @@ struct Arrival {
 
 struct Log {
     id: u64,
-    epoch: String,
+    epoch: Epoch,
     offset: u64,
     kept: VecDeque<Publication>,
     ttl: Duration,
@@ -234,7 +234,7 @@ impl Log {
 fn empty_position() -> StreamPosition {
     StreamPosition {
         offset: 0,
-        epoch: String::new(),
+        epoch: Epoch::default(),
     }
 }
 
@@ -261,7 +261,7 @@ impl History for MemoryHistory {
             .entry(channel.clone())
             .or_insert_with(|| Log {
                 id: next_log,
-                epoch: fresh_epoch,
+                epoch: Epoch::from(fresh_epoch),
                 offset: 0,
                 kept: VecDeque::new(),
                 ttl: retention.ttl,

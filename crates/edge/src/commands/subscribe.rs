@@ -208,11 +208,9 @@ async fn recover(
     since: &StreamPosition,
     latest: &StreamPosition,
 ) -> Result<Option<Vec<Publication>>, ErrorBody> {
-    let from_start = since.epoch.is_empty() && since.offset == 0;
-    if (since.epoch != latest.epoch && !from_start) || since.offset > latest.offset {
+    let Some(missed) = since.missed_until(latest) else {
         return Ok(None);
-    }
-    let missed = latest.offset - since.offset;
+    };
     if missed == 0 {
         return Ok(Some(Vec::new()));
     }

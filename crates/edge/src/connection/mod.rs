@@ -371,7 +371,7 @@ impl Connection {
     fn take(&mut self, delivery: Arc<Delivery>, out: &mut Vec<Out>) -> Result<(), CloseCode> {
         if !self.skip.is_empty()
             && let Some(until) = self.skip.get(&delivery.channel)
-            && let Some((offset, epoch)) = &delivery.position
+            && let Some(StreamPosition { offset, epoch }) = &delivery.position
         {
             if **epoch == *until.epoch && *offset <= until.offset {
                 return Ok(());
@@ -401,15 +401,16 @@ impl Connection {
                 kept.push_back(delivery);
                 continue;
             }
-            let covered = match release {
-                Release::All => false,
-                Release::After(from) => {
-                    delivery.position.as_ref().is_some_and(|(offset, epoch)| {
-                        **epoch == *from.epoch && *offset <= from.offset
-                    })
-                }
-                Release::Nothing => true,
-            };
+            let covered =
+                match release {
+                    Release::All => false,
+                    Release::After(from) => delivery.position.as_ref().is_some_and(
+                        |StreamPosition { offset, epoch }| {
+                            **epoch == *from.epoch && *offset <= from.offset
+                        },
+                    ),
+                    Release::Nothing => true,
+                };
             if !covered {
                 out.push(Out::Push(delivery));
             }

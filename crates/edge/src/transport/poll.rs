@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::auth::Claims;
 use herald_protocol::channel::Channel;
-use herald_protocol::{CloseCode, ErrorBody, ErrorCode, Unsubscribed, encode};
+use herald_protocol::{CloseCode, ErrorBody, ErrorCode, StreamPosition, Unsubscribed, encode};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
@@ -445,7 +445,7 @@ impl Transport for PollTransport {
         for item in out.drain(..) {
             match item {
                 Out::Push(delivery) => {
-                    if let Some((offset, epoch)) = &delivery.position {
+                    if let Some(StreamPosition { offset, epoch }) = &delivery.position {
                         self.cursor.set(&delivery.channel, *offset, epoch);
                     }
                     self.messages.push(Bytes::from(delivery.frame.clone()));

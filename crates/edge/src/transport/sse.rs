@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 use herald_protocol::channel::Channel;
-use herald_protocol::{CloseCode, Push, Unsubscribed, encode};
+use herald_protocol::{CloseCode, Push, StreamPosition, Unsubscribed, encode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -250,7 +250,7 @@ impl Transport for SseTransport {
 pub fn put_event(cursor: &mut StreamCursor, delivery: &Delivery, buf: &mut BytesMut) {
     buf.put_slice(&delivery.sse_event());
     match &delivery.position {
-        Some((offset, epoch)) => {
+        Some(StreamPosition { offset, epoch }) => {
             cursor.set(&delivery.channel, *offset, epoch);
             put_id(cursor, buf);
         }
