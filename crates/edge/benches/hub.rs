@@ -20,7 +20,7 @@ use herald_core::route::live_message;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::MemoryWorkQueue;
-use herald_edge::{Hub, Outbox, RoutingClient};
+use herald_edge::{ConnId, Hub, Outbox, RoutingClient};
 use herald_protocol::Publication;
 use herald_protocol::channel::Channel;
 use herald_routing::{Deps, Routing};
@@ -70,7 +70,7 @@ async fn world() -> World {
         for _ in 0..PER_CHANNEL {
             conn += 1;
             let (outbox, mut inbox, _overflow) = Outbox::new(1 << 16, 1 << 30);
-            hub.subscribe(channel, conn, outbox)
+            hub.subscribe(channel, ConnId(conn), outbox)
                 .await
                 .expect("subscribe");
             let received = received.clone();

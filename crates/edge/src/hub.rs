@@ -32,8 +32,16 @@ use tokio::time::{Instant, sleep_until};
 use crate::outbox::{Delivery, Outbox, PushKind};
 use crate::routing_client::RoutingClient;
 
-/// Connection ids are unique within one edge process.
-pub type ConnId = u64;
+/// A connection's id, unique within one edge process (what presence
+/// reports name it by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// How long a publication that arrived early waits for the ones before it
 /// before the gap is filled from history.

@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use cursor::{Cursor, StreamCursor};
-pub use hub::Hub;
+pub use hub::{ConnId, Hub};
 pub use outbox::{Delivery, Inbox, Outbox, PushKind};
 pub use routing_client::RoutingClient;
 pub use web::demo_tokens;

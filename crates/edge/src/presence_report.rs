@@ -85,7 +85,7 @@ impl PresenceReporter {
 
     pub fn connect(&self, conn: ConnId, user: &str, transport: Transport) {
         let mut state = self.lock();
-        state.digest ^= digest_of_connection(conn, user, transport);
+        state.digest ^= digest_of_connection(conn.0, user, transport);
         state.conns.insert(
             conn,
             Conn {
@@ -97,7 +97,7 @@ impl PresenceReporter {
         self.record(
             &mut state,
             Change::Connect {
-                conn,
+                conn: conn.0,
                 user: user.to_owned(),
                 transport,
             },
@@ -114,11 +114,11 @@ impl PresenceReporter {
         let Some(c) = state.conns.remove(&conn) else {
             return;
         };
-        state.digest ^= digest_of_connection(conn, &c.user, c.transport);
+        state.digest ^= digest_of_connection(conn.0, &c.user, c.transport);
         for channel in c.channels {
-            state.digest ^= digest_of_subscription(conn, &channel);
+            state.digest ^= digest_of_subscription(conn.0, &channel);
         }
-        self.record(&mut state, Change::Disconnect { conn });
+        self.record(&mut state, Change::Disconnect { conn: conn.0 });
     }
 
     pub fn subscribe(&self, conn: ConnId, channel: &Channel) {
@@ -129,11 +129,11 @@ impl PresenceReporter {
         if !c.channels.insert(channel.clone()) {
             return;
         }
-        state.digest ^= digest_of_subscription(conn, channel);
+        state.digest ^= digest_of_subscription(conn.0, channel);
         self.record(
             &mut state,
             Change::Subscribe {
-                conn,
+                conn: conn.0,
                 channel: channel.clone(),
             },
         );
@@ -147,11 +147,11 @@ impl PresenceReporter {
         if !c.channels.remove(channel) {
             return;
         }
-        state.digest ^= digest_of_subscription(conn, channel);
+        state.digest ^= digest_of_subscription(conn.0, channel);
         self.record(
             &mut state,
             Change::Unsubscribe {
-                conn,
+                conn: conn.0,
                 channel: channel.clone(),
             },
         );
@@ -177,7 +177,7 @@ impl PresenceReporter {
                 .conns
                 .iter()
                 .map(|(conn, c)| ConnectionState {
-                    conn: *conn,
+                    conn: conn.0,
                     user: c.user.clone(),
                     transport: c.transport,
                     channels: c.channels.iter().cloned().collect(),
@@ -306,14 +306,14 @@ mod tests {
     fn the_digest_follows_the_state_and_repeats_are_not_changes() {
         let r = PresenceReporter::new("e1");
         let room = Channel::new("room").unwrap();
-        r.connect(1, "alice", Transport::Ws);
-        r.connect(2, "alice", Transport::Sse);
-        r.subscribe(1, &room);
-        r.subscribe(1, &room); // already subscribed: no change
-        r.subscribe(2, &room);
-        r.unsubscribe(1, &room);
-        r.unsubscribe(1, &room); // not subscribed: no change
-        r.disconnect(2);
+        r.connect(ConnId(1), "alice", Transport::Ws);
+        r.connect(ConnId(2), "alice", Transport::Sse);
+        r.subscribe(ConnId(1), &room);
+        r.subscribe(ConnId(1), &room); // already subscribed: no change
+        r.subscribe(ConnId(2), &room);
+        r.unsubscribe(ConnId(1), &room);
+        r.unsubscribe(ConnId(1), &room); // not subscribed: no change
+        r.disconnect(ConnId(2));
         let Report::Snapshot {
             seq, connections, ..
         } = r.snapshot()

@@ -15,7 +15,7 @@ use herald_core::route::live_message;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::MemoryWorkQueue;
-use herald_edge::{Hub, Inbox, Outbox, RoutingClient};
+use herald_edge::{ConnId, Hub, Inbox, Outbox, RoutingClient};
 use herald_protocol::channel::Channel;
 use herald_protocol::{Publication, Push, ServerFrame, decode_server_frame};
 use herald_routing::{Deps, PublishRequest, Routing};
@@ -132,8 +132,8 @@ async fn one_bus_subscription_per_channel_and_the_same_bytes_for_everyone() {
     let before = w.bus.subscription_count();
     let (a, mut inbox_a, _) = Outbox::new(64, 1 << 20);
     let (b, mut inbox_b, _) = Outbox::new(64, 1 << 20);
-    w.hub.subscribe(&channel, 1, a).await.unwrap();
-    w.hub.subscribe(&channel, 2, b).await.unwrap();
+    w.hub.subscribe(&channel, ConnId(1), a).await.unwrap();
+    w.hub.subscribe(&channel, ConnId(2), b).await.unwrap();
     assert_eq!(w.bus.subscription_count(), before + 1);
 
     publish(&w, &channel, 1).await;
@@ -145,9 +145,9 @@ async fn one_bus_subscription_per_channel_and_the_same_bytes_for_everyone() {
         "encoded once, shared by every subscriber"
     );
 
-    w.hub.unsubscribe(&channel, 1);
+    w.hub.unsubscribe(&channel, ConnId(1));
     assert_eq!(w.bus.subscription_count(), before + 1);
-    w.hub.unsubscribe(&channel, 2);
+    w.hub.unsubscribe(&channel, ConnId(2));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while w.bus.subscription_count() != before {
         assert!(
@@ -164,7 +164,7 @@ async fn out_of_order_live_messages_are_delivered_in_order() {
     let w = world().await;
     let channel = Channel::new("chat:order").unwrap();
     let (outbox, mut inbox, _) = Outbox::new(64, 1 << 20);
-    w.hub.subscribe(&channel, 1, outbox).await.unwrap();
+    w.hub.subscribe(&channel, ConnId(1), outbox).await.unwrap();
     // Two routing replicas' live messages crossing on the way.
     let first = store_only(&w, &channel, 1).await;
     let second = store_only(&w, &channel, 2).await;
@@ -184,7 +184,7 @@ async fn a_lost_live_message_is_filled_from_history() {
     let w = world().await;
     let channel = Channel::new("chat:gap").unwrap();
     let (outbox, mut inbox, _) = Outbox::new(64, 1 << 20);
-    w.hub.subscribe(&channel, 1, outbox).await.unwrap();
+    w.hub.subscribe(&channel, ConnId(1), outbox).await.unwrap();
     publish(&w, &channel, 1).await;
     store_only(&w, &channel, 2).await; // its live message never arrives
     store_only(&w, &channel, 3).await;
@@ -207,7 +207,12 @@ async fn a_joiner_learns_the_position_it_joined_at() {
     let w = world().await;
     let channel = Channel::new("chat:join").unwrap();
     let (first, mut first_inbox, _) = Outbox::new(64, 1 << 20);
-    let at = w.hub.subscribe(&channel, 1, first).await.unwrap().unwrap();
+    let at = w
+        .hub
+        .subscribe(&channel, ConnId(1), first)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((at.offset, at.epoch.as_str()), (0, ""));
     for n in 1..=5 {
         publish(&w, &channel, n).await;
@@ -215,7 +220,12 @@ async fn a_joiner_learns_the_position_it_joined_at() {
     assert_eq!(offsets(&mut first_inbox, 5).await, [1, 2, 3, 4, 5]);
 
     let (second, mut second_inbox, _) = Outbox::new(64, 1 << 20);
-    let joined = w.hub.subscribe(&channel, 2, second).await.unwrap().unwrap();
+    let joined = w
+        .hub
+        .subscribe(&channel, ConnId(2), second)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(joined.offset, 5, "everything up to here comes from history");
     publish(&w, &channel, 6).await;
     assert_eq!(
@@ -232,8 +242,8 @@ async fn a_full_outbox_signals_overflow_without_blocking_others() {
     let channel = Channel::new("c").unwrap();
     let (slow, _slow_inbox, slow_overflow) = Outbox::new(2, 1 << 20);
     let (fast, mut fast_inbox, fast_overflow) = Outbox::new(64, 1 << 20);
-    w.hub.subscribe(&channel, 1, slow).await.unwrap();
-    w.hub.subscribe(&channel, 2, fast).await.unwrap();
+    w.hub.subscribe(&channel, ConnId(1), slow).await.unwrap();
+    w.hub.subscribe(&channel, ConnId(2), fast).await.unwrap();
     for n in 1..=10 {
         publish(&w, &channel, n).await;
     }
@@ -250,7 +260,7 @@ async fn ephemeral_events_pass_through_unordered() {
     let w = world().await;
     let channel = Channel::new("chat:typing").unwrap();
     let (outbox, mut inbox, _) = Outbox::new(64, 1 << 20);
-    w.hub.subscribe(&channel, 1, outbox).await.unwrap();
+    w.hub.subscribe(&channel, ConnId(1), outbox).await.unwrap();
     w.bus
         .publish(
             &w.subjects.live(&channel),

@@ -112,7 +112,7 @@ impl Connection {
     ) -> Self {
         let (outbox, inbox, overflow) =
             Outbox::new(edge.config.client_queue_len, edge.config.client_queue_bytes);
-        let id = edge.next_conn_id();
+        let id = ConnId(edge.next_conn_id());
         let life = Lifecycle::new(
             edge.shutdown.clone(),
             Duration::from_secs(edge.config.drain_window_secs),

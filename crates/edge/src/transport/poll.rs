@@ -191,7 +191,7 @@ fn deliver(
         permit,
     );
     conn.register(request.claims.clone())?;
-    let id = format!("{:016x}{:016x}", rand::random::<u64>(), conn.id);
+    let id = format!("{:016x}{:016x}", rand::random::<u64>(), conn.id.0);
     let (mailbox, inbox) = mpsc::channel(MAILBOX);
     edge.polls.lock().insert(
         id.clone(),
