@@ -270,10 +270,10 @@ async fn next_membership(observer: &mut Client) -> (&'static str, String) {
             .expect("a join or leave in time");
         match event {
             Event::Push(Push::Join(m)) if m.channel.as_str() == "chat:lobby" => {
-                return ("join", m.user);
+                return ("join", m.user.into());
             }
             Event::Push(Push::Leave(m)) if m.channel.as_str() == "chat:lobby" => {
-                return ("leave", m.user);
+                return ("leave", m.user.into());
             }
             _ => {}
         }

@@ -9,8 +9,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use herald_protocol::ErrorCode;
 use herald_protocol::channel::{Channel, pattern_matches};
+use herald_protocol::{ErrorCode, UserId};
 
 /// The signature algorithms Herald accepts; one is chosen by config and
 /// every token must use exactly that one.
@@ -86,7 +86,7 @@ pub struct KeyError(pub String);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The user id.
-    pub sub: String,
+    pub sub: UserId,
     /// Expiry, seconds since the Unix epoch.
     pub exp: i64,
     /// Channel patterns the user may subscribe to (`*` as a suffix wildcard).
@@ -117,8 +117,7 @@ impl RawClaims {
         if sub.is_empty() {
             return Err(TokenError::BadClaim("`sub` is empty".into()));
         }
-        herald_protocol::user::check_user_id(&sub)
-            .map_err(|e| TokenError::BadClaim(format!("`sub`: {e}")))?;
+        let sub = UserId::parse(&sub).map_err(|e| TokenError::BadClaim(format!("`sub`: {e}")))?;
         let exp = self
             .exp
             .ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
@@ -376,13 +375,13 @@ impl TokenSigner {
     /// A token for `user` valid for `ttl`.
     pub fn mint(
         &self,
-        user: &str,
+        user: &UserId,
         channels: &[String],
         publish: &[String],
         ttl: Duration,
     ) -> Result<String, KeyError> {
         self.sign(&Claims {
-            sub: user.to_owned(),
+            sub: user.clone(),
             exp: unix_now() + ttl.as_secs() as i64,
             channels: channels.to_vec(),
             publish: publish.to_vec(),
@@ -579,7 +578,7 @@ mod tests {
     #[test]
     fn permissions() {
         let c = Claims {
-            sub: "alice".into(),
+            sub: UserId::parse("alice").unwrap(),
             exp: 0,
             channels: vec!["chat:*".into(), "news".into()],
             publish: vec!["chat:room:1".into()],

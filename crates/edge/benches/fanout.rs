@@ -21,8 +21,8 @@ use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::MemoryWorkQueue;
 use herald_edge::Edge;
-use herald_protocol::Publication;
 use herald_protocol::channel::Channel;
+use herald_protocol::{Publication, UserId};
 use herald_routing::{Deps, Routing};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -86,7 +86,12 @@ async fn setup(write_batch_frames: usize) -> Setup {
 
     let token = TokenSigner::new(JwtAlgorithm::HS256, SECRET.as_bytes())
         .expect("signer")
-        .mint("bench", &["bench:*".into()], &[], Duration::from_secs(3600))
+        .mint(
+            &UserId::parse("bench").expect("user"),
+            &["bench:*".into()],
+            &[],
+            Duration::from_secs(3600),
+        )
         .expect("token");
     let received = Arc::new(AtomicU64::new(0));
     for _ in 0..SUBSCRIBERS {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use herald_core::bus::{Bus, BusError, Headers, respond};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
+use herald_protocol::UserId;
 use herald_protocol::channel::Channel;
 use herald_protocol::presence::{
     Change, ConnectionState, Report, Transport, digest_of_connection, digest_of_subscription,
@@ -46,7 +47,7 @@ struct State {
 }
 
 struct Conn {
-    user: String,
+    user: UserId,
     transport: Transport,
     channels: HashSet<Channel>,
 }
@@ -83,13 +84,13 @@ impl PresenceReporter {
         let _ = self.queue.try_send(Outgoing::Change(state.seq, change));
     }
 
-    pub fn connect(&self, conn: ConnId, user: &str, transport: Transport) {
+    pub fn connect(&self, conn: ConnId, user: &UserId, transport: Transport) {
         let mut state = self.lock();
         state.digest ^= digest_of_connection(conn.0, user, transport);
         state.conns.insert(
             conn,
             Conn {
-                user: user.to_owned(),
+                user: user.clone(),
                 transport,
                 channels: HashSet::new(),
             },
@@ -98,7 +99,7 @@ impl PresenceReporter {
             &mut state,
             Change::Connect {
                 conn: conn.0,
-                user: user.to_owned(),
+                user: user.clone(),
                 transport,
             },
         );
@@ -306,8 +307,8 @@ mod tests {
     fn the_digest_follows_the_state_and_repeats_are_not_changes() {
         let r = PresenceReporter::new("e1");
         let room = Channel::new("room").unwrap();
-        r.connect(ConnId(1), "alice", Transport::Ws);
-        r.connect(ConnId(2), "alice", Transport::Sse);
+        r.connect(ConnId(1), &UserId::parse("alice").unwrap(), Transport::Ws);
+        r.connect(ConnId(2), &UserId::parse("alice").unwrap(), Transport::Sse);
         r.subscribe(ConnId(1), &room);
         r.subscribe(ConnId(1), &room); // already subscribed: no change
         r.subscribe(ConnId(2), &room);

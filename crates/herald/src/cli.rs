@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use herald_core::Config;
 use herald_core::auth::{JwtAlgorithm, TokenSigner};
 use herald_core::config::DEV_JWT_SECRET;
+use herald_protocol::UserId;
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -145,8 +146,9 @@ pub fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
             .cloned()
             .collect::<Vec<_>>()
     };
+    let user = UserId::parse(&args.user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
     Ok(signer.mint(
-        &args.user,
+        &user,
         &clean(&args.channels),
         &clean(&args.publish),
         args.ttl,

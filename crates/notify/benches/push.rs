@@ -59,7 +59,7 @@ fn push(c: &mut Criterion) {
             let device = store
                 .register(
                     CheckedDevice {
-                        user: format!("user{i}"),
+                        user: herald_protocol::UserId::parse(&format!("user{i}")).expect("user id"),
                         platform: Platform::Apns,
                         token: token(i),
                         p256dh: None,

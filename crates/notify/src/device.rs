@@ -5,6 +5,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
+use herald_protocol::UserId;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
@@ -129,7 +131,7 @@ pub struct Device {
 /// What a registration holds once checked: the columns to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedDevice {
-    pub user: String,
+    pub user: UserId,
     pub platform: Platform,
     pub token: String,
     pub p256dh: Option<String>,
@@ -159,9 +161,7 @@ fn b64(field: &str, value: &str) -> Result<Vec<u8>, InvalidDevice> {
 impl NewDevice {
     /// Checks every field the way the push services will.
     pub fn check(self) -> Result<CheckedDevice, InvalidDevice> {
-        if let Err(e) = herald_protocol::user::check_user_id(&self.user) {
-            return Err(bad(e.to_string()));
-        }
+        let user = UserId::parse(&self.user).map_err(|e| bad(e.to_string()))?;
         let app = self.app.unwrap_or_else(|| DEFAULT_APP.to_owned());
         if app.is_empty()
             || app.len() > 255
@@ -200,7 +200,7 @@ impl NewDevice {
             }
         };
         Ok(CheckedDevice {
-            user: self.user,
+            user,
             platform: self.platform,
             token,
             p256dh,

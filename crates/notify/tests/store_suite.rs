@@ -70,7 +70,7 @@ async fn postgres() -> Subject {
 
 fn apns(user: &str, token_byte: &str) -> CheckedDevice {
     CheckedDevice {
-        user: user.into(),
+        user: herald_protocol::UserId::parse(user).unwrap(),
         platform: Platform::Apns,
         token: token_byte.repeat(64)[..64].to_owned(),
         p256dh: None,

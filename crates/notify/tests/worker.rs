@@ -303,7 +303,7 @@ async fn phone(w: &World, user: &str, byte: char) -> String {
     w.store
         .register(
             CheckedDevice {
-                user: user.into(),
+                user: herald_protocol::UserId::parse(user).unwrap(),
                 platform: Platform::Apns,
                 token: byte.to_string().repeat(64),
                 p256dh: None,

@@ -13,6 +13,7 @@ use herald_core::api_key::ApiKeys;
 use herald_core::presence::PresenceLookup;
 use herald_presence::{PresenceState, grpc_service};
 use herald_proto::client::PresenceClient;
+use herald_protocol::UserId;
 use herald_protocol::channel::Channel;
 use herald_protocol::presence::{ConnectionState, Transport};
 
@@ -37,7 +38,7 @@ fn populated() -> Arc<PresenceState> {
                 let n = edge * PER_EDGE + i;
                 ConnectionState {
                     conn: i + 1,
-                    user: format!("user-{n}"),
+                    user: UserId::parse(&format!("user-{n}")).expect("user id"),
                     transport: Transport::Ws,
                     channels: vec![
                         Channel::new(&format!("chat:room:{}", n % 1000)).expect("channel"),

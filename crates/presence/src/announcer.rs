@@ -15,7 +15,7 @@ use herald_core::config::Config;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::{HEADER_KIND, Subjects};
 use herald_protocol::channel::Channel;
-use herald_protocol::{ChannelUser, Push, encode};
+use herald_protocol::{ChannelUser, Push, UserId, encode};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
@@ -114,10 +114,10 @@ async fn announce(bus: &dyn Bus, subjects: &Subjects, config: &Config, event: &P
     }
 }
 
-fn member(channel: &Channel, user: &str) -> ChannelUser {
+fn member(channel: &Channel, user: &UserId) -> ChannelUser {
     ChannelUser {
         channel: channel.clone(),
-        user: user.to_owned(),
+        user: user.clone(),
     }
 }
 

@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use std::time::Duration;
 
 use herald_core::time::unix_millis;
+use herald_protocol::UserId;
 use herald_protocol::channel::Channel;
 use herald_protocol::presence::{
     Change, ConnectionState, Transport, digest_of_connection, digest_of_subscription,
@@ -32,7 +33,7 @@ pub enum EventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceEvent {
     pub kind: EventKind,
-    pub user: Arc<str>,
+    pub user: UserId,
     pub channel: Option<Channel>,
     pub ts_ms: u64,
     /// Raised while an edge's state was being replaced by its snapshot:
@@ -41,7 +42,7 @@ pub struct PresenceEvent {
 }
 
 struct ConnView {
-    user: Arc<str>,
+    user: UserId,
     transport: Transport,
     channels: Vec<Channel>,
 }
@@ -77,9 +78,9 @@ const TRANSPORTS: [Transport; 3] = [Transport::Ws, Transport::Sse, Transport::Po
 #[derive(Default)]
 pub(crate) struct Inner {
     pub edges: HashMap<String, EdgeView>,
-    users: HashMap<Arc<str>, UserEntry>,
-    channels: HashMap<Channel, HashMap<Arc<str>, u32>>,
-    last_seen: HashMap<Arc<str>, u64>,
+    users: HashMap<UserId, UserEntry>,
+    channels: HashMap<Channel, HashMap<UserId, u32>>,
+    last_seen: HashMap<UserId, u64>,
     connections: u64,
 }
 
@@ -131,7 +132,7 @@ impl PresenceState {
         self.events.subscribe()
     }
 
-    fn emit(&self, kind: EventKind, user: &Arc<str>, channel: Option<&Channel>) {
+    fn emit(&self, kind: EventKind, user: &UserId, channel: Option<&Channel>) {
         // Nobody watching is fine.
         let _ = self.events.send(PresenceEvent {
             kind,
@@ -242,11 +243,18 @@ impl PresenceState {
         }
     }
 
-    fn connect(&self, inner: &mut Inner, edge: &str, conn: u64, user: &str, transport: Transport) {
+    fn connect(
+        &self,
+        inner: &mut Inner,
+        edge: &str,
+        conn: u64,
+        user: &UserId,
+        transport: Transport,
+    ) {
         // Share one allocation per user name.
-        let user: Arc<str> = match inner.users.get_key_value(user) {
+        let user: UserId = match inner.users.get_key_value(user.as_str()) {
             Some((name, _)) => name.clone(),
-            None => Arc::from(user),
+            None => user.clone(),
         };
         let Some(view) = inner.edges.get_mut(edge) else {
             return;
@@ -336,7 +344,7 @@ impl PresenceState {
         self.channel_left(inner, channel, &user);
     }
 
-    fn channel_left(&self, inner: &mut Inner, channel: &Channel, user: &Arc<str>) {
+    fn channel_left(&self, inner: &mut Inner, channel: &Channel, user: &UserId) {
         let Some(members) = inner.channels.get_mut(channel) else {
             return;
         };
@@ -407,7 +415,7 @@ impl PresenceState {
     pub(crate) fn settle(&self) {
         let now = Instant::now();
         let mut inner = self.write();
-        let gone: Vec<(Arc<str>, u64)> = inner
+        let gone: Vec<(UserId, u64)> = inner
             .users
             .iter()
             .filter_map(|(user, e)| match e.gone_at {
@@ -439,7 +447,7 @@ mod tests {
     fn connect(conn: u64, user: &str) -> Change {
         Change::Connect {
             conn,
-            user: user.into(),
+            user: UserId::parse(user).unwrap(),
             transport: Transport::Ws,
         }
     }

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::channel::Channel;
 use crate::position::{Epoch, StreamPosition};
+use crate::user::UserId;
 
 /// The WebSocket subprotocol of v1.
 pub const SUBPROTOCOL: &str = "herald.v1.json";
@@ -440,7 +441,7 @@ pub struct Publication {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelUser {
     pub channel: Channel,
-    pub user: String,
+    pub user: UserId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -878,7 +879,7 @@ mod tests {
         );
         let bob = ChannelUser {
             channel: Channel::new("c").unwrap(),
-            user: "bob".into(),
+            user: UserId::parse("bob").unwrap(),
         };
         assert_eq!(
             encode(&Push::Join(bob.clone())),

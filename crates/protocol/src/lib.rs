@@ -16,3 +16,4 @@ pub mod user;
 pub use channel::Channel;
 pub use frames::*;
 pub use position::{Epoch, Offset, StreamPosition};
+pub use user::UserId;

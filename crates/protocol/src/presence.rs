@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::channel::Channel;
+use crate::user::UserId;
 /// How a client is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,7 +34,7 @@ impl Transport {
 pub enum Change {
     Connect {
         conn: u64,
-        user: String,
+        user: UserId,
         transport: Transport,
     },
     Disconnect {
@@ -53,7 +54,7 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionState {
     pub conn: u64,
-    pub user: String,
+    pub user: UserId,
     pub transport: Transport,
     pub channels: Vec<Channel>,
 }
@@ -130,13 +131,13 @@ mod tests {
     fn digests_are_order_independent_and_reversible() {
         let a = ConnectionState {
             conn: 1,
-            user: "alice".into(),
+            user: UserId::parse("alice").unwrap(),
             transport: Transport::Ws,
             channels: vec![Channel::new("x").unwrap(), Channel::new("y").unwrap()],
         };
         let b = ConnectionState {
             conn: 2,
-            user: "bob".into(),
+            user: UserId::parse("bob").unwrap(),
             transport: Transport::Sse,
             channels: vec![],
         };
@@ -161,7 +162,7 @@ mod tests {
             first_seq: 1,
             changes: vec![Change::Connect {
                 conn: 3,
-                user: "alice".into(),
+                user: UserId::parse("alice").unwrap(),
                 transport: Transport::Poll,
             }],
         };

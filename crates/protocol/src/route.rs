@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::channel::Channel;
-use crate::{ErrorBody, ErrorCode, StreamPosition};
+use crate::{ErrorBody, ErrorCode, StreamPosition, UserId};
 
 /// A client publish, forwarded by the edge that received it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -15,7 +15,7 @@ pub struct ClientPublish {
     pub channel: Channel,
     pub data: Box<RawValue>,
     /// The publishing user (`sub` of the token).
-    pub user: String,
+    pub user: UserId,
     /// The token's `publish` patterns; routing checks them.
     pub publish: Vec<String>,
 }
@@ -44,7 +44,7 @@ impl HistoryQuery {
 /// `<p>.ctl.disconnect`: close every connection of a user.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DisconnectUser {
-    pub user: String,
+    pub user: UserId,
 }
 
 /// Routing's answer to an edge: `{"ok":…}` or `{"error":{…}}`.

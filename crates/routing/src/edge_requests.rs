@@ -83,8 +83,13 @@ impl Routing {
             let request: ClientPublish = serde_json::from_slice(&message.payload)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("bad publish: {e}")))?;
             self.check_client_publish(&request)?;
-            self.store_and_deliver(&request.channel, request.data, Some(request.user), None)
-                .await
+            self.store_and_deliver(
+                &request.channel,
+                request.data,
+                Some(request.user.into()),
+                None,
+            )
+            .await
         }
         .await;
         if result.is_err() {

@@ -17,7 +17,7 @@ use herald_core::subjects::Subjects;
 use herald_core::time::unix_millis;
 use herald_core::work_queue::{Notification, PushJob, WorkQueue};
 use herald_protocol::channel::Channel;
-use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
+use herald_protocol::{ErrorBody, ErrorCode, StreamPosition, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -228,10 +228,11 @@ impl Routing {
         Ok(())
     }
 
-    fn check_user(user: &str) -> Result<Channel, ErrorBody> {
-        herald_protocol::user::check_user_id(user)
-            .map_err(|e| bad_request(format!("invalid user: {e}")))?;
-        Channel::personal(user).map_err(|e| bad_request(format!("invalid user: {e}")))
+    fn check_user(user: &str) -> Result<(UserId, Channel), ErrorBody> {
+        let invalid = |e: &dyn std::fmt::Display| bad_request(format!("invalid user: {e}"));
+        let user = UserId::parse(user).map_err(|e| invalid(&e))?;
+        let personal = Channel::personal(&user).map_err(|e| invalid(&e))?;
+        Ok((user, personal))
     }
 
     fn retention(&self, channel: &Channel) -> Result<Retention, ErrorBody> {
@@ -387,7 +388,7 @@ impl Routing {
     }
 
     pub async fn send_to_user(&self, request: SendRequest) -> Result<SendAnswer, ErrorBody> {
-        let personal = Self::check_user(&request.user)?;
+        let (_, personal) = Self::check_user(&request.user)?;
         self.check_data(&request.data)?;
         Self::check_key(&request.idempotency_key)?;
         Self::check_notification(&request.notification)?;
@@ -543,11 +544,9 @@ impl Routing {
 
     /// Closes every connection of `user` on every edge.
     pub async fn disconnect(&self, user: &str) -> Result<(), ErrorBody> {
-        Self::check_user(user)?;
-        let payload = serde_json::to_vec(&herald_protocol::route::DisconnectUser {
-            user: user.to_owned(),
-        })
-        .map_err(|e| unavailable("bus", e))?;
+        let (user, _) = Self::check_user(user)?;
+        let payload = serde_json::to_vec(&herald_protocol::route::DisconnectUser { user })
+            .map_err(|e| unavailable("bus", e))?;
         self.bus
             .publish(
                 &self.subjects.ctl_disconnect(),

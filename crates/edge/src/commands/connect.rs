@@ -79,7 +79,7 @@ pub(crate) fn finish(conn: &mut Connection, connected: Connected, out: &mut Vec<
             let user = conn
                 .claims
                 .as_ref()
-                .map(|c| c.sub.clone())
+                .map(|c| c.sub.to_string())
                 .unwrap_or_default();
             tracing::debug!(client = %conn.client_id, %user, "connected");
             let from = resumed.as_ref().map(|ok| StreamPosition {

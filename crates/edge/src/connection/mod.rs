@@ -25,7 +25,9 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use herald_core::auth::Claims;
 use herald_protocol::channel::Channel;
-use herald_protocol::{CloseCode, Command, ErrorBody, ErrorCode, StreamPosition, decode_command};
+use herald_protocol::{
+    CloseCode, Command, ErrorBody, ErrorCode, StreamPosition, UserId, decode_command,
+};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -85,7 +87,7 @@ pub(crate) struct Connection {
     pipeline: FuturesOrdered<Work>,
     pub claims: Option<Arc<Claims>>,
     /// The user this connection is registered as (with presence too).
-    registered: Option<String>,
+    registered: Option<UserId>,
     /// `connect` is in flight: nothing else is read until it is done.
     pub connecting: bool,
     pub subscriptions: HashSet<Channel>,

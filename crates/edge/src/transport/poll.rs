@@ -23,7 +23,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::auth::Claims;
 use herald_protocol::channel::Channel;
-use herald_protocol::{CloseCode, ErrorBody, ErrorCode, StreamPosition, Unsubscribed, encode};
+use herald_protocol::{
+    CloseCode, ErrorBody, ErrorCode, StreamPosition, Unsubscribed, UserId, encode,
+};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
@@ -68,7 +70,7 @@ pub(crate) struct PollSessions {
 }
 
 struct Session {
-    user: String,
+    user: UserId,
     mailbox: mpsc::Sender<PollRequest>,
 }
 

@@ -228,7 +228,7 @@ macro_rules! sql_store {
                     columns!()
                 ))
                 .bind(format!("{:032x}", rand::random::<u128>()))
-                .bind(&d.user)
+                .bind(d.user.as_str())
                 .bind(d.platform.name())
                 .bind(&d.token)
                 .bind(&d.p256dh)
@@ -246,7 +246,7 @@ macro_rules! sql_store {
                         SELECT id FROM herald_devices WHERE user_id = $1
                         ORDER BY last_seen_ms DESC, id LIMIT $2)",
                 )
-                .bind(&d.user)
+                .bind(d.user.as_str())
                 .bind(max_per_user.max(1) as i64)
                 .execute(&mut *tx)
                 .await
