@@ -66,9 +66,6 @@ fn store_error(e: StoreError) -> ErrorBody {
     }
 }
 
-/// Seconds a caller told to try again (503) is asked to wait.
-pub const RETRY_AFTER_SECS: u64 = 1;
-
 /// `POST /api/notify`, `Send`: to a user's devices or one device.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -230,35 +227,6 @@ pub fn http_router(notify: Arc<Notify>, keys: ApiKeys) -> Router {
         .with_state(notify)
 }
 
-/// An HTTP error answer: the shared JSON shape and status, plus
-/// `Retry-After` on a 503 (nothing was done; trying again may work).
-struct HttpError(ApiError);
-
-impl From<ApiError> for HttpError {
-    fn from(e: ApiError) -> Self {
-        HttpError(e)
-    }
-}
-
-impl From<ErrorBody> for HttpError {
-    fn from(e: ErrorBody) -> Self {
-        HttpError(ApiError(e))
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let mut response = self.0.into_response();
-        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
-            );
-        }
-        response
-    }
-}
-
 #[derive(Serialize)]
 struct Created {
     id: String,
@@ -267,7 +235,7 @@ struct Created {
 async fn register(
     State(notify): State<Arc<Notify>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, HttpError> {
+) -> Result<Response, ApiError> {
     let device: NewDevice = json_body(body)?;
     let device = notify.register(device).await?;
     Ok((StatusCode::CREATED, Json(Created { id: device.id })).into_response())
@@ -286,7 +254,7 @@ struct DeviceList {
 async fn list(
     State(notify): State<Arc<Notify>>,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<DeviceList>, HttpError> {
+) -> Result<Json<DeviceList>, ApiError> {
     let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
     Ok(Json(DeviceList {
         devices: notify.list(&params.user).await?,
@@ -296,10 +264,10 @@ async fn list(
 async fn unregister(
     State(notify): State<Arc<Notify>>,
     Path(id): Path<String>,
-) -> Result<StatusCode, HttpError> {
+) -> Result<StatusCode, ApiError> {
     match notify.unregister(&id).await? {
         true => Ok(StatusCode::NO_CONTENT),
-        false => Err(HttpError::from(ErrorBody::new(
+        false => Err(ApiError::from(ErrorBody::new(
             ErrorCode::UnknownChannel,
             format!("no device {id}"),
         ))),
@@ -309,7 +277,7 @@ async fn unregister(
 async fn send(
     State(notify): State<Arc<Notify>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, HttpError> {
+) -> Result<Response, ApiError> {
     let request: SendRequest = json_body(body)?;
     let id = notify.send(request).await?;
     Ok((StatusCode::ACCEPTED, Json(Created { id })).into_response())
@@ -323,7 +291,7 @@ struct StatusAnswer {
 async fn status(
     State(notify): State<Arc<Notify>>,
     Path(id): Path<String>,
-) -> Result<Json<StatusAnswer>, HttpError> {
+) -> Result<Json<StatusAnswer>, ApiError> {
     Ok(Json(StatusAnswer {
         devices: notify.status(&id).await?,
     }))
@@ -343,17 +311,6 @@ pub fn grpc_service(
         NotifyServer::new(GrpcApi { notify }),
         herald_proto::server::require_api_key(keys),
     )
-}
-
-fn grpc_status(e: ErrorBody) -> tonic::Status {
-    let code = match e.code {
-        ErrorCode::BadRequest => tonic::Code::InvalidArgument,
-        ErrorCode::UnknownChannel => tonic::Code::NotFound,
-        ErrorCode::LimitExceeded => tonic::Code::ResourceExhausted,
-        ErrorCode::Unauthorized => tonic::Code::Unauthenticated,
-        _ => tonic::Code::Unavailable,
-    };
-    tonic::Status::new(code, e.message)
 }
 
 fn platform_of(p: i32) -> Result<Platform, tonic::Status> {
@@ -431,7 +388,11 @@ impl NotifyApi for GrpcApi {
             environment,
             locale: some(d.locale),
         };
-        let device = self.notify.register(device).await.map_err(grpc_status)?;
+        let device = self
+            .notify
+            .register(device)
+            .await
+            .map_err(herald_proto::server::status_of)?;
         Ok(tonic::Response::new(pb::RegisterDeviceResponse {
             id: device.id,
         }))
@@ -442,7 +403,12 @@ impl NotifyApi for GrpcApi {
         request: tonic::Request<pb::UnregisterDeviceRequest>,
     ) -> Result<tonic::Response<pb::UnregisterDeviceResponse>, tonic::Status> {
         let id = request.into_inner().id;
-        match self.notify.unregister(&id).await.map_err(grpc_status)? {
+        match self
+            .notify
+            .unregister(&id)
+            .await
+            .map_err(herald_proto::server::status_of)?
+        {
             true => Ok(tonic::Response::new(pb::UnregisterDeviceResponse {})),
             false => Err(tonic::Status::not_found(format!("no device {id}"))),
         }
@@ -456,7 +422,7 @@ impl NotifyApi for GrpcApi {
             .notify
             .list(&request.into_inner().user)
             .await
-            .map_err(grpc_status)?;
+            .map_err(herald_proto::server::status_of)?;
         Ok(tonic::Response::new(pb::ListDevicesResponse {
             devices: devices.into_iter().map(to_pb).collect(),
         }))
@@ -470,7 +436,7 @@ impl NotifyApi for GrpcApi {
             .notify
             .users_with_devices(&request.into_inner().users)
             .await
-            .map_err(grpc_status)?;
+            .map_err(herald_proto::server::status_of)?;
         Ok(tonic::Response::new(pb::UsersWithDevicesResponse {
             users: users.into_iter().collect(),
         }))
@@ -515,7 +481,7 @@ impl NotifyApi for GrpcApi {
                 data,
             })
             .await
-            .map_err(grpc_status)?;
+            .map_err(herald_proto::server::status_of)?;
         Ok(tonic::Response::new(pb::SendResponse {
             notification_id: id,
         }))
@@ -529,7 +495,7 @@ impl NotifyApi for GrpcApi {
             .notify
             .status(&request.into_inner().notification_id)
             .await
-            .map_err(grpc_status)?;
+            .map_err(herald_proto::server::status_of)?;
         Ok(tonic::Response::new(pb::StatusResponse {
             devices: statuses
                 .into_iter()

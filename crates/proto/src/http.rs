@@ -13,7 +13,12 @@ use herald_protocol::{ErrorBody, ErrorCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// An API error: the JSON body `{"error":{…}}` with its HTTP status.
+/// Seconds a caller told to try again (503) is asked to wait.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// An API error: the JSON body `{"error":{…}}` with its HTTP status — the
+/// one HTTP mapping of Herald's errors, for every service. A 503 says when
+/// to come back (`Retry-After`).
 pub struct ApiError(pub ErrorBody);
 
 impl From<ErrorBody> for ApiError {
@@ -35,7 +40,14 @@ impl IntoResponse for ApiError {
             (ErrorCode::Internal, _) => StatusCode::SERVICE_UNAVAILABLE,
             (_, s) => s,
         };
-        (status, Json(Body { error: self.0 })).into_response()
+        let mut response = (status, Json(Body { error: self.0 })).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
@@ -101,4 +113,30 @@ pub fn ops_router() -> axum::Router {
                 )
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_answers_its_status_and_a_503_says_when_to_retry() {
+        let cases = [
+            (ErrorCode::BadRequest, 400),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::TokenExpired, 401),
+            (ErrorCode::PermissionDenied, 403),
+            (ErrorCode::UnknownChannel, 404),
+            (ErrorCode::Unrecoverable, 410),
+            (ErrorCode::LimitExceeded, 413),
+            (ErrorCode::TooManyRequests, 429),
+            (ErrorCode::Internal, 503),
+        ];
+        for (code, status) in cases {
+            let response = ApiError(ErrorBody::new(code, "x")).into_response();
+            assert_eq!(response.status().as_u16(), status, "{code:?}");
+            let retry = response.headers().get(header::RETRY_AFTER);
+            assert_eq!(retry.is_some(), status == 503, "{code:?}");
+        }
+    }
 }

@@ -5,10 +5,26 @@
 use std::future::Future;
 
 use herald_core::api_key::ApiKeys;
+use herald_protocol::{ErrorBody, ErrorCode};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
+
+/// The one gRPC mapping of Herald's errors, for every service.
+pub fn status_of(e: ErrorBody) -> Status {
+    let code = match e.code {
+        ErrorCode::BadRequest => tonic::Code::InvalidArgument,
+        ErrorCode::Unauthorized | ErrorCode::TokenExpired => tonic::Code::Unauthenticated,
+        ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorCode::UnknownChannel => tonic::Code::NotFound,
+        ErrorCode::LimitExceeded | ErrorCode::TooManyRequests => tonic::Code::ResourceExhausted,
+        ErrorCode::Unrecoverable => tonic::Code::OutOfRange,
+        // Nothing was done and trying again may work.
+        ErrorCode::Internal => tonic::Code::Unavailable,
+    };
+    Status::new(code, e.message)
+}
 
 /// A tonic interceptor that admits calls carrying one of the API keys in
 /// metadata `authorization: Bearer <key>`.
@@ -135,5 +151,29 @@ impl http_body::Body for Exhausted {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.0.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_the_grpc_code_a_client_expects() {
+        let cases = [
+            (ErrorCode::BadRequest, tonic::Code::InvalidArgument),
+            (ErrorCode::Unauthorized, tonic::Code::Unauthenticated),
+            (ErrorCode::TokenExpired, tonic::Code::Unauthenticated),
+            (ErrorCode::PermissionDenied, tonic::Code::PermissionDenied),
+            (ErrorCode::UnknownChannel, tonic::Code::NotFound),
+            (ErrorCode::Unrecoverable, tonic::Code::OutOfRange),
+            (ErrorCode::LimitExceeded, tonic::Code::ResourceExhausted),
+            (ErrorCode::TooManyRequests, tonic::Code::ResourceExhausted),
+            (ErrorCode::Internal, tonic::Code::Unavailable),
+        ];
+        for (code, grpc) in cases {
+            let status = status_of(ErrorBody::new(code, "why"));
+            assert_eq!((status.code(), status.message()), (grpc, "why"), "{code:?}");
+        }
     }
 }

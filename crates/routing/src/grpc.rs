@@ -7,8 +7,8 @@ use herald_core::history::Recovery;
 use herald_core::work_queue::Notification;
 use herald_proto::routing::v1 as pb;
 use herald_proto::routing::v1::routing_server::{Routing as RoutingApi, RoutingServer};
+use herald_protocol::ErrorBody;
 use herald_protocol::channel::Channel;
-use herald_protocol::{ErrorBody, ErrorCode};
 use serde_json::value::RawValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
@@ -19,19 +19,10 @@ use crate::routing::{
 };
 use herald_core::api_key::ApiKeys;
 
-/// Maps a Herald error to the gRPC status a client expects.
+/// Maps a Herald error to the gRPC status a client expects, and counts it.
 pub fn status_of(e: ErrorBody) -> Status {
     crate::stats::error("grpc");
-    let code = match e.code {
-        ErrorCode::BadRequest => tonic::Code::InvalidArgument,
-        ErrorCode::Unauthorized | ErrorCode::TokenExpired => tonic::Code::Unauthenticated,
-        ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
-        ErrorCode::UnknownChannel => tonic::Code::NotFound,
-        ErrorCode::LimitExceeded | ErrorCode::TooManyRequests => tonic::Code::ResourceExhausted,
-        ErrorCode::Unrecoverable => tonic::Code::OutOfRange,
-        ErrorCode::Internal => tonic::Code::Unavailable,
-    };
-    Status::new(code, e.message)
+    herald_proto::server::status_of(e)
 }
 
 fn invalid(message: impl Into<String>) -> Status {
