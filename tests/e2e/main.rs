@@ -14,3 +14,4 @@ mod standalone;
 mod support;
 mod telemetry;
 mod transports;
+mod workspace;

@@ -1,0 +1,97 @@
+//! The workspace's shape as `docs/ARCHITECTURE.md` draws it: the crate
+//! graph there is the one in the manifests, and no service crate depends
+//! on another (they talk over gRPC and the bus, through `herald-proto`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const SERVICES: [&str; 4] = [
+    "herald-edge",
+    "herald-routing",
+    "herald-presence",
+    "herald-notify",
+];
+
+/// Each workspace crate and the workspace crates it depends on (normal
+/// dependencies only), read from the manifests.
+fn crate_graph(root: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut graph = BTreeMap::new();
+    for entry in std::fs::read_dir(root.join("crates")).expect("crates/") {
+        let manifest = entry.expect("entry").path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let mut name = None;
+        let mut section = String::new();
+        let mut deps = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line.to_owned();
+                continue;
+            }
+            if section == "[package]"
+                && let Some(v) = line.strip_prefix("name = ")
+            {
+                name = Some(v.trim_matches('"').to_owned());
+            }
+            if section == "[dependencies]" {
+                let dep: String = line
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect();
+                if dep.starts_with("herald") {
+                    deps.push(dep);
+                }
+            }
+        }
+        deps.sort();
+        graph.insert(name.expect("package name"), deps);
+    }
+    graph
+}
+
+fn drawn(graph: &BTreeMap<String, Vec<String>>) -> String {
+    let width = graph.keys().map(String::len).max().unwrap_or(0);
+    graph
+        .iter()
+        .map(|(name, deps)| {
+            let deps = if deps.is_empty() {
+                "(none)".to_owned()
+            } else {
+                deps.join(", ")
+            };
+            format!("{name:width$} → {deps}\n")
+        })
+        .collect()
+}
+
+#[test]
+fn the_documented_crate_graph_is_the_real_one_and_services_stand_alone() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let graph = crate_graph(&root);
+    assert!(graph.contains_key("herald-protocol"), "{graph:?}");
+    for service in SERVICES {
+        let deps = &graph[service];
+        for other in SERVICES {
+            assert!(
+                !deps.iter().any(|d| d == other),
+                "{service} depends on the service crate {other}"
+            );
+        }
+    }
+    assert_eq!(graph["herald-client"], ["herald-protocol"]);
+    assert!(graph["herald-protocol"].is_empty());
+
+    let doc = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let start = doc
+        .find("```crate-graph\n")
+        .expect("a ```crate-graph block in ARCHITECTURE.md")
+        + "```crate-graph\n".len();
+    let end = start + doc[start..].find("```").expect("the block ends");
+    let expected = drawn(&graph);
+    assert_eq!(
+        &doc[start..end],
+        expected,
+        "docs/ARCHITECTURE.md draws another crate graph; the manifests say:\n{expected}"
+    );
+}
