@@ -669,6 +669,50 @@ async fn a_draining_edge_tells_every_transport_to_reconnect() {
 }
 
 #[tokio::test]
+async fn a_draining_edge_keeps_answering_health_and_refuses_only_new_clients() {
+    // A window long enough that the drain is still going when we look.
+    let server = start(|c| c.drain_window_secs = 600).await;
+    let grace = token("grace", &["chat:*"], &[], 600);
+    let mut staying = TestClient::open(&server, Kind::Ws, &grace, &["chat:stay"], &[])
+        .await
+        .unwrap();
+    server.shutdown.trigger();
+    let http = http_client();
+    let ready = http
+        .get(format!("{}/readyz", server.http))
+        .send()
+        .await
+        .expect("/readyz answers while draining");
+    assert_eq!(ready.status(), 503, "not ready: send clients elsewhere");
+    let stats: Value = http
+        .get(format!("{}/stats", server.http))
+        .send()
+        .await
+        .expect("/stats answers while draining")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(stats["draining"], true);
+    assert_eq!(stats["connections"], 1, "the client already here stays for now");
+    let refused = http
+        .get(format!("{}/sse?channels=chat:stay", server.http))
+        .bearer_auth(&grace)
+        .send()
+        .await
+        .expect("a new client gets an answer");
+    assert_eq!(refused.status(), 503);
+    assert!(
+        refused.headers().contains_key("retry-after"),
+        "{:?}",
+        refused.headers()
+    );
+    // the client already connected is still served
+    publish(&server, "chat:stay", 1).await;
+    assert_eq!(staying.next_pub().await.offset, 1);
+    staying.close().await;
+}
+
+#[tokio::test]
 async fn a_client_that_vanishes_mid_delivery_releases_everything_on_every_transport() {
     let server = start(quick_grace).await;
     let heidi = token("heidi", &["chat:*"], &[], 600);
