@@ -125,6 +125,7 @@ pub struct Config {
     pub grpc_addr: Option<SocketAddr>,
     /// This process's name in the cluster; generated when unset.
     pub node_id: Option<String>,
+    /// NATS servers: a comma-separated seed list.
     pub nats_url: String,
     pub database_url: Option<String>,
     pub presence_url: Option<String>,

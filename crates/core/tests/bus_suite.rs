@@ -299,3 +299,35 @@ suite!(
     unsubscribe_and_drop_stop_delivery,
     invalid_subjects_are_refused,
 );
+
+#[tokio::test]
+async fn a_seed_list_connects_while_its_first_nodes_are_down() {
+    // Ports nothing listens on: taken and released, so refused at once.
+    let mut down = Vec::new();
+    for _ in 0..2 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        down.push(format!("nats://{}", listener.local_addr().expect("addr")));
+    }
+    let seeds = format!("{}, {},{}", down[0], down[1], nats_url());
+    let bus = NatsBus::connect(&seeds, "seed-list", Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{seeds}: {e}"));
+    let mut sub = bus.subscribe("seeds.test").await.expect("subscribe");
+    bus.publish("seeds.test", Headers::new(), Bytes::from_static(b"up"))
+        .await
+        .expect("publish");
+    let got = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("in time");
+    assert_eq!(got.expect("a message").payload, Bytes::from_static(b"up"));
+
+    let none = NatsBus::connect(&down.join(","), "seed-list", Duration::from_secs(2)).await;
+    assert!(
+        matches!(none, Err(BusError::Connection(_))),
+        "no seed up: a clear error"
+    );
+    for bad in ["", " , ", "nats://host:notaport"] {
+        let refused = NatsBus::connect(bad, "seed-list", Duration::from_secs(2)).await;
+        assert!(matches!(refused, Err(BusError::Connection(_))), "{bad:?}");
+    }
+}

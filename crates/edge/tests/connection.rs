@@ -693,7 +693,10 @@ async fn a_draining_edge_keeps_answering_health_and_refuses_only_new_clients() {
         .await
         .expect("JSON");
     assert_eq!(stats["draining"], true);
-    assert_eq!(stats["connections"], 1, "the client already here stays for now");
+    assert_eq!(
+        stats["connections"], 1,
+        "the client already here stays for now"
+    );
     let refused = http
         .get(format!("{}/sse?channels=chat:stay", server.http))
         .bearer_auth(&grace)

@@ -17,10 +17,14 @@ pub struct NatsBus {
 }
 
 impl NatsBus {
-    /// Connects to `url`, naming the connection `name` (visible in the
-    /// server's `/connz`). Fails if the server cannot be reached within
-    /// `timeout`; after that the client reconnects on its own.
-    pub async fn connect(url: &str, name: &str, timeout: Duration) -> Result<Self, BusError> {
+    /// Connects to one of `urls` — a comma-separated seed list, as every
+    /// NATS client takes (`nats://a:4222,nats://b:4222`) — naming the
+    /// connection `name` (visible in the server's `/connz`). Seeds that are
+    /// down are skipped; fails if none answers within `timeout`. After
+    /// that the client reconnects on its own, to any server of the cluster.
+    pub async fn connect(urls: &str, name: &str, timeout: Duration) -> Result<Self, BusError> {
+        let seeds = seed_list(urls)?;
+        let url = urls;
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(timeout)
@@ -35,7 +39,9 @@ impl NatsBus {
                     other => tracing::info!(event = %other, "NATS event"),
                 }
             });
-        let client = tokio::time::timeout(timeout, options.connect(url))
+        // Each seed gets the whole timeout: the first may be down.
+        let overall = timeout.saturating_mul(u32::try_from(seeds.len()).unwrap_or(u32::MAX));
+        let client = tokio::time::timeout(overall, options.connect(seeds))
             .await
             .map_err(|_| BusError::Connection(format!("no answer from {url} within {timeout:?}")))?
             .map_err(|e| BusError::Connection(format!("{url}: {e}")))?;
@@ -46,6 +52,23 @@ impl NatsBus {
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
+}
+
+/// The servers of a comma-separated list, each checked.
+pub fn seed_list(urls: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+    let seeds: Vec<_> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<async_nats::ServerAddr>()
+                .map_err(|e| BusError::Connection(format!("NATS URL {s:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if seeds.is_empty() {
+        return Err(BusError::Connection("no NATS URL given".into()));
+    }
+    Ok(seeds)
 }
 
 fn to_nats_headers(headers: &Headers) -> HeaderMap {
