@@ -127,3 +127,103 @@ fn distributed_services_refuse_to_start_without_secrets() {
         );
     }
 }
+
+/// Streams NATS lost are made again while routing runs (no restart), and
+/// routing's `/readyz` names them; every service starts from a seed list
+/// whose first node is down.
+#[tokio::test]
+async fn publishing_goes_on_after_nats_loses_the_streams_and_a_seed_list_starts_every_service() {
+    let prefix = unique_prefix();
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr");
+    let seeds = format!("nats://{down},{}", nats_url());
+    let env = Env::new(&[
+        ("HERALD_JWT_SECRET", SECRET),
+        ("HERALD_API_KEYS", API_KEY),
+        ("HERALD_NATS_URL", &seeds),
+        ("HERALD_SUBJECT_PREFIX", &prefix),
+        ("HERALD_HISTORY_STORAGE", "memory"),
+    ]);
+    let _cleanup = StreamCleanup(prefix.clone());
+    let routing = Herald::routing("routing", &env);
+    let edge = Herald::edge("edge", &env);
+    let http = http_client();
+    let ready: serde_json::Value = http
+        .get(format!("{}/readyz", routing.http()))
+        .send()
+        .await
+        .expect("/readyz")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(ready["ready"], true, "{ready}");
+    let streams = ready["streams"].as_array().expect("streams").clone();
+    assert!(
+        streams
+            .iter()
+            .any(|s| s["name"].as_str().is_some_and(|n| n.ends_with("_HISTORY"))),
+        "{ready}"
+    );
+    assert!(streams.iter().all(|s| s["drift"].is_null()), "{ready}");
+
+    let (mut alice, _) = Client::connect(&edge.ws(), &token(&env, "alice"))
+        .await
+        .expect("connect");
+    alice.subscribe("chat:lost").await.expect("subscribe");
+    let publish = |n: u64| {
+        let http = http.clone();
+        let url = format!("{}/api/publish", routing.http());
+        async move {
+            http.post(url)
+                .bearer_auth(API_KEY)
+                .json(&json!({"channel": "chat:lost", "data": {"n": n}}))
+                .send()
+                .await
+                .expect("publish")
+        }
+    };
+    assert_eq!(publish(1).await.status(), 200);
+    let first = alice.next_publication().await.expect("first");
+
+    // NATS loses every stream of this cluster
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.expect("NATS"));
+    for s in &streams {
+        js.delete_stream(s["name"].as_str().expect("name"))
+            .await
+            .expect("delete");
+    }
+    // publishing goes on without restarting routing: a new epoch from 1
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let response = publish(2).await;
+        if response.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publishing stayed down: {}",
+            response.text().await.unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let second = alice.next_publication().await.expect("second");
+    assert_eq!(second.offset, 1);
+    assert_ne!(second.epoch, first.epoch, "the loss is told by a new epoch");
+    let ready: serde_json::Value = http
+        .get(format!("{}/readyz", routing.http()))
+        .send()
+        .await
+        .expect("/readyz")
+        .json()
+        .await
+        .expect("JSON");
+    let recreated: u64 = ready["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .map(|s| s["recreated"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(recreated >= 1, "{ready}");
+}

@@ -357,5 +357,23 @@ async fn join_and_leave_are_for_the_whole_cluster_and_survive_a_replica() {
     }
     let _erin = connect(&e2, "erin").await;
     assert_eq!(next_membership(&mut bob).await, ("join", "erin".into()));
+
+    // NATS loses the lease's stream (it lives in memory: any NATS restart
+    // does this); the replica makes it again and goes on announcing
+    let js = async_nats::jetstream::new(async_nats::connect(nats.as_str()).await.expect("NATS"));
+    let lease = herald_core::subjects::Subjects::new(&prefix).stream_name("PRESENCE_LEASE");
+    js.delete_stream(&lease)
+        .await
+        .expect("delete the lease stream");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while standby.logs().matches("announcing join/leave").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "join/leave stopped with the lost lease stream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _frank = connect(&e1, "frank").await;
+    assert_eq!(next_membership(&mut bob).await, ("join", "frank".into()));
     drop((carol, dave));
 }

@@ -234,6 +234,21 @@ pub struct Config {
     /// Bytes standalone's in-memory history keeps at most, every channel
     /// together (past it the oldest publications go first).
     pub history_memory_bytes: usize,
+    /// Copies JetStream keeps of each history stream: 1 for one NATS
+    /// server, 3 for a cluster (a node can then die without loss).
+    pub history_replicas: usize,
+    /// Copies JetStream keeps of the notify queue and the presence lease.
+    pub queue_replicas: usize,
+    /// Whether a stream that exists with other settings than configured
+    /// (replicas, storage, limits) is changed to the configuration. Off: it
+    /// is left as it is, and the difference is reported in the logs and in
+    /// routing's `/readyz`.
+    pub stream_update: bool,
+    /// How long storing a publication may take, milliseconds: past it the
+    /// publisher is answered — 503 (nothing stored) or 504 with the
+    /// idempotency key to retry with (the outcome is unknown) — instead of
+    /// waiting on an unreachable JetStream.
+    pub publish_timeout_ms: u64,
 
     pub strict_namespaces: bool,
     pub namespaces: BTreeMap<String, NamespaceConfig>,
@@ -349,6 +364,10 @@ impl Default for Config {
             presence_timeout_ms: 500,
             history_storage: HistoryStorage::File,
             history_memory_bytes: crate::history::DEFAULT_MEMORY_BUDGET,
+            history_replicas: 1,
+            queue_replicas: 1,
+            stream_update: false,
+            publish_timeout_ms: 2000,
             presence_heartbeat_secs: 5,
             presence_grace_ms: 0,
             poll_grace_secs: 10,
@@ -441,6 +460,7 @@ impl Config {
         positive("pong_timeout_secs", self.pong_timeout_secs)?;
         positive("connect_timeout_secs", self.connect_timeout_secs)?;
         positive("route_timeout_ms", self.route_timeout_ms)?;
+        positive("publish_timeout_ms", self.publish_timeout_ms)?;
         positive("max_message_bytes", self.max_message_bytes as u64)?;
         positive("max_json_depth", self.max_json_depth as u64)?;
         positive("client_queue_len", self.client_queue_len as u64)?;
@@ -454,6 +474,15 @@ impl Config {
         positive("connection_rate", self.connection_rate as u64)?;
         positive("connection_rate_per_ip", self.connection_rate_per_ip as u64)?;
         positive("http_header_timeout_secs", self.http_header_timeout_secs)?;
+        for (key, replicas) in [
+            ("history_replicas", self.history_replicas),
+            ("queue_replicas", self.queue_replicas),
+        ] {
+            // JetStream's own limit.
+            if !(1..=5).contains(&replicas) {
+                return Err(ConfigError::new(key, "must be 1 to 5"));
+            }
+        }
         for proxy in &self.trusted_proxies {
             if proxy.parse::<ipnet::IpNet>().is_err() && proxy.parse::<std::net::IpAddr>().is_err()
             {
@@ -665,6 +694,35 @@ impl Config {
 
     pub fn pong_timeout(&self) -> Duration {
         Duration::from_secs(self.pong_timeout_secs)
+    }
+
+    fn on_stream_drift(&self) -> crate::streams::OnDrift {
+        if self.stream_update {
+            crate::streams::OnDrift::Update
+        } else {
+            crate::streams::OnDrift::Report
+        }
+    }
+
+    /// How the history streams are kept.
+    pub fn history_streams(&self) -> crate::streams::StreamSettings {
+        crate::streams::StreamSettings {
+            replicas: self.history_replicas,
+            on_drift: self.on_stream_drift(),
+        }
+    }
+
+    /// How the notify queue and the presence lease streams are kept.
+    pub fn queue_streams(&self) -> crate::streams::StreamSettings {
+        crate::streams::StreamSettings {
+            replicas: self.queue_replicas,
+            on_drift: self.on_stream_drift(),
+        }
+    }
+
+    /// How long a publish may take before it is answered anyway.
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
     }
 
     pub fn idempotency_window(&self) -> Duration {

@@ -12,13 +12,18 @@ use serde_json::value::RawValue;
 use herald_protocol::channel::Channel;
 use herald_protocol::{Publication, StreamPosition};
 
-pub use jetstream::{JetStreamHistory, Storage};
+pub use jetstream::{DEFAULT_APPEND_TIMEOUT, JetStreamHistory, Storage};
 pub use memory::{DEFAULT_BUDGET as DEFAULT_MEMORY_BUDGET, MemoryHistory};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HistoryError {
+    /// Nothing was stored (or read); trying again may work.
     #[error("history unavailable: {0}")]
     Unavailable(String),
+    /// An append was sent and not acknowledged: it may be stored. Sent
+    /// again with the idempotency key `key`, it is stored once.
+    #[error("history did not acknowledge an append ({why}); retry with idempotency key {key}")]
+    OutcomeUnknown { key: String, why: String },
 }
 
 /// How much of a channel's history is kept.

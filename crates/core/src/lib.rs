@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod presence;
 pub mod route;
 pub mod shutdown;
+pub mod streams;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::streams::{KeptStream, StreamSettings};
 use crate::subjects::Subjects;
 use herald_protocol::channel::Channel;
 
@@ -261,9 +262,11 @@ impl WorkQueue for MemoryWorkQueue {
 pub struct JetStreamWorkQueue {
     js: jetstream::Context,
     subject: String,
-    stream: String,
+    jobs: KeptStream,
+    dead: KeptStream,
     dead_subject: String,
-    /// The durable consumer's message stream, opened on first `take`.
+    /// The durable consumer's message stream, opened on first `take` (and
+    /// again after it failed: the stream may have been lost).
     messages: tokio::sync::Mutex<Option<jetstream::consumer::pull::Stream>>,
     /// How long a taken job may go unacknowledged before it is delivered
     /// again (to another notify process, if this one died).
@@ -276,43 +279,55 @@ pub const CONSUMER: &str = "notify";
 /// Jobs the stream holds at most; beyond that new jobs are refused.
 const MAX_QUEUED_JOBS: i64 = 1_000_000;
 
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
 impl JetStreamWorkQueue {
+    /// Ensures the queue's streams (see [`KeptStream`]: created when
+    /// missing, then and whenever an operation finds them gone).
     pub async fn open(
         client: async_nats::Client,
         subjects: &Subjects,
         ack_wait: Duration,
+        settings: StreamSettings,
     ) -> Result<Self, QueueError> {
         let js = jetstream::new(client);
-        let stream = subjects.stream_name("NOTIFY");
         let subject = subjects.notify_jobs();
-        js.create_or_update_stream(stream::Config {
-            name: stream.clone(),
-            subjects: vec![subject.clone()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            max_messages: MAX_QUEUED_JOBS,
-            discard: stream::DiscardPolicy::New,
-            duplicate_window: Duration::from_secs(120),
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| QueueError::Unavailable(format!("stream {stream}: {e}")))?;
-        let dead_stream = subjects.stream_name("NOTIFY_DEAD");
+        let jobs = KeptStream::new(
+            js.clone(),
+            stream::Config {
+                name: subjects.stream_name("NOTIFY"),
+                subjects: vec![subject.clone()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                max_messages: MAX_QUEUED_JOBS,
+                discard: stream::DiscardPolicy::New,
+                duplicate_window: Duration::from_secs(120),
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+            settings,
+        );
         let dead_subject = subjects.notify_dead();
-        js.create_or_update_stream(stream::Config {
-            name: dead_stream.clone(),
-            subjects: vec![dead_subject.clone()],
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            max_messages: MAX_QUEUED_JOBS,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| QueueError::Unavailable(format!("stream {dead_stream}: {e}")))?;
+        let dead = KeptStream::new(
+            js.clone(),
+            stream::Config {
+                name: subjects.stream_name("NOTIFY_DEAD"),
+                subjects: vec![dead_subject.clone()],
+                max_age: Duration::from_secs(7 * 24 * 3600),
+                max_messages: MAX_QUEUED_JOBS,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+            settings,
+        );
+        jobs.ensure().await.map_err(unavailable)?;
+        dead.ensure().await.map_err(unavailable)?;
         Ok(JetStreamWorkQueue {
             js,
             subject,
-            stream,
+            jobs,
+            dead,
             dead_subject,
             messages: tokio::sync::Mutex::new(None),
             ack_wait,
@@ -320,7 +335,39 @@ impl JetStreamWorkQueue {
     }
 
     pub fn stream_name(&self) -> &str {
-        &self.stream
+        self.jobs.name()
+    }
+
+    /// The streams this queue keeps (for reports: drift, recreations).
+    pub fn streams(&self) -> [&KeptStream; 2] {
+        [&self.jobs, &self.dead]
+    }
+
+    /// Publishes to a kept stream; when nothing took it (the stream is
+    /// gone), ensures the stream and publishes once more.
+    async fn publish(
+        &self,
+        kept: &KeptStream,
+        subject: &str,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), QueueError> {
+        let send = || async {
+            self.js
+                .publish_with_headers(subject.to_owned(), headers.clone(), payload.clone())
+                .await?
+                .await
+        };
+        match send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+                match kept.recheck().await {
+                    Some(Ok(_)) => send().await.map(|_| ()).map_err(unavailable),
+                    _ => Err(unavailable(e)),
+                }
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 
@@ -332,25 +379,16 @@ impl WorkQueue for JetStreamWorkQueue {
         );
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", job.id.as_str());
-        let ack = self
-            .js
-            .publish_with_headers(self.subject.clone(), headers, payload)
+        self.publish(&self.jobs, &self.subject, headers, payload)
             .await
-            .map_err(|e| QueueError::Unavailable(e.to_string()))?;
-        ack.await
-            .map_err(|e| QueueError::Unavailable(e.to_string()))?;
-        Ok(())
     }
 
     async fn take(&self, wait: Duration) -> Result<Option<Taken>, QueueError> {
         let mut messages = self.messages.lock().await;
         if messages.is_none() {
-            let unavailable = |e: &dyn std::fmt::Display| QueueError::Unavailable(e.to_string());
-            let stream = self
-                .js
-                .get_stream(&self.stream)
-                .await
-                .map_err(|e| unavailable(&e))?;
+            // Ensured again each time: the stream (and its consumer) may
+            // have been lost with the last failure.
+            let stream = self.jobs.ensure().await.map_err(unavailable)?.stream;
             let consumer = stream
                 .get_or_create_consumer(
                     CONSUMER,
@@ -363,8 +401,8 @@ impl WorkQueue for JetStreamWorkQueue {
                     },
                 )
                 .await
-                .map_err(|e| unavailable(&e))?;
-            *messages = Some(consumer.messages().await.map_err(|e| unavailable(&e))?);
+                .map_err(unavailable)?;
+            *messages = Some(consumer.messages().await.map_err(unavailable)?);
         }
         let Some(stream) = messages.as_mut() else {
             return Ok(None);
@@ -410,13 +448,8 @@ impl WorkQueue for JetStreamWorkQueue {
         let payload = Bytes::from(
             serde_json::to_vec(job).map_err(|e| QueueError::Unavailable(e.to_string()))?,
         );
-        self.js
-            .publish_with_headers(self.dead_subject.clone(), headers, payload)
+        self.publish(&self.dead, &self.dead_subject, headers, payload)
             .await
-            .map_err(|e| QueueError::Unavailable(e.to_string()))?
-            .await
-            .map_err(|e| QueueError::Unavailable(e.to_string()))?;
-        Ok(())
     }
 }
 

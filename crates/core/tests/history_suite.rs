@@ -98,6 +98,7 @@ async fn open_jetstream(prefix: String) -> Arc<JetStreamHistory> {
             &namespaces(),
             Duration::from_secs(60),
             Storage::Memory,
+            Default::default(),
         )
         .await
         .expect("open JetStream history"),

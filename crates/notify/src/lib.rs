@@ -109,6 +109,7 @@ pub async fn start_service(
             nats.client().clone(),
             &Subjects::new(&config.subject_prefix),
             Duration::from_secs(config.push_ack_wait_secs),
+            config.queue_streams(),
         )
         .await?,
     );

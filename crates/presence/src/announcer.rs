@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use herald_core::bus::{Bus, Headers};
 use herald_core::config::Config;
 use herald_core::shutdown::Shutdown;
+use herald_core::streams::{KeptStream, StreamSettings};
 use herald_core::subjects::{HEADER_KIND, Subjects};
 use herald_protocol::channel::Channel;
 use herald_protocol::{ChannelUser, Push, UserId, encode};
@@ -54,6 +55,7 @@ pub fn start(
         Leadership::Elected(client) => Some(tokio::spawn(hold_lease(
             client,
             subjects.clone(),
+            config.queue_streams(),
             node.to_owned(),
             leader.clone(),
             shutdown.clone(),
@@ -126,17 +128,21 @@ fn member(channel: &Channel, user: &UserId) -> ChannelUser {
 /// that keeps one message for `LEASE_TTL`: taking it is publishing when the
 /// subject is empty, renewing is publishing after one's own last message
 /// (`Nats-Expected-Last-Subject-Sequence`), so two replicas cannot both hold
-/// it. Released on shutdown so another replica takes over at once.
+/// it. The stream is ensured whenever a publish finds nothing to take it (a
+/// NATS restart loses it: it lives in memory), so join/leave never stops
+/// for good. Released on shutdown so another replica takes over at once.
 async fn hold_lease(
     client: async_nats::Client,
     subjects: Subjects,
+    settings: StreamSettings,
     node: String,
     leader: Arc<AtomicBool>,
     shutdown: Shutdown,
 ) {
     let js = jetstream::new(client);
     let subject = subjects.presence_lease();
-    let mut stream = None;
+    let stream = KeptStream::new(js.clone(), lease_stream(&subjects), settings);
+    let mut ensured = false;
     let mut held: Option<u64> = None;
     let mut tick = tokio::time::interval(LEASE_EVERY);
     loop {
@@ -144,18 +150,32 @@ async fn hold_lease(
             _ = shutdown.wait() => break,
             _ = tick.tick() => {}
         }
-        if stream.is_none() {
-            stream = open_stream(&js, &subjects).await;
-        }
-        if stream.is_none() {
-            continue;
+        if !ensured {
+            match stream.ensure().await {
+                Ok(_) => ensured = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "presence lease stream unavailable");
+                    continue;
+                }
+            }
         }
         let publish = jetstream::message::PublishMessage::build()
             .payload(node.clone().into())
             .expected_last_subject_sequence(held.unwrap_or(0));
-        let now = match js.send_publish(subject.clone(), publish).await {
-            Ok(ack) => ack.await.ok().map(|a| a.sequence),
-            Err(_) => None,
+        let acked = match js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        let now = match acked {
+            Ok(ack) => Some(ack.sequence),
+            // Another replica holds it (or took it over).
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => None,
+            Err(e) => {
+                // Nothing took it, or no answer: ensure the stream next time.
+                tracing::debug!(error = %e, "lease publish failed");
+                ensured = false;
+                None
+            }
         };
         match (held.is_some(), now.is_some()) {
             (false, true) => tracing::info!(node, "announcing join/leave for the cluster"),
@@ -165,17 +185,14 @@ async fn hold_lease(
         held = now;
         leader.store(held.is_some(), Ordering::Release);
     }
-    if let (Some(stream), Some(_)) = (&stream, held) {
+    if let (Some(stream), Some(_)) = (stream.current(), held) {
         leader.store(false, Ordering::Release);
         let _ = stream.purge().filter(subject).await;
     }
 }
 
-async fn open_stream(
-    js: &jetstream::Context,
-    subjects: &Subjects,
-) -> Option<jetstream::stream::Stream> {
-    let config = jetstream::stream::Config {
+fn lease_stream(subjects: &Subjects) -> jetstream::stream::Config {
+    jetstream::stream::Config {
         name: subjects.stream_name("PRESENCE_LEASE"),
         subjects: vec![subjects.presence_lease()],
         max_messages_per_subject: 1,
@@ -183,12 +200,5 @@ async fn open_stream(
         duplicate_window: LEASE_TTL,
         storage: jetstream::stream::StorageType::Memory,
         ..Default::default()
-    };
-    match js.get_or_create_stream(config).await {
-        Ok(stream) => Some(stream),
-        Err(e) => {
-            tracing::warn!(error = %e, "presence lease stream unavailable");
-            None
-        }
     }
 }

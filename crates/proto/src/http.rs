@@ -128,6 +128,7 @@ mod tests {
             (ErrorCode::PermissionDenied, 403),
             (ErrorCode::UnknownChannel, 404),
             (ErrorCode::Unrecoverable, 410),
+            (ErrorCode::OutcomeUnknown, 504),
             (ErrorCode::LimitExceeded, 413),
             (ErrorCode::TooManyRequests, 429),
             (ErrorCode::Internal, 503),

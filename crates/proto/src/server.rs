@@ -20,10 +20,19 @@ pub fn status_of(e: ErrorBody) -> Status {
         ErrorCode::UnknownChannel => tonic::Code::NotFound,
         ErrorCode::LimitExceeded | ErrorCode::TooManyRequests => tonic::Code::ResourceExhausted,
         ErrorCode::Unrecoverable => tonic::Code::OutOfRange,
+        // gRPC's "may have completed"; the key rides in metadata.
+        ErrorCode::OutcomeUnknown => tonic::Code::DeadlineExceeded,
         // Nothing was done and trying again may work.
         ErrorCode::Internal => tonic::Code::Unavailable,
     };
-    Status::new(code, e.message)
+    let mut status = Status::new(code, e.message);
+    if let Some(key) = e
+        .idempotency_key
+        .and_then(|k| tonic::metadata::MetadataValue::try_from(k).ok())
+    {
+        status.metadata_mut().insert("idempotency-key", key);
+    }
+    status
 }
 
 /// A tonic interceptor that admits calls carrying one of the API keys in
@@ -167,6 +176,7 @@ mod tests {
             (ErrorCode::PermissionDenied, tonic::Code::PermissionDenied),
             (ErrorCode::UnknownChannel, tonic::Code::NotFound),
             (ErrorCode::Unrecoverable, tonic::Code::OutOfRange),
+            (ErrorCode::OutcomeUnknown, tonic::Code::DeadlineExceeded),
             (ErrorCode::LimitExceeded, tonic::Code::ResourceExhausted),
             (ErrorCode::TooManyRequests, tonic::Code::ResourceExhausted),
             (ErrorCode::Internal, tonic::Code::Unavailable),
@@ -175,5 +185,14 @@ mod tests {
             let status = status_of(ErrorBody::new(code, "why"));
             assert_eq!((status.code(), status.message()), (grpc, "why"), "{code:?}");
         }
+        let unknown = status_of(ErrorBody::outcome_unknown("why", "k1"));
+        assert_eq!(
+            unknown
+                .metadata()
+                .get("idempotency-key")
+                .map(|v| v.to_str().ok()),
+            Some(Some("k1")),
+            "the key to retry with"
+        );
     }
 }

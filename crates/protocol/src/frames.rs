@@ -26,6 +26,10 @@ pub enum ErrorCode {
     TooManyRequests,
     TokenExpired,
     Unrecoverable,
+    /// The request was sent on and not answered in time: it may have
+    /// taken effect. Sent again with the error's `idempotency_key`, it
+    /// takes effect once.
+    OutcomeUnknown,
     Internal,
 }
 
@@ -40,6 +44,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => 107,
             ErrorCode::TokenExpired => 109,
             ErrorCode::Unrecoverable => 110,
+            ErrorCode::OutcomeUnknown => 111,
             ErrorCode::Internal => 500,
         }
     }
@@ -54,6 +59,7 @@ impl ErrorCode {
             107 => ErrorCode::TooManyRequests,
             109 => ErrorCode::TokenExpired,
             110 => ErrorCode::Unrecoverable,
+            111 => ErrorCode::OutcomeUnknown,
             500 => ErrorCode::Internal,
             _ => return None,
         })
@@ -69,6 +75,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => 413,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Unrecoverable => 410,
+            ErrorCode::OutcomeUnknown => 504,
             ErrorCode::Internal => 500,
         }
     }
@@ -94,6 +101,10 @@ impl<'de> Deserialize<'de> for ErrorCode {
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    /// With [`ErrorCode::OutcomeUnknown`]: the key to send the request
+    /// again with, so that it takes effect once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl ErrorBody {
@@ -101,6 +112,16 @@ impl ErrorBody {
         ErrorBody {
             code,
             message: message.into(),
+            idempotency_key: None,
+        }
+    }
+
+    /// An outcome unknown: retry with `key`.
+    pub fn outcome_unknown(message: impl Into<String>, key: impl Into<String>) -> Self {
+        ErrorBody {
+            code: ErrorCode::OutcomeUnknown,
+            message: message.into(),
+            idempotency_key: Some(key.into()),
         }
     }
 }

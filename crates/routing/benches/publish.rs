@@ -113,6 +113,7 @@ fn jetstream(c: &mut Criterion) {
                 &config.namespaces,
                 Duration::from_secs(120),
                 Storage::File,
+                config.history_streams(),
             ))
             .expect("history streams"),
     );

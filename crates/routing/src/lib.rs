@@ -84,12 +84,15 @@ pub async fn start_service(
         &config.namespaces,
         config.idempotency_window(),
         storage,
+        config.history_streams(),
     )
-    .await?;
+    .await?
+    .with_append_timeout(config.publish_timeout());
     let queue = JetStreamWorkQueue::open(
         nats.client().clone(),
         &subjects,
         Duration::from_secs(config.push_ack_wait_secs),
+        config.queue_streams(),
     )
     .await?;
     // Without a presence service offline hand-offs report users as unknown
@@ -108,13 +111,16 @@ pub async fn start_service(
             Arc::new(NoPresence)
         }
     };
+    let history = Arc::new(history);
+    let queue = Arc::new(queue);
+    let readiness = readiness_router(nats.clone(), history.clone(), queue.clone());
     let bus: Arc<dyn Bus> = Arc::new(nats);
     let mut routing = Routing::new(
         config.clone(),
         Deps {
             bus,
-            history: Arc::new(history),
-            queue: Arc::new(queue),
+            history,
+            queue,
             presence,
         },
     );
@@ -142,8 +148,9 @@ pub async fn start_service(
     let routes = herald_proto::server::with_standard_services(routes, &[GRPC_SERVICE_NAME])
         .await
         .map_err(|e| RoutingError::Grpc(e.to_string()))?;
-    let app =
-        api_router(routing, keys, config.max_message_bytes).merge(herald_proto::http::ops_router());
+    let app = api_router(routing, keys, config.max_message_bytes)
+        .merge(herald_proto::http::ops_router())
+        .merge(readiness);
     Ok(Service::new("routing", shutdown)
         .limits(service::accept_limits(&config))
         .grace(Duration::from_secs(config.shutdown_grace_secs))
@@ -151,6 +158,47 @@ pub async fn start_service(
         .grpc(grpc, routes)
         .tasks([edge_listener, stats])
         .start()?)
+}
+
+/// `GET /readyz`: 200 while NATS is connected, else 503; the body names
+/// every stream routing keeps, how it differs from the configuration (left
+/// as it is unless `stream_update`), and how often it was found lost and
+/// created again.
+fn readiness_router(
+    nats: NatsBus,
+    history: Arc<JetStreamHistory>,
+    queue: Arc<JetStreamWorkQueue>,
+) -> axum::Router {
+    axum::Router::new().route(
+        "/readyz",
+        axum::routing::get(async move || {
+            let connected = nats.is_connected();
+            let streams: Vec<_> = history
+                .streams()
+                .chain(queue.streams())
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s.name(),
+                        "drift": s.drift(),
+                        "recreated": s.recreated(),
+                    })
+                })
+                .collect();
+            let status = if connected {
+                axum::http::StatusCode::OK
+            } else {
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            };
+            (
+                status,
+                axum::Json(serde_json::json!({
+                    "ready": connected,
+                    "nats": if connected { "connected" } else { "disconnected" },
+                    "streams": streams,
+                })),
+            )
+        }),
+    )
 }
 
 /// Runs routing until `shutdown`.

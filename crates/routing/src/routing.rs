@@ -10,7 +10,7 @@ use bytes::Bytes;
 use herald_core::bus::{Bus, Headers};
 use herald_core::config::Config;
 use herald_core::devices::{DeviceLookup, NoDeviceLookup};
-use herald_core::history::{Appended, History, NewPublication, Recovery, Retention};
+use herald_core::history::{Appended, History, HistoryError, NewPublication, Recovery, Retention};
 use herald_core::presence::PresenceLookup;
 use herald_core::route::live_message;
 use herald_core::subjects::Subjects;
@@ -267,7 +267,17 @@ impl Routing {
             .history
             .append(channel, new, retention, idempotency_key)
             .await
-            .map_err(|e| unavailable("history", e))?;
+            .map_err(|e| match e {
+                HistoryError::OutcomeUnknown { key, why } => {
+                    tracing::warn!(channel = %channel, error = %why, "publication perhaps stored");
+                    ErrorBody::outcome_unknown(
+                        "history did not confirm in time: the publication may be stored; \
+                         send it again with this idempotency_key to store it once",
+                        key,
+                    )
+                }
+                e => unavailable("history", e),
+            })?;
         if let Appended::New(publication) = &appended {
             let (mut headers, payload) = live_message(publication);
             // edges continue this trace when they deliver

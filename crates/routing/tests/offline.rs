@@ -84,6 +84,7 @@ impl Setup {
             nats.client().clone(),
             &Subjects::new(&prefix),
             Duration::from_secs(60),
+            Default::default(),
         )
         .await
         .unwrap();

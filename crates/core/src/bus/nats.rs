@@ -48,6 +48,11 @@ impl NatsBus {
         Ok(NatsBus { client })
     }
 
+    /// Whether the client is connected to a server right now.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// The underlying client, for JetStream.
     pub fn client(&self) -> &async_nats::Client {
         &self.client

@@ -10,6 +10,7 @@
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -21,16 +22,18 @@ use serde_json::value::RawValue;
 
 use super::{Appended, History, HistoryError, NewPublication, Recovery, Retention, recoverable};
 use crate::config::NamespaceConfig;
+use crate::streams::{KeptStream, StreamSettings};
 use crate::subjects::{HEADER_EPOCH, HEADER_OFFSET, Subjects};
 use herald_protocol::channel::Channel;
 use herald_protocol::{Epoch, Publication, StreamPosition};
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 const MSG_ID: &str = "Nats-Msg-Id";
-/// How long an append keeps retrying while other replicas win the race
-/// for the same channel. A replica with a burst of appends for a channel
-/// wins repeatedly (it knows the tip); the others wait their turn.
-const APPEND_DEADLINE: Duration = Duration::from_secs(15);
+/// How long an append may take unless told otherwise: waiting its turn,
+/// retrying while other replicas win the race for the same channel (a
+/// replica with a burst of appends wins repeatedly: it knows the tip), and
+/// sending again when an acknowledgement is lost.
+pub const DEFAULT_APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Channels whose last offset is remembered; beyond this the cache starts
 /// over (a miss costs one request).
 const MAX_CACHED_TIPS: usize = 100_000;
@@ -63,8 +66,10 @@ pub struct JetStreamHistory {
     append_locks: Vec<tokio::sync::Mutex<()>>,
     subjects: Subjects,
     /// Stream per namespace token (`_` for the default).
-    streams: HashMap<String, stream::Stream>,
+    streams: HashMap<String, KeptStream>,
     tips: Mutex<HashMap<Channel, Tip>>,
+    /// How long an append may take, waiting its turn included.
+    append_timeout: Duration,
     /// Recent appends' (offset, stream sequence) per channel: a resume
     /// starts reading at the first missed publication instead of the
     /// oldest kept one.
@@ -85,15 +90,27 @@ fn unavailable(e: impl std::fmt::Display) -> HistoryError {
     HistoryError::Unavailable(e.to_string())
 }
 
+/// An append that may have been stored: `msg_id` is `<channel>|<key>`, and
+/// the key is what a retry names to be stored once.
+fn unknown(msg_id: &str, e: impl std::fmt::Display) -> HistoryError {
+    let key = msg_id.split_once('|').map_or(msg_id, |(_, key)| key);
+    HistoryError::OutcomeUnknown {
+        key: key.to_owned(),
+        why: e.to_string(),
+    }
+}
+
 impl JetStreamHistory {
-    /// Creates (or updates) one stream per configured namespace and one for
-    /// the rest, with each namespace's limits.
+    /// Ensures one stream per configured namespace and one for the rest,
+    /// with each namespace's limits (see [`KeptStream`]: created when
+    /// missing, then and whenever an operation finds it gone).
     pub async fn open(
         client: async_nats::Client,
         subjects: Subjects,
         namespaces: &BTreeMap<String, NamespaceConfig>,
         dedup_window: Duration,
         storage: Storage,
+        settings: StreamSettings,
     ) -> Result<Self, HistoryError> {
         let js = jetstream::new(client);
         let default = namespaces.get("default").cloned().unwrap_or_default();
@@ -127,14 +144,9 @@ impl JetStreamHistory {
                 allow_direct: true,
                 ..Default::default()
             };
-            js.create_or_update_stream(config)
-                .await
-                .map_err(|e| unavailable(format!("stream {name}: {e}")))?;
-            let handle = js
-                .get_stream(&name)
-                .await
-                .map_err(|e| unavailable(format!("stream {name}: {e}")))?;
-            streams.insert(token, handle);
+            let kept = KeptStream::new(js.clone(), config, settings);
+            kept.ensure().await.map_err(unavailable)?;
+            streams.insert(token, kept);
         }
         Ok(JetStreamHistory {
             js,
@@ -144,16 +156,26 @@ impl JetStreamHistory {
             subjects,
             streams,
             tips: Mutex::new(HashMap::new()),
+            append_timeout: DEFAULT_APPEND_TIMEOUT,
             index: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Bounds every append to `timeout`: past it the caller is answered
+    /// (nothing stored, or an outcome unknown) instead of kept waiting.
+    pub fn with_append_timeout(mut self, timeout: Duration) -> Self {
+        self.append_timeout = timeout;
+        self
+    }
+
     /// The names of the streams this history uses.
     pub fn stream_names(&self) -> Vec<String> {
-        self.streams
-            .values()
-            .map(|s| s.cached_info().config.name.clone())
-            .collect()
+        self.streams.values().map(|s| s.name().to_owned()).collect()
+    }
+
+    /// The streams this history keeps (for reports: drift, recreations).
+    pub fn streams(&self) -> impl Iterator<Item = &KeptStream> {
+        self.streams.values()
     }
 
     /// Deletes the streams (tests clean up after themselves with this).
@@ -164,7 +186,7 @@ impl JetStreamHistory {
         Ok(())
     }
 
-    fn locate(&self, channel: &Channel) -> Result<(&stream::Stream, String), HistoryError> {
+    fn locate(&self, channel: &Channel) -> Result<(&KeptStream, String), HistoryError> {
         let token = match channel.namespace() {
             Some(ns) if self.streams.contains_key(ns) => ns,
             _ => DEFAULT_NAMESPACE_TOKEN,
@@ -179,6 +201,49 @@ impl JetStreamHistory {
             channel.subject_token()
         );
         Ok((stream, subject))
+    }
+
+    /// After a failed operation on `kept`: ensures it again, and if it had
+    /// been lost (and is now created again, empty) forgets every position
+    /// it remembered of it. Whether to try the operation again.
+    async fn recover(&self, kept: &KeptStream) -> bool {
+        match kept.recheck().await {
+            Some(Ok(ensured)) => {
+                if ensured.created {
+                    // Offsets start again at 1 in a new epoch.
+                    self.tips.lock().clear();
+                    self.index.lock().clear();
+                }
+                ensured.created
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "history stream unavailable");
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Runs `op` on the stream of `channel`; if it fails because the
+    /// stream was lost, once more on the stream created again.
+    async fn on_stream<'a, T, F, Fut>(&'a self, channel: &Channel, op: F) -> Result<T, HistoryError>
+    where
+        F: Fn(Arc<stream::Stream>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, HistoryError>> + 'a,
+    {
+        let (kept, subject) = self.locate(channel)?;
+        let stream = kept.handle().await.map_err(unavailable)?;
+        match op(stream, subject.clone()).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if self.recover(kept).await {
+                    let stream = kept.handle().await.map_err(unavailable)?;
+                    op(stream, subject).await
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     fn remember_sequence(&self, channel: &Channel, offset: u64, sequence: u64) {
@@ -228,33 +293,28 @@ impl JetStreamHistory {
             }
         }
     }
+}
 
-    async fn fetch_tip(
-        &self,
-        stream: &stream::Stream,
-        subject: &str,
-    ) -> Result<Option<Tip>, HistoryError> {
-        match stream.get_last_raw_message_by_subject(subject).await {
-            Ok(message) => Ok(Some(tip_of(&message)?)),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+async fn fetch_tip(stream: &stream::Stream, subject: &str) -> Result<Option<Tip>, HistoryError> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok(Some(tip_of(&message)?)),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(unavailable(e)),
     }
+}
 
-    async fn first_kept(
-        &self,
-        stream: &stream::Stream,
-        subject: &str,
-        from_sequence: u64,
-    ) -> Result<Option<jetstream::message::StreamMessage>, HistoryError> {
-        match stream
-            .get_first_raw_message_by_subject(subject, from_sequence)
-            .await
-        {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+async fn first_kept(
+    stream: &stream::Stream,
+    subject: &str,
+    from_sequence: u64,
+) -> Result<Option<jetstream::message::StreamMessage>, HistoryError> {
+    match stream
+        .get_first_raw_message_by_subject(subject, from_sequence)
+        .await
+    {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(unavailable(e)),
     }
 }
 
@@ -324,23 +384,54 @@ impl History for JetStreamHistory {
         _retention: Retention,
         idempotency_key: Option<&str>,
     ) -> Result<Appended, HistoryError> {
-        let (stream, subject) = self.locate(channel)?;
+        let (kept, subject) = self.locate(channel)?;
+        let deadline = tokio::time::Instant::now() + self.append_timeout;
+        let busy = || {
+            unavailable(format!(
+                "{channel}: no append within {:?}",
+                self.append_timeout
+            ))
+        };
         let stored = Stored {
             data: new.data,
             from: new.from,
             ts: new.ts,
         };
         let payload = Bytes::from(serde_json::to_vec(&stored).map_err(unavailable)?);
-        let _serial = self.append_locks[stripe_of(channel)].lock().await;
+        // Every append carries a message id, so that one sent again after
+        // a lost acknowledgement is stored once.
+        let msg_id = match idempotency_key {
+            Some(key) => format!("{channel}|{key}"),
+            None => format!("{channel}|~{:032x}", rand::random::<u128>()),
+        };
+        // Callers behind an append that hangs give up at their deadline.
+        let _serial =
+            tokio::time::timeout_at(deadline, self.append_locks[stripe_of(channel)].lock())
+                .await
+                .map_err(|_| busy())?;
+        let mut stream = kept.handle().await.map_err(unavailable)?;
         let mut tip = self.cached_tip(channel);
-        let mut fetched = false;
-        let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
+        // Whether `tip` may be used as it is (cached), or must be read (a
+        // first append here, or a retry after another replica's).
+        let mut known = tip.is_some();
         let mut attempt: u32 = 0;
+        // Whether an append of this call may have been stored unacknowledged:
+        // then a duplicate answer is this call's own publication.
+        let mut sent = false;
         while tokio::time::Instant::now() < deadline {
             attempt += 1;
-            if tip.is_none() && !fetched {
-                tip = self.fetch_tip(stream, &subject).await?;
-                fetched = true;
+            if !known {
+                match tokio::time::timeout_at(deadline, fetch_tip(&stream, &subject)).await {
+                    Err(_) => break,
+                    Ok(Ok(t)) => tip = t,
+                    Ok(Err(e)) => {
+                        if self.recover(kept).await {
+                            stream = kept.handle().await.map_err(unavailable)?;
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                }
             }
             let (offset, epoch, expected) = match &tip {
                 Some(t) => (t.offset + 1, t.epoch.clone(), t.sequence),
@@ -353,15 +444,19 @@ impl History for JetStreamHistory {
             );
             headers.insert(HEADER_OFFSET, offset.to_string().as_str());
             headers.insert(HEADER_EPOCH, epoch.as_str());
-            if let Some(key) = idempotency_key {
-                headers.insert(MSG_ID, format!("{channel}|{key}").as_str());
-            }
+            headers.insert(MSG_ID, msg_id.as_str());
             let ack = match self
                 .js
                 .publish_with_headers(subject.clone(), headers, payload.clone())
                 .await
             {
-                Ok(future) => future.await,
+                Ok(future) => {
+                    sent = true;
+                    match tokio::time::timeout_at(deadline, future).await {
+                        Ok(ack) => ack,
+                        Err(_) => break,
+                    }
+                }
                 Err(e) => Err(e),
             };
             match ack {
@@ -370,6 +465,12 @@ impl History for JetStreamHistory {
                         .get_raw_message(ack.sequence)
                         .await
                         .map_err(unavailable)?;
+                    if attempt > 1 && sent {
+                        // Ours, from an attempt whose answer was lost.
+                        let publication = publication_of(channel, &first)?;
+                        self.remember_tip(channel, None);
+                        return Ok(Appended::New(publication));
+                    }
                     let t = tip_of(&first)?;
                     return Ok(Appended::Duplicate(StreamPosition {
                         offset: t.offset,
@@ -400,26 +501,60 @@ impl History for JetStreamHistory {
                     // try again, after a short random pause so racing
                     // replicas spread out.
                     self.remember_tip(channel, None);
-                    tip = self.fetch_tip(stream, &subject).await?;
+                    known = false;
                     let pause = rand::random_range(0..=(1u64 << attempt.min(5)));
                     if pause > 0 {
                         tokio::time::sleep(Duration::from_millis(pause)).await;
                     }
                 }
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                    // Nothing took it. The stream may be gone: ensure it.
+                    self.remember_tip(channel, None);
+                    if self.recover(kept).await {
+                        stream = kept.handle().await.map_err(unavailable)?;
+                        known = false;
+                        continue;
+                    }
+                    if sent && attempt > 1 {
+                        return Err(unknown(&msg_id, e));
+                    }
+                    return Err(unavailable(e));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                    ) =>
+                {
+                    // Sent, unanswered: try again with the same id.
+                    self.remember_tip(channel, None);
+                    known = false;
+                }
                 Err(e) => {
                     self.remember_tip(channel, None);
+                    if sent && attempt > 1 {
+                        return Err(unknown(&msg_id, e));
+                    }
                     return Err(unavailable(e));
                 }
             }
         }
-        Err(unavailable(format!(
-            "{channel}: gave up after {attempt} attempts in {APPEND_DEADLINE:?} of contention"
-        )))
+        self.remember_tip(channel, None);
+        if sent {
+            Err(unknown(
+                &msg_id,
+                format!("no acknowledgement within {:?}", self.append_timeout),
+            ))
+        } else {
+            Err(busy())
+        }
     }
 
     async fn position(&self, channel: &Channel) -> Result<StreamPosition, HistoryError> {
-        let (stream, subject) = self.locate(channel)?;
-        Ok(position_of(&self.fetch_tip(stream, &subject).await?))
+        self.on_stream(channel, |stream, subject| async move {
+            Ok(position_of(&fetch_tip(&stream, &subject).await?))
+        })
+        .await
     }
 
     async fn read(
@@ -428,8 +563,24 @@ impl History for JetStreamHistory {
         since: Option<&StreamPosition>,
         limit: usize,
     ) -> Result<Recovery, HistoryError> {
-        let (stream, subject) = self.locate(channel)?;
-        let tip = self.fetch_tip(stream, &subject).await?;
+        self.on_stream(channel, |stream, subject| async move {
+            self.read_from(&stream, &subject, channel, since, limit)
+                .await
+        })
+        .await
+    }
+}
+
+impl JetStreamHistory {
+    async fn read_from(
+        &self,
+        stream: &stream::Stream,
+        subject: &str,
+        channel: &Channel,
+        since: Option<&StreamPosition>,
+        limit: usize,
+    ) -> Result<Recovery, HistoryError> {
+        let tip = fetch_tip(stream, subject).await?;
         let latest = position_of(&tip);
         let Some(tip) = tip else {
             return Ok(match since {
@@ -459,7 +610,7 @@ impl History for JetStreamHistory {
             .filter(|s| s.epoch == latest.epoch)
             .and_then(|s| self.sequence_of(channel, s.offset + 1));
         let start = match known {
-            Some(sequence) => self.first_kept(stream, &subject, sequence).await?,
+            Some(sequence) => first_kept(stream, subject, sequence).await?,
             None => None,
         };
         let next = match start
@@ -467,7 +618,7 @@ impl History for JetStreamHistory {
         {
             Some(message) => Some(message),
             None => {
-                let first = self.first_kept(stream, &subject, 1).await?;
+                let first = first_kept(stream, subject, 1).await?;
                 let first_offset = first.as_ref().map(tip_of).transpose()?.map(|t| t.offset);
                 if let Some(s) = since
                     && !recoverable(s, &latest, first_offset)
@@ -487,9 +638,7 @@ impl History for JetStreamHistory {
             if publication.offset > after {
                 publications.push(publication);
             }
-            next = self
-                .first_kept(stream, &subject, message.sequence + 1)
-                .await?;
+            next = first_kept(stream, subject, message.sequence + 1).await?;
         }
         Ok(Recovery::Recovered {
             publications,
