@@ -543,6 +543,53 @@ async fn subscribe_recovers_what_was_missed_then_goes_live_on_every_transport() 
 }
 
 #[tokio::test]
+async fn a_resume_from_a_lost_epoch_is_told_and_gets_the_new_epoch_from_its_start_on_every_transport()
+ {
+    let server = start(quick_grace).await;
+    let alice = token("alice", &["chat:*"], &["chat:*"], 600);
+    for kind in KINDS {
+        let channel = format!("chat:epoch{kind:?}");
+        let mut positions = Vec::new();
+        for n in 1..=3 {
+            positions.push(publish(&server, &channel, n).await);
+        }
+        // the client was further along in an epoch this history lost
+        let lost = StreamPosition::new(7, "lost-epoch");
+        assert_ne!(lost.epoch, positions[0].epoch);
+        let since = [(channel.as_str(), lost.clone())];
+        let mut client = TestClient::open(&server, kind, &alice, &[&channel], &since)
+            .await
+            .unwrap();
+        for expected in 1..=3 {
+            let p = client.next_pub().await;
+            assert_eq!(
+                (p.offset, &p.epoch),
+                (expected, &positions[0].epoch),
+                "{kind:?}: the new epoch from its first offset"
+            );
+        }
+        publish(&server, &channel, 4).await;
+        assert_eq!(client.next_pub().await.offset, 4, "{kind:?}: then live");
+        client.close().await;
+        released(&server, kind).await;
+    }
+    // and the client is told it lost what it had
+    let (ws, _) = Client::connect(&server.ws, &alice).await.unwrap();
+    let ok = ws
+        .subscribe_since("chat:epochWs", &StreamPosition::new(7, "lost-epoch"))
+        .await
+        .unwrap();
+    assert_eq!(ok.recovered, Some(false));
+    let offsets: Vec<u64> = ok
+        .publications
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.offset)
+        .collect();
+    assert_eq!(offsets, [1, 2, 3, 4]);
+}
+
+#[tokio::test]
 async fn the_per_user_limit_holds_on_every_transport() {
     let server = start(|c| {
         quick_grace(c);

@@ -184,16 +184,26 @@ pub(crate) async fn join(
             }
         }
     }
-    match recover(edge, channel, since, &latest).await {
-        Ok(recovered) => {
-            let complete = recovered.is_some();
-            Ok(at(SubscribeOk {
-                offset: latest.offset,
-                epoch: latest.epoch,
-                recovered: Some(complete),
-                publications: Some(recovered.unwrap_or_default()),
-            }))
+    let recovered = match recover(edge, channel, since, &latest).await {
+        // From another epoch: what the client had is lost (it is told
+        // `recovered: false`), but the new epoch is all new to it — given
+        // whole, from its first offset, when history still has it.
+        Ok(None) if since.epoch != latest.epoch && !latest.epoch.is_empty() => {
+            let start = StreamPosition::new(0, latest.epoch.clone());
+            recover(edge, channel, &start, &latest)
+                .await
+                .map(|new_epoch| (false, new_epoch.unwrap_or_default()))
         }
+        Ok(recovered) => Ok((recovered.is_some(), recovered.unwrap_or_default())),
+        Err(e) => Err(e),
+    };
+    match recovered {
+        Ok((complete, publications)) => Ok(at(SubscribeOk {
+            offset: latest.offset,
+            epoch: latest.epoch,
+            recovered: Some(complete),
+            publications: Some(publications),
+        })),
         Err(e) => {
             edge.hub.unsubscribe(channel, conn);
             Err(e)
