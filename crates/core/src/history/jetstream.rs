@@ -409,144 +409,30 @@ impl History for JetStreamHistory {
             tokio::time::timeout_at(deadline, self.append_locks[stripe_of(channel)].lock())
                 .await
                 .map_err(|_| busy())?;
-        let mut stream = kept.handle().await.map_err(unavailable)?;
-        let mut tip = self.cached_tip(channel);
-        // Whether `tip` may be used as it is (cached), or must be read (a
-        // first append here, or a retry after another replica's).
-        let mut known = tip.is_some();
-        let mut attempt: u32 = 0;
         // Whether an append of this call may have been stored unacknowledged:
-        // then a duplicate answer is this call's own publication.
+        // then a duplicate answer is this call's own publication, and a
+        // failure is an outcome unknown.
         let mut sent = false;
-        while tokio::time::Instant::now() < deadline {
-            attempt += 1;
-            if !known {
-                match tokio::time::timeout_at(deadline, fetch_tip(&stream, &subject)).await {
-                    Err(_) => break,
-                    Ok(Ok(t)) => tip = t,
-                    Ok(Err(e)) => {
-                        if self.recover(kept).await {
-                            stream = kept.handle().await.map_err(unavailable)?;
-                            continue;
-                        }
-                        return Err(e);
-                    }
-                }
+        // Everything is bounded by the deadline: a JetStream that stops
+        // answering mid-way (an election, a partition) holds no caller.
+        let attempt = self.append_until(
+            kept, channel, &subject, &payload, &stored, &msg_id, deadline, &mut sent,
+        );
+        let outcome = tokio::time::timeout_at(deadline, attempt).await;
+        match outcome {
+            Ok(Ok(appended)) => Ok(appended),
+            Err(_) if sent => {
+                self.remember_tip(channel, None);
+                Err(unknown(
+                    &msg_id,
+                    format!("no acknowledgement within {:?}", self.append_timeout),
+                ))
             }
-            let (offset, epoch, expected) = match &tip {
-                Some(t) => (t.offset + 1, t.epoch.clone(), t.sequence),
-                None => (1, Epoch::from(new_epoch()), 0),
-            };
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                EXPECTED_LAST_SUBJECT_SEQUENCE,
-                expected.to_string().as_str(),
-            );
-            headers.insert(HEADER_OFFSET, offset.to_string().as_str());
-            headers.insert(HEADER_EPOCH, epoch.as_str());
-            headers.insert(MSG_ID, msg_id.as_str());
-            let ack = match self
-                .js
-                .publish_with_headers(subject.clone(), headers, payload.clone())
-                .await
-            {
-                Ok(future) => {
-                    sent = true;
-                    match tokio::time::timeout_at(deadline, future).await {
-                        Ok(ack) => ack,
-                        Err(_) => break,
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            match ack {
-                Ok(ack) if ack.duplicate => {
-                    let first = stream
-                        .get_raw_message(ack.sequence)
-                        .await
-                        .map_err(unavailable)?;
-                    if attempt > 1 && sent {
-                        // Ours, from an attempt whose answer was lost.
-                        let publication = publication_of(channel, &first)?;
-                        self.remember_tip(channel, None);
-                        return Ok(Appended::New(publication));
-                    }
-                    let t = tip_of(&first)?;
-                    return Ok(Appended::Duplicate(StreamPosition {
-                        offset: t.offset,
-                        epoch: t.epoch,
-                    }));
-                }
-                Ok(ack) => {
-                    self.remember_sequence(channel, offset, ack.sequence);
-                    self.remember_tip(
-                        channel,
-                        Some(Tip {
-                            offset,
-                            epoch: epoch.clone(),
-                            sequence: ack.sequence,
-                        }),
-                    );
-                    return Ok(Appended::New(Publication {
-                        channel: channel.clone(),
-                        offset,
-                        epoch,
-                        data: stored.data,
-                        from: stored.from,
-                        ts: stored.ts,
-                    }));
-                }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    // Another replica appended first: read the new tip and
-                    // try again, after a short random pause so racing
-                    // replicas spread out.
-                    self.remember_tip(channel, None);
-                    known = false;
-                    let pause = rand::random_range(0..=(1u64 << attempt.min(5)));
-                    if pause > 0 {
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
-                    }
-                }
-                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                    // Nothing took it. The stream may be gone: ensure it.
-                    self.remember_tip(channel, None);
-                    if self.recover(kept).await {
-                        stream = kept.handle().await.map_err(unavailable)?;
-                        known = false;
-                        continue;
-                    }
-                    if sent && attempt > 1 {
-                        return Err(unknown(&msg_id, e));
-                    }
-                    return Err(unavailable(e));
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
-                    ) =>
-                {
-                    // Sent, unanswered: try again with the same id.
-                    self.remember_tip(channel, None);
-                    known = false;
-                }
-                Err(e) => {
-                    self.remember_tip(channel, None);
-                    if sent && attempt > 1 {
-                        return Err(unknown(&msg_id, e));
-                    }
-                    return Err(unavailable(e));
-                }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.remember_tip(channel, None);
+                Err(busy())
             }
-        }
-        self.remember_tip(channel, None);
-        if sent {
-            Err(unknown(
-                &msg_id,
-                format!("no acknowledgement within {:?}", self.append_timeout),
-            ))
-        } else {
-            Err(busy())
         }
     }
 
@@ -572,6 +458,147 @@ impl History for JetStreamHistory {
 }
 
 impl JetStreamHistory {
+    /// The attempts of one append until `deadline` (see `append`).
+    #[allow(clippy::too_many_arguments)]
+    async fn append_until(
+        &self,
+        kept: &KeptStream,
+        channel: &Channel,
+        subject: &str,
+        payload: &Bytes,
+        stored: &Stored,
+        msg_id: &str,
+        deadline: tokio::time::Instant,
+        sent: &mut bool,
+    ) -> Result<Appended, HistoryError> {
+        let mut stream = kept.handle().await.map_err(unavailable)?;
+        let mut tip = self.cached_tip(channel);
+        // Whether `tip` may be used as it is (cached), or must be read (a
+        // first append here, or a retry after another replica's).
+        let mut known = tip.is_some();
+        let mut attempt: u32 = 0;
+        while tokio::time::Instant::now() < deadline {
+            attempt += 1;
+            if !known {
+                match fetch_tip(&stream, subject).await {
+                    Ok(t) => tip = t,
+                    Err(e) => {
+                        if self.recover(kept).await {
+                            stream = kept.handle().await.map_err(unavailable)?;
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            let (offset, epoch, expected) = match &tip {
+                Some(t) => (t.offset + 1, t.epoch.clone(), t.sequence),
+                None => (1, Epoch::from(new_epoch()), 0),
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                EXPECTED_LAST_SUBJECT_SEQUENCE,
+                expected.to_string().as_str(),
+            );
+            headers.insert(HEADER_OFFSET, offset.to_string().as_str());
+            headers.insert(HEADER_EPOCH, epoch.as_str());
+            headers.insert(MSG_ID, msg_id);
+            let ack = match self
+                .js
+                .publish_with_headers(subject.to_owned(), headers, payload.clone())
+                .await
+            {
+                Ok(future) => {
+                    *sent = true;
+                    future.await
+                }
+                Err(e) => Err(e),
+            };
+            match ack {
+                Ok(ack) if ack.duplicate => {
+                    let first = stream
+                        .get_raw_message(ack.sequence)
+                        .await
+                        .map_err(unavailable)?;
+                    if attempt > 1 && *sent {
+                        // Ours, from an attempt whose answer was lost.
+                        let publication = publication_of(channel, &first)?;
+                        self.remember_tip(channel, None);
+                        return Ok(Appended::New(publication));
+                    }
+                    let t = tip_of(&first)?;
+                    return Ok(Appended::Duplicate(StreamPosition {
+                        offset: t.offset,
+                        epoch: t.epoch,
+                    }));
+                }
+                Ok(ack) => {
+                    self.remember_sequence(channel, offset, ack.sequence);
+                    self.remember_tip(
+                        channel,
+                        Some(Tip {
+                            offset,
+                            epoch: epoch.clone(),
+                            sequence: ack.sequence,
+                        }),
+                    );
+                    return Ok(Appended::New(Publication {
+                        channel: channel.clone(),
+                        offset,
+                        epoch,
+                        data: stored.data.clone(),
+                        from: stored.from.clone(),
+                        ts: stored.ts,
+                    }));
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Another replica appended first: read the new tip and
+                    // try again, after a short random pause so racing
+                    // replicas spread out.
+                    self.remember_tip(channel, None);
+                    known = false;
+                    let pause = rand::random_range(0..=(1u64 << attempt.min(5)));
+                    if pause > 0 {
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                }
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                    // Nothing took it. The stream may be gone: ensure it.
+                    self.remember_tip(channel, None);
+                    if self.recover(kept).await {
+                        stream = kept.handle().await.map_err(unavailable)?;
+                        known = false;
+                        continue;
+                    }
+                    if *sent && attempt > 1 {
+                        return Err(unknown(msg_id, e));
+                    }
+                    return Err(unavailable(e));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                    ) =>
+                {
+                    // Sent, unanswered: try again with the same id.
+                    self.remember_tip(channel, None);
+                    known = false;
+                }
+                Err(e) => {
+                    self.remember_tip(channel, None);
+                    if *sent && attempt > 1 {
+                        return Err(unknown(msg_id, e));
+                    }
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        Err(unavailable(format!(
+            "{channel}: no append within the deadline"
+        )))
+    }
+
     async fn read_from(
         &self,
         stream: &stream::Stream,
