@@ -11,6 +11,7 @@ use super::{
     Bus, BusError, DEFAULT_SUBSCRIPTION_CAPACITY, Headers, Message, Subscription, subject,
 };
 
+/// The [`Bus`] over a NATS connection; clones share the connection.
 #[derive(Clone)]
 pub struct NatsBus {
     client: async_nats::Client,
