@@ -24,7 +24,12 @@ pub enum HistoryError {
     /// An append was sent and not acknowledged: it may be stored. Sent
     /// again with the idempotency key `key`, it is stored once.
     #[error("history did not acknowledge an append ({why}); retry with idempotency key {key}")]
-    OutcomeUnknown { key: String, why: String },
+    OutcomeUnknown {
+        /// The idempotency key to send it again with.
+        key: String,
+        /// Why no acknowledgement came.
+        why: String,
+    },
 }
 
 /// How much of a channel's history is kept.

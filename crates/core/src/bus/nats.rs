@@ -61,7 +61,7 @@ impl NatsBus {
 }
 
 /// The servers of a comma-separated list, each checked.
-pub fn seed_list(urls: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+pub(crate) fn seed_list(urls: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
     let seeds: Vec<_> = urls
         .split(',')
         .map(str::trim)
