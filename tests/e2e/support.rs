@@ -9,39 +9,39 @@ use std::sync::{Arc, mpsc};
 use parking_lot::Mutex;
 use std::time::Duration;
 
-pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn herald_bin() -> &'static str {
+pub(crate) fn herald_bin() -> &'static str {
     env!("CARGO_BIN_EXE_herald")
 }
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     // cargo sets it when running tests; the compile-time value is a fallback.
     let manifest =
         std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
     Path::new(&manifest).join("../..")
 }
 
-pub fn nats_url() -> String {
+pub(crate) fn nats_url() -> String {
     std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 /// A prefix no other test run uses, for NATS subjects and streams.
-pub fn unique_prefix() -> String {
+pub(crate) fn unique_prefix() -> String {
     format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
 /// The Python with the test requirements (`scripts/test.sh` sets it up).
-pub fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("HERALD_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// Settings shared by the processes of one test.
 #[derive(Clone, Debug)]
-pub struct Env(pub Vec<(String, String)>);
+pub(crate) struct Env(pub Vec<(String, String)>);
 
 impl Env {
-    pub fn new(pairs: &[(&str, &str)]) -> Self {
+    pub(crate) fn new(pairs: &[(&str, &str)]) -> Self {
         Env(pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -66,7 +66,7 @@ impl Env {
 
 /// A tool's location: `var` when `scripts/test.sh` set it, else what
 /// `scripts/<script>` (which installs the tool when missing) prints.
-pub fn tool(var: &str, script: &str) -> String {
+pub(crate) fn tool(var: &str, script: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         let out = Command::new(repo_root().join("scripts").join(script))
             .output()
@@ -83,7 +83,7 @@ pub fn tool(var: &str, script: &str) -> String {
 /// A client token for `user` from `herald token`, valid for an hour:
 /// `channels` it may subscribe to and `publish` it may publish to
 /// (comma-separated patterns; empty for none).
-pub fn mint_token(env: &Env, user: &str, channels: &str, publish: &str) -> String {
+pub(crate) fn mint_token(env: &Env, user: &str, channels: &str, publish: &str) -> String {
     herald_output(
         env,
         &[
@@ -101,7 +101,7 @@ pub fn mint_token(env: &Env, user: &str, channels: &str, publish: &str) -> Strin
 }
 
 /// Runs `herald` with `args` to completion and returns its stdout.
-pub fn herald_output(env: &Env, args: &[&str]) -> String {
+pub(crate) fn herald_output(env: &Env, args: &[&str]) -> String {
     let mut command = Command::new(herald_bin());
     command.args(args);
     env.apply(&mut command);
@@ -123,7 +123,7 @@ const STANDALONE_ARGS: &[&str] = &[
 ];
 
 /// A running `herald` process; killed when dropped.
-pub struct Herald {
+pub(crate) struct Herald {
     child: Child,
     pub addr: SocketAddr,
     /// The gRPC address, for services that serve gRPC.
@@ -137,13 +137,13 @@ pub struct Herald {
 
 impl Herald {
     /// Starts `herald <args>` and waits until it logs that it listens.
-    pub fn start(name: &str, env: &Env, args: &[&str]) -> Herald {
+    pub(crate) fn start(name: &str, env: &Env, args: &[&str]) -> Herald {
         Herald::start_with(name, env, args, None)
     }
 
     /// Starts `herald <args>` allowed at most `files` open descriptors
     /// (soft and hard limit, so it cannot raise them).
-    pub fn start_limited(name: &str, env: &Env, args: &[&str], files: u32) -> Herald {
+    pub(crate) fn start_limited(name: &str, env: &Env, args: &[&str], files: u32) -> Herald {
         Herald::start_with(name, env, args, Some(files))
     }
 
@@ -204,17 +204,17 @@ impl Herald {
     }
 
     /// `herald standalone` on free ports.
-    pub fn standalone(env: &Env) -> Herald {
+    pub(crate) fn standalone(env: &Env) -> Herald {
         Herald::start("standalone", env, STANDALONE_ARGS)
     }
 
     /// `herald standalone` on free ports, with at most `files` descriptors.
-    pub fn standalone_limited(env: &Env, files: u32) -> Herald {
+    pub(crate) fn standalone_limited(env: &Env, files: u32) -> Herald {
         Herald::start_limited("standalone", env, STANDALONE_ARGS, files)
     }
 
     /// `herald routing` on free ports.
-    pub fn routing(name: &str, env: &Env) -> Herald {
+    pub(crate) fn routing(name: &str, env: &Env) -> Herald {
         Herald::start(
             name,
             env,
@@ -223,7 +223,7 @@ impl Herald {
     }
 
     /// `herald presence` on free ports.
-    pub fn presence(name: &str, env: &Env) -> Herald {
+    pub(crate) fn presence(name: &str, env: &Env) -> Herald {
         Herald::start(
             name,
             env,
@@ -232,7 +232,7 @@ impl Herald {
     }
 
     /// `herald edge` on a free port, named `node` in the cluster.
-    pub fn edge(node: &str, env: &Env) -> Herald {
+    pub(crate) fn edge(node: &str, env: &Env) -> Herald {
         Herald::start(
             node,
             env,
@@ -241,7 +241,7 @@ impl Herald {
     }
 
     /// `herald notify` on free ports.
-    pub fn notify(name: &str, env: &Env) -> Herald {
+    pub(crate) fn notify(name: &str, env: &Env) -> Herald {
         Herald::start(
             name,
             env,
@@ -249,30 +249,30 @@ impl Herald {
         )
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn http(&self) -> String {
+    pub(crate) fn http(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    pub fn ws(&self) -> String {
+    pub(crate) fn ws(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.logs.lock().join("\n")
     }
 
     /// SIGKILL: the process dies without a word.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit, at most `limit`.
-    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -308,7 +308,7 @@ fn listening_addr(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
 }
 
 /// Runs a Python test client; panics with its output unless it exits 0.
-pub fn run_python(script: &str, args: &[&str]) -> String {
+pub(crate) fn run_python(script: &str, args: &[&str]) -> String {
     let path = repo_root().join("tests/python").join(script);
     let output = Command::new(python())
         .arg(&path)
@@ -330,7 +330,7 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
     stdout
 }
 
-pub fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -339,7 +339,7 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// Deletes a test's streams when dropped.
-pub struct StreamCleanup(pub String);
+pub(crate) struct StreamCleanup(pub String);
 
 impl Drop for StreamCleanup {
     fn drop(&mut self) {
@@ -349,7 +349,7 @@ impl Drop for StreamCleanup {
 
 /// Deletes the JetStream streams a test's prefix created (best effort; run
 /// from `Drop`, so it brings its own runtime on its own thread).
-pub fn delete_streams(prefix: &str) {
+pub(crate) fn delete_streams(prefix: &str) {
     let stream_prefix = format!("{}_", prefix.to_ascii_uppercase().replace('-', "_"));
     let url = nats_url();
     let _ = std::thread::spawn(move || {
@@ -375,7 +375,7 @@ pub fn delete_streams(prefix: &str) {
 }
 
 /// Resident memory of a process, bytes.
-pub fn rss(pid: u32) -> u64 {
+pub(crate) fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()

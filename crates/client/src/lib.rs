@@ -25,16 +25,27 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// server sees it as slow).
 const EVENT_BUFFER: usize = 65536;
 
+/// Why a client operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
+    /// The WebSocket could not be opened.
     #[error("connection failed: {0}")]
     Connect(String),
+    /// The server answered the command with an error.
     #[error("server error: {0}")]
     Server(ErrorBody),
     #[error("connection closed ({code}: {reason})")]
-    Closed { code: u16, reason: String },
+    /// The connection closed: how.
+    Closed {
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// No answer within the timeout.
     #[error("timed out")]
     Timeout,
+    /// The server sent something this client did not expect.
     #[error("protocol: {0}")]
     Protocol(String),
 }
@@ -42,6 +53,7 @@ pub enum ClientError {
 /// Something the server sent that was not the reply to a pending command.
 #[derive(Debug)]
 pub enum Event {
+    /// A push, pings included.
     Push(Push),
     /// An error reply without an id (e.g. to a malformed frame), or with
     /// an id nobody waits for.
@@ -51,7 +63,10 @@ pub enum Event {
 /// How the connection ended, once it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closed {
+    /// The close code (1006: dropped without a close frame; 1005: the frame
+    /// carried none).
     pub code: u16,
+    /// The close reason.
     pub reason: String,
 }
 
@@ -66,6 +81,7 @@ type Pending = Arc<
     >,
 >;
 
+/// One WebSocket connection speaking protocol v1.
 pub struct Client {
     sink: Arc<Mutex<Sink>>,
     /// The task reading the socket (it holds the read half).
@@ -78,6 +94,7 @@ pub struct Client {
     pub protocol: Option<String>,
 }
 
+/// How [`Client::open`] connects.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Answer server pings (turn off to test dead-peer detection).
@@ -196,10 +213,12 @@ impl Client {
         }
     }
 
+    /// Subscribes to `channel` from now on.
     pub async fn subscribe(&self, channel: &str) -> Result<SubscribeOk, ClientError> {
         self.call("subscribe", json!({ "channel": channel })).await
     }
 
+    /// Subscribes to `channel`, resuming after `since`.
     pub async fn subscribe_since(
         &self,
         channel: &str,
@@ -209,12 +228,14 @@ impl Client {
             .await
     }
 
+    /// Leaves `channel`.
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), ClientError> {
         self.call::<Value>("unsubscribe", json!({ "channel": channel }))
             .await
             .map(drop)
     }
 
+    /// Publishes `data` to `channel`; answers its offset.
     pub async fn publish(&self, channel: &str, data: Value) -> Result<u64, ClientError> {
         let ok: PublishOk = self
             .call("publish", json!({ "channel": channel, "data": data }))
@@ -241,6 +262,7 @@ impl Client {
         }
     }
 
+    /// The next push or unmatched error, waiting at most [`DEFAULT_TIMEOUT`].
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
         self.next_event_within(DEFAULT_TIMEOUT).await
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+/// The server API keys a service accepts (`Authorization: Bearer <key>`).
 #[derive(Clone)]
 pub struct ApiKeys {
     keys: Arc<[Vec<u8>]>,
@@ -14,6 +15,7 @@ impl std::fmt::Debug for ApiKeys {
 }
 
 impl ApiKeys {
+    /// Accepts exactly `keys`.
     pub fn new(keys: Vec<String>) -> Self {
         ApiKeys {
             keys: keys.into_iter().map(String::into_bytes).collect(),

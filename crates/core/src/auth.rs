@@ -16,9 +16,12 @@ use herald_protocol::{ErrorCode, UserId};
 /// every token must use exactly that one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum JwtAlgorithm {
+    /// HMAC with SHA-256 and a shared secret.
     #[default]
     HS256,
+    /// RSA signatures (PKCS#1 v1.5) with SHA-256.
     RS256,
+    /// ECDSA on P-256 with SHA-256.
     ES256,
 }
 
@@ -31,6 +34,7 @@ impl JwtAlgorithm {
         }
     }
 
+    /// The name tokens carry in their `alg` header.
     pub fn name(self) -> &'static str {
         match self {
             JwtAlgorithm::HS256 => "HS256",
@@ -44,25 +48,37 @@ impl JwtAlgorithm {
 /// clients can tell them apart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// Not three base64url parts with a JSON header, or otherwise unreadable.
     #[error("token is not a well-formed JWT: {0}")]
     Malformed(String),
+    /// Signed with an algorithm other than the configured one.
     #[error("token is signed with {found}, but this server accepts only {expected}")]
     AlgorithmNotAllowed {
+        /// The algorithm the token names.
         found: String,
+        /// The one the server accepts.
         expected: &'static str,
     },
+    /// The signature does not match the key.
     #[error("token signature is invalid")]
     BadSignature,
+    /// `exp` has passed (beyond the leeway).
     #[error("token has expired")]
     Expired,
+    /// `nbf` has not come yet.
     #[error("token is not valid yet (nbf)")]
     NotYetValid,
+    /// A claim Herald needs (`sub`, `exp`) is absent: its name.
     #[error("token lacks the required claim `{0}`")]
     MissingClaim(String),
+    /// A claim has the wrong type or an invalid value (a `sub` that is no
+    /// user id): what is wrong.
     #[error("token claim is invalid: {0}")]
     BadClaim(String),
+    /// The token's `kid` is in no key of the JWKS file.
     #[error("token is signed with key `{0}`, which this server does not know")]
     UnknownKey(String),
+    /// The token has no `kid`, and the JWKS file holds more than one usable key.
     #[error("token names no key (`kid`), and this server has several")]
     MissingKeyId,
 }
@@ -235,10 +251,13 @@ impl TokenVerifier {
         })
     }
 
+    /// The one algorithm tokens must be signed with.
     pub fn algorithm(&self) -> JwtAlgorithm {
         self.algorithm
     }
 
+    /// Checks a token's algorithm, signature, `nbf`, `exp` and `sub`, and
+    /// returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         // The header is read by us first so that a token naming another
         // algorithm (or `none`, which the library cannot even parse) gets
@@ -366,6 +385,7 @@ impl TokenSigner {
         Ok(jwk)
     }
 
+    /// Signs any claims as a JWT (with the key id, when set).
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
         let mut header = Header::new(self.algorithm.jsonwebtoken());
         header.kid = self.kid.clone();

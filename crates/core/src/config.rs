@@ -20,25 +20,31 @@ use herald_protocol::{ErrorBody, ErrorCode};
 /// first run needs no set-up. Distributed services refuse to start without
 /// real ones, and standalone warns loudly.
 pub const DEV_JWT_SECRET: &str = "herald-development-secret-do-not-deploy";
+/// The server API key standalone accepts when none is configured.
 pub const DEV_API_KEY: &str = "herald-dev-key";
 
 /// Environment variables with this prefix are settings (`HERALD_HTTP_ADDR`
-/// → `http_addr`), except those listed in [`ENV_NOT_SETTINGS`].
+/// → `http_addr`), except `HERALD_CONFIG` and `HERALD_TEST_*`.
 pub const ENV_PREFIX: &str = "HERALD_";
 /// `HERALD_*` variables that are not settings: the config-file path itself
 /// and the test suite's own variables.
 const ENV_NOT_SETTINGS: &[&str] = &["config"];
 const ENV_TEST_PREFIX: &str = "test_";
 
+/// A setting that cannot be used: which, where it came from and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad setting `{key}`{origin}: {message}")]
 pub struct ConfigError {
+    /// The setting's name (`ping_interval_secs`).
     pub key: String,
+    /// Where the value came from (` (from HERALD_…)`), or empty when unknown.
     pub origin: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
 impl ConfigError {
+    /// An error about `key`, with no origin.
     pub fn new(key: &str, message: impl Into<String>) -> Self {
         ConfigError {
             key: key.to_owned(),
@@ -98,8 +104,11 @@ pub struct NamespaceConfig {
     pub history_ttl_secs: u64,
     /// Whether clients (not only the server API) may publish.
     pub allow_publish: bool,
+    /// Whether the `presence` command may ask who is in a channel.
     pub presence: bool,
+    /// Whether subscribers are told when users join and leave.
     pub join_leave: bool,
+    /// Whether clients may send `typing`.
     pub typing: bool,
 }
 
@@ -116,6 +125,8 @@ impl Default for NamespaceConfig {
     }
 }
 
+/// Every setting of every service, with its default (see
+/// docs/ARCHITECTURE.md#configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -127,7 +138,10 @@ pub struct Config {
     pub node_id: Option<String>,
     /// NATS servers: a comma-separated seed list.
     pub nats_url: String,
+    /// Notify's device store: `postgres://…` or `sqlite:…`.
     pub database_url: Option<String>,
+    /// The presence service's gRPC address, which routing asks who is online
+    /// and the edge asks for `presence`; unset: no pushes, no `presence`.
     pub presence_url: Option<String>,
     /// Notify's gRPC address, where routing asks whether offline users have
     /// devices (`SendToUser` → `no_devices`).
@@ -136,6 +150,7 @@ pub struct Config {
     /// so several Herald clusters (or test runs) can share one NATS.
     pub subject_prefix: String,
 
+    /// The one algorithm client tokens must be signed with.
     pub jwt_algorithm: JwtAlgorithm,
     /// The HS256 secret.
     pub jwt_secret: Option<String>,
@@ -250,7 +265,11 @@ pub struct Config {
     /// waiting on an unreachable JetStream.
     pub publish_timeout_ms: u64,
 
+    /// Refuse channels in namespaces not listed (104) instead of giving them
+    /// the `default` namespace's settings.
     pub strict_namespaces: bool,
+    /// Settings per namespace (`[namespaces.<name>]`); `default` is used for
+    /// channels of unlisted namespaces, and those with none.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 
     /// Push credentials per app (`[apps.<id>]`), chosen by a device's app.
@@ -258,7 +277,9 @@ pub struct Config {
     /// APNs base URLs (production, sandbox) and FCM's; tests point them at
     /// fakes.
     pub apns_url: String,
+    /// APNs' sandbox base URL, for devices of development builds.
     pub apns_sandbox_url: String,
+    /// FCM's base URL.
     pub fcm_url: String,
     /// A PEM bundle of CA certificates trusted, besides the system's, by
     /// the APNs, FCM and Web Push clients (a private CA in front of them).
@@ -290,7 +311,9 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppCredentials {
+    /// The Apple developer team that owns the APNs key.
     pub apns_team_id: Option<String>,
+    /// The id of the APNs key (the `kid` of provider tokens).
     pub apns_key_id: Option<String>,
     /// The `.p8` key from Apple (PKCS#8 PEM).
     pub apns_key_file: Option<PathBuf>,
@@ -304,18 +327,24 @@ pub struct AppCredentials {
     pub vapid_subject: Option<String>,
 }
 
+/// Where JetStream keeps history streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HistoryStorage {
+    /// On disk: survives a NATS restart.
     #[default]
     File,
+    /// In memory: lost when NATS restarts.
     Memory,
 }
 
+/// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
     Pretty,
+    /// One JSON object a line, for log collectors.
     Json,
 }
 
@@ -688,10 +717,12 @@ impl Config {
             .unwrap_or_else(|| format!("{role}-{:08x}", rand::random::<u32>()))
     }
 
+    /// `ping_interval_secs` as a duration.
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs)
     }
 
+    /// `pong_timeout_secs` as a duration.
     pub fn pong_timeout(&self) -> Duration {
         Duration::from_secs(self.pong_timeout_secs)
     }
@@ -725,14 +756,17 @@ impl Config {
         Duration::from_millis(self.publish_timeout_ms)
     }
 
+    /// `idempotency_window_secs` as a duration.
     pub fn idempotency_window(&self) -> Duration {
         Duration::from_secs(self.idempotency_window_secs)
     }
 
+    /// `presence_timeout_ms` as a duration.
     pub fn presence_timeout(&self) -> Duration {
         Duration::from_millis(self.presence_timeout_ms)
     }
 
+    /// `route_timeout_ms` as a duration.
     pub fn route_timeout(&self) -> Duration {
         Duration::from_millis(self.route_timeout_ms)
     }

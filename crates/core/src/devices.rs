@@ -8,10 +8,12 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 
+/// The device registry could not answer: why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("device registry unavailable: {0}")]
 pub struct DeviceLookupError(pub String);
 
+/// Whether users have devices to push to.
 #[async_trait]
 pub trait DeviceLookup: Send + Sync + 'static {
     /// Which of `users` have at least one registered device.

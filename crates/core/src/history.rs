@@ -15,6 +15,7 @@ use herald_protocol::{Publication, StreamPosition};
 pub use jetstream::{DEFAULT_APPEND_TIMEOUT, JetStreamHistory, Storage};
 pub use memory::{DEFAULT_BUDGET as DEFAULT_MEMORY_BUDGET, MemoryHistory};
 
+/// Why a history operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HistoryError {
     /// Nothing was stored (or read); trying again may work.
@@ -23,7 +24,12 @@ pub enum HistoryError {
     /// An append was sent and not acknowledged: it may be stored. Sent
     /// again with the idempotency key `key`, it is stored once.
     #[error("history did not acknowledge an append ({why}); retry with idempotency key {key}")]
-    OutcomeUnknown { key: String, why: String },
+    OutcomeUnknown {
+        /// The idempotency key to send it again with.
+        key: String,
+        /// Why no acknowledgement came.
+        why: String,
+    },
 }
 
 /// How much of a channel's history is kept.
@@ -31,6 +37,7 @@ pub enum HistoryError {
 pub struct Retention {
     /// Publications kept per channel (0 keeps none, but offsets still grow).
     pub size: usize,
+    /// How long a publication is kept.
     pub ttl: std::time::Duration,
 }
 
@@ -38,8 +45,11 @@ pub struct Retention {
 /// the history assigns.
 #[derive(Debug, Clone)]
 pub struct NewPublication {
+    /// The published JSON.
     pub data: Box<RawValue>,
+    /// The publishing user; `None` for the server API.
     pub from: Option<String>,
+    /// When routing accepted it, Unix milliseconds.
     pub ts: u64,
 }
 
@@ -54,6 +64,7 @@ pub enum Appended {
 }
 
 impl Appended {
+    /// Where the publication is: stored now, or stored the first time.
     pub fn position(&self) -> StreamPosition {
         match self {
             Appended::New(p) => StreamPosition {
@@ -88,14 +99,20 @@ pub enum Recovery {
     /// Every publication after the position, oldest first (at most the
     /// limit asked for), and the channel's current position.
     Recovered {
+        /// The publications, oldest first.
         publications: Vec<Publication>,
+        /// The channel's current position.
         latest: StreamPosition,
     },
     /// The position is older than what is kept, or from another epoch.
-    Unrecoverable { latest: StreamPosition },
+    Unrecoverable {
+        /// The channel's current position.
+        latest: StreamPosition,
+    },
 }
 
 impl Recovery {
+    /// The channel's current position, either way.
     pub fn latest(&self) -> &StreamPosition {
         match self {
             Recovery::Recovered { latest, .. } | Recovery::Unrecoverable { latest } => latest,
@@ -103,6 +120,7 @@ impl Recovery {
     }
 }
 
+/// Where publications are kept for recovery, per channel.
 #[async_trait]
 pub trait History: Send + Sync + 'static {
     /// Stores a publication; it gets the channel's next offset. With an

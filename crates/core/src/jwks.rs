@@ -26,7 +26,7 @@ struct Loaded {
 }
 
 impl JwksKeys {
-    pub fn open(path: &Path, algorithm: JwtAlgorithm) -> Result<Self, KeyError> {
+    pub(crate) fn open(path: &Path, algorithm: JwtAlgorithm) -> Result<Self, KeyError> {
         let (keys, version) = read(path, algorithm)?;
         Ok(JwksKeys {
             path: path.to_owned(),
@@ -38,7 +38,7 @@ impl JwksKeys {
     /// The key for a token naming `kid` (or none: allowed when the file
     /// holds one usable key). An unknown `kid` reads the file again if it
     /// changed: that is how a rotated key arrives.
-    pub fn key(&self, kid: Option<&str>) -> Result<DecodingKey, TokenError> {
+    pub(crate) fn key(&self, kid: Option<&str>) -> Result<DecodingKey, TokenError> {
         if let Some(key) = self.find(kid)? {
             return Ok(key);
         }

@@ -56,6 +56,7 @@ pub fn render() -> String {
 /// `herald.stats.<node>`. Counters only grow; readers derive rates.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStats {
+    /// The node id of the instance.
     pub node: String,
     /// `edge`, `routing`, `presence` or `notify`.
     pub service: String,

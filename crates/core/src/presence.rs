@@ -9,10 +9,12 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use herald_protocol::Channel;
 
+/// Presence could not answer: why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("presence unavailable: {0}")]
 pub struct PresenceError(pub String);
 
+/// Who is connected, as routing and the edge need to know it.
 #[async_trait]
 pub trait PresenceLookup: Send + Sync + 'static {
     /// Which of `users` have at least one live connection.

@@ -12,14 +12,17 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
+    /// A signal not triggered yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Tells every holder to finish; triggering again does nothing.
     pub fn trigger(&self) {
         self.token.cancel();
     }
 
+    /// Whether it was triggered.
     pub fn is_triggered(&self) -> bool {
         self.token.is_cancelled()
     }

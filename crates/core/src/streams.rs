@@ -127,7 +127,7 @@ impl KeptStream {
     }
 
     /// After an operation on the stream failed: ensures it again (at most
-    /// every [`RECHECK_EVERY`]), so a lost stream is back for the retry.
+    /// every `RECHECK_EVERY`), so a lost stream is back for the retry.
     /// `None` when it was checked a moment ago.
     pub async fn recheck(&self) -> Option<Result<Ensured, StreamError>> {
         {

@@ -17,18 +17,21 @@ pub const HEADER_EPOCH: &str = "Herald-Epoch";
 /// (`typing`, `join`, `leave`).
 pub const HEADER_KIND: &str = "Herald-Kind";
 
+/// The subjects of one cluster: every name under its prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
     prefix: Arc<str>,
 }
 
 impl Subjects {
+    /// The subjects under `prefix`.
     pub fn new(prefix: &str) -> Self {
         Subjects {
             prefix: Arc::from(prefix),
         }
     }
 
+    /// The first token of every subject.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

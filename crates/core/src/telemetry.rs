@@ -12,18 +12,23 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
+/// The environment variable that turns on OTLP trace export.
 pub const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// Libraries whose trace logs hold what clients send (tokens included):
 /// never logged below debug.
 const SECRET_BEARING_TARGETS: &[&str] = &["tungstenite", "tokio_tungstenite", "hyper", "h2"];
 
+/// Why logging or tracing could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
+    /// `RUST_LOG` does not parse.
     #[error("RUST_LOG is not a valid filter: {0}")]
     Filter(String),
+    /// The OTLP exporter could not be built.
     #[error("OTLP exporter: {0}")]
     Exporter(String),
+    /// Someone installed a subscriber first.
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
 }

@@ -23,7 +23,9 @@ use herald_protocol::channel::Channel;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Notification {
+    /// The alert's title.
     pub title: String,
+    /// The alert's text.
     pub body: String,
     /// Alerts with the same key replace each other on the device and are
     /// coalesced by notify.
@@ -36,7 +38,9 @@ pub struct Notification {
 pub struct PushJob {
     /// Unique; the same id twice is one job (dedup by the queue).
     pub id: String,
+    /// The user whose devices are pushed to.
     pub user: String,
+    /// What the devices show; `None` for a silent (data-only) push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification: Option<Notification>,
     /// The publication's data, for the app.
@@ -44,6 +48,7 @@ pub struct PushJob {
     /// The channel it was published to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<Channel>,
+    /// When the job was made, Unix milliseconds.
     pub created_ms: u64,
     /// Only this device (a direct send), not all of the user's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,14 +80,18 @@ impl PushJob {
     }
 }
 
+/// Why a job could not be queued or taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
+    /// The queue is at its bound: how many jobs wait.
     #[error("work queue full ({0} jobs waiting)")]
     Full(usize),
+    /// The queue cannot be reached: why.
     #[error("work queue unavailable: {0}")]
     Unavailable(String),
 }
 
+/// Push jobs from routing to notify, delivered at least once.
 #[async_trait]
 pub trait WorkQueue: Send + Sync + 'static {
     /// Queues a job. A job whose id is already queued (within the dedup
@@ -100,6 +109,7 @@ pub trait WorkQueue: Send + Sync + 'static {
 
 /// A job taken from the queue, to be settled exactly once.
 pub struct Taken {
+    /// The job.
     pub job: PushJob,
     /// 1 on the first delivery, 2 on the next, …
     pub attempt: u32,
@@ -157,6 +167,8 @@ struct MemoryState {
 const MEMORY_DEAD_LETTERS: usize = 1000;
 
 impl MemoryWorkQueue {
+    /// A queue of at most `capacity` waiting jobs; past it, pushes fail with
+    /// [`QueueError::Full`].
     pub fn new(capacity: usize) -> Self {
         MemoryWorkQueue {
             state: Arc::default(),
@@ -334,6 +346,7 @@ impl JetStreamWorkQueue {
         })
     }
 
+    /// The job stream's name (`<PREFIX>_NOTIFY`).
     pub fn stream_name(&self) -> &str {
         self.jobs.name()
     }

@@ -45,7 +45,7 @@ struct Samples {
 /// One node as the dashboard shows it: gauges as they are, counters as
 /// rates per second.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct NodeView {
+pub(crate) struct NodeView {
     pub node: String,
     pub service: String,
     pub connections: u64,
@@ -57,7 +57,7 @@ pub struct NodeView {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub nodes: usize,
     pub connections: u64,
     /// Users online in the cluster: the presence service's count when one
@@ -71,14 +71,14 @@ pub struct Totals {
 
 /// What `/admin/events` sends once a second.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct ClusterView {
+pub(crate) struct ClusterView {
     pub ts: u64,
     pub nodes: Vec<NodeView>,
     pub totals: Totals,
 }
 
 impl Cluster {
-    pub fn record(&self, stats: NodeStats) {
+    pub(crate) fn record(&self, stats: NodeStats) {
         let mut nodes = self.nodes.lock();
         let key = (stats.node.clone(), stats.service.clone());
         let room = nodes.len() < MAX_NODES;
@@ -102,7 +102,7 @@ impl Cluster {
         }
     }
 
-    pub fn view(&self) -> ClusterView {
+    pub(crate) fn view(&self) -> ClusterView {
         let mut nodes = self.nodes.lock();
         nodes.retain(|_, s| s.heard.elapsed() < FORGET_AFTER);
         let mut views: Vec<NodeView> = nodes.values().map(Samples::view).collect();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::rate::TokenBucket;
 
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     open: AtomicUsize,
     max: usize,
     new_connections: Mutex<TokenBucket>,
@@ -18,7 +18,7 @@ pub struct Admission {
 
 /// Held for the life of an admitted connection.
 #[derive(Debug)]
-pub struct Permit {
+pub(crate) struct Permit {
     admission: Arc<Admission>,
 }
 
@@ -30,7 +30,7 @@ impl Drop for Permit {
 
 /// Why a connection was refused, and when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refused {
+pub(crate) struct Refused {
     pub retry_after: Duration,
     pub reason: &'static str,
     /// A short name of the reason, for metrics.
@@ -38,7 +38,7 @@ pub struct Refused {
 }
 
 impl Admission {
-    pub fn new(max: usize, rate: u32) -> Arc<Self> {
+    pub(crate) fn new(max: usize, rate: u32) -> Arc<Self> {
         Arc::new(Admission {
             open: AtomicUsize::new(0),
             max,
@@ -46,11 +46,11 @@ impl Admission {
         })
     }
 
-    pub fn open_connections(&self) -> usize {
+    pub(crate) fn open_connections(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
-    pub fn admit(self: &Arc<Self>) -> Result<Permit, Refused> {
+    pub(crate) fn admit(self: &Arc<Self>) -> Result<Permit, Refused> {
         let previous = self.open.fetch_add(1, Ordering::AcqRel);
         if previous >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);

@@ -36,7 +36,7 @@ impl Users {
     /// `max` here (then the error to answer, 106). At the limit, a
     /// long-poll session between polls gives way: its client is not
     /// waiting, and resumes from its cursor if it comes back.
-    pub fn add(
+    pub(crate) fn add(
         &self,
         user: &str,
         conn: ConnId,
@@ -61,7 +61,7 @@ impl Users {
         Ok(())
     }
 
-    pub fn remove(&self, user: &str, conn: ConnId) {
+    pub(crate) fn remove(&self, user: &str, conn: ConnId) {
         let mut users = self.lock();
         if let Some(conns) = users.get_mut(user) {
             conns.remove(&conn);
@@ -72,7 +72,7 @@ impl Users {
     }
 
     /// Closes every connection of `user`; returns how many.
-    pub fn kick(&self, user: &str) -> usize {
+    pub(crate) fn kick(&self, user: &str) -> usize {
         let users = self.lock();
         let Some(conns) = users.get(user) else {
             return 0;
@@ -84,11 +84,14 @@ impl Users {
     }
 
     /// Users with a connection here.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn online<'a>(&self, candidates: impl Iterator<Item = &'a String>) -> HashSet<String> {
+    pub(crate) fn online<'a>(
+        &self,
+        candidates: impl Iterator<Item = &'a String>,
+    ) -> HashSet<String> {
         let users = self.lock();
         candidates
             .filter(|u| users.contains_key(u.as_str()))

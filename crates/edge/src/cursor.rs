@@ -27,6 +27,8 @@ fn bad(why: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::BadRequest, format!("invalid cursor: {why}"))
 }
 
+/// Long polling's cursor: a position per channel, and the session that
+/// handed it out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cursor {
     /// The long-poll session that handed it out.
@@ -45,10 +47,12 @@ enum Wire {
 }
 
 impl Cursor {
+    /// Where `channel` stands, if the cursor names it.
     pub fn get(&self, channel: &Channel) -> Option<&StreamPosition> {
         self.positions.get(channel)
     }
 
+    /// Moves `channel` to `offset` in `epoch`.
     pub fn set(&mut self, channel: &Channel, offset: u64, epoch: &str) {
         match self.positions.get_mut(channel) {
             Some(p) if p.epoch == epoch => p.offset = offset,
@@ -64,6 +68,7 @@ impl Cursor {
         }
     }
 
+    /// Forgets `channel`.
     pub fn remove(&mut self, channel: &Channel) {
         self.positions.remove(channel);
     }
@@ -77,6 +82,7 @@ impl Cursor {
         channels.all(|c| self.get(c) == other.get(c))
     }
 
+    /// The cursor as clients carry it: base64url JSON.
     pub fn encode(&self) -> String {
         let p: Vec<(String, String, u64)> = self
             .positions
@@ -90,6 +96,7 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap_or_default())
     }
 
+    /// Reads a cursor a client sent back; a bad one is a 100 with the reason.
     pub fn decode(text: &str) -> Result<Cursor, ErrorBody> {
         if text.len() > MAX_CURSOR {
             return Err(bad("too long"));
@@ -192,6 +199,7 @@ impl StreamCursor {
         self.render(&hash);
     }
 
+    /// The id as it goes out in `id:`.
     pub fn as_str(&self) -> &str {
         &self.text
     }

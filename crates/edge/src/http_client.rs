@@ -87,7 +87,10 @@ impl Requested {
     /// that had them (`cursor` has a position for each): then its token was
     /// narrowed (a refresh), and the channels are dropped, each with an
     /// `unsubscribe` push that says why.
-    pub fn narrowed(&self, cursor: &crate::cursor::Cursor) -> Result<Vec<Unsubscribed>, HttpError> {
+    pub(crate) fn narrowed(
+        &self,
+        cursor: &crate::cursor::Cursor,
+    ) -> Result<Vec<Unsubscribed>, HttpError> {
         let mut dropped = Vec::new();
         for (channel, error) in &self.refused {
             if cursor.get(channel).is_none() {

@@ -160,6 +160,8 @@ impl Fanout {
 
 type Shard = Mutex<HashMap<Channel, Arc<Fanout>>>;
 
+/// The edge's channels: for each, one bus subscription and the local
+/// subscribers it fans out to, in offset order.
 pub struct Hub {
     inner: Arc<Inner>,
 }
@@ -193,6 +195,7 @@ impl Inner {
 }
 
 impl Hub {
+    /// A hub with no channel; gaps are filled through `routing`.
     pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, routing: RoutingClient) -> Self {
         Hub {
             inner: Arc::new(Inner {
@@ -359,7 +362,7 @@ fn delivery_of(channel: &Channel, message: Message) -> Option<Delivery> {
 }
 
 /// A stored publication (from history) as a delivery, encoded once.
-pub fn delivery_of_publication(publication: &Publication) -> Delivery {
+pub(crate) fn delivery_of_publication(publication: &Publication) -> Delivery {
     Delivery::new(
         Utf8Bytes::from(encode(&Push::Pub(publication.clone()))),
         PushKind::Pub,

@@ -54,12 +54,16 @@ const TYPING_LIMITS_KEPT: usize = 100_000;
 /// The edge's default HTTP address.
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
 
+/// Why an edge could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
+    /// A setting is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The bus could not be reached or subscribed to.
     #[error("bus: {0}")]
     Bus(#[from] herald_core::bus::BusError),
+    /// A listener could not be bound or failed.
     #[error(transparent)]
     Service(#[from] herald_proto::service::ServiceError),
 }
@@ -105,6 +109,8 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// The edge's shared state over `bus`; nothing runs until
+    /// [`Edge::start`].
     pub fn new(
         config: Arc<Config>,
         verifier: TokenVerifier,

@@ -17,13 +17,18 @@ use tokio::sync::mpsc;
 /// The kind of a push, as SSE names it in `event:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushKind {
+    /// A publication (`pub`).
     Pub,
+    /// A user joined the channel.
     Join,
+    /// A user left the channel.
     Leave,
+    /// A user is typing.
     Typing,
 }
 
 impl PushKind {
+    /// The name in frames and SSE `event:` (`pub`, `join`, …).
     pub fn name(self) -> &'static str {
         match self {
             PushKind::Pub => "pub",
@@ -33,6 +38,7 @@ impl PushKind {
         }
     }
 
+    /// The kind a name stands for (the bus's `Herald-Kind` header), if any.
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "pub" => PushKind::Pub,
@@ -50,7 +56,9 @@ impl PushKind {
 pub struct Delivery {
     /// The whole frame: `{"<kind>":{…}}`.
     pub frame: Utf8Bytes,
+    /// What kind of push it is.
     pub kind: PushKind,
+    /// The channel it belongs to.
     pub channel: Channel,
     /// Where a stored publication stands; `None` for ephemeral events
     /// (typing, join, leave).
@@ -61,6 +69,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A delivery of `frame`; its SSE form is made on first use.
     pub fn new(
         frame: Utf8Bytes,
         kind: PushKind,
@@ -98,7 +107,7 @@ impl Delivery {
 /// `event:` and `data:` lines for an SSE event. A body spanning lines
 /// (JSON may hold raw line breaks between tokens) becomes several `data:`
 /// lines, which the client joins back with `\n`.
-pub fn sse_fields(event: &str, body: &str) -> String {
+pub(crate) fn sse_fields(event: &str, body: &str) -> String {
     let mut out = String::with_capacity(body.len() + event.len() + 16);
     out.push_str("event: ");
     out.push_str(event);
@@ -179,6 +188,7 @@ impl Outbox {
 }
 
 impl Inbox {
+    /// The next delivery, waiting for one; `None` once no outbox is left.
     pub async fn recv(&mut self) -> Option<Arc<Delivery>> {
         let d = self.rx.recv().await?;
         self.shared
@@ -187,6 +197,7 @@ impl Inbox {
         Some(d)
     }
 
+    /// The next delivery if one is waiting.
     pub fn try_recv(&mut self) -> Option<Arc<Delivery>> {
         let d = self.rx.try_recv().ok()?;
         self.shared

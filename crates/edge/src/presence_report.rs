@@ -52,7 +52,7 @@ struct Conn {
     channels: HashSet<Channel>,
 }
 
-pub struct PresenceReporter {
+pub(crate) struct PresenceReporter {
     edge: String,
     incarnation: u64,
     state: Mutex<State>,
@@ -61,7 +61,7 @@ pub struct PresenceReporter {
 }
 
 impl PresenceReporter {
-    pub fn new(edge: &str) -> Self {
+    pub(crate) fn new(edge: &str) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         PresenceReporter {
             edge: edge.to_owned(),
@@ -84,7 +84,7 @@ impl PresenceReporter {
         let _ = self.queue.try_send(Outgoing::Change(state.seq, change));
     }
 
-    pub fn connect(&self, conn: ConnId, user: &UserId, transport: Transport) {
+    pub(crate) fn connect(&self, conn: ConnId, user: &UserId, transport: Transport) {
         let mut state = self.lock();
         state.digest ^= digest_of_connection(conn.0, user, transport);
         state.conns.insert(
@@ -106,11 +106,11 @@ impl PresenceReporter {
     }
 
     /// Connections reported and not yet disconnected.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.lock().conns.len()
     }
 
-    pub fn disconnect(&self, conn: ConnId) {
+    pub(crate) fn disconnect(&self, conn: ConnId) {
         let mut state = self.lock();
         let Some(c) = state.conns.remove(&conn) else {
             return;
@@ -122,7 +122,7 @@ impl PresenceReporter {
         self.record(&mut state, Change::Disconnect { conn: conn.0 });
     }
 
-    pub fn subscribe(&self, conn: ConnId, channel: &Channel) {
+    pub(crate) fn subscribe(&self, conn: ConnId, channel: &Channel) {
         let mut state = self.lock();
         let Some(c) = state.conns.get_mut(&conn) else {
             return;
@@ -140,7 +140,7 @@ impl PresenceReporter {
         );
     }
 
-    pub fn unsubscribe(&self, conn: ConnId, channel: &Channel) {
+    pub(crate) fn unsubscribe(&self, conn: ConnId, channel: &Channel) {
         let mut state = self.lock();
         let Some(c) = state.conns.get_mut(&conn) else {
             return;
@@ -159,7 +159,7 @@ impl PresenceReporter {
     }
 
     /// Queues a heartbeat behind the changes already queued.
-    pub fn heartbeat(&self) {
+    pub(crate) fn heartbeat(&self) {
         let state = self.lock();
         let _ = self.queue.try_send(Outgoing::Heartbeat {
             seq: state.seq,
@@ -168,7 +168,7 @@ impl PresenceReporter {
         });
     }
 
-    pub fn snapshot(&self) -> Report {
+    pub(crate) fn snapshot(&self) -> Report {
         let state = self.lock();
         Report::Snapshot {
             edge: self.edge.clone(),
@@ -189,7 +189,7 @@ impl PresenceReporter {
 
     /// Publishes reports, heartbeats every `interval`, and answers snapshot
     /// and resync requests, until `shutdown`.
-    pub async fn run(
+    pub(crate) async fn run(
         self: &Arc<Self>,
         bus: Arc<dyn Bus>,
         subjects: Subjects,

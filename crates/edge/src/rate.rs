@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -18,7 +18,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// `rate` tokens per second, at most `burst` saved up.
-    pub fn new(rate: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
         TokenBucket {
             rate: f64::from(rate.max(1)),
             burst: f64::from(burst.max(1)),
@@ -35,7 +35,7 @@ impl TokenBucket {
     }
 
     /// Takes a token if there is one.
-    pub fn take(&mut self) -> bool {
+    pub(crate) fn take(&mut self) -> bool {
         self.refill();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -46,7 +46,7 @@ impl TokenBucket {
     }
 
     /// How long until a token is available.
-    pub fn wait(&mut self) -> Duration {
+    pub(crate) fn wait(&mut self) -> Duration {
         self.refill();
         if self.tokens >= 1.0 {
             Duration::ZERO
@@ -59,7 +59,7 @@ impl TokenBucket {
 impl TokenBucket {
     /// Whether it is full again: its owner has been quiet long enough that
     /// forgetting it changes nothing.
-    pub fn is_full(&mut self) -> bool {
+    pub(crate) fn is_full(&mut self) -> bool {
         self.refill();
         self.tokens >= self.burst
     }
@@ -72,7 +72,7 @@ const LIMITER_SHARDS: usize = 16;
 /// forgets the buckets that are full again (nothing is lost: a new one
 /// starts full); if that frees nothing, new keys are refused until it does
 /// — the table never grows past its bound.
-pub struct KeyedLimiter<K = String> {
+pub(crate) struct KeyedLimiter<K = String> {
     rate: u32,
     burst: u32,
     per_shard: usize,
@@ -81,7 +81,7 @@ pub struct KeyedLimiter<K = String> {
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
-    pub fn new(rate: u32, burst: u32, max: usize) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32, max: usize) -> Self {
         KeyedLimiter {
             rate,
             burst,
@@ -95,7 +95,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     /// Takes a token for `key`: false when it has none left (or the table
     /// is full of keys that are all busy).
-    pub fn take<Q>(&self, key: &Q) -> bool
+    pub(crate) fn take<Q>(&self, key: &Q) -> bool
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -120,7 +120,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     /// Keys held now.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
 }

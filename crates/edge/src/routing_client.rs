@@ -12,6 +12,8 @@ use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// Routing as the edge asks it: requests over the bus, each bounded by a
+/// timeout.
 #[derive(Clone)]
 pub struct RoutingClient {
     bus: Arc<dyn Bus>,
@@ -20,6 +22,7 @@ pub struct RoutingClient {
 }
 
 impl RoutingClient {
+    /// Asks routing over `bus`, waiting at most `timeout` for each answer.
     pub fn new(bus: Arc<dyn Bus>, subjects: Subjects, timeout: Duration) -> Self {
         RoutingClient {
             bus,

@@ -34,19 +34,19 @@ pub(crate) struct EdgeStats {
 }
 
 impl EdgeStats {
-    pub fn delivered(&self, n: u64) {
+    pub(crate) fn delivered(&self, n: u64) {
         self.delivered.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn accepted(&self) {
+    pub(crate) fn accepted(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn slow_consumer(&self) {
+    pub(crate) fn slow_consumer(&self) {
         self.slow_consumers.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn slow_consumers(&self) -> u64 {
+    pub(crate) fn slow_consumers(&self) -> u64 {
         self.slow_consumers.load(Ordering::Relaxed)
     }
 }

@@ -19,16 +19,25 @@ use crate::{MAX_PAYLOAD, Reply, Shared, bind, now_secs, scheme, serve_on};
 /// One notification the fake accepted (or answered otherwise).
 #[derive(Debug, Clone)]
 pub struct ApnsRequest {
+    /// The device token from the path.
     pub token: String,
+    /// `apns-topic`.
     pub topic: String,
+    /// `apns-push-type` (`alert`, `background`, …).
     pub push_type: String,
+    /// `apns-priority`, if sent.
     pub priority: Option<String>,
+    /// `apns-expiration`, if sent.
     pub expiration: Option<String>,
+    /// `apns-collapse-id`, if sent.
     pub collapse_id: Option<String>,
+    /// `apns-id`, if sent.
     pub apns_id: Option<String>,
+    /// The JSON body.
     pub payload: Value,
     /// The status the fake answered.
     pub status: u16,
+    /// When it arrived (before any scripted delay).
     pub at: std::time::Instant,
 }
 
@@ -45,7 +54,9 @@ struct App {
     shared: Arc<Shared<ApnsRequest>>,
 }
 
+/// A running fake APNs on loopback; it serves as long as the runtime runs.
 pub struct FakeApns {
+    /// Where it listens.
     pub addr: SocketAddr,
     shared: Arc<Shared<ApnsRequest>>,
     scheme: &'static str,
@@ -104,6 +115,7 @@ impl FakeApns {
         }
     }
 
+    /// Its base URL (`http://…` or `https://…`), for `apns_url`.
     pub fn url(&self) -> String {
         format!("{}://{}", self.scheme, self.addr)
     }
@@ -118,6 +130,7 @@ impl FakeApns {
         self.shared.script(token, replies);
     }
 
+    /// Every request it recorded, whatever it answered.
     pub fn received(&self) -> Vec<ApnsRequest> {
         self.shared.received()
     }

@@ -21,14 +21,19 @@ use serde_json::{Value, json};
 use crate::tls::{HandshakeFailures, ServerIdentity};
 use crate::{MAX_PAYLOAD, Reply, Shared, bind, now_secs, scheme, serve_on};
 
-pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+/// The OAuth2 scope an access token must be asked for.
+pub(crate) const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 
+/// One message send the fake recorded.
 #[derive(Debug, Clone)]
 pub struct FcmRequest {
+    /// The project from the path.
     pub project: String,
     /// The `message` object as sent.
     pub message: Value,
+    /// The status the fake answered.
     pub status: u16,
+    /// When it arrived (before any scripted delay).
     pub at: std::time::Instant,
 }
 
@@ -47,7 +52,9 @@ struct App {
     grants: Arc<Mutex<u32>>,
 }
 
+/// A running fake FCM (and its token endpoint) on loopback.
 pub struct FakeFcm {
+    /// Where it listens.
     pub addr: SocketAddr,
     shared: Arc<Shared<FcmRequest>>,
     grants: Arc<Mutex<u32>>,
@@ -113,6 +120,7 @@ impl FakeFcm {
         }
     }
 
+    /// Its base URL, for `fcm_url`.
     pub fn url(&self) -> String {
         format!("{}://{}", self.scheme, self.addr)
     }
@@ -135,14 +143,17 @@ impl FakeFcm {
         .to_string()
     }
 
+    /// Answers for one registration token, in order (the last repeats).
     pub fn script(&self, token: &str, replies: Vec<Reply>) {
         self.shared.script(token, replies);
     }
 
+    /// Every message send it recorded, whatever it answered.
     pub fn received(&self) -> Vec<FcmRequest> {
         self.shared.received()
     }
 
+    /// The messages it accepted (200).
     pub fn delivered(&self) -> Vec<FcmRequest> {
         self.received()
             .into_iter()

@@ -22,16 +22,19 @@ pub use webpush::{FakeWebPush, WebPushRequest};
 /// How a fake answers one device (by token or subscription id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
+    /// Take it (APNs and FCM 200, Web Push 201).
     Accept,
     /// The device is gone (APNs 410 `Unregistered` with this timestamp,
     /// FCM 404 `UNREGISTERED`, Web Push 410).
     Unregistered {
+        /// Since when the token has been invalid, Unix ms (APNs' `timestamp`).
         since_ms: u64,
     },
     /// APNs 400 `BadDeviceToken` (a token of the other environment).
     BadDeviceToken,
     /// 429 with `Retry-After`.
     TooManyRequests {
+        /// The `Retry-After`, seconds.
         retry_after_secs: u64,
     },
     /// 500.
@@ -46,7 +49,9 @@ pub enum Reply {
     Redirect(String),
     /// Waits at the gate until the test opens it, then answers `then`.
     Held {
+        /// Where the request waits.
         gate: Gate,
+        /// The answer once the gate opens.
         then: Box<Reply>,
     },
 }
@@ -76,6 +81,7 @@ struct GateState {
 }
 
 impl Gate {
+    /// A closed gate.
     pub fn new() -> Gate {
         Gate::default()
     }
@@ -218,8 +224,14 @@ pub const MAX_PAYLOAD: usize = 4096;
 /// Test keys (never used for anything else): an ES256 key as APNs hands out
 /// (`.p8`, PKCS#8) and an RSA key as a Google service account holds.
 pub mod keys {
+    /// The APNs signing key (`.p8`, PKCS#8 PEM).
     pub const APNS_P8: &str = include_str!("../keys/apns_private.p8");
+    /// Its public half, which [`FakeApns`](crate::FakeApns) checks provider
+    /// tokens with.
     pub const APNS_PUBLIC: &str = include_str!("../keys/apns_public.pem");
+    /// The service account's RSA private key (PEM).
     pub const FCM_PRIVATE: &str = include_str!("../keys/fcm_private.pem");
+    /// Its public half, which [`FakeFcm`](crate::FakeFcm) checks assertions
+    /// with.
     pub const FCM_PUBLIC: &str = include_str!("../keys/fcm_public.pem");
 }

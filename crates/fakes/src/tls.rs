@@ -24,6 +24,7 @@ pub struct TestCa {
 }
 
 impl TestCa {
+    /// A new CA named `name`, with a fresh key.
     pub fn new(name: &str) -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

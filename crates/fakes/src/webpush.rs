@@ -23,15 +23,22 @@ use serde_json::{Value, json};
 use crate::tls::{HandshakeFailures, ServerIdentity};
 use crate::{MAX_PAYLOAD, Reply, Shared, bind, now_secs, serve_on};
 
+/// One push the fake recorded.
 #[derive(Debug, Clone)]
 pub struct WebPushRequest {
+    /// The subscription's id (the end of its endpoint).
     pub subscription: String,
+    /// The `TTL` header, seconds.
     pub ttl: Option<u64>,
+    /// The `Urgency` header, if sent.
     pub urgency: Option<String>,
+    /// The `Topic` header, if sent.
     pub topic: Option<String>,
     /// The decrypted payload.
     pub plaintext: String,
+    /// The status the fake answered.
     pub status: u16,
+    /// When it arrived (before any scripted delay).
     pub at: std::time::Instant,
 }
 
@@ -47,7 +54,9 @@ struct App {
     subscriptions: Arc<Mutex<HashMap<String, Keys>>>,
 }
 
+/// A running fake Web Push service on loopback, TLS only.
 pub struct FakeWebPush {
+    /// Where it listens.
     pub addr: SocketAddr,
     app: App,
     failures: HandshakeFailures,
@@ -123,10 +132,12 @@ impl FakeWebPush {
         self.app.shared.script(id, replies);
     }
 
+    /// Every push it recorded, whatever it answered.
     pub fn received(&self) -> Vec<WebPushRequest> {
         self.app.shared.received()
     }
 
+    /// The pushes it accepted (201).
     pub fn delivered(&self) -> Vec<WebPushRequest> {
         self.received()
             .into_iter()

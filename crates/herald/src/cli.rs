@@ -18,13 +18,13 @@ use serde::Serialize;
     version,
     about = "Self-hosted real-time push: WebSocket, SSE, long polling and mobile push"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Every service in one process, in-memory bus and history (start here).
     Standalone(ServeArgs),
     /// Client connections (WebSocket), joined to the cluster over NATS.
@@ -47,7 +47,7 @@ pub enum Command {
 }
 
 #[derive(Subcommand)]
-pub enum BenchCommand {
+pub(crate) enum BenchCommand {
     /// Open many client connections and hold them idle.
     Idle(crate::bench::IdleArgs),
     /// Publish → deliver latency under fan-out, against a running server.
@@ -57,7 +57,7 @@ pub enum BenchCommand {
 /// Settings that can be given as flags; only those given are serialized,
 /// so they override the other layers and nothing else.
 #[derive(Args, Serialize, Debug)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// TOML config file.
     #[arg(long, env = "HERALD_CONFIG")]
     #[serde(skip)]
@@ -81,7 +81,7 @@ pub struct ServeArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// standalone, edge, routing, presence or notify.
     pub service: Service,
     #[command(flatten)]
@@ -89,7 +89,7 @@ pub struct CheckArgs {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum Service {
+pub(crate) enum Service {
     Standalone,
     Edge,
     Routing,
@@ -98,7 +98,7 @@ pub enum Service {
 }
 
 #[derive(Args, Debug)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// TOML config file.
     #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -131,7 +131,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-pub fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
+pub(crate) fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
     if config.jwt_algorithm != JwtAlgorithm::HS256 {
         anyhow::bail!(
             "`herald token` signs with the HS256 secret; with {} sign tokens with your private key",
@@ -173,4 +173,4 @@ mod tests {
 
 /// For commands that take no setting flags.
 #[derive(Serialize)]
-pub struct NoFlags {}
+pub(crate) struct NoFlags {}

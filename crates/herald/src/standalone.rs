@@ -26,7 +26,7 @@ const HISTORY_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(
 /// Push jobs standalone holds before refusing more (notify drains them).
 const STANDALONE_QUEUE_CAPACITY: usize = 100_000;
 
-pub async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()> {
+pub(crate) async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()> {
     let dev_secret = config.jwt_secret.is_none()
         && config.jwt_public_key_file.is_none()
         && config.jwt_jwks_file.is_none();

@@ -70,11 +70,15 @@ fn store_error(e: StoreError) -> ErrorBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
+    /// Send to every device of this user…
     #[serde(default)]
     pub user: Option<String>,
+    /// …or to this device alone (exactly one of the two).
     #[serde(default)]
     pub device_id: Option<String>,
+    /// What the devices show; `None` sends a silent push.
     pub notification: Option<Notification>,
+    /// JSON for the app (at most 4 KiB); `{}` when not given.
     #[serde(default)]
     pub data: Option<Box<RawValue>>,
 }
@@ -96,6 +100,8 @@ impl Notify {
         })
     }
 
+    /// Checks a device (a Web Push endpoint against the endpoint rule too)
+    /// and stores it.
     pub async fn register(&self, device: NewDevice) -> Result<Device, ErrorBody> {
         let checked = device
             .check()
@@ -122,10 +128,12 @@ impl Notify {
             .map_err(store_error)
     }
 
+    /// Removes a device; false if there was none with `id`.
     pub async fn unregister(&self, id: &str) -> Result<bool, ErrorBody> {
         self.store.unregister(id).await.map_err(store_error)
     }
 
+    /// A user's devices, most recently seen first.
     pub async fn list(&self, user: &str) -> Result<Vec<Device>, ErrorBody> {
         if user.is_empty() {
             return Err(ErrorBody::new(
@@ -208,6 +216,7 @@ impl Notify {
         Ok(job.id)
     }
 
+    /// Where a queued push stands, per device.
     pub async fn status(&self, id: &str) -> Result<Vec<DeviceStatus>, ErrorBody> {
         self.store.status(id).await.map_err(store_error)
     }
@@ -299,10 +308,12 @@ async fn status(
 
 // ------------------------------------------------------------------ gRPC
 
+/// `herald.notify.v1.Notify` over [`Notify`].
 pub struct GrpcApi {
     notify: Arc<Notify>,
 }
 
+/// The gRPC service, behind the API keys.
 pub fn grpc_service(
     notify: Arc<Notify>,
     keys: ApiKeys,

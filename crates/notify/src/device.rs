@@ -7,15 +7,20 @@ use serde::{Deserialize, Serialize};
 
 use herald_protocol::UserId;
 
+/// The push service a device is reached through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
+    /// Apple Push Notification service (iOS, macOS).
     Apns,
+    /// Firebase Cloud Messaging (Android).
     Fcm,
+    /// Web Push (browsers).
     Webpush,
 }
 
 impl Platform {
+    /// Its name in the API, the store and metrics.
     pub fn name(self) -> &'static str {
         match self {
             Platform::Apns => "apns",
@@ -24,6 +29,7 @@ impl Platform {
         }
     }
 
+    /// The platform a name stands for.
     pub fn parse(s: &str) -> Option<Platform> {
         Some(match s {
             "apns" => Platform::Apns,
@@ -38,12 +44,15 @@ impl Platform {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
+    /// Development builds, pushed through APNs' sandbox.
     Sandbox,
+    /// App Store and TestFlight builds.
     #[default]
     Production,
 }
 
 impl Environment {
+    /// Its name in the API and the store.
     pub fn name(self) -> &'static str {
         match self {
             Environment::Sandbox => "sandbox",
@@ -51,6 +60,7 @@ impl Environment {
         }
     }
 
+    /// The environment a name stands for.
     pub fn parse(s: &str) -> Option<Environment> {
         match s {
             "sandbox" => Some(Environment::Sandbox),
@@ -59,6 +69,7 @@ impl Environment {
         }
     }
 
+    /// The other one: where a `BadDeviceToken` is tried next.
     pub fn other(self) -> Environment {
         match self {
             Environment::Sandbox => Environment::Production,
@@ -72,17 +83,22 @@ impl Environment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Subscription {
+    /// Where pushes are POSTed (the push service's URL for this browser).
     pub endpoint: String,
+    /// The keys pushes are encrypted to.
     pub keys: SubscriptionKeys,
     /// Browsers add it; it is not needed to push.
     #[serde(default, rename = "expirationTime", skip_serializing)]
     pub expiration_time: Option<serde_json::Value>,
 }
 
+/// A Web Push subscription's keys (RFC 8291), base64url.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionKeys {
+    /// The browser's P-256 public key.
     pub p256dh: String,
+    /// The 16-byte authentication secret.
     pub auth: String,
 }
 
@@ -90,7 +106,9 @@ pub struct SubscriptionKeys {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
+    /// The user whose device it is.
     pub user: String,
+    /// Which push service reaches it.
     pub platform: Platform,
     /// APNs or FCM token.
     #[serde(default)]
@@ -101,8 +119,10 @@ pub struct NewDevice {
     /// App id (APNs topic / bundle id, FCM app): chooses the credentials.
     #[serde(default)]
     pub app: Option<String>,
+    /// APNs environment; production when not given.
     #[serde(default)]
     pub environment: Option<Environment>,
+    /// The device's language tag (`en-US`), kept for the app.
     #[serde(default)]
     pub locale: Option<String>,
 }
@@ -110,34 +130,54 @@ pub struct NewDevice {
 /// A stored device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
+    /// Its id, kept when the token is registered again.
     pub id: String,
+    /// The user whose device it is.
     pub user: String,
+    /// Which push service reaches it.
     pub platform: Platform,
     /// APNs/FCM token, or the Web Push endpoint.
     pub token: String,
+    /// Web Push: the browser's public key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p256dh: Option<String>,
+    /// Web Push: the authentication secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    /// The app whose credentials push to it.
     pub app: String,
+    /// APNs environment.
     pub environment: Environment,
+    /// The device's language tag.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
+    /// When first registered, Unix milliseconds.
     pub created_ms: u64,
+    /// When last registered (again, for a token already known), Unix ms.
     pub updated_ms: u64,
+    /// When the device last registered; past the per-user limit the least
+    /// recent go first.
     pub last_seen_ms: u64,
 }
 
 /// What a registration holds once checked: the columns to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedDevice {
+    /// The user, checked.
     pub user: UserId,
+    /// Which push service reaches it.
     pub platform: Platform,
+    /// APNs or FCM token, or the Web Push endpoint.
     pub token: String,
+    /// Web Push: the browser's public key.
     pub p256dh: Option<String>,
+    /// Web Push: the authentication secret.
     pub auth: Option<String>,
+    /// The app ([`DEFAULT_APP`] when none was named).
     pub app: String,
+    /// APNs environment.
     pub environment: Environment,
+    /// The device's language tag.
     pub locale: Option<String>,
 }
 
@@ -148,6 +188,7 @@ fn bad(message: impl Into<String>) -> InvalidDevice {
     InvalidDevice(message.into())
 }
 
+/// Why a registration is refused: what is wrong, for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidDevice(pub String);

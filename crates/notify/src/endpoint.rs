@@ -31,24 +31,54 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why an endpoint is not pushed to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
+    /// It does not parse as a URL.
     #[error("the endpoint is not a URL")]
     NotUrl,
+    /// Its scheme is not `https`: the scheme.
     #[error("the endpoint must be an https URL (got {0}:)")]
     NotHttps(String),
+    /// It has a user name or password.
     #[error("the endpoint must not carry a user name or password")]
     Credentials,
+    /// It names no host.
     #[error("the endpoint has no host")]
     NoHost,
+    /// The host is an address literal that is not public.
     #[error("{host} is {addr}, not a public address")]
-    NotPublic { host: String, addr: IpAddr },
+    NotPublic {
+        /// The host.
+        host: String,
+        /// The address.
+        addr: IpAddr,
+    },
+    /// The host's name resolves to an address that is not public.
     #[error("{host} resolves to {addr}, not a public address")]
-    ResolvesInward { host: String, addr: IpAddr },
+    ResolvesInward {
+        /// The name.
+        host: String,
+        /// The first address that is not public.
+        addr: IpAddr,
+    },
+    /// The name resolves to no address at all.
     #[error("{host} resolves to no address")]
-    NoAddress { host: String },
+    NoAddress {
+        /// The name.
+        host: String,
+    },
+    /// The name could not be resolved.
     #[error("{host} does not resolve: {error}")]
-    Lookup { host: String, error: String },
+    Lookup {
+        /// The name.
+        host: String,
+        /// What the resolver said.
+        error: String,
+    },
+    /// Resolving took too long (5 s).
     #[error("resolving {host} timed out")]
-    LookupTimedOut { host: String },
+    LookupTimedOut {
+        /// The name.
+        host: String,
+    },
 }
 
 impl Refused {
@@ -68,6 +98,7 @@ impl Refused {
 /// Name resolution, replaceable in tests (to play a DNS that changes its
 /// answer).
 pub trait Lookup: Send + Sync + 'static {
+    /// The addresses `host` resolves to.
     fn lookup(&self, host: String)
     -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>>;
 }
@@ -109,6 +140,8 @@ pub struct EndpointPolicy {
 }
 
 impl EndpointPolicy {
+    /// The policy of `webpush_allowed_hosts`, resolving with the system's
+    /// resolver; a bad entry fails start-up.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let mut allowed = HashSet::new();
         for entry in &config.webpush_allowed_hosts {

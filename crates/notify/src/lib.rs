@@ -24,29 +24,42 @@ use tokio::task::JoinHandle;
 
 pub use api::{Notify, SendRequest, grpc_service, http_router};
 
+/// Notify's default HTTP address (device API, `/metrics`).
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8083";
+/// Its default gRPC address.
 pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50053";
+/// The gRPC service name, for health checks.
 pub const GRPC_SERVICE_NAME: &str = "herald.notify.v1.Notify";
 
+/// Why notify could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
+    /// A setting is wrong, push credentials do not load, or the database
+    /// cannot be opened.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// NATS could not be reached.
     #[error("bus: {0}")]
     Bus(#[from] herald_core::bus::BusError),
+    /// The push job stream could not be opened.
     #[error(transparent)]
     Queue(#[from] herald_core::work_queue::QueueError),
+    /// The device store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// A listener could not be bound or failed.
     #[error(transparent)]
     Service(#[from] ServiceError),
+    /// The gRPC reflection service could not be built.
     #[error("gRPC reflection: {0}")]
     Grpc(String),
 }
 
 /// Notify's parts, started: the API operations and the worker's task.
 pub struct Started {
+    /// The device and send operations, for the HTTP and gRPC APIs.
     pub notify: Arc<Notify>,
+    /// The push worker; it ends on the shutdown signal.
     pub worker: JoinHandle<()>,
 }
 
@@ -71,8 +84,6 @@ pub async fn start(
     })
 }
 
-/// Runs notify as its own process: the JetStream work queue in, the push
-/// services out, the device API over HTTP and gRPC.
 /// What notify needs of its configuration before it connects to anything
 /// (`herald check notify`, and the first thing `serve` does): API keys, a
 /// database, and push credentials that load.

@@ -41,6 +41,8 @@ struct Window {
     last: PushJob,
 }
 
+/// The push worker: takes jobs, coalesces, rate-limits, sends to every
+/// device, records status, retries and dead-letters.
 pub struct Worker {
     config: Arc<Config>,
     store: Arc<dyn TokenStore>,
@@ -52,6 +54,8 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker over `queue` that sends with `providers` and records in
+    /// `store`.
     pub fn new(
         config: Arc<Config>,
         store: Arc<dyn TokenStore>,

@@ -23,6 +23,7 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often grace periods and dead edges are checked.
 const TICK: Duration = Duration::from_millis(100);
 
+/// What takes the edges' reports into a [`PresenceState`].
 pub struct Intake {
     state: Arc<PresenceState>,
     bus: Arc<dyn Bus>,
@@ -34,6 +35,8 @@ pub struct Intake {
 }
 
 impl Intake {
+    /// An intake filling `state` from `bus`; an edge silent for three
+    /// `heartbeat`s is dropped.
     pub fn new(
         state: Arc<PresenceState>,
         bus: Arc<dyn Bus>,

@@ -33,16 +33,22 @@ pub use state::{EventKind, PresenceEvent, PresenceState, Stats, UserPresence};
 pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50052";
 /// Its default HTTP address (`/metrics`, `/healthz`).
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8082";
+/// The gRPC service name, for health checks.
 pub const GRPC_SERVICE_NAME: &str = "herald.presence.v1.Presence";
 
+/// Why the presence service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceServiceError {
+    /// A setting is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// NATS could not be reached or subscribed to.
     #[error("bus: {0}")]
     Bus(#[from] BusError),
+    /// A listener could not be bound or failed.
     #[error(transparent)]
     Service(#[from] ServiceError),
+    /// The gRPC reflection service could not be built.
     #[error("gRPC reflection: {0}")]
     Grpc(String),
 }

@@ -22,19 +22,29 @@ const EVENT_BUFFER: usize = 16_384;
 /// Users whose last-seen time is remembered at most.
 const MAX_LAST_SEEN: usize = 1_000_000;
 
+/// What a [`PresenceEvent`] says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
+    /// The user's first connection anywhere opened.
     Online,
+    /// The user's last connection closed and the grace period passed.
     Offline,
+    /// The user's first connection to the channel subscribed.
     Join,
+    /// The user's last connection to the channel left it.
     Leave,
 }
 
+/// A change in who is online or in a channel, as `Watch` streams it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceEvent {
+    /// What happened.
     pub kind: EventKind,
+    /// To whom.
     pub user: UserId,
+    /// The channel, for `Join` and `Leave`.
     pub channel: Option<Channel>,
+    /// When this replica saw it, Unix milliseconds.
     pub ts_ms: u64,
     /// Raised while an edge's state was being replaced by its snapshot:
     /// the view is rebuilt, and what looks like a change may be none.
@@ -84,6 +94,7 @@ pub(crate) struct Inner {
     connections: u64,
 }
 
+/// One replica's whole view, shared by the intake and every query.
 pub struct PresenceState {
     inner: RwLock<Inner>,
     events: broadcast::Sender<PresenceEvent>,
@@ -95,15 +106,22 @@ pub struct PresenceState {
 /// What `IsOnline` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserPresence {
+    /// Whether the user counts as online (in the grace period too).
     pub online: bool,
+    /// Connections open now, on every edge.
     pub connections: u32,
+    /// How they are connected (`ws`, `sse`, `poll`), each named once.
     pub transports: Vec<&'static str>,
 }
 
+/// What `Stats` answers: the size of the whole view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
+    /// Users online (in the grace period too).
     pub users: u64,
+    /// Connections open, on every edge.
     pub connections: u64,
+    /// Channels with at least one member.
     pub channels: u64,
 }
 
@@ -128,6 +146,8 @@ impl PresenceState {
         self.inner.read()
     }
 
+    /// Every event from now on; a receiver that lags too far loses the
+    /// oldest.
     pub fn subscribe_events(&self) -> broadcast::Receiver<PresenceEvent> {
         self.events.subscribe()
     }
@@ -145,6 +165,7 @@ impl PresenceState {
 
     // ------------------------------------------------------------ queries
 
+    /// Whether `user` is online, and how.
     pub fn user(&self, user: &str) -> UserPresence {
         let inner = self.read();
         match inner.users.get(user) {
@@ -192,6 +213,7 @@ impl PresenceState {
         (false, inner.last_seen.get(user).copied().unwrap_or(0))
     }
 
+    /// How big the view is now.
     pub fn stats(&self) -> Stats {
         let inner = self.read();
         Stats {

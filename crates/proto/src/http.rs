@@ -51,6 +51,7 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A 400 (code 100) with `message`.
 pub fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(ErrorBody::new(ErrorCode::BadRequest, message))
 }

@@ -1,18 +1,31 @@
-//! Herald's gRPC contract, generated from `proto/` at build time.
+//! Herald's gRPC contract, generated from `proto/` at build time, and what
+//! every service shares around it: the internal gRPC clients (`client`), the
+//! one HTTP and one gRPC error mapping (`http`, `server`), request tracing
+//! (`trace`), and the one service lifecycle with its hardened accept path
+//! (`service`).
 
+/// Routing's server API (`proto/herald/routing/v1`).
 pub mod routing {
+    /// `herald.routing.v1`, as generated.
+    #[allow(missing_docs)]
     pub mod v1 {
         tonic::include_proto!("herald.routing.v1");
     }
 }
 
+/// The presence service's API (`proto/herald/presence/v1`).
 pub mod presence {
+    /// `herald.presence.v1`, as generated.
+    #[allow(missing_docs)]
     pub mod v1 {
         tonic::include_proto!("herald.presence.v1");
     }
 }
 
+/// The notify service's API (`proto/herald/notify/v1`).
 pub mod notify {
+    /// `herald.notify.v1`, as generated.
+    #[allow(missing_docs)]
     pub mod v1 {
         tonic::include_proto!("herald.notify.v1");
     }

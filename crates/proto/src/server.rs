@@ -42,6 +42,7 @@ pub struct RequireApiKey {
     keys: ApiKeys,
 }
 
+/// The interceptor that admits calls with one of `keys`.
 pub fn require_api_key(keys: ApiKeys) -> RequireApiKey {
     RequireApiKey { keys }
 }

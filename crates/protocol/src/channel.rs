@@ -20,22 +20,30 @@ const USER_SEPARATOR: char = ',';
 /// reversible).
 const SUBJECT_DOT: char = '%';
 
+/// Why a text is not a channel name (or a subject token not an encoded one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
+    /// The name is empty.
     #[error("channel name is empty")]
     Empty,
+    /// The name is longer than [`MAX_CHANNEL_LEN`] bytes: its length.
     #[error("channel name is {0} bytes long; the limit is {MAX_CHANNEL_LEN}")]
     TooLong(usize),
+    /// A character outside the allowed set, and its byte offset.
     #[error(
         "channel name has the character {0:?} at byte {1}; allowed are A-Z a-z 0-9 and _ - : . @ = , #"
     )]
     InvalidChar(char, usize),
+    /// The name starts with `:`.
     #[error("channel name has an empty namespace before ':'")]
     EmptyNamespace,
+    /// A `#` with nothing after it, or an empty user between commas.
     #[error("channel name has a '#' user boundary with an empty user list or an empty user")]
     EmptyUser,
+    /// More than one `#`.
     #[error("channel name has more than one '#' user boundary")]
     SecondBoundary,
+    /// A NATS subject token that no channel encodes to.
     #[error("subject token {0:?} is not an encoded channel")]
     BadSubjectToken(String),
 }
@@ -85,6 +93,7 @@ impl Channel {
         Channel::new(&format!("{USER_BOUNDARY}{user}"))
     }
 
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -121,6 +130,8 @@ impl Channel {
         self.0.replace('.', SUBJECT_DOT.encode_utf8(&mut [0; 4]))
     }
 
+    /// The channel a [`Channel::subject_token`] encodes; an error for a token
+    /// that is not one.
     pub fn from_subject_token(token: &str) -> Result<Self, ChannelError> {
         if token.contains('.') {
             return Err(ChannelError::BadSubjectToken(token.to_owned()));

@@ -18,22 +18,36 @@ pub const SUBPROTOCOL: &str = "herald.v1.json";
 /// Error codes carried in `{"error":{"code":…}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
+    /// 100: the frame, or a command's arguments, are malformed.
     BadRequest,
+    /// 101: no valid token — a bad one, or a command before `connect`.
     Unauthorized,
+    /// 103: the token does not allow this channel, or the user is outside its
+    /// `#` boundary.
     PermissionDenied,
+    /// 104: a well-formed channel in a namespace the server does not know
+    /// (under `strict_namespaces`).
     UnknownChannel,
+    /// 106: over a size or count limit (data size, broadcast channels,
+    /// connections per user).
     LimitExceeded,
+    /// 107: over the command rate.
     TooManyRequests,
+    /// 109: the token's `exp` has passed.
     TokenExpired,
+    /// 110: the history after the asked position is no longer kept.
     Unrecoverable,
     /// The request was sent on and not answered in time: it may have
     /// taken effect. Sent again with the error's `idempotency_key`, it
     /// takes effect once.
     OutcomeUnknown,
+    /// 500: the server could not do it (a dependency is down or missing);
+    /// nothing was done.
     Internal,
 }
 
 impl ErrorCode {
+    /// The number carried on the wire.
     pub const fn as_u16(self) -> u16 {
         match self {
             ErrorCode::BadRequest => 100,
@@ -49,6 +63,7 @@ impl ErrorCode {
         }
     }
 
+    /// The code a wire number stands for, or `None` for one v1 does not define.
     pub fn from_u16(code: u16) -> Option<Self> {
         Some(match code {
             100 => ErrorCode::BadRequest,
@@ -99,7 +114,9 @@ impl<'de> Deserialize<'de> for ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message} (code {})", code.as_u16())]
 pub struct ErrorBody {
+    /// What kind of error, for programs.
     pub code: ErrorCode,
+    /// What went wrong, for people.
     pub message: String,
     /// With [`ErrorCode::OutcomeUnknown`]: the key to send the request
     /// again with, so that it takes effect once.
@@ -108,6 +125,7 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
+    /// An error body with `code` and `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorBody {
             code,
@@ -130,17 +148,28 @@ impl ErrorBody {
 /// not reconnect as you are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCode {
+    /// 4000: the server is stopping or draining; reconnect elsewhere.
     Shutdown,
+    /// 4001: the client did not read fast enough (its outbox overflowed, or a
+    /// write stalled).
     SlowConsumer,
+    /// 4002: the server could not go on with this connection.
     ServerError,
+    /// 4003: no pong came back within the pong timeout of a ping.
     NoPong,
+    /// 4500: the client broke the protocol (an oversized message, too many
+    /// refused commands in a row).
     BadProtocol,
+    /// 4501: no valid token (a bad one, or no `connect` in time).
     Unauthorized,
+    /// 4503: the application removed the user, or the user is over a limit.
     Forbidden,
+    /// 4509: the token expired without a `refresh`.
     TokenExpired,
 }
 
 impl CloseCode {
+    /// The WebSocket close code.
     pub const fn as_u16(self) -> u16 {
         match self {
             CloseCode::Shutdown => 4000,
@@ -154,6 +183,7 @@ impl CloseCode {
         }
     }
 
+    /// The close reason sent with the code, and in the `disconnect` push.
     pub const fn reason(self) -> &'static str {
         match self {
             CloseCode::Shutdown => "shutdown",
@@ -167,6 +197,7 @@ impl CloseCode {
         }
     }
 
+    /// The close a code stands for, or `None` for one v1 does not define.
     pub fn from_u16(code: u16) -> Option<Self> {
         Some(match code {
             4000 => CloseCode::Shutdown,
@@ -186,6 +217,8 @@ impl CloseCode {
         self.as_u16() < 4500
     }
 
+    /// The `{"disconnect":{…}}` push that precedes this close, so transports
+    /// without close codes (SSE, long polling) carry the same signal.
     pub fn disconnect_push(self) -> Push {
         Push::Disconnect(Disconnect {
             code: self.as_u16(),
@@ -200,23 +233,35 @@ impl CloseCode {
 /// A decoded client command with its `id`.
 #[derive(Debug)]
 pub struct ClientFrame {
+    /// The command's `id`, echoed in its reply; only `pong` may omit it.
     pub id: Option<u64>,
+    /// The command and its arguments.
     pub command: Command,
 }
 
+/// A client command, one per frame.
 #[derive(Debug)]
 pub enum Command {
+    /// Authenticate the connection; must come first.
     Connect(ConnectCommand),
+    /// Join a channel, optionally resuming from a position.
     Subscribe(SubscribeCommand),
+    /// Leave a channel.
     Unsubscribe(ChannelCommand),
+    /// Publish to a channel through routing.
     Publish(PublishCommand),
+    /// Tell a channel's members the user is typing (never stored).
     Typing(ChannelCommand),
+    /// Ask who is in a channel.
     Presence(ChannelCommand),
+    /// Replace the connection's token before it expires.
     Refresh(ConnectCommand),
+    /// The answer to a ping; the one command that needs no `id`.
     Pong,
 }
 
 impl Command {
+    /// The command's name as it appears in the frame (`connect`, `subscribe`, …).
     pub fn name(&self) -> &'static str {
         match self {
             Command::Connect(_) => "connect",
@@ -231,9 +276,11 @@ impl Command {
     }
 }
 
+/// The arguments of `connect` and `refresh`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectCommand {
+    /// The JWT that names the user and what they may do.
     pub token: String,
     /// Where the client left off in its personal `#user` channel: what was
     /// sent to the user since comes back in the reply (`personal`), so a
@@ -242,24 +289,33 @@ pub struct ConnectCommand {
     pub personal_since: Option<StreamPosition>,
 }
 
+/// The arguments of `subscribe`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeCommand {
+    /// The channel to join.
     pub channel: Channel,
+    /// Where the client left off, to be sent what it missed since.
     #[serde(default)]
     pub since: Option<StreamPosition>,
 }
 
+/// The arguments of commands that name only a channel (`unsubscribe`,
+/// `typing`, `presence`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelCommand {
+    /// The channel the command is about.
     pub channel: Channel,
 }
 
+/// The arguments of `publish`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishCommand {
+    /// The channel to publish to.
     pub channel: Channel,
+    /// The publication's JSON, passed on as the client wrote it.
     pub data: Box<RawValue>,
 }
 
@@ -272,11 +328,14 @@ struct Empty {}
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct FrameError {
+    /// The frame's `id`, when it could be read.
     pub id: Option<u64>,
+    /// What is wrong, for the client's author.
     pub message: String,
 }
 
 impl FrameError {
+    /// The 100 (bad request) reply that answers the frame.
     pub fn into_reply(self) -> ErrorReply {
         ErrorReply {
             id: self.id,
@@ -391,22 +450,30 @@ pub fn decode_command(text: &str) -> Result<ClientFrame, FrameError> {
 /// `{"id":N,"ok":{…}}`
 #[derive(Debug, Serialize, Deserialize)]
 pub struct OkReply<T> {
+    /// The `id` of the command answered.
     pub id: u64,
+    /// The command's result.
     pub ok: T,
 }
 
 /// `{"id":N,"error":{"code":…,"message":"…"}}` (no `id` when the frame had none).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorReply {
+    /// The `id` of the command answered.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id: Option<u64>,
+    /// What went wrong.
     pub error: ErrorBody,
 }
 
+/// The answer to `connect`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectOk {
+    /// The connection's id: the edge's node id and a number (`<node>-<n>`).
     pub client: String,
+    /// The user the token names.
     pub user: String,
+    /// Seconds between the server's pings.
     pub ping_interval: u64,
     /// The personal channel's position and what was missed, when the client
     /// gave `personal_since`.
@@ -414,29 +481,40 @@ pub struct ConnectOk {
     pub personal: Option<SubscribeOk>,
 }
 
+/// The answer to `subscribe`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubscribeOk {
+    /// Where the subscription starts: live pushes follow this offset.
     pub offset: u64,
+    /// The epoch of that offset.
     pub epoch: Epoch,
     /// Present only when the client asked to resume with `since`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub recovered: Option<bool>,
+    /// What was published after `since`, oldest first, when the client asked
+    /// to resume.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub publications: Option<Vec<Publication>>,
 }
 
+/// The answer to `publish`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishOk {
+    /// The offset the publication was stored at.
     pub offset: u64,
 }
 
+/// The answer to `presence`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceOk {
+    /// The users in the channel now.
     pub users: Vec<String>,
 }
 
+/// The answer to `refresh`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshOk {
+    /// When the new token expires, in seconds since the Unix epoch.
     pub exp: i64,
 }
 
@@ -449,26 +527,38 @@ pub struct EmptyOk {}
 /// A stored publication as clients see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Publication {
+    /// The channel it was published to.
     pub channel: Channel,
+    /// Its offset in the channel.
     pub offset: u64,
+    /// The epoch of that offset.
     pub epoch: Epoch,
+    /// The published JSON, as the publisher sent it.
     pub data: Box<RawValue>,
+    /// The user who published it; absent when it came through the server API.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub from: Option<String>,
     /// Milliseconds since the Unix epoch, when routing accepted it.
     pub ts: u64,
 }
 
+/// A user in a channel: the body of `join`, `leave` and `typing` pushes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelUser {
+    /// The channel.
     pub channel: Channel,
+    /// The user who joined, left or is typing.
     pub user: UserId,
 }
 
+/// The body of a `disconnect` push: the close that follows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disconnect {
+    /// The close code ([`CloseCode`]).
     pub code: u16,
+    /// The close reason.
     pub reason: String,
+    /// Whether the client should reconnect and resume.
     pub reconnect: bool,
 }
 
@@ -477,8 +567,11 @@ pub struct Disconnect {
 /// subscribe again with the same token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unsubscribed {
+    /// The channel left.
     pub channel: Channel,
+    /// Why, as an error code (103 when the token no longer allows it).
     pub code: ErrorCode,
+    /// Why, in words.
     pub reason: String,
 }
 
@@ -486,13 +579,20 @@ pub struct Unsubscribed {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Push {
+    /// A publication on a subscribed channel.
     #[serde(rename = "pub")]
     Pub(Publication),
+    /// A user joined a subscribed channel.
     Join(ChannelUser),
+    /// A user left a subscribed channel.
     Leave(ChannelUser),
+    /// A user is typing in a subscribed channel.
     Typing(ChannelUser),
+    /// Asks for a `pong`, to tell the connection is alive.
     Ping(EmptyOk),
+    /// The server is about to close the connection.
     Disconnect(Disconnect),
+    /// The server ended a subscription.
     Unsubscribe(Unsubscribed),
 }
 
@@ -514,8 +614,16 @@ impl Push {
 /// Anything the server sends, as a client decodes it.
 #[derive(Debug)]
 pub enum ServerFrame {
-    Ok { id: u64, body: Box<RawValue> },
+    /// A command's result: `{"id":N,"ok":{…}}`.
+    Ok {
+        /// The `id` of the command answered.
+        id: u64,
+        /// The `ok` member, still raw: its shape depends on the command.
+        body: Box<RawValue>,
+    },
+    /// An error reply (with the command's `id` when it had one).
     Error(ErrorReply),
+    /// A push.
     Push(Push),
 }
 
@@ -544,8 +652,10 @@ pub fn decode_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error>
 /// Why JSON `data` is refused although it parses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DataError {
+    /// Nested deeper than allowed: the depth reached, and the limit.
     #[error("data is nested {0} levels deep; the limit is {1}")]
     TooDeep(usize, usize),
+    /// A `\u` escape that is a lone surrogate, at this byte.
     #[error("data holds an invalid \\u escape (a lone surrogate) at byte {0}")]
     BadEscape(usize),
 }

@@ -19,10 +19,12 @@ pub type Offset = u64;
 pub struct Epoch(Arc<str>);
 
 impl Epoch {
+    /// The epoch of this name.
     pub fn new(name: &str) -> Self {
         Epoch(Arc::from(name))
     }
 
+    /// The epoch's name; empty before the channel's first publication.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -93,11 +95,14 @@ impl<'de> Deserialize<'de> for Epoch {
 /// belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamPosition {
+    /// The offset of the newest publication seen (0: none yet).
     pub offset: Offset,
+    /// The epoch that offset counts in.
     pub epoch: Epoch,
 }
 
 impl StreamPosition {
+    /// The position at `offset` in `epoch`.
     pub fn new(offset: Offset, epoch: impl Into<Epoch>) -> Self {
         StreamPosition {
             offset,

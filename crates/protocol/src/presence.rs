@@ -14,12 +14,16 @@ use crate::user::UserId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
+    /// WebSocket.
     Ws,
+    /// Server-Sent Events.
     Sse,
+    /// Long polling.
     Poll,
 }
 
 impl Transport {
+    /// Its name on the wire and in metrics (`ws`, `sse`, `poll`).
     pub fn name(self) -> &'static str {
         match self {
             Transport::Ws => "ws",
@@ -29,23 +33,36 @@ impl Transport {
     }
 }
 
+/// One change among an edge's connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
+    /// A connection was accepted.
     Connect {
+        /// The connection's id on its edge.
         conn: u64,
+        /// The user it is for.
         user: UserId,
+        /// How it is connected.
         transport: Transport,
     },
+    /// A connection closed (its subscriptions go with it).
     Disconnect {
+        /// The connection's id on its edge.
         conn: u64,
     },
+    /// A connection subscribed to a channel.
     Subscribe {
+        /// The connection's id on its edge.
         conn: u64,
+        /// The channel.
         channel: Channel,
     },
+    /// A connection left a channel.
     Unsubscribe {
+        /// The connection's id on its edge.
         conn: u64,
+        /// The channel.
         channel: Channel,
     },
 }
@@ -53,35 +70,54 @@ pub enum Change {
 /// One connection in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionState {
+    /// The connection's id on its edge.
     pub conn: u64,
+    /// The user it is for.
     pub user: UserId,
+    /// How it is connected.
     pub transport: Transport,
+    /// The channels it is subscribed to.
     pub channels: Vec<Channel>,
 }
 
+/// What an edge publishes on `<p>.presence.<edge>` (and answers a snapshot
+/// request with).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Report {
     /// Changes numbered `first_seq`, `first_seq + 1`, …
     Changes {
+        /// The reporting edge's node id.
         edge: String,
+        /// The random id of this run of the edge: a new one means a restart.
         incarnation: u64,
+        /// The number of the first change.
         first_seq: u64,
+        /// The changes, in order.
         changes: Vec<Change>,
     },
     /// The edge's whole state in brief, every heartbeat interval.
     Heartbeat {
+        /// The reporting edge's node id.
         edge: String,
+        /// The random id of this run of the edge.
         incarnation: u64,
+        /// The number of the last change reported.
         seq: u64,
+        /// The digest of the whole state after that change.
         digest: u64,
+        /// How many connections the edge holds.
         connections: u64,
     },
     /// The edge's whole state, as of change `seq`.
     Snapshot {
+        /// The reporting edge's node id.
         edge: String,
+        /// The random id of this run of the edge.
         incarnation: u64,
+        /// The number of the last change the snapshot includes.
         seq: u64,
+        /// Every connection the edge holds.
         connections: Vec<ConnectionState>,
     },
 }
@@ -109,6 +145,7 @@ pub fn digest_of_connection(conn: u64, user: &str, transport: Transport) -> u64 
     ])
 }
 
+/// The digest term of one subscription (see [`digest_of_connection`]).
 pub fn digest_of_subscription(conn: u64, channel: &Channel) -> u64 {
     fnv(&[b"sub", &conn.to_le_bytes(), channel.as_str().as_bytes()])
 }

@@ -12,7 +12,9 @@ use crate::{ErrorBody, ErrorCode, StreamPosition, UserId};
 /// A client publish, forwarded by the edge that received it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ClientPublish {
+    /// The channel to publish to.
     pub channel: Channel,
+    /// The publication's JSON, as the client sent it.
     pub data: Box<RawValue>,
     /// The publishing user (`sub` of the token).
     pub user: UserId,
@@ -24,9 +26,12 @@ pub struct ClientPublish {
 /// gaps): publications of `channel` after `since`, at most `limit`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HistoryQuery {
+    /// The channel to read.
     pub channel: Channel,
+    /// Read after this position; `None`: from the oldest kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<StreamPosition>,
+    /// At most this many publications.
     pub limit: usize,
 }
 
@@ -44,6 +49,7 @@ impl HistoryQuery {
 /// `<p>.ctl.disconnect`: close every connection of a user.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DisconnectUser {
+    /// The user to disconnect.
     pub user: UserId,
 }
 
@@ -51,11 +57,14 @@ pub struct DisconnectUser {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteReply<T> {
+    /// The request succeeded.
     Ok(T),
+    /// The request failed, as it would be answered to the client.
     Error(ErrorBody),
 }
 
 impl<T: Serialize + DeserializeOwned> RouteReply<T> {
+    /// The reply that carries `result`.
     pub fn from_result(result: Result<T, ErrorBody>) -> Self {
         match result {
             Ok(v) => RouteReply::Ok(v),
@@ -63,10 +72,13 @@ impl<T: Serialize + DeserializeOwned> RouteReply<T> {
         }
     }
 
+    /// The reply as a bus payload.
     pub fn encode(&self) -> Bytes {
         Bytes::from(crate::encode(self))
     }
 
+    /// The result a bus payload carries; an unreadable payload is an internal
+    /// error.
     pub fn decode(bytes: &[u8]) -> Result<T, ErrorBody> {
         match serde_json::from_slice::<RouteReply<T>>(bytes) {
             Ok(RouteReply::Ok(v)) => Ok(v),

@@ -14,10 +14,13 @@ pub const MAX_USER_ID_LEN: usize = crate::channel::MAX_CHANNEL_LEN - 1;
 /// Why a text is not a user id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserIdError {
+    /// The id is empty.
     #[error("user id is empty")]
     Empty,
+    /// The id is longer than [`MAX_USER_ID_LEN`] bytes: its length.
     #[error("user id is {0} bytes long; the limit is {MAX_USER_ID_LEN}")]
     TooLong(usize),
+    /// A character outside the allowed set, and its byte offset.
     #[error("user id has the character {0:?} at byte {1}; allowed are A-Z a-z 0-9 and _ - . @ = :")]
     InvalidChar(char, usize),
 }

@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 /// Keys remembered at most; the oldest are forgotten first.
 const MAX_KEYS: usize = 100_000;
 
-pub struct IdempotencyCache<T> {
+pub(crate) struct IdempotencyCache<T> {
     window: Duration,
     state: Mutex<State<T>>,
 }
@@ -29,7 +29,7 @@ struct State<T> {
 }
 
 impl<T: Clone> IdempotencyCache<T> {
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         IdempotencyCache {
             window,
             state: Mutex::new(State {
@@ -42,7 +42,7 @@ impl<T: Clone> IdempotencyCache<T> {
     /// Runs `work` once per key within the window; everyone with the key
     /// gets its answer. A failed attempt is not remembered, so the request
     /// can be retried with the same key.
-    pub async fn run<F, Fut>(&self, key: Option<String>, work: F) -> Result<T, ErrorBody>
+    pub(crate) async fn run<F, Fut>(&self, key: Option<String>, work: F) -> Result<T, ErrorBody>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, ErrorBody>>,

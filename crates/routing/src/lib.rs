@@ -37,18 +37,25 @@ pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50051";
 /// The gRPC service name, for health checks.
 pub const GRPC_SERVICE_NAME: &str = "herald.routing.v1.Routing";
 
+/// Why routing could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RoutingError {
+    /// A setting is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// NATS could not be reached or subscribed to.
     #[error("bus: {0}")]
     Bus(#[from] herald_core::bus::BusError),
+    /// The history streams could not be opened.
     #[error(transparent)]
     History(#[from] herald_core::history::HistoryError),
+    /// The push job stream could not be opened.
     #[error(transparent)]
     Queue(#[from] herald_core::work_queue::QueueError),
+    /// A listener could not be bound or failed.
     #[error(transparent)]
     Service(#[from] ServiceError),
+    /// The gRPC reflection service could not be built.
     #[error("gRPC reflection: {0}")]
     Grpc(String),
 }

@@ -24,25 +24,30 @@ use serde_json::value::RawValue;
 use crate::idempotency::IdempotencyCache;
 
 /// Upper bound of one history read.
-pub const MAX_HISTORY_LIMIT: usize = 1000;
+pub(crate) const MAX_HISTORY_LIMIT: usize = 1000;
 /// Users one publish may name in `notify_offline`.
-pub const MAX_NOTIFY_USERS: usize = 1000;
+pub(crate) const MAX_NOTIFY_USERS: usize = 1000;
 /// Longest idempotency key, bytes.
-pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 256;
 /// Longest notification title or body, bytes (APNs allows 4 KB in all).
-pub const MAX_NOTIFICATION_TEXT: usize = 1024;
+pub(crate) const MAX_NOTIFICATION_TEXT: usize = 1024;
 
 /// `POST /api/publish`, `Publish`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
+    /// The channel to publish to.
     pub channel: Channel,
+    /// The publication: one JSON document.
     pub data: Box<RawValue>,
+    /// Within the idempotency window, a request with the same key gets the
+    /// first one's answer and stores nothing.
     #[serde(default)]
     pub idempotency_key: Option<String>,
     /// Users to reach by push notification if they are offline.
     #[serde(default)]
     pub notify_offline: Vec<String>,
+    /// What the offline users' devices show; `None` sends a silent push.
     #[serde(default)]
     pub notification: Option<Notification>,
 }
@@ -51,8 +56,12 @@ pub struct PublishRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BroadcastRequest {
+    /// The channels to publish to, each getting its own offset.
     pub channels: Vec<Channel>,
+    /// The publication: one JSON document.
     pub data: Box<RawValue>,
+    /// Within the idempotency window, a request with the same key gets the
+    /// first one's answer and stores nothing.
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
@@ -61,10 +70,16 @@ pub struct BroadcastRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
+    /// The user, whose personal channel (`#user`) is published to.
     pub user: String,
+    /// The publication: one JSON document.
     pub data: Box<RawValue>,
+    /// What the user's devices show if they are offline; `None` sends a silent
+    /// push.
     #[serde(default)]
     pub notification: Option<Notification>,
+    /// Within the idempotency window, a request with the same key gets the
+    /// first one's answer and stores nothing.
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
@@ -84,23 +99,33 @@ pub struct NotifyOutcome {
     pub no_devices: Vec<String>,
 }
 
+/// The answer to a publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishAnswer {
+    /// The offset the publication was stored at.
     pub offset: u64,
+    /// The epoch of that offset.
     pub epoch: herald_protocol::Epoch,
+    /// Who of `notify_offline` got what; only when the request named any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifyOutcome>,
 }
 
+/// Where a broadcast's publication went in one of its channels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BroadcastResult {
+    /// The channel.
     pub channel: Channel,
+    /// The offset it was stored at.
     pub offset: u64,
+    /// The epoch of that offset.
     pub epoch: herald_protocol::Epoch,
 }
 
+/// The answer to a broadcast.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BroadcastAnswer {
+    /// One result per channel, in the request's order.
     pub results: Vec<BroadcastResult>,
 }
 
@@ -119,8 +144,10 @@ pub enum SendResult {
     Unknown,
 }
 
+/// The answer to `SendToUser`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendAnswer {
+    /// How the user was reached.
     pub result: SendResult,
 }
 
@@ -134,12 +161,18 @@ pub(crate) enum Answer {
 
 /// What routing needs from the rest of the system.
 pub struct Deps {
+    /// Where live publications go and edges' requests come from.
     pub bus: Arc<dyn Bus>,
+    /// Where publications are stored.
     pub history: Arc<dyn History>,
+    /// Where push jobs for notify go.
     pub queue: Arc<dyn WorkQueue>,
+    /// Who is connected, asked before pushing.
     pub presence: Arc<dyn PresenceLookup>,
 }
 
+/// The write path: every server-API operation and every client publish,
+/// checked, stored, delivered live and handed off to notify.
 pub struct Routing {
     pub(crate) config: Arc<Config>,
     pub(crate) bus: Arc<dyn Bus>,
@@ -169,6 +202,7 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> ErrorBody {
 }
 
 impl Routing {
+    /// Routing over `deps`, with no device registry to ask.
     pub fn new(config: Arc<Config>, deps: Deps) -> Self {
         let subjects = Subjects::new(&config.subject_prefix);
         Routing {
@@ -296,6 +330,8 @@ impl Routing {
         Ok(appended.position())
     }
 
+    /// Stores and delivers one publication, then queues pushes for the
+    /// `notify_offline` users who are not connected.
     pub async fn publish(&self, request: PublishRequest) -> Result<PublishAnswer, ErrorBody> {
         self.config.namespace(&request.channel)?;
         self.check_data(&request.data)?;
@@ -355,6 +391,8 @@ impl Routing {
         }
     }
 
+    /// Publishes the same data to every channel named, after checking them
+    /// all.
     pub async fn broadcast(&self, request: BroadcastRequest) -> Result<BroadcastAnswer, ErrorBody> {
         if request.channels.is_empty() {
             return Err(bad_request("channels is empty"));
@@ -397,6 +435,8 @@ impl Routing {
         }
     }
 
+    /// Publishes to the user's personal channel and, if they are not
+    /// connected, queues a push.
     pub async fn send_to_user(&self, request: SendRequest) -> Result<SendAnswer, ErrorBody> {
         let (_, personal) = Self::check_user(&request.user)?;
         self.check_data(&request.data)?;

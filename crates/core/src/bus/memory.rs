@@ -18,6 +18,7 @@ use super::{
     Bus, BusError, DEFAULT_SUBSCRIPTION_CAPACITY, Headers, Message, Subscription, subject,
 };
 
+/// The in-process [`Bus`]: cheap to clone, every clone is the same bus.
 #[derive(Clone)]
 pub struct MemoryBus {
     inner: Arc<Inner>,
@@ -79,6 +80,8 @@ impl Default for MemoryBus {
 }
 
 impl MemoryBus {
+    /// A bus with the default subscription capacity
+    /// ([`DEFAULT_SUBSCRIPTION_CAPACITY`]).
     pub fn new() -> Self {
         Self::with_capacity(DEFAULT_SUBSCRIPTION_CAPACITY)
     }

@@ -26,16 +26,23 @@ pub use nats::NatsBus;
 /// for it (the same default as async-nats).
 pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 8192;
 
+/// Why a bus operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BusError {
+    /// Not a subject: empty, with whitespace or an empty token, or with a
+    /// wildcard where none may be.
     #[error("invalid subject {0:?}")]
     InvalidSubject(String),
+    /// A request found nobody subscribed to its subject.
     #[error("no responders on {0}")]
     NoResponders(String),
+    /// A request got no answer in time.
     #[error("request on {0} timed out")]
     Timeout(String),
+    /// The payload is over the bus's limit (1 MiB, NATS's default).
     #[error("message too large for the bus: {0}")]
     TooLarge(String),
+    /// The connection to the bus is down or closed.
     #[error("bus connection: {0}")]
     Connection(String),
 }
@@ -46,10 +53,12 @@ pub enum BusError {
 pub struct Headers(Vec<(String, String)>);
 
 impl Headers {
+    /// No headers.
     pub fn new() -> Self {
         Headers(Vec::new())
     }
 
+    /// These headers with `name` set to `value`.
     pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.insert(name, value);
         self
@@ -65,6 +74,7 @@ impl Headers {
         }
     }
 
+    /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -72,10 +82,12 @@ impl Headers {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Whether no header is set.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// Every header as `(name, value)`, in the order first set.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
@@ -84,10 +96,13 @@ impl Headers {
 /// A message received from the bus.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// The subject it was published to.
     pub subject: String,
     /// Where to send the answer when this is a request.
     pub reply: Option<String>,
+    /// Its headers.
     pub headers: Headers,
+    /// Its body.
     pub payload: Bytes,
 }
 
@@ -120,6 +135,8 @@ impl Stream for Subscription {
     }
 }
 
+/// How services talk to each other: NATS in the distributed mode, an
+/// in-process bus in standalone; the callers cannot tell them apart.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes to every matching subscriber (one member per queue group).

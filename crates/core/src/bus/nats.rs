@@ -11,6 +11,7 @@ use super::{
     Bus, BusError, DEFAULT_SUBSCRIPTION_CAPACITY, Headers, Message, Subscription, subject,
 };
 
+/// The [`Bus`] over a NATS connection; clones share the connection.
 #[derive(Clone)]
 pub struct NatsBus {
     client: async_nats::Client,
@@ -60,7 +61,7 @@ impl NatsBus {
 }
 
 /// The servers of a comma-separated list, each checked.
-pub fn seed_list(urls: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+pub(crate) fn seed_list(urls: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
     let seeds: Vec<_> = urls
         .split(',')
         .map(str::trim)

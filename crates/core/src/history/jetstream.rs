@@ -59,6 +59,8 @@ struct Tip {
     sequence: u64,
 }
 
+/// The [`History`](super::History) over JetStream: one stream per
+/// configured namespace, one subject per channel.
 pub struct JetStreamHistory {
     js: jetstream::Context,
     /// Appends to one channel are serialized within this process (striped by
@@ -82,7 +84,9 @@ const INDEX_PER_CHANNEL: usize = 256;
 /// Where the streams keep their messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
+    /// On disk.
     File,
+    /// In the NATS server's memory.
     Memory,
 }
 

@@ -22,6 +22,8 @@ use herald_protocol::{Epoch, Publication, StreamPosition};
 /// Idempotency keys remembered at most (oldest forgotten first).
 const MAX_DEDUP_ENTRIES: usize = 100_000;
 
+/// The [`History`](super::History) in this process's memory (standalone):
+/// a log per channel, within a byte budget for all of them.
 pub struct MemoryHistory {
     state: Mutex<State>,
     dedup_window: Duration,

@@ -25,7 +25,7 @@ struct Inner {
 
 impl Handle {
     /// Asks the connection to close with `code`; the first code asked wins.
-    pub fn close(&self, code: CloseCode) {
+    pub(crate) fn close(&self, code: CloseCode) {
         let _ =
             self.inner
                 .code
@@ -34,16 +34,16 @@ impl Handle {
     }
 
     /// Resolves with the code once a close was asked for.
-    pub async fn closed(&self) -> CloseCode {
+    pub(crate) async fn closed(&self) -> CloseCode {
         self.inner.closed.wait().await;
         CloseCode::from_u16(self.inner.code.load(Ordering::Acquire)).unwrap_or(CloseCode::Forbidden)
     }
 
-    pub fn set_idle(&self, idle: bool) {
+    pub(crate) fn set_idle(&self, idle: bool) {
         self.inner.idle.store(idle, Ordering::Release);
     }
 
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.inner.idle.load(Ordering::Acquire)
     }
 }

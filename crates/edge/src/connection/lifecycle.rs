@@ -28,7 +28,7 @@ pub(crate) struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(shutdown: Shutdown, drain_window: Duration, overflow: Shutdown) -> Self {
+    pub(crate) fn new(shutdown: Shutdown, drain_window: Duration, overflow: Shutdown) -> Self {
         Lifecycle {
             shutdown,
             drain_window,
@@ -40,19 +40,19 @@ impl Lifecycle {
         }
     }
 
-    pub fn connect_by(&mut self, at: Option<Instant>) {
+    pub(crate) fn connect_by(&mut self, at: Option<Instant>) {
         self.connect_by = at;
     }
 
     /// The token (or its refresh) expires at `exp`, Unix seconds.
-    pub fn expires_at(&mut self, exp: i64) {
+    pub(crate) fn expires_at(&mut self, exp: i64) {
         let left = exp.saturating_sub(unix_now()).max(0) as u64;
         self.expires = Some(Instant::now() + Duration::from_secs(left));
     }
 
     /// Resolves with the code the connection must close with. Cancel-safe:
     /// what it learns (the drain moment) it keeps.
-    pub async fn ended(&mut self) -> CloseCode {
+    pub(crate) async fn ended(&mut self) -> CloseCode {
         loop {
             tokio::select! {
                 biased;

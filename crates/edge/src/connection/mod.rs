@@ -107,7 +107,7 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub fn new(
+    pub(crate) fn new(
         edge: Arc<Edge>,
         kind: herald_protocol::presence::Transport,
         permit: Permit,
@@ -144,23 +144,23 @@ impl Connection {
     }
 
     /// A connection that must `connect` within the configured time.
-    pub fn awaiting_connect(mut self) -> Self {
+    pub(crate) fn awaiting_connect(mut self) -> Self {
         let by = Instant::now() + Duration::from_secs(self.edge.config.connect_timeout_secs);
         self.life.connect_by(Some(by));
         self
     }
 
-    pub fn handle(&self) -> &handle::Handle {
+    pub(crate) fn handle(&self) -> &handle::Handle {
         &self.life.handle
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.claims.is_some() && !self.connecting
     }
 
     /// The claims of a connected client, or the error for commands sent
     /// before `connect`.
-    pub fn claims(&self) -> Result<&Arc<Claims>, ErrorBody> {
+    pub(crate) fn claims(&self) -> Result<&Arc<Claims>, ErrorBody> {
         match &self.claims {
             Some(c) if !self.connecting => Ok(c),
             _ => Err(ErrorBody::new(
@@ -172,14 +172,14 @@ impl Connection {
 
     /// Whether the connection takes another command now: not while
     /// `connect` is in flight, and only as many at once as configured.
-    pub fn reading(&self) -> bool {
+    pub(crate) fn reading(&self) -> bool {
         !self.connecting && self.pipeline.len() < self.edge.config.max_commands_in_flight
     }
 
     /// Registers the connection as `claims.sub`'s: the per-user limit (a
     /// long-poll session between polls gives way), presence, the token's
     /// expiry. The personal channel is subscribed by the caller.
-    pub fn register(&mut self, claims: Claims) -> Result<(), ErrorBody> {
+    pub(crate) fn register(&mut self, claims: Claims) -> Result<(), ErrorBody> {
         let edge = &self.edge;
         edge.users.add(
             &claims.sub,
@@ -196,7 +196,7 @@ impl Connection {
     }
 
     /// Undoes [`Connection::register`] (a `connect` that failed half-way).
-    pub fn unregister(&mut self) {
+    pub(crate) fn unregister(&mut self) {
         if let Some(user) = self.registered.take() {
             self.edge.users.remove(&user, self.id);
             self.edge.reporter.disconnect(self.id);
@@ -207,7 +207,7 @@ impl Connection {
     /// Replaces the token (a refresh): same user, new expiry, and the
     /// channels it no longer allows are left, each with an `unsubscribe`
     /// push (code 103) that says why.
-    pub fn replace_claims(&mut self, claims: Claims, out: &mut Vec<Out>) {
+    pub(crate) fn replace_claims(&mut self, claims: Claims, out: &mut Vec<Out>) {
         let dropped: Vec<Channel> = self
             .subscriptions
             .iter()
@@ -226,14 +226,14 @@ impl Connection {
         self.claims = Some(Arc::new(claims));
     }
 
-    pub fn is_personal(&self, channel: &Channel) -> bool {
+    pub(crate) fn is_personal(&self, channel: &Channel) -> bool {
         self.registered
             .as_deref()
             .is_some_and(|user| crate::http_client::is_personal(channel, user))
     }
 
     /// Leaves a subscribed channel (a no-op for one it is not in).
-    pub fn leave(&mut self, channel: &Channel) {
+    pub(crate) fn leave(&mut self, channel: &Channel) {
         self.skip.remove(channel);
         if self.subscriptions.remove(channel) {
             self.edge.hub.unsubscribe(channel, self.id);
@@ -242,19 +242,19 @@ impl Connection {
     }
 
     /// Starts `work`; its result is applied in command order.
-    pub fn start(&mut self, work: Work) {
+    pub(crate) fn start(&mut self, work: Work) {
         self.pipeline.push_back(work);
     }
 
     /// Answers at once (in order, behind the commands in flight).
-    pub fn answer<T: Serialize>(&mut self, id: Option<u64>, result: Result<T, ErrorBody>) {
+    pub(crate) fn answer<T: Serialize>(&mut self, id: Option<u64>, result: Result<T, ErrorBody>) {
         let reply = reply(id, result);
         self.start(Box::pin(std::future::ready(Done::Reply(reply))));
     }
 
     /// Answers with what `work` comes back with, in order; `work` gets the
     /// edge and the client's claims (connected: the dispatch checked).
-    pub fn answer_later<T, F, Fut>(&mut self, id: u64, work: F)
+    pub(crate) fn answer_later<T, F, Fut>(&mut self, id: u64, work: F)
     where
         T: Serialize,
         F: FnOnce(Arc<Edge>, Arc<Claims>) -> Fut,
@@ -271,7 +271,7 @@ impl Connection {
     }
 
     /// A command frame from the client (WebSocket).
-    pub fn command(&mut self, text: &str) -> Heard {
+    pub(crate) fn command(&mut self, text: &str) -> Heard {
         if !self.commands.take() {
             self.refused_in_a_row += 1;
             if self.refused_in_a_row > ABUSE_LIMIT {
@@ -317,7 +317,7 @@ impl Connection {
     }
 
     /// A command the HTTP transports derived from a request.
-    pub fn internal(&mut self, command: Internal) {
+    pub(crate) fn internal(&mut self, command: Internal) {
         match command {
             Internal::Subscribe { channel, since } => {
                 commands::subscribe::start(self, None, channel, since)
@@ -393,7 +393,12 @@ impl Connection {
 
     /// After a subscribe's answer: what was held for its channel follows
     /// it, or is dropped.
-    pub fn release_held(&mut self, channel: &Channel, out: &mut Vec<Out>, release: Release<'_>) {
+    pub(crate) fn release_held(
+        &mut self,
+        channel: &Channel,
+        out: &mut Vec<Out>,
+        release: Release<'_>,
+    ) {
         if self.held.is_empty() {
             return;
         }
@@ -424,7 +429,7 @@ impl Connection {
 impl Connection {
     /// Drops `channel`'s live deliveries up to `position` (the client saw
     /// them on another edge).
-    pub fn skip_until(&mut self, channel: &Channel, position: StreamPosition) {
+    pub(crate) fn skip_until(&mut self, channel: &Channel, position: StreamPosition) {
         self.skip.insert(channel.clone(), position);
     }
 }

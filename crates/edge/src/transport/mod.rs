@@ -2,7 +2,7 @@
 //! client says (command frames over WebSocket; nothing more on SSE; polls
 //! on long polling), writes what the connection sends in the form its wire
 //! wants, and closes with a code. Everything else a connection is lives in
-//! [`crate::connection`], once for all three.
+//! `crate::connection`, once for all three.
 
 pub(crate) mod poll;
 pub mod sse;
@@ -75,7 +75,7 @@ pub(crate) enum ReplyBody {
 
 impl Reply {
     /// The reply as a WebSocket frame: `{"id":…,"ok":…}` or `{"id":…,"error":…}`.
-    pub fn frame(&self) -> String {
+    pub(crate) fn frame(&self) -> String {
         let id = self.id.unwrap_or_default();
         match &self.body {
             ReplyBody::Ok(json) => {
@@ -99,7 +99,7 @@ impl Reply {
 
 impl Out {
     /// The frame of a server-side unsubscribe.
-    pub fn unsubscribed_frame(u: &Unsubscribed) -> String {
+    pub(crate) fn unsubscribed_frame(u: &Unsubscribed) -> String {
         encode(&Push::Unsubscribe(u.clone()))
     }
 }

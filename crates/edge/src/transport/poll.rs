@@ -92,7 +92,7 @@ impl PollSessions {
     }
 
     /// Sessions open on this edge.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.lock().len()
     }
 }

@@ -22,12 +22,12 @@ use herald_edge::Edge;
 use herald_routing::{ApiKeys, Deps, Routing, api_router};
 use serde_json::json;
 
-pub const SECRET: &str = "protocol-test-secret-0123456789-abcd";
-pub const API_KEY: &str = "protocol-test-key";
+pub(crate) const SECRET: &str = "protocol-test-secret-0123456789-abcd";
+pub(crate) const API_KEY: &str = "protocol-test-key";
 /// How long a test waits for something that should happen.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-pub struct Server {
+pub(crate) struct Server {
     pub ws: String,
     pub http: String,
     pub shutdown: Shutdown,
@@ -45,7 +45,7 @@ impl Drop for Server {
 }
 
 /// Starts an edge and routing with the test secret and key, `tweak`ed.
-pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
+pub(crate) async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
     let mut config = Config {
         jwt_secret: Some(SECRET.into()),
         jwt_leeway_secs: 0,
@@ -112,7 +112,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
 
 /// The edge's bus: the shared in-memory bus, with publishes to routing
 /// answered late on demand and history reads counted.
-pub struct EdgeBus {
+pub(crate) struct EdgeBus {
     inner: MemoryBus,
     subjects: Subjects,
     publish_delay_ms: AtomicU64,
@@ -121,13 +121,13 @@ pub struct EdgeBus {
 
 impl EdgeBus {
     /// Routing answers the edge's publishes `delay` late from now on.
-    pub fn delay_publishes(&self, delay: Duration) {
+    pub(crate) fn delay_publishes(&self, delay: Duration) {
         self.publish_delay_ms
             .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// History reads (or position queries) the edge asked routing for.
-    pub fn history_requests(&self) -> u64 {
+    pub(crate) fn history_requests(&self) -> u64 {
         self.history_requests.load(Ordering::Relaxed)
     }
 }
@@ -174,7 +174,7 @@ impl Bus for EdgeBus {
     }
 }
 
-pub fn token(user: &str, channels: &[&str], publish: &[&str], ttl_secs: i64) -> String {
+pub(crate) fn token(user: &str, channels: &[&str], publish: &[&str], ttl_secs: i64) -> String {
     TokenSigner::new(JwtAlgorithm::HS256, SECRET.as_bytes())
         .expect("signer")
         .sign(&json!({
@@ -186,17 +186,17 @@ pub fn token(user: &str, channels: &[&str], publish: &[&str], ttl_secs: i64) -> 
         .expect("token")
 }
 
-pub fn alice() -> String {
+pub(crate) fn alice() -> String {
     token("alice", &["chat:*"], &["chat:*"], 600)
 }
 
-pub fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
 
 /// `POST /api/publish`; answers the offset.
-pub async fn api_publish(server: &Server, body: serde_json::Value) -> reqwest::Response {
+pub(crate) async fn api_publish(server: &Server, body: serde_json::Value) -> reqwest::Response {
     http_client()
         .post(format!("{}/api/publish", server.http))
         .bearer_auth(API_KEY)
@@ -207,7 +207,7 @@ pub async fn api_publish(server: &Server, body: serde_json::Value) -> reqwest::R
 }
 
 /// Waits until `check` answers `Some`, at most [`WAIT`].
-pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Some(value) = check() {

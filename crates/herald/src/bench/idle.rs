@@ -14,13 +14,13 @@ use tokio_tungstenite::tungstenite::Message;
 use super::ws_subscriber;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Transport {
+pub(crate) enum Transport {
     Ws,
     Sse,
 }
 
 #[derive(Args, Debug)]
-pub struct IdleArgs {
+pub(crate) struct IdleArgs {
     /// The edge's HTTP base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
@@ -44,7 +44,7 @@ pub struct IdleArgs {
 }
 
 /// Opens the connections, prints `open N` once all are up, holds them.
-pub async fn idle(args: IdleArgs) -> anyhow::Result<()> {
+pub(crate) async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     let open = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(args.parallel.max(1)));

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::ws_subscriber;
 
 #[derive(Args, Debug)]
-pub struct LatencyArgs {
+pub(crate) struct LatencyArgs {
     /// The edge's HTTP base URL (subscribers connect here).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
@@ -70,7 +70,7 @@ struct Stamp {
     stop: bool,
 }
 
-pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
+pub(crate) async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.rate > 0 && args.subscribers > 0,
         "rate and subscribers must be positive"

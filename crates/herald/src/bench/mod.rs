@@ -5,8 +5,8 @@
 mod idle;
 mod latency;
 
-pub use idle::{IdleArgs, idle};
-pub use latency::{LatencyArgs, latency};
+pub(crate) use idle::{IdleArgs, idle};
+pub(crate) use latency::{LatencyArgs, latency};
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;

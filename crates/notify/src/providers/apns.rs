@@ -18,6 +18,7 @@ const MAX_PAYLOAD: usize = 4096;
 /// How long APNs keeps trying an offline device.
 const EXPIRATION: i64 = 24 * 3600;
 
+/// Pushes to APNs for one app: its provider key and topic.
 pub struct ApnsSender {
     team_id: String,
     key_id: String,
@@ -27,6 +28,7 @@ pub struct ApnsSender {
 }
 
 impl ApnsSender {
+    /// A sender with the app's `.p8` key; fails now if the key cannot sign.
     pub fn new(team_id: &str, key_id: &str, p8_pem: &[u8], topic: &str) -> Result<Self, String> {
         let key =
             EncodingKey::from_ec_pem(p8_pem).map_err(|e| format!("not an ES256 .p8 key: {e}"))?;
@@ -65,6 +67,8 @@ impl ApnsSender {
         *self.token.lock() = None;
     }
 
+    /// Pushes `alert` to `device` through the APNs server at `base`
+    /// (production or sandbox).
     pub async fn send(
         &self,
         client: &reqwest::Client,

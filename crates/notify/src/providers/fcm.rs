@@ -27,6 +27,8 @@ fn default_token_uri() -> String {
     "https://oauth2.googleapis.com/token".into()
 }
 
+/// Pushes to FCM for one app: its service account and cached access
+/// token.
 pub struct FcmSender {
     project: String,
     client_email: String,
@@ -36,6 +38,7 @@ pub struct FcmSender {
 }
 
 impl FcmSender {
+    /// A sender from a Google service-account JSON file's contents.
     pub fn from_service_account(json: &[u8]) -> Result<Self, String> {
         let account: ServiceAccount =
             serde_json::from_slice(json).map_err(|e| format!("not a service-account JSON: {e}"))?;
@@ -99,6 +102,7 @@ impl FcmSender {
         Ok(token.to_owned())
     }
 
+    /// Pushes `alert` to `device` through FCM at `base`.
     pub async fn send(
         &self,
         client: &reqwest::Client,

@@ -25,22 +25,30 @@ pub struct Alert {
     /// The notification id (the push job's): the same on every retry, so
     /// a duplicate can be recognised (APNs `apns-id` is derived from it).
     pub id: String,
+    /// The alert's title (with neither title nor body, APNs and FCM get a
+    /// data-only push).
     pub title: Option<String>,
+    /// The alert's text.
     pub body: Option<String>,
+    /// Alerts with the same key replace each other on the device.
     pub collapse_key: Option<String>,
     /// The app's data (a JSON object).
     pub data: Value,
+    /// The channel it was published to, for the app.
     pub channel: Option<String>,
 }
 
 /// How one push to one device went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The push service took it.
     Sent,
     /// Try again later (429, 5xx, timeouts), no sooner than `after` if the
     /// service said so.
     Retry {
+        /// When to retry, if the service said.
         after: Option<Duration>,
+        /// What the service answered.
         reason: String,
     },
     /// The device is gone. `since_ms`: since when its token has been
@@ -48,13 +56,17 @@ pub enum Outcome {
     /// it says only "now" (FCM, Web Push) — the worker then keeps the
     /// device only if it was registered again after the send began.
     Gone {
+        /// Since when the token has been invalid (Unix ms), where the service
+        /// says.
         since_ms: Option<u64>,
+        /// What the service answered.
         reason: String,
     },
     /// APNs `BadDeviceToken`: perhaps a token of the other environment.
     BadToken,
     /// Will never work as sent (bad payload, bad topic, refused credentials).
     Failed {
+        /// What the service answered, or what is wrong on this side.
         reason: String,
     },
 }
@@ -67,6 +79,7 @@ struct AppSenders {
     vapid: Option<VapidSender>,
 }
 
+/// Every app's senders and the HTTP clients they push with.
 pub struct Providers {
     apps: HashMap<String, AppSenders>,
     apns_production: String,

@@ -17,6 +17,7 @@ const TTL: u64 = 24 * 3600;
 /// VAPID tokens are valid this long (RFC 8292 allows up to 24 h).
 const VAPID_LIFETIME: i64 = 12 * 3600;
 
+/// Pushes to Web Push endpoints for one app, signed with its VAPID key.
 pub struct VapidSender {
     key: SigningKey,
     /// The public key, uncompressed point, base64url (`k=`).
@@ -58,6 +59,8 @@ impl VapidSender {
         )
     }
 
+    /// Encrypts `alert` for `device`'s subscription and POSTs it to its
+    /// endpoint.
     pub async fn send(&self, client: &reqwest::Client, device: &Device, alert: &Alert) -> Outcome {
         let (Some(p256dh), Some(auth)) = (&device.p256dh, &device.auth) else {
             return Outcome::Failed {

@@ -13,11 +13,13 @@ use crate::device::{CheckedDevice, Device, Environment};
 
 pub use sql::{PostgresStore, SqliteStore, open};
 
+/// Why the device store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or failed: the caller may retry.
     #[error("device store unavailable: {0}")]
     Unavailable(String),
+    /// The database refused the data: the caller's to fix.
     #[error("{0}")]
     Invalid(String),
 }
@@ -26,13 +28,18 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
+    /// Not tried yet.
     Pending,
+    /// The push service took it.
     Sent,
+    /// Failed for now; it will be tried again.
     Retrying,
+    /// Given up on: dead, refused, or out of attempts.
     Failed,
 }
 
 impl DeliveryState {
+    /// Its name in the store and the API.
     pub fn name(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
@@ -42,6 +49,7 @@ impl DeliveryState {
         }
     }
 
+    /// The state a stored name stands for (`Pending` for one not known).
     pub fn parse(s: &str) -> DeliveryState {
         match s {
             "sent" => DeliveryState::Sent,
@@ -57,16 +65,24 @@ impl DeliveryState {
     }
 }
 
+/// One device's state for one notification, as `Status` answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceStatus {
+    /// The device.
     pub device_id: String,
+    /// Its platform's name.
     pub platform: String,
+    /// Where the push stands.
     pub state: DeliveryState,
+    /// Why, as the push service or the worker said.
     pub reason: String,
+    /// Attempts made so far.
     pub attempts: u32,
+    /// When recorded, Unix milliseconds.
     pub updated_ms: u64,
 }
 
+/// Where devices and delivery status are kept.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// Stores a device. A token (or Web Push endpoint) already known moves
@@ -78,8 +94,10 @@ pub trait TokenStore: Send + Sync + 'static {
         max_per_user: usize,
     ) -> Result<Device, StoreError>;
 
+    /// Removes a device; false if there was none with `id`.
     async fn unregister(&self, id: &str) -> Result<bool, StoreError>;
 
+    /// The device with `id`, if any.
     async fn get(&self, id: &str) -> Result<Option<Device>, StoreError>;
 
     /// A user's devices, most recently seen first.
@@ -95,6 +113,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// taken as it is meant (values past `i64::MAX` mean "whenever").
     async fn remove_dead(&self, id: &str, dead_since_ms: u64) -> Result<bool, StoreError>;
 
+    /// Corrects a device's APNs environment (after a `BadDeviceToken` that
+    /// the other environment took).
     async fn set_environment(&self, id: &str, environment: Environment) -> Result<(), StoreError>;
 
     /// Records where a device stands for a notification.

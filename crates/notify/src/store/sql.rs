@@ -201,6 +201,7 @@ macro_rules! sql_store {
         }
 
         impl $name {
+            /// The connection pool.
             pub fn pool(&self) -> &$pool {
                 &self.pool
             }
@@ -388,6 +389,8 @@ sql_store!(SqliteStore, SqlitePool);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl PostgresStore {
+    /// Connects to PostgreSQL at `url` and migrates the schema (one replica
+    /// at a time).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(10)
@@ -413,6 +416,7 @@ impl PostgresStore {
 }
 
 impl SqliteStore {
+    /// Opens (or creates) the SQLite file `url` names and migrates it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options: SqliteConnectOptions = url
             .parse::<SqliteConnectOptions>()

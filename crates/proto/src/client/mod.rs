@@ -7,6 +7,8 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
+/// One internal gRPC service as its callers reach it: the channel, the
+/// API key and the deadline.
 #[derive(Clone)]
 pub struct Upstream {
     /// The connection, for a generated client stub.

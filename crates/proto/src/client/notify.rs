@@ -13,6 +13,7 @@ use herald_core::devices::{DeviceLookup, DeviceLookupError};
 /// Users per `UsersWithDevices` call; more are asked in several calls.
 const BATCH: usize = 1000;
 
+/// Notify's gRPC client: the distributed [`DeviceLookup`].
 #[derive(Clone)]
 pub struct NotifyClient {
     upstream: Upstream,

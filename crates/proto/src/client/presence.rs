@@ -14,6 +14,7 @@ use herald_protocol::channel::Channel;
 /// Users per `GetOnline` call; more are asked in several calls.
 const BATCH: usize = 1000;
 
+/// The presence service's gRPC client: the distributed [`PresenceLookup`].
 #[derive(Clone)]
 pub struct PresenceClient {
     upstream: Upstream,

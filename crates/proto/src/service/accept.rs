@@ -59,6 +59,7 @@ impl Default for AcceptLimits {
 }
 
 impl AcceptLimits {
+    /// Whether `ip` is one of the trusted proxies.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }

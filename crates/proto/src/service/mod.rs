@@ -23,15 +23,21 @@ use tonic::service::Routes;
 
 pub use accept::{AcceptLimits, client_address, serve_http};
 
+/// Why a service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// An address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address.
         addr: SocketAddr,
+        /// Why not.
         source: std::io::Error,
     },
+    /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(String),
 }
@@ -88,6 +94,7 @@ impl Service {
         self
     }
 
+    /// Serves the gRPC `routes` on `listener` (one gRPC listener a service).
     pub fn grpc(mut self, listener: TcpListener, routes: Routes) -> Self {
         self.grpc = Some((listener, routes));
         self
@@ -99,6 +106,7 @@ impl Service {
         self
     }
 
+    /// Background tasks that end on the shutdown signal.
     pub fn tasks(mut self, tasks: impl IntoIterator<Item = JoinHandle<()>>) -> Self {
         self.tasks.extend(tasks);
         self
@@ -110,6 +118,8 @@ impl Service {
         self
     }
 
+    /// The limits of the HTTP accept path ([`accept_limits`] reads them from
+    /// the config).
     pub fn limits(mut self, limits: AcceptLimits) -> Self {
         self.limits = limits;
         self
@@ -184,10 +194,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// The address of the first HTTP listener, as bound.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addrs.first().copied()
     }
 
+    /// The address of the gRPC listener, as bound.
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
         self.grpc_addr
     }
