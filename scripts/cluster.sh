@@ -187,7 +187,8 @@ start_one() { # name
       ;;
   esac
   echo $! >"$dir/$name.pid"
-  wait_until 60 "$name listening on $(port_of "$name")" port_open "$(port_of "$name")"
+  # a service asks for its streams for up to a minute while JetStream recovers
+  wait_until 120 "$name listening on $(port_of "$name")" port_open "$(port_of "$name")"
 }
 
 jetstream_ready() {

@@ -2,6 +2,7 @@
 //! not ours (Python) as well as the Rust client.
 
 mod browser;
+mod cluster;
 mod deploy;
 mod distributed;
 mod edge_limits;

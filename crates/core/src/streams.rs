@@ -23,6 +23,9 @@ pub struct StreamError {
     pub name: String,
     /// What JetStream answered.
     pub why: String,
+    /// No answer (yet): JetStream may be electing a leader or reconnecting,
+    /// and asking again may work. Otherwise JetStream said no.
+    pub transient: bool,
 }
 
 /// How Herald treats a stream that exists with other settings.
@@ -75,6 +78,10 @@ pub struct KeptStream {
     last_recheck: Mutex<Option<Instant>>,
     recreated: std::sync::atomic::AtomicU64,
 }
+
+/// How long a service at start-up keeps asking for its streams while
+/// JetStream gives no answer.
+pub const START_WITHIN: Duration = Duration::from_secs(60);
 
 /// Failures within this long of the last check reuse its answer.
 const RECHECK_EVERY: Duration = Duration::from_millis(500);
@@ -140,13 +147,40 @@ impl KeptStream {
         Some(self.ensure().await)
     }
 
+    /// [`KeptStream::ensure`], asked again while JetStream gives no answer
+    /// (a cluster electing its leaders, as after a node restart) until
+    /// `within` has passed — a service starts while JetStream recovers, and
+    /// still fails at once on a real refusal (e.g. more replicas than
+    /// servers).
+    pub async fn ensure_within(&self, within: Duration) -> Result<Ensured, StreamError> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.ensure().await {
+                Err(e) if e.transient && Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "stream not ensured yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Looks the stream up; creates it when missing; reports (or, when
     /// asked to, applies) a difference from the configuration.
     pub async fn ensure(&self) -> Result<Ensured, StreamError> {
         let name = self.config.name.clone();
-        let error = |why: String| StreamError {
+        let error = |why: String, transient: bool| StreamError {
             name: name.clone(),
             why,
+            transient,
+        };
+        let create_error = |e: jetstream::context::CreateStreamError| {
+            use jetstream::context::CreateStreamErrorKind as Kind;
+            let transient = matches!(
+                e.kind(),
+                Kind::TimedOut | Kind::JetStreamUnavailable | Kind::Response
+            );
+            error(e.to_string(), transient)
         };
         let (stream, created) = match self.js.get_stream(&name).await {
             Ok(mut stream) => {
@@ -157,10 +191,13 @@ impl KeptStream {
                         self.js
                             .update_stream(&self.config)
                             .await
-                            .map_err(|e| error(format!("updating it: {e}")))?;
+                            .map_err(create_error)?;
                         tracing::warn!(stream = %name, changed = %differences, "stream updated to the configuration");
                         *self.drift.lock() = None;
-                        stream.info().await.map_err(|e| error(e.to_string()))?;
+                        stream
+                            .info()
+                            .await
+                            .map_err(|e| error(e.to_string(), true))?;
                     }
                     (false, OnDrift::Report) => {
                         let mut drift = self.drift.lock();
@@ -182,7 +219,7 @@ impl KeptStream {
                     .js
                     .create_stream(self.config.clone())
                     .await
-                    .map_err(|e| error(e.to_string()))?;
+                    .map_err(create_error)?;
                 let known = self.current.read().is_some();
                 if known {
                     self.recreated
@@ -192,7 +229,10 @@ impl KeptStream {
                 *self.drift.lock() = None;
                 (stream, known)
             }
-            Err(e) => return Err(error(e.to_string())),
+            Err(e) => {
+                let transient = matches!(e.kind(), GetStreamErrorKind::Request);
+                return Err(error(e.to_string(), transient));
+            }
         };
         let stream = Arc::new(stream);
         *self.current.write() = Some(stream.clone());

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::streams::{KeptStream, StreamSettings};
+use crate::streams::{KeptStream, START_WITHIN, StreamSettings};
 use crate::subjects::Subjects;
 use herald_protocol::channel::Channel;
 
@@ -333,8 +333,12 @@ impl JetStreamWorkQueue {
             },
             settings,
         );
-        jobs.ensure().await.map_err(unavailable)?;
-        dead.ensure().await.map_err(unavailable)?;
+        jobs.ensure_within(START_WITHIN)
+            .await
+            .map_err(unavailable)?;
+        dead.ensure_within(START_WITHIN)
+            .await
+            .map_err(unavailable)?;
         Ok(JetStreamWorkQueue {
             js,
             subject,

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 
 use super::{Appended, History, HistoryError, NewPublication, Recovery, Retention, recoverable};
 use crate::config::NamespaceConfig;
-use crate::streams::{KeptStream, StreamSettings};
+use crate::streams::{KeptStream, START_WITHIN, StreamSettings};
 use crate::subjects::{HEADER_EPOCH, HEADER_OFFSET, Subjects};
 use herald_protocol::channel::Channel;
 use herald_protocol::{Epoch, Publication, StreamPosition};
@@ -149,7 +149,9 @@ impl JetStreamHistory {
                 ..Default::default()
             };
             let kept = KeptStream::new(js.clone(), config, settings);
-            kept.ensure().await.map_err(unavailable)?;
+            kept.ensure_within(START_WITHIN)
+                .await
+                .map_err(unavailable)?;
             streams.insert(token, kept);
         }
         Ok(JetStreamHistory {

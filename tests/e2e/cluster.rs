@@ -1,0 +1,331 @@
+//! Herald in its production shape (`scripts/cluster.sh`: a 3-node NATS
+//! cluster with R3 streams, 2 presence, 2 routing, notify, 3 edges behind
+//! nginx) taking what a real cluster does, with a publisher at a steady
+//! rate and clients on every edge and through nginx: the NATS node leading
+//! the history stream SIGKILLed, a routing replica SIGKILLed, a routing
+//! replica started while the first NATS seed is down. Every acknowledged
+//! publication must reach every client exactly once, in order.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use herald_client::{Client, Event};
+use herald_protocol::Push;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Generous: the machine may be busy. Never a measured claim.
+const WAIT: Duration = Duration::from_secs(90);
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    base: u16,
+    prefix: String,
+    vars: HashMap<String, String>,
+}
+
+impl Cluster {
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        let output = Command::new(repo_root().join("scripts/cluster.sh"))
+            .args(args)
+            .env("HERALD_BIN", herald_bin())
+            .env("HERALD_CLUSTER_DIR", self.dir.path())
+            .env("HERALD_CLUSTER_BASE", self.base.to_string())
+            .env("HERALD_CLUSTER_PREFIX", &self.prefix)
+            .env(
+                "HERALD_CLUSTER_DATABASE_URL",
+                std::env::var("HERALD_TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+            )
+            .output()
+            .expect("scripts/cluster.sh");
+        assert!(
+            output.status.success(),
+            "cluster.sh {args:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.logs()
+        );
+        output
+    }
+
+    fn up() -> Cluster {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            // a block of 100 ports of its own
+            base: 30_000 + 100 * (rand::random::<u16>() % 300),
+            prefix: unique_prefix(),
+            vars: HashMap::new(),
+        };
+        let up = cluster.script(&["up"]);
+        cluster.vars = String::from_utf8_lossy(&up.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        cluster
+    }
+
+    fn var(&self, name: &str) -> &str {
+        self.vars
+            .get(name)
+            .unwrap_or_else(|| panic!("cluster.sh status names {name}"))
+    }
+
+    fn edge_ws(&self, n: u16) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.base + 80 + n)
+    }
+
+    fn monitor(&self, n: u16) -> String {
+        format!("http://127.0.0.1:{}", self.base + 20 + n)
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                out.push_str(&format!("--- {}\n", path.display()));
+                for line in tail.into_iter().rev() {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// The NATS node (1–3) that leads `stream` now.
+    async fn leader_of(&self, stream: &str) -> u16 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            for n in 1..=3 {
+                let url = format!("{}/jsz?streams=true", self.monitor(n));
+                let Ok(answer) = http_client().get(url).send().await else {
+                    continue;
+                };
+                let Ok(jsz) = answer.json::<Value>().await else {
+                    continue;
+                };
+                let leader = jsz["account_details"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+                    .find(|s| s["name"] == stream)
+                    .and_then(|s| s["cluster"]["leader"].as_str().map(str::to_owned));
+                if let Some(name) = leader
+                    && let Some(node) = name.strip_prefix('n').and_then(|n| n.parse().ok())
+                {
+                    return node;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader for {stream}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/cluster.sh"))
+            .arg("down")
+            .env("HERALD_CLUSTER_DIR", self.dir.path())
+            .env("HERALD_CLUSTER_BASE", self.base.to_string())
+            .output();
+    }
+}
+
+/// Publishes 1, 2, 3, … at a steady rate, each until acknowledged (the
+/// same idempotency key on every try, to either routing replica), and
+/// keeps what was acknowledged: n → offset.
+struct Publisher {
+    acked: Arc<Mutex<Vec<(u64, u64)>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    fn start(apis: [String; 2], key: String) -> Publisher {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let (acked, stop) = (acked.clone(), stop.clone());
+            async move {
+                let http = http_client();
+                let mut api = 0;
+                let mut n = 0;
+                while !stop.load(Ordering::Acquire) {
+                    n += 1;
+                    let deadline = Instant::now() + WAIT;
+                    loop {
+                        let answer = http
+                            .post(format!("{}/api/publish", apis[api]))
+                            .bearer_auth(&key)
+                            .timeout(Duration::from_secs(10))
+                            .json(&json!({
+                                "channel": "chat:audit",
+                                "data": {"n": n},
+                                "idempotency_key": format!("n{n}"),
+                            }))
+                            .send()
+                            .await;
+                        if let Ok(answer) = answer
+                            && answer.status() == 200
+                            && let Ok(body) = answer.json::<Value>().await
+                        {
+                            let offset = body["offset"].as_u64().expect("offset");
+                            acked.lock().push((n, offset));
+                            break;
+                        }
+                        // a replica down, JetStream electing: the other
+                        // replica, same key
+                        api = 1 - api;
+                        assert!(
+                            Instant::now() < deadline,
+                            "publication {n} never acknowledged"
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        Publisher { acked, stop, task }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().len()
+    }
+
+    /// Waits until `more` publications beyond now are acknowledged.
+    async fn goes_on(&self, more: usize, after: &str) {
+        let target = self.count() + more;
+        let deadline = Instant::now() + WAIT;
+        while self.count() < target {
+            assert!(
+                Instant::now() < deadline,
+                "publishing did not go on after {after}"
+            );
+            assert!(
+                !self.task.is_finished(),
+                "the publisher gave up after {after}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn finish(self) -> Vec<(u64, u64)> {
+        let Publisher { acked, stop, task } = self;
+        stop.store(true, Ordering::Release);
+        task.await.expect("publisher");
+        acked.lock().clone()
+    }
+}
+
+/// Reads `client`'s publications of `chat:audit` until it has `last`.
+async fn received(mut client: Client, last: u64, who: &str) -> Vec<(u64, u64, String)> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while seen.last().is_none_or(|(offset, _, _)| *offset < last) {
+        assert!(
+            Instant::now() < deadline,
+            "{who} stopped at {:?}",
+            seen.last()
+        );
+        match client.next_event_within(Duration::from_secs(30)).await {
+            Ok(Event::Push(Push::Pub(p))) if p.channel.as_str() == "chat:audit" => {
+                let n: Value = serde_json::from_str(p.data.get()).expect("JSON");
+                seen.push((p.offset, n["n"].as_u64().expect("n"), p.epoch.to_string()));
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{who}: {e}"),
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replica_failures() {
+    let cluster = Cluster::up();
+    let env = Env::new(&[("HERALD_JWT_SECRET", cluster.var("HERALD_CLUSTER_SECRET"))]);
+    let token = mint_token(&env, "auditor", "chat:*", "");
+    let mut clients = Vec::new();
+    // one on each edge, and three through nginx (spread over the edges)
+    let urls: Vec<String> = (1..=3)
+        .map(|n| cluster.edge_ws(n))
+        .chain((0..3).map(|_| cluster.var("HERALD_CLUSTER_WS").to_owned()))
+        .collect();
+    for (i, url) in urls.iter().enumerate() {
+        let (client, _) = Client::connect(url, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        client.subscribe("chat:audit").await.expect("subscribe");
+        clients.push((format!("client {i} on {url}"), client));
+    }
+    let apis = [
+        cluster.var("HERALD_CLUSTER_API").to_owned(),
+        cluster.var("HERALD_CLUSTER_API_2").to_owned(),
+    ];
+    let publisher = Publisher::start(apis, cluster.var("HERALD_CLUSTER_API_KEY").to_owned());
+    publisher.goes_on(20, "the start").await;
+
+    // the NATS node leading the history stream dies (R3: two copies left)
+    let stream = herald_core::subjects::Subjects::new(&cluster.prefix).stream_name("HISTORY");
+    let leader = cluster.leader_of(&stream).await;
+    cluster.script(&["kill", &format!("nats-{leader}")]);
+    publisher.goes_on(40, "the stream leader died").await;
+    cluster.script(&["start", &format!("nats-{leader}")]);
+
+    // a routing replica dies; the publisher finds the other
+    cluster.script(&["kill", "routing-1"]);
+    publisher.goes_on(40, "a routing replica died").await;
+
+    // it comes back while the first seed of its list is down
+    cluster.script(&["kill", "nats-1"]);
+    cluster.script(&["start", "routing-1"]);
+    publisher
+        .goes_on(20, "routing restarted with a seed down")
+        .await;
+    cluster.script(&["start", "nats-1"]);
+
+    let acked = publisher.finish().await;
+    let last = acked
+        .iter()
+        .map(|(_, offset)| *offset)
+        .max()
+        .expect("acked");
+    let mut expected: Vec<(u64, u64)> = acked.iter().map(|(n, o)| (*o, *n)).collect();
+    expected.sort_unstable();
+    for (who, client) in clients {
+        let seen = received(client, last, &who).await;
+        let epochs: std::collections::HashSet<&str> =
+            seen.iter().map(|(_, _, e)| e.as_str()).collect();
+        assert_eq!(epochs.len(), 1, "{who}: one epoch, nothing lost");
+        let offsets: Vec<u64> = seen.iter().map(|(o, _, _)| *o).collect();
+        let first = offsets[0];
+        assert_eq!(
+            offsets,
+            (first..=last).collect::<Vec<_>>(),
+            "{who}: every offset once, in order"
+        );
+        // every acknowledged publication, exactly once, at its offset
+        let got: Vec<(u64, u64)> = seen.iter().map(|(o, n, _)| (*o, *n)).collect();
+        let wanted: Vec<(u64, u64)> = expected
+            .iter()
+            .filter(|(o, _)| *o >= first)
+            .copied()
+            .collect();
+        assert_eq!(got, wanted, "{who}");
+    }
+}
