@@ -101,7 +101,11 @@ async fn open_jetstream(prefix: String) -> Arc<JetStreamHistory> {
             Default::default(),
         )
         .await
-        .expect("open JetStream history"),
+        .expect("open JetStream history")
+        // These tests are about what is stored, not deadlines: a burst of
+        // thousands of appends to one channel takes longer than the 2 s
+        // default gives each caller.
+        .with_append_timeout(Duration::from_secs(120)),
     )
 }
 
