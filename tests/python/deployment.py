@@ -192,6 +192,14 @@ def check_overlay(kubectl, herald, overlay):
             fail(f"{overlay}: HPA {name} min > max")
     if "herald-edge" not in named(docs, "HorizontalPodAutoscaler"):
         fail(f"{overlay}: edges do not autoscale")
+    for name in named(docs, "HorizontalPodAutoscaler"):
+        owned = deployments[named(docs, "HorizontalPodAutoscaler")[name]["spec"]["scaleTargetRef"]["name"]]
+        if "replicas" in owned["spec"]:
+            fail(f"{overlay}: {owned['metadata']['name']} sets replicas, which the HPA {name} owns")
+    if routing := deployments.get("herald-routing"):
+        probe = routing["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+        if probe.get("httpGet", {}).get("path") != "/readyz":
+            fail(f"{overlay}: routing readiness must be /readyz (503 while NATS is down)")
     for name, pdb in named(docs, "PodDisruptionBudget").items():
         labels = pdb["spec"]["selector"]["matchLabels"]
         if not any(all(t["metadata"]["labels"].get(k) == v for k, v in labels.items()) for t in pods.values()):
@@ -199,10 +207,41 @@ def check_overlay(kubectl, herald, overlay):
     print(f"ok: {os.path.basename(overlay)}: {len(docs)} objects")
 
 
+def check_production(kubectl, root):
+    """The prod overlay keeps three copies of every stream on a NATS cluster
+    given as a seed list, and scales edges on connections per pod through a
+    metric the monitoring files make."""
+    docs = render(kubectl, os.path.join(root, "k8s", "overlays", "prod"))
+    config = named(docs, "ConfigMap")["herald-config"]["data"]
+    seeds = config["HERALD_NATS_URL"].split(",")
+    if len(seeds) < 3:
+        fail(f"prod: HERALD_NATS_URL names {len(seeds)} NATS servers, not a cluster")
+    for setting in ("HERALD_HISTORY_REPLICAS", "HERALD_QUEUE_REPLICAS"):
+        if config.get(setting) != "3":
+            fail(f"prod: {setting} is {config.get(setting)!r}, not 3")
+    hpa = named(docs, "HorizontalPodAutoscaler")["herald-edge"]
+    kinds = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    if "Resource" not in kinds or "Pods" not in kinds:
+        fail(f"prod: the edge HPA scales on {sorted(kinds)}, not CPU and connections")
+    metric = kinds["Pods"]["pods"]["metric"]["name"]
+    with open(os.path.join(root, "k8s", "monitoring", "prometheus-adapter.yaml")) as f:
+        adapter = yaml.safe_load(f)
+    served = {r["name"]["as"] for r in adapter["rules"]["custom"]}
+    if metric not in served:
+        fail(f"prod: the edge HPA wants {metric}; the adapter serves {sorted(served)}")
+    series = {r["seriesQuery"].split("{")[0] for r in adapter["rules"]["custom"]}
+    source = open(os.path.join(root, "crates", "edge", "src", "stats.rs")).read()
+    for s in series:
+        if f'gauge!("{s}")' not in source:
+            fail(f"the adapter reads {s}, which the edge does not export")
+    print("ok: prod: R3 streams on a seed list, edges scale on connections")
+
+
 def main():
     kubectl, herald, root = sys.argv[1:4]
     for overlay in ("dev", "prod"):
         check_overlay(kubectl, herald, os.path.join(root, "k8s", "overlays", overlay))
+    check_production(kubectl, root)
     check_compose(herald, os.path.join(root, "deploy", "docker-compose.yml"))
     print("ok: deployment")
 
