@@ -10,6 +10,7 @@
 #   scripts/cluster.sh kill NAME       SIGKILL one process (nats-1, routing-2, edge-3, …)
 #   scripts/cluster.sh stop NAME       SIGTERM one process and wait for it
 #   scripts/cluster.sh start NAME      start one process again
+#   scripts/cluster.sh wipe-nats       restart the whole NATS cluster with its data gone
 #
 # Settings (environment):
 #   HERALD_BIN             the herald binary (default: built by cargo, debug)
@@ -253,8 +254,15 @@ case ${1:-} in
     start_one "${2:?name}"
     case $2 in nats-*) wait_until 60 "JetStream cluster" jetstream_ready ;; esac
     ;;
+  wipe-nats)
+    for n in 1 2 3; do stop_one "nats-$n" KILL; done
+    for n in 1 2 3; do rm -rf "$dir/nats-$n-data"; done
+    for n in 1 2 3; do start_one "nats-$n"; done
+    wait_until 60 "JetStream cluster" jetstream_ready
+    say "NATS restarted with no data"
+    ;;
   *)
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -307,8 +307,10 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
         .expect("acked");
     let mut expected: Vec<(u64, u64)> = acked.iter().map(|(n, o)| (*o, *n)).collect();
     expected.sort_unstable();
+    let mut audit_epoch = String::new();
     for (who, client) in clients {
         let seen = received(client, last, &who).await;
+        audit_epoch = seen[0].2.clone();
         let epochs: std::collections::HashSet<&str> =
             seen.iter().map(|(_, _, e)| e.as_str()).collect();
         assert_eq!(epochs.len(), 1, "{who}: one epoch, nothing lost");
@@ -327,5 +329,70 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
             .copied()
             .collect();
         assert_eq!(got, wanted, "{who}");
+    }
+
+    // the whole NATS cluster restarts with its data gone; no Herald
+    // process is restarted
+    cluster.script(&["wipe-nats"]);
+    let http = http_client();
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        let answer = http
+            .post(format!("{}/api/publish", cluster.var("HERALD_CLUSTER_API")))
+            .bearer_auth(cluster.var("HERALD_CLUSTER_API_KEY"))
+            .timeout(Duration::from_secs(10))
+            .json(&json!({"channel": "chat:audit", "data": {"n": 0}, "idempotency_key": "after-wipe"}))
+            .send()
+            .await;
+        if let Ok(answer) = answer
+            && answer.status() == 200
+        {
+            break answer.json::<Value>().await.expect("JSON");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing stayed down after NATS lost its data"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(answer["offset"], 1, "history starts again: {answer}");
+    assert_ne!(
+        answer["epoch"],
+        audit_epoch.as_str(),
+        "in a new epoch: the loss is told"
+    );
+
+    // join/leave goes on being announced for the cluster
+    let watcher_token = mint_token(&env, "watcher", "chat:*", "");
+    let (mut watcher, _) = Client::connect(&cluster.edge_ws(1), &watcher_token)
+        .await
+        .expect("connect");
+    watcher.subscribe("chat:lobby").await.expect("subscribe");
+    let deadline = Instant::now() + WAIT;
+    let mut attempt = 0;
+    'announced: loop {
+        // a join made while the lease is being taken again goes
+        // unannounced: a new member each try
+        attempt += 1;
+        let user = format!("joiner{attempt}");
+        let (joiner, _) =
+            Client::connect(&cluster.edge_ws(2), &mint_token(&env, &user, "chat:*", ""))
+                .await
+                .expect("connect");
+        joiner.subscribe("chat:lobby").await.expect("subscribe");
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if let Ok(Event::Push(Push::Join(m))) =
+                watcher.next_event_within(Duration::from_secs(1)).await
+                && m.user.as_str() == user
+            {
+                break 'announced;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "join/leave stopped after NATS lost its data"
+        );
+        joiner.close().await;
     }
 }
