@@ -42,12 +42,17 @@ class Emitter {
 
 /** An error the server answered with: `code` as in the protocol (103, 107, …). */
 export class HeraldError extends Error {
-  constructor(code, message) {
+  constructor(code, message, idempotencyKey) {
     super(message);
     this.name = 'HeraldError';
     this.code = code;
+    // with code 111 (outcome unknown): the key that stores it once on a retry
+    if (idempotencyKey) this.idempotencyKey = idempotencyKey;
   }
 }
+
+/** The publication was sent on and not confirmed: it may be stored. */
+export const OUTCOME_UNKNOWN = 111;
 
 /** One channel the client follows. Events: `publication`, `join`, `leave`,
  * `typing`, `subscribed` ({offset, epoch, recovered}), `unrecoverable`
@@ -147,9 +152,20 @@ export class Herald extends Emitter {
     this.#active?.unsubscribe(channel);
   }
 
-  /** Publishes to a channel the token allows; resolves with {offset}. */
-  publish(channel, data) {
-    return this.#command('publish', { channel, data });
+  /** Publishes to a channel the token allows; resolves with {offset}.
+   * When the server cannot say whether it was stored (error 111), it is
+   * sent again with the key the error names, so it is stored exactly once;
+   * `idempotencyKey` makes your own retries safe the same way. */
+  async publish(channel, data, { idempotencyKey } = {}) {
+    let key = idempotencyKey;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#command('publish', key ? { channel, data, idempotency_key: key } : { channel, data });
+      } catch (e) {
+        if (e.code !== OUTCOME_UNKNOWN || !e.idempotencyKey || attempt >= 3) throw e;
+        key = e.idempotencyKey;
+      }
+    }
   }
 
   /** Tells the channel's other subscribers that this user is typing. */
@@ -375,7 +391,7 @@ async function postCommand(herald, token, kind, body) {
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = answer.error ?? { code: 500, message: `HTTP ${response.status}` };
-    throw new HeraldError(error.code, error.message);
+    throw new HeraldError(error.code, error.message, error.idempotency_key);
   }
   return answer;
 }
@@ -512,7 +528,7 @@ class WebSocketTransport {
       const waiter = this.#pending.get(frame.id);
       if (!waiter) return;
       this.#pending.delete(frame.id);
-      if (frame.error) waiter.reject(new HeraldError(frame.error.code, frame.error.message));
+      if (frame.error) waiter.reject(new HeraldError(frame.error.code, frame.error.message, frame.error.idempotency_key));
       else waiter.resolve(frame.ok ?? {});
       return;
     }

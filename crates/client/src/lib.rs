@@ -235,12 +235,41 @@ impl Client {
             .map(drop)
     }
 
-    /// Publishes `data` to `channel`; answers its offset.
+    /// Publishes `data` to `channel`; answers its offset. When the server
+    /// cannot say whether it was stored (error 111, outcome unknown), it is
+    /// sent again with the key the error names, so it is stored once.
     pub async fn publish(&self, channel: &str, data: Value) -> Result<u64, ClientError> {
-        let ok: PublishOk = self
-            .call("publish", json!({ "channel": channel, "data": data }))
-            .await?;
-        Ok(ok.offset)
+        self.publish_with_key(channel, data, None).await
+    }
+
+    /// [`Client::publish`] with an idempotency key: sent again with the
+    /// same key (within the idempotency window), it is stored once.
+    pub async fn publish_with_key(
+        &self,
+        channel: &str,
+        data: Value,
+        key: Option<&str>,
+    ) -> Result<u64, ClientError> {
+        let mut key = key.map(str::to_owned);
+        let mut attempt = 1;
+        loop {
+            let mut args = json!({ "channel": channel, "data": data });
+            if let Some(key) = &key {
+                args["idempotency_key"] = json!(key);
+            }
+            match self.call::<PublishOk>("publish", args).await {
+                Ok(ok) => return Ok(ok.offset),
+                Err(ClientError::Server(e))
+                    if e.code == herald_protocol::ErrorCode::OutcomeUnknown
+                        && e.idempotency_key.is_some()
+                        && attempt < 3 =>
+                {
+                    key = e.idempotency_key;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Sends one text frame as is.

@@ -28,6 +28,8 @@ use crate::transport::ReplyBody;
 pub(crate) struct PublishBody {
     channel: Channel,
     data: Box<RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -42,9 +44,16 @@ pub(crate) async fn publish(
     body: Result<Json<PublishBody>, JsonRejection>,
 ) -> Response {
     match authorized(&edge, &headers, body) {
-        Ok((claims, body)) => {
-            respond(publish::publish(&edge, &claims, body.channel, body.data).await)
-        }
+        Ok((claims, body)) => respond(
+            publish::publish(
+                &edge,
+                &claims,
+                body.channel,
+                body.data,
+                body.idempotency_key,
+            )
+            .await,
+        ),
         Err(e) => e.into_response(),
     }
 }

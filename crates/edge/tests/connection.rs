@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_client::{Client, ClientError, Event};
+use herald_core::history::{History, Recovery};
 use herald_edge::Census;
 use herald_protocol::{
     Disconnect, ErrorBody, ErrorCode, Publication, Push, StreamPosition, Unsubscribed,
@@ -713,6 +714,60 @@ async fn a_draining_edge_tells_every_transport_to_reconnect() {
         drop(client);
         released(&server, kind).await;
     }
+}
+
+#[tokio::test]
+async fn a_client_publish_sent_again_with_its_key_is_stored_once_and_keys_are_per_user() {
+    let server = start(quick_grace).await;
+    let alice = token("alice", &["chat:*"], &["chat:*"], 600);
+    let bob = token("bob", &["chat:*"], &["chat:*"], 600);
+    let (ws, _) = Client::connect(&server.ws, &alice).await.unwrap();
+    let first = ws
+        .publish_with_key("chat:keys", json!({"n": 1}), Some("k1"))
+        .await
+        .unwrap();
+    let again = ws
+        .publish_with_key("chat:keys", json!({"n": 1}), Some("k1"))
+        .await
+        .unwrap();
+    assert_eq!(again, first, "the retry answers the first publication");
+    // over HTTP (SSE and long-poll clients) too
+    let http_again: Value = http_client()
+        .post(format!("{}/publish", server.http))
+        .bearer_auth(&alice)
+        .json(&json!({"channel": "chat:keys", "data": {"n": 1}, "idempotency_key": "k1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(http_again["offset"], first);
+    // another user's key of the same name is another publication
+    let (other, _) = Client::connect(&server.ws, &bob).await.unwrap();
+    let bobs = other
+        .publish_with_key("chat:keys", json!({"n": 2}), Some("k1"))
+        .await
+        .unwrap();
+    assert_eq!(bobs, first + 1);
+    let Recovery::Recovered { publications, .. } = server
+        .history
+        .read(
+            &herald_protocol::channel::Channel::new("chat:keys").unwrap(),
+            None,
+            10,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("readable")
+    };
+    assert_eq!(publications.len(), 2, "stored once per user and key");
+    // a key that is not one is refused
+    let refused = ws
+        .publish_with_key("chat:keys", json!({"n": 3}), Some(""))
+        .await;
+    assert!(matches!(refused, Err(ClientError::Server(e)) if e.code == ErrorCode::BadRequest));
 }
 
 #[tokio::test]

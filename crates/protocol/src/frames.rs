@@ -317,6 +317,11 @@ pub struct PublishCommand {
     pub channel: Channel,
     /// The publication's JSON, passed on as the client wrote it.
     pub data: Box<RawValue>,
+    /// The same key on a retry stores the publication once (within the
+    /// idempotency window): what a client sends again after an answer it
+    /// did not get, or after error 111 (outcome unknown), which names it.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

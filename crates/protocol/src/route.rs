@@ -20,6 +20,10 @@ pub struct ClientPublish {
     pub user: UserId,
     /// The token's `publish` patterns; routing checks them.
     pub publish: Vec<String>,
+    /// The client's idempotency key, if it gave one (scoped to the user by
+    /// routing, so users cannot collide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// A history read asked of routing by an edge (for `subscribe`, and to fill

@@ -83,13 +83,27 @@ impl Routing {
             let request: ClientPublish = serde_json::from_slice(&message.payload)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("bad publish: {e}")))?;
             self.check_client_publish(&request)?;
+            Self::check_key(&request.idempotency_key)?;
+            // A client's key names its own publications only; one is made
+            // when it gave none, so an outcome unknown can name a key to
+            // retry with.
+            let key = request
+                .idempotency_key
+                .unwrap_or_else(|| format!("~{:032x}", rand::random::<u128>()));
+            let scoped = format!("c:{}:{key}", request.user);
             self.store_and_deliver(
                 &request.channel,
                 request.data,
                 Some(request.user.into()),
-                None,
+                Some(&scoped),
             )
             .await
+            .map_err(|mut e| {
+                if e.idempotency_key.is_some() {
+                    e.idempotency_key = Some(key);
+                }
+                e
+            })
         }
         .await;
         if result.is_err() {

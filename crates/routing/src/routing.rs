@@ -240,7 +240,7 @@ impl Routing {
             .map_err(|e| bad_request(e.to_string()))
     }
 
-    fn check_key(key: &Option<String>) -> Result<(), ErrorBody> {
+    pub(crate) fn check_key(key: &Option<String>) -> Result<(), ErrorBody> {
         match key {
             Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY => Err(bad_request(format!(
                 "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"

@@ -12,7 +12,14 @@ use crate::connection::Connection;
 
 pub(crate) fn start(conn: &mut Connection, id: u64, command: PublishCommand) {
     conn.answer_later(id, move |edge, claims| async move {
-        publish(&edge, &claims, command.channel, command.data).await
+        publish(
+            &edge,
+            &claims,
+            command.channel,
+            command.data,
+            command.idempotency_key,
+        )
+        .await
     });
 }
 
@@ -22,6 +29,7 @@ pub(crate) async fn publish(
     claims: &Claims,
     channel: Channel,
     data: Box<RawValue>,
+    idempotency_key: Option<String>,
 ) -> Result<PublishOk, ErrorBody> {
     // Refused here, before a round trip to routing (which checks it too).
     herald_protocol::check_data(data.get(), edge.config.max_json_depth)
@@ -31,6 +39,7 @@ pub(crate) async fn publish(
         data,
         user: claims.sub.clone(),
         publish: claims.publish.clone(),
+        idempotency_key,
     };
     let position = edge.routing.publish(&request).await?;
     Ok(PublishOk {
