@@ -1,0 +1,117 @@
+//! The shared NATS server: where it is, a subject prefix per test (so tests
+//! run in parallel), and deleting what a test left there.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use herald_core::work_queue::PushJob;
+
+/// The NATS server tests use (`HERALD_TEST_NATS_URL`, else the local one).
+pub fn nats_url() -> String {
+    std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A subject prefix no other test run uses, for NATS subjects and streams.
+pub fn unique_prefix() -> String {
+    format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// A subject prefix of the test's own; the JetStream streams made under
+/// it are deleted when this is dropped.
+#[derive(Debug)]
+pub struct Prefix(String);
+
+impl Prefix {
+    pub fn new() -> Prefix {
+        Prefix(unique_prefix())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name of the stream `name` under this prefix (`<PREFIX>_<NAME>`),
+    /// as Herald names its streams.
+    pub fn stream(&self, name: &str) -> String {
+        format!("{}{name}", stream_prefix(&self.0))
+    }
+}
+
+impl Default for Prefix {
+    fn default() -> Self {
+        Prefix::new()
+    }
+}
+
+impl std::ops::Deref for Prefix {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        delete_streams(&self.0);
+    }
+}
+
+fn stream_prefix(prefix: &str) -> String {
+    format!("{}_", prefix.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Deletes the JetStream streams under `prefix` (best effort; run from
+/// `Drop`, so it brings its own runtime on its own thread).
+pub fn delete_streams(prefix: &str) {
+    let stream_prefix = stream_prefix(prefix);
+    let url = nats_url();
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok(client) = async_nats::connect(&url).await else {
+                return;
+            };
+            let js = async_nats::jetstream::new(client);
+            let names: Vec<String> = js.stream_names().try_collect().await.unwrap_or_default();
+            for name in names.into_iter().filter(|n| n.starts_with(&stream_prefix)) {
+                let _ = js.delete_stream(&name).await;
+            }
+        });
+    })
+    .join();
+}
+
+/// Takes every push job waiting on the work-queue stream `stream` off it.
+pub async fn take_push_jobs(client: &async_nats::Client, stream: &str) -> Vec<PushJob> {
+    let js = async_nats::jetstream::new(client.clone());
+    let consumer = js
+        .get_stream(stream)
+        .await
+        .unwrap_or_else(|e| panic!("stream {stream}: {e}"))
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("test-reader".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("a consumer");
+    // what is stored is there at once; the wait only ends the fetch
+    let mut batch = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .expect("a fetch");
+    let mut jobs = Vec::new();
+    while let Some(Ok(message)) = batch.next().await {
+        jobs.push(serde_json::from_slice(&message.payload).expect("a push job"));
+        message.double_ack().await.expect("acked");
+    }
+    jobs
+}
