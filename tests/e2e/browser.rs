@@ -4,10 +4,7 @@
 
 use std::process::Command;
 
-use crate::support::*;
-
-const SECRET: &str = "e2e-browser-secret-0123456789-abcdef";
-const API_KEY: &str = "e2e-browser-key";
+use herald_testkit::*;
 
 /// Where playwright-core is installed.
 fn node_modules() -> String {
@@ -17,11 +14,7 @@ fn node_modules() -> String {
 /// A standalone Herald whose SSE streams end every 2 s, so browsers
 /// reconnect during the tests.
 fn env() -> Env {
-    Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_SSE_MAX_DURATION_SECS", "2"),
-    ])
+    Env::new().with("HERALD_SSE_MAX_DURATION_SECS", "2")
 }
 
 /// Runs `tests/browser/<script>` with node and checks it said `ok: <done>`.
@@ -45,10 +38,7 @@ fn run_script(script: &str, args: &[&str], done: &str) {
 fn chromium_websocket_and_eventsource_with_automatic_reconnect() {
     let env = env();
     let herald = Herald::standalone(&env);
-    let token = herald_output(
-        &env,
-        &["token", "--user", "browser", "--channels", "browser:*"],
-    );
+    let token = mint_token(&env, "browser", "browser:*", "");
     run_script(
         "transports.mjs",
         &[&herald.http(), &herald.http(), API_KEY, &token],
@@ -60,28 +50,14 @@ fn chromium_websocket_and_eventsource_with_automatic_reconnect() {
 fn chromium_sdk_falls_back_resumes_without_loss_and_sends_commands() {
     let env = env();
     let herald = Herald::standalone(&env);
-    let token = herald_output(
-        &env,
-        &[
-            "token",
-            "--user",
-            "sdk",
-            "--channels",
-            "sdk:*",
-            "--publish",
-            "sdk:*",
-        ],
-    );
-    let other = herald_output(
-        &env,
-        &["token", "--user", "sdk-other", "--channels", "sdk:*"],
-    );
+    let token = mint_token(&env, "sdk", "sdk:*", "sdk:*");
+    let other = mint_token(&env, "sdk-other", "sdk:*", "");
     run_script("sdk.mjs", &[&herald.http(), API_KEY, &token, &other], "sdk");
 }
 
 #[test]
 fn chromium_demo_chat_works_out_of_the_box() {
     // no secrets at all: what `herald standalone` is on a first run
-    let herald = Herald::standalone(&Env::new(&[]));
+    let herald = Herald::standalone(&Env::default());
     run_script("demo.mjs", &[&herald.http()], "demo");
 }

@@ -9,17 +9,18 @@
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use herald_client::{Client, Event};
 use herald_protocol::Push;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::support::*;
+use herald_testkit::*;
 
-/// Generous: the machine may be busy. Never a measured claim.
+/// Longer than the testkit's own wait: JetStream elections and restarts
+/// on a busy machine. Never a measured claim.
 const WAIT: Duration = Duration::from_secs(90);
 
 struct Cluster {
@@ -37,11 +38,7 @@ impl Cluster {
             .env("HERALD_CLUSTER_DIR", self.dir.path())
             .env("HERALD_CLUSTER_BASE", self.base.to_string())
             .env("HERALD_CLUSTER_PREFIX", &self.prefix)
-            .env(
-                "HERALD_CLUSTER_DATABASE_URL",
-                std::env::var("HERALD_TEST_DATABASE_URL")
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-            )
+            .env("HERALD_CLUSTER_DATABASE_URL", database_url())
             .output()
             .expect("scripts/cluster.sh");
         assert!(
@@ -107,8 +104,7 @@ impl Cluster {
 
     /// The NATS node (1–3) that leads `stream` now.
     async fn leader_of(&self, stream: &str) -> u16 {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        eventually(WAIT, &format!("a leader for {stream}"), || async {
             for n in 1..=3 {
                 let url = format!("{}/jsz?streams=true", self.monitor(n));
                 let Ok(answer) = http_client().get(url).send().await else {
@@ -127,12 +123,12 @@ impl Cluster {
                 if let Some(name) = leader
                     && let Some(node) = name.strip_prefix('n').and_then(|n| n.parse().ok())
                 {
-                    return node;
+                    return Some(node);
                 }
             }
-            assert!(Instant::now() < deadline, "no leader for {stream}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            None
+        })
+        .await
     }
 }
 
@@ -163,14 +159,13 @@ impl Publisher {
             let (acked, stop) = (acked.clone(), stop.clone());
             async move {
                 let http = http_client();
-                let mut api = 0;
+                let api = AtomicUsize::new(0);
                 let mut n = 0;
                 while !stop.load(Ordering::Acquire) {
                     n += 1;
-                    let deadline = Instant::now() + WAIT;
-                    loop {
+                    eventually(WAIT, &format!("publication {n} acknowledged"), || async {
                         let answer = http
-                            .post(format!("{}/api/publish", apis[api]))
+                            .post(format!("{}/api/publish", apis[api.load(Ordering::Relaxed)]))
                             .bearer_auth(&key)
                             .timeout(Duration::from_secs(10))
                             .json(&json!({
@@ -186,17 +181,15 @@ impl Publisher {
                         {
                             let offset = body["offset"].as_u64().expect("offset");
                             acked.lock().push((n, offset));
-                            break;
+                            return true;
                         }
                         // a replica down, JetStream electing: the other
                         // replica, same key
-                        api = 1 - api;
-                        assert!(
-                            Instant::now() < deadline,
-                            "publication {n} never acknowledged"
-                        );
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                        api.fetch_xor(1, Ordering::Relaxed);
+                        false
+                    })
+                    .await;
+                    // a steady rate, not as fast as it can
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -211,18 +204,18 @@ impl Publisher {
     /// Waits until `more` publications beyond now are acknowledged.
     async fn goes_on(&self, more: usize, after: &str) {
         let target = self.count() + more;
-        let deadline = Instant::now() + WAIT;
-        while self.count() < target {
-            assert!(
-                Instant::now() < deadline,
-                "publishing did not go on after {after}"
-            );
-            assert!(
-                !self.task.is_finished(),
-                "the publisher gave up after {after}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            WAIT,
+            &format!("publishing to go on after {after}"),
+            || async {
+                assert!(
+                    !self.task.is_finished(),
+                    "the publisher gave up after {after}"
+                );
+                self.count() >= target
+            },
+        )
+        .await;
     }
 
     async fn finish(self) -> Vec<(u64, u64)> {
@@ -236,29 +229,30 @@ impl Publisher {
 /// Reads `client`'s publications of `chat:audit` until it has `last`.
 async fn received(mut client: Client, last: u64, who: &str) -> Vec<(u64, u64, String)> {
     let mut seen = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while seen.last().is_none_or(|(offset, _, _)| *offset < last) {
-        assert!(
-            Instant::now() < deadline,
-            "{who} stopped at {:?}",
-            seen.last()
-        );
-        match client.next_event_within(Duration::from_secs(30)).await {
-            Ok(Event::Push(Push::Pub(p))) if p.channel.as_str() == "chat:audit" => {
-                let n: Value = serde_json::from_str(p.data.get()).expect("JSON");
-                seen.push((p.offset, n["n"].as_u64().expect("n"), p.epoch.to_string()));
+    within(
+        WAIT,
+        &format!("{who} to receive up to offset {last}"),
+        async {
+            while seen.last().is_none_or(|(offset, _, _)| *offset < last) {
+                match client.next_event_within(WAIT).await {
+                    Ok(Event::Push(Push::Pub(p))) if p.channel.as_str() == "chat:audit" => {
+                        let n: Value = serde_json::from_str(p.data.get()).expect("JSON");
+                        seen.push((p.offset, n["n"].as_u64().expect("n"), p.epoch.to_string()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("{who}: {e}"),
+                }
             }
-            Ok(_) => {}
-            Err(e) => panic!("{who}: {e}"),
-        }
-    }
+        },
+    )
+    .await;
     seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replica_failures() {
     let cluster = Cluster::up();
-    let env = Env::new(&[("HERALD_JWT_SECRET", cluster.var("HERALD_CLUSTER_SECRET"))]);
+    let env = Env::default().with("HERALD_JWT_SECRET", cluster.var("HERALD_CLUSTER_SECRET"));
     let token = mint_token(&env, "auditor", "chat:*", "");
     let mut clients = Vec::new();
     // one on each edge, and three through nginx (spread over the edges)
@@ -335,8 +329,7 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
     // process is restarted
     cluster.script(&["wipe-nats"]);
     let http = http_client();
-    let deadline = Instant::now() + WAIT;
-    let answer = loop {
+    let answer = eventually(WAIT, "publishing back after NATS lost its data", || async {
         let answer = http
             .post(format!("{}/api/publish", cluster.var("HERALD_CLUSTER_API")))
             .bearer_auth(cluster.var("HERALD_CLUSTER_API_KEY"))
@@ -344,17 +337,12 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
             .json(&json!({"channel": "chat:audit", "data": {"n": 0}, "idempotency_key": "after-wipe"}))
             .send()
             .await;
-        if let Ok(answer) = answer
-            && answer.status() == 200
-        {
-            break answer.json::<Value>().await.expect("JSON");
+        match answer {
+            Ok(answer) if answer.status() == 200 => answer.json::<Value>().await.ok(),
+            _ => None,
         }
-        assert!(
-            Instant::now() < deadline,
-            "publishing stayed down after NATS lost its data"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     assert_eq!(answer["offset"], 1, "history starts again: {answer}");
     assert_ne!(
         answer["epoch"],
@@ -364,35 +352,42 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
 
     // join/leave goes on being announced for the cluster
     let watcher_token = mint_token(&env, "watcher", "chat:*", "");
-    let (mut watcher, _) = Client::connect(&cluster.edge_ws(1), &watcher_token)
+    let (watcher, _) = Client::connect(&cluster.edge_ws(1), &watcher_token)
         .await
         .expect("connect");
     watcher.subscribe("chat:lobby").await.expect("subscribe");
-    let deadline = Instant::now() + WAIT;
-    let mut attempt = 0;
-    'announced: loop {
-        // a join made while the lease is being taken again goes
-        // unannounced: a new member each try
-        attempt += 1;
-        let user = format!("joiner{attempt}");
-        let (joiner, _) =
-            Client::connect(&cluster.edge_ws(2), &mint_token(&env, &user, "chat:*", ""))
-                .await
-                .expect("connect");
-        joiner.subscribe("chat:lobby").await.expect("subscribe");
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            if let Ok(Event::Push(Push::Join(m))) =
-                watcher.next_event_within(Duration::from_secs(1)).await
-                && m.user.as_str() == user
-            {
-                break 'announced;
+    let watcher = tokio::sync::Mutex::new(watcher);
+    let attempt = AtomicUsize::new(0);
+    eventually(
+        WAIT,
+        "join/leave announced after NATS lost its data",
+        || async {
+            // a join made while the lease is being taken again goes
+            // unannounced: a new member each try, watched for a while
+            let user = format!("joiner{}", attempt.fetch_add(1, Ordering::Relaxed) + 1);
+            let (joiner, _) =
+                Client::connect(&cluster.edge_ws(2), &mint_token(&env, &user, "chat:*", ""))
+                    .await
+                    .expect("connect");
+            joiner.subscribe("chat:lobby").await.expect("subscribe");
+            let mut watcher = watcher.lock().await;
+            let announced = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    if let Ok(Event::Push(Push::Join(m))) =
+                        watcher.next_event_within(Duration::from_secs(1)).await
+                        && m.user.as_str() == user
+                    {
+                        return;
+                    }
+                }
+            })
+            .await
+            .is_ok();
+            if !announced {
+                joiner.close().await;
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "join/leave stopped after NATS lost its data"
-        );
-        joiner.close().await;
-    }
+            announced
+        },
+    )
+    .await;
 }

@@ -3,15 +3,10 @@
 //! `deploy/` really carries every transport — a real nginx in front of
 //! Herald, with the resume test running through it.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::support::*;
-
-const SECRET: &str = "e2e-deploy-secret-0123456789-abcdef0";
-const API_KEY: &str = "e2e-deploy-key";
+use herald_testkit::*;
 
 /// The kubectl that renders the overlays: `scripts/deploy-env.sh` installs
 /// it and nginx when missing (`scripts/test.sh` runs it once, up front, and
@@ -64,11 +59,7 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start nginx");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port("nginx listening", port);
         Nginx {
             child,
             port,
@@ -84,19 +75,10 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM: the master stops its workers (SIGKILL would orphan them)
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if terminate(&mut self.child, WAIT).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -108,20 +90,12 @@ fn nginx_bin() -> &'static str {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn every_transport_resumes_through_the_nginx_config() {
-    let env = Env::new(&[("HERALD_JWT_SECRET", SECRET), ("HERALD_API_KEYS", API_KEY)]);
+    let env = Env::new();
     let herald = Herald::standalone(&env);
     let nginx = Nginx::start(&herald.http());
-    let token = herald_output(&env, &["token", "--user", "nina", "--channels", "proxy:*"]);
+    let token = mint_token(&env, "nina", "proxy:*", "");
     for transport in ["ws", "sse", "poll"] {
         let channel = format!("proxy:{transport}");
         // clients through nginx, the publisher straight to the server API

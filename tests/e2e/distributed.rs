@@ -4,37 +4,23 @@
 use herald_client::Client;
 use serde_json::json;
 
-use crate::support::*;
+use herald_testkit::*;
 
-const SECRET: &str = "e2e-distributed-secret-0123456789";
-const API_KEY: &str = "e2e-distributed-key";
-
-struct Cluster {
+/// Routing and two edges.
+struct Nodes {
     routing: Herald,
     edge_a: Herald,
     edge_b: Herald,
-    env: Env,
-    _cleanup: StreamCleanup,
+    cluster: Cluster,
 }
 
-fn cluster() -> Cluster {
-    let prefix = unique_prefix();
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_NATS_URL", &nats_url()),
-        ("HERALD_SUBJECT_PREFIX", &prefix),
-        ("HERALD_HISTORY_STORAGE", "memory"),
-    ]);
-    let routing = Herald::routing("routing", &env);
-    let edge_a = Herald::edge("edge-a", &env);
-    let edge_b = Herald::edge("edge-b", &env);
-    Cluster {
-        routing,
-        edge_a,
-        edge_b,
-        env,
-        _cleanup: StreamCleanup(prefix),
+fn nodes() -> Nodes {
+    let cluster = Cluster::new();
+    Nodes {
+        routing: Herald::routing("routing", &cluster),
+        edge_a: Herald::edge("edge-a", &cluster),
+        edge_b: Herald::edge("edge-b", &cluster),
+        cluster,
     }
 }
 
@@ -44,11 +30,11 @@ fn token(env: &Env, user: &str) -> String {
 
 #[tokio::test]
 async fn a_client_on_one_edge_receives_what_a_client_on_another_edge_and_the_api_publish() {
-    let cluster = cluster();
-    let (mut alice, _) = Client::connect(&cluster.edge_a.ws(), &token(&cluster.env, "alice"))
+    let nodes = nodes();
+    let (mut alice, _) = Client::connect(&nodes.edge_a.ws(), &token(&nodes.cluster, "alice"))
         .await
         .unwrap();
-    let (mut bob, _) = Client::connect(&cluster.edge_b.ws(), &token(&cluster.env, "bob"))
+    let (mut bob, _) = Client::connect(&nodes.edge_b.ws(), &token(&nodes.cluster, "bob"))
         .await
         .unwrap();
     let sub_a = alice.subscribe("chat:room:7").await.unwrap();
@@ -71,15 +57,11 @@ async fn a_client_on_one_edge_receives_what_a_client_on_another_edge_and_the_api
     }
 
     // the server API publishes through routing; both edges deliver it
-    let response = http_client()
-        .post(format!("{}/api/publish", cluster.routing.http()))
-        .bearer_auth(API_KEY)
-        .json(&json!({"channel": "chat:room:7", "data": {"text": "from the API"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: serde_json::Value = response.json().await.unwrap();
+    let answer = nodes
+        .routing
+        .api()
+        .publish("chat:room:7", json!({"text": "from the API"}))
+        .await;
     assert_eq!(answer["offset"], 2);
     for client in [&mut alice, &mut bob] {
         {
@@ -92,13 +74,13 @@ async fn a_client_on_one_edge_receives_what_a_client_on_another_edge_and_the_api
 
 #[test]
 fn python_websockets_client_on_an_edge_receives_an_api_publish_through_routing() {
-    let cluster = cluster();
+    let nodes = nodes();
     let out = run_python(
         "ws_receive_api_publish.py",
         &[
-            &cluster.edge_b.ws(),
-            &cluster.routing.http(),
-            &token(&cluster.env, "carol"),
+            &nodes.edge_b.ws(),
+            &nodes.routing.http(),
+            &token(&nodes.cluster, "carol"),
             API_KEY,
             "chat:python",
         ],
@@ -133,31 +115,12 @@ fn distributed_services_refuse_to_start_without_secrets() {
 /// whose first node is down.
 #[tokio::test]
 async fn publishing_goes_on_after_nats_loses_the_streams_and_a_seed_list_starts_every_service() {
-    let prefix = unique_prefix();
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("addr");
-    let seeds = format!("nats://{down},{}", nats_url());
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_NATS_URL", &seeds),
-        ("HERALD_SUBJECT_PREFIX", &prefix),
-        ("HERALD_HISTORY_STORAGE", "memory"),
-    ]);
-    let _cleanup = StreamCleanup(prefix.clone());
+    let seeds = format!("nats://127.0.0.1:{},{}", free_port(), nats_url());
+    let env = Cluster::new().with("HERALD_NATS_URL", seeds);
     let routing = Herald::routing("routing", &env);
     let edge = Herald::edge("edge", &env);
-    let http = http_client();
-    let ready: serde_json::Value = http
-        .get(format!("{}/readyz", routing.http()))
-        .send()
-        .await
-        .expect("/readyz")
-        .json()
-        .await
-        .expect("JSON");
+    let api = routing.api();
+    let ready = api.get("/readyz").await.body;
     assert_eq!(ready["ready"], true, "{ready}");
     let streams = ready["streams"].as_array().expect("streams").clone();
     assert!(
@@ -173,18 +136,13 @@ async fn publishing_goes_on_after_nats_loses_the_streams_and_a_seed_list_starts_
         .expect("connect");
     alice.subscribe("chat:lost").await.expect("subscribe");
     let publish = |n: u64| {
-        let http = http.clone();
-        let url = format!("{}/api/publish", routing.http());
-        async move {
-            http.post(url)
-                .bearer_auth(API_KEY)
-                .json(&json!({"channel": "chat:lost", "data": {"n": n}}))
-                .send()
-                .await
-                .expect("publish")
-        }
+        api.post(
+            "/api/publish",
+            json!({"channel": "chat:lost", "data": {"n": n}}),
+        )
     };
-    assert_eq!(publish(1).await.status(), 200);
+    let answer = publish(1).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
     let first = alice.next_publication().await.expect("first");
 
     // NATS loses every stream of this cluster
@@ -195,30 +153,19 @@ async fn publishing_goes_on_after_nats_loses_the_streams_and_a_seed_list_starts_
             .expect("delete");
     }
     // publishing goes on without restarting routing: a new epoch from 1
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let response = publish(2).await;
-        if response.status() == 200 {
-            break;
+    eventually(WAIT, "publishing back up", || async {
+        let answer = publish(2).await;
+        if answer.status == 200 {
+            Ok(())
+        } else {
+            Err(answer.body)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "publishing stayed down: {}",
-            response.text().await.unwrap_or_default()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     let second = alice.next_publication().await.expect("second");
     assert_eq!(second.offset, 1);
     assert_ne!(second.epoch, first.epoch, "the loss is told by a new epoch");
-    let ready: serde_json::Value = http
-        .get(format!("{}/readyz", routing.http()))
-        .send()
-        .await
-        .expect("/readyz")
-        .json()
-        .await
-        .expect("JSON");
+    let ready = api.get("/readyz").await.body;
     let recreated: u64 = ready["streams"]
         .as_array()
         .expect("streams")

@@ -6,24 +6,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::*;
+use herald_testkit::*;
 
-const SECRET: &str = "e2e-hardening-secret-0123456789abc";
-const API_KEY: &str = "e2e-hardening-key";
-/// How long a test waits for something that must happen.
-const WAIT: Duration = Duration::from_secs(20);
-
+/// The test settings with `extra` on top.
 fn env(extra: &[(&str, &str)]) -> Env {
-    let mut pairs = vec![("HERALD_JWT_SECRET", SECRET), ("HERALD_API_KEYS", API_KEY)];
-    pairs.extend_from_slice(extra);
-    Env::new(&pairs)
+    extra
+        .iter()
+        .fold(Env::new(), |env, (key, value)| env.with(key, *value))
 }
 
 /// Waits until the server closes `socket` (reads its end).
@@ -90,21 +83,8 @@ async fn ws_from(
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
     let stream = socket.connect(server).await.unwrap();
-    let mut request = format!("ws://{server}/ws").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "herald.v1.json".parse().unwrap());
-    match tokio_tungstenite::client_async(request, stream).await {
-        Ok((mut ws, _)) => {
-            ws.send(Message::text(
-                json!({"id": 1, "connect": {"token": token}}).to_string(),
-            ))
-            .await
-            .unwrap();
-            let reply = ws.next().await.unwrap().unwrap();
-            assert!(reply.to_text().unwrap().contains(r#""ok""#), "{reply}");
-            Ok(ws)
-        }
+    match raw_ws_over(stream, &format!("ws://{server}/ws"), token, &[]).await {
+        Ok(ws) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             Err(response.status().as_u16())
         }
@@ -132,7 +112,7 @@ async fn a_flood_of_idle_sockets_leaves_health_checks_and_clients_working() {
     // health still answers: the oldest silent sockets made room
     let health = http_client()
         .get(format!("{}/healthz", herald.http()))
-        .timeout(Duration::from_secs(5))
+        .timeout(WAIT)
         .send()
         .await
         .expect("/healthz answers during the flood");
@@ -227,22 +207,6 @@ async fn one_address_cannot_take_more_than_its_share() {
     );
 }
 
-/// A gauge from `/metrics`.
-async fn gauge(herald: &Herald, name: &str) -> Option<f64> {
-    let text = http_client()
-        .get(format!("{}/metrics", herald.http()))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_history_gives_its_memory_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -277,14 +241,10 @@ async fn expired_history_gives_its_memory_back() {
     wave("one").await;
     let first = rss(herald.pid()).saturating_sub(before);
     // the first wave expires and is swept out
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if gauge(&herald, "herald_history_channels").await == Some(0.0) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never swept");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(WAIT, "the first wave swept out", || async {
+        metrics(&herald.http()).await.get("herald_history_channels") == Some(&0.0)
+    })
+    .await;
     let between = rss(herald.pid());
     wave("two").await;
     let second = rss(herald.pid()).saturating_sub(between);

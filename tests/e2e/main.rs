@@ -12,7 +12,6 @@ mod operations;
 mod presence;
 mod server_api;
 mod standalone;
-mod support;
 mod telemetry;
 mod transports;
 mod workspace;

@@ -3,18 +3,15 @@
 //! services that check what the real ones check.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald_client::Client;
 use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, TestCa, keys};
 use serde_json::{Value, json};
 
-use crate::support::*;
+use herald_testkit::*;
 
-const SECRET: &str = "e2e-notify-secret-0123456789-abcdef0";
-const API_KEY: &str = "e2e-notify-key";
 const APP: &str = "com.example.chat";
-const WAIT: Duration = Duration::from_secs(30);
 
 struct Fakes {
     apns: FakeApns,
@@ -39,13 +36,6 @@ async fn fakes() -> Fakes {
         webpush: FakeWebPush::start(&ca.issue(&["127.0.0.1"])).await,
         ca,
     }
-}
-
-fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("herald-e2e-{:016x}-{name}", rand::random::<u64>()));
-    std::fs::write(&path, contents).expect("write a temp file");
-    path
 }
 
 /// A config file naming the fakes and the app's credentials.
@@ -87,189 +77,73 @@ fn base64_url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A fresh PostgreSQL database; dropped with the guard.
-struct Database {
-    url: String,
-    admin: String,
-    name: String,
-}
-
-impl Database {
-    async fn create(admin: &str) -> Database {
-        let name = format!("herald_e2e_{:016x}", rand::random::<u64>());
-        let pool = sqlx::PgPool::connect(admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required: {e}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-        Database {
-            url: format!("{base}/{name}"),
-            admin: admin.to_owned(),
-            name,
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&pool)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn database_url() -> String {
-    std::env::var("HERALD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// routing + presence + edge + notify on NATS and PostgreSQL.
-struct Cluster {
-    env: Env,
+struct Stack {
     routing: Herald,
     edge: Herald,
     notify: Herald,
     _presence: Herald,
     _db: Database,
-    _cleanup: StreamCleanup,
+    env: Cluster,
 }
 
-async fn cluster(f: &Fakes, extra: &str) -> Cluster {
-    let prefix = unique_prefix();
-    let db = Database::create(&database_url()).await;
+async fn stack(f: &Fakes, extra: &str) -> Stack {
+    let db = Database::create().await;
     let config = config(f, extra);
-    let nats = nats_url();
-    let base = [
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_NATS_URL", nats.as_str()),
-        ("HERALD_SUBJECT_PREFIX", prefix.as_str()),
-        ("HERALD_HISTORY_STORAGE", "memory"),
-        ("HERALD_PRESENCE_HEARTBEAT_SECS", "1"),
-        ("HERALD_CONFIG", config.to_str().unwrap()),
-        ("RUST_LOG", "info,herald_notify=debug"),
-    ];
+    let mut env = Cluster::new()
+        .with("HERALD_PRESENCE_HEARTBEAT_SECS", "1")
+        .with("HERALD_CONFIG", config.to_str().unwrap())
+        .with("RUST_LOG", "info,herald_notify=debug");
     // Redelivered soon after a crash, unless the test sets its own.
-    let mut base = base.to_vec();
     if !extra.contains("push_ack_wait_secs") {
-        base.push(("HERALD_PUSH_ACK_WAIT_SECS", "5"));
+        env.set("HERALD_PUSH_ACK_WAIT_SECS", "5");
     }
-    let presence = Herald::presence("presence", &Env::new(&base));
-    let presence_url = format!("http://{}", presence.grpc.unwrap());
-    let mut pairs = base.clone();
-    pairs.push(("HERALD_PRESENCE_URL", presence_url.as_str()));
-    pairs.push(("HERALD_DATABASE_URL", db.url.as_str()));
-    let notify = Herald::notify("notify", &Env::new(&pairs));
+    let presence = Herald::presence("presence", &env);
+    env.set("HERALD_PRESENCE_URL", presence.grpc_url());
+    env.set("HERALD_DATABASE_URL", db.url.as_str());
+    let notify = Herald::notify("notify", &env);
     // routing asks notify whether offline users have devices
-    let notify_url = format!("http://{}", notify.grpc.unwrap());
-    pairs.push(("HERALD_NOTIFY_URL", notify_url.as_str()));
-    let env = Env::new(&pairs);
+    env.set("HERALD_NOTIFY_URL", notify.grpc_url());
     let routing = Herald::routing("routing", &env);
     let edge = Herald::edge("edge", &env);
-    Cluster {
-        env,
+    Stack {
         routing,
         edge,
         notify,
         _presence: presence,
         _db: db,
-        _cleanup: StreamCleanup(prefix),
+        env,
     }
-}
-
-async fn post(url: String, body: Value) -> (u16, Value) {
-    let response = http_client()
-        .post(url)
-        .bearer_auth(API_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// A POST's status, `Retry-After` and body.
-async fn post_answer(url: String, body: Value) -> (u16, Option<String>, Value) {
-    let response = http_client()
-        .post(url)
-        .bearer_auth(API_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (
-        status,
-        retry_after,
-        response.json().await.unwrap_or(Value::Null),
-    )
-}
-
-async fn get(url: String) -> Value {
-    http_client()
-        .get(url)
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn apns_token(c: char) -> String {
     c.to_string().repeat(64)
 }
 
-async fn register(api: &str, device: Value) -> String {
-    let (status, answer) = post(format!("{api}/api/devices"), device).await;
+async fn register(api: &Api, device: Value) -> String {
+    let Answer {
+        status,
+        body: answer,
+        ..
+    } = api.post("/api/devices", device).await;
     assert_eq!(status, 201, "{answer}");
     answer["id"].as_str().unwrap().to_owned()
 }
 
-async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn send_to_user(c: &Cluster, user: &str, text: &str, collapse: &str) -> String {
-    let (status, answer) = post(
-        format!("{}/api/send", c.routing.http()),
-        json!({"user": user, "data": {"text": text},
+async fn send_to_user(c: &Stack, user: &str, text: &str, collapse: &str) -> String {
+    let Answer {
+        status,
+        body: answer,
+        ..
+    } = c
+        .routing
+        .api()
+        .post(
+            "/api/send",
+            json!({"user": user, "data": {"text": text},
                "notification": {"title": "New message", "body": text, "collapse_key": collapse}}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     answer["result"].as_str().unwrap().to_owned()
 }
@@ -277,8 +151,8 @@ async fn send_to_user(c: &Cluster, user: &str, text: &str, collapse: &str) -> St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_user_gets_one_push_per_device_and_an_online_user_none() {
     let f = fakes().await;
-    let c = cluster(&f, "").await;
-    let api = c.notify.http();
+    let c = stack(&f, "").await;
+    let api = c.notify.api();
     register(
         &api,
         json!({"user": "alice", "platform": "apns", "token": apns_token('a'), "app": APP}),
@@ -293,7 +167,7 @@ async fn an_offline_user_gets_one_push_per_device_and_an_online_user_none() {
     // bob has no device: nothing to push to, and routing says so
     assert_eq!(send_to_user(&c, "bob", "hello?", "z").await, "no_devices");
     assert_eq!(send_to_user(&c, "alice", "first", "a").await, "pushed");
-    until("one push on each platform", || {
+    eventually(WAIT, "one push on each platform", || async {
         (f.apns.delivered().len() == 1 && f.fcm.delivered().len() == 1).then_some(())
     })
     .await;
@@ -306,25 +180,26 @@ async fn an_offline_user_gets_one_push_per_device_and_an_online_user_none() {
     assert_eq!(google["notification"]["body"], "first");
 
     // connected: live delivery, no push
-    let token = herald_output(&c.env, &["token", "--user", "alice", "--channels", "x:*"]);
+    let token = mint_token(&c.env, "alice", "x:*", "");
     let (mut alice, _) = Client::connect(&c.edge.ws(), &token).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    let result = loop {
-        let r = send_to_user(&c, "alice", "while online", "b").await;
-        if r == "online" || Instant::now() > deadline {
-            break r;
+    eventually(WAIT, "alice online", || async {
+        let result = send_to_user(&c, "alice", "while online", "b").await;
+        if result == "online" {
+            Ok(())
+        } else {
+            Err(result)
         }
-    };
-    assert_eq!(result, "online");
+    })
+    .await;
     let live = alice.next_publication().await.unwrap();
     assert_eq!(live.channel.as_str(), "#alice");
     alice.close().await;
     // offline again: this one is pushed — and is the only one after the first
-    let deadline = Instant::now() + WAIT;
-    while send_to_user(&c, "alice", "marker", "c").await != "pushed" {
-        assert!(Instant::now() < deadline, "alice never went offline");
-    }
-    until("the marker push", || {
+    eventually(WAIT, "alice offline", || async {
+        send_to_user(&c, "alice", "marker", "c").await == "pushed"
+    })
+    .await;
+    eventually(WAIT, "the marker push", || async {
         f.apns
             .delivered()
             .iter()
@@ -355,8 +230,8 @@ async fn a_burst_of_47_becomes_at_most_two_alerts_per_device() {
     // A window far longer than the burst takes even on a busy machine: the
     // burst falls in one window however slowly it is sent.
     // (Held jobs must not be redelivered meanwhile: the ack wait is longer.)
-    let c = cluster(&f, "coalesce_window_ms = 8000\npush_ack_wait_secs = 30").await;
-    let api = c.notify.http();
+    let c = stack(&f, "coalesce_window_ms = 8000\npush_ack_wait_secs = 30").await;
+    let api = c.notify.api();
     register(
         &api,
         json!({"user": "bob", "platform": "apns", "token": apns_token('b'), "app": APP}),
@@ -373,7 +248,7 @@ async fn a_burst_of_47_becomes_at_most_two_alerts_per_device() {
             "pushed"
         );
     }
-    until("the summary on both platforms", || {
+    eventually(WAIT, "the summary on both platforms", || async {
         let apple = f
             .apns
             .delivered()
@@ -413,8 +288,8 @@ async fn a_burst_of_47_becomes_at_most_two_alerts_per_device() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_apns_token_is_removed_and_gone_from_the_next_status() {
     let f = fakes().await;
-    let c = cluster(&f, "").await;
-    let api = c.notify.http();
+    let c = stack(&f, "").await;
+    let api = c.notify.api();
     let dead = register(
         &api,
         json!({"user": "carol", "platform": "apns", "token": apns_token('c'), "app": APP}),
@@ -432,12 +307,16 @@ async fn a_dead_apns_token_is_removed_and_gone_from_the_next_status() {
     );
 
     let notify_one = |text: &str| {
-        post(
-            format!("{api}/api/notify"),
+        api.post(
+            "/api/notify",
             json!({"user": "carol", "notification": {"title": "t", "body": text}}),
         )
     };
-    let (status, answer) = notify_one("one").await;
+    let Answer {
+        status,
+        body: answer,
+        ..
+    } = notify_one("one").await;
     assert_eq!(status, 202, "{answer}");
     let first = answer["id"].as_str().unwrap().to_owned();
     let statuses = until_status(&api, &first, 2).await;
@@ -451,7 +330,7 @@ async fn a_dead_apns_token_is_removed_and_gone_from_the_next_status() {
         statuses[&dead]
     );
     assert_eq!(statuses[&alive]["state"], "sent");
-    let devices = get(format!("{api}/api/devices?user=carol")).await;
+    let devices = api.get("/api/devices?user=carol").await.body;
     let ids: Vec<&str> = devices["devices"]
         .as_array()
         .unwrap()
@@ -464,7 +343,7 @@ async fn a_dead_apns_token_is_removed_and_gone_from_the_next_status() {
         "the dead device is gone from the registry"
     );
 
-    let (_, answer) = notify_one("two").await;
+    let answer = notify_one("two").await.body;
     let second = answer["id"].as_str().unwrap().to_owned();
     let statuses = until_status(&api, &second, 1).await;
     assert!(
@@ -474,38 +353,42 @@ async fn a_dead_apns_token_is_removed_and_gone_from_the_next_status() {
 }
 
 /// Waits until `count` devices are settled for a notification.
-async fn until_status(api: &str, id: &str, count: usize) -> HashMap<String, Value> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let answer = get(format!("{api}/api/notify/{id}")).await;
-        let devices: HashMap<String, Value> = answer["devices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|d| {
-                (
-                    d["device_id"].as_str().unwrap_or_default().to_owned(),
-                    d.clone(),
-                )
-            })
-            .collect();
-        let settled = devices
-            .values()
-            .filter(|d| d["state"] == "sent" || d["state"] == "failed")
-            .count();
-        if settled >= count {
-            return devices;
-        }
-        assert!(Instant::now() < deadline, "status of {id}: {answer}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn until_status(api: &Api, id: &str, count: usize) -> HashMap<String, Value> {
+    eventually(
+        WAIT,
+        &format!("{count} devices settled for {id}"),
+        || async {
+            let answer = api.get(&format!("/api/notify/{id}")).await.body;
+            let devices: HashMap<String, Value> = answer["devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    (
+                        d["device_id"].as_str().unwrap_or_default().to_owned(),
+                        d.clone(),
+                    )
+                })
+                .collect();
+            let settled = devices
+                .values()
+                .filter(|d| d["state"] == "sent" || d["state"] == "failed")
+                .count();
+            if settled >= count {
+                Ok(devices)
+            } else {
+                Err(answer)
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_is_retried_no_sooner_and_succeeds() {
     let f = fakes().await;
-    let c = cluster(&f, "").await;
-    let api = c.notify.http();
+    let c = stack(&f, "").await;
+    let api = c.notify.api();
     let device = register(
         &api,
         json!({"user": "dan", "platform": "fcm", "token": "android-dan", "app": APP}),
@@ -520,11 +403,12 @@ async fn a_429_with_retry_after_is_retried_no_sooner_and_succeeds() {
             Reply::Accept,
         ],
     );
-    let (_, answer) = post(
-        format!("{api}/api/notify"),
-        json!({"user": "dan", "notification": {"title": "t", "body": "b"}}),
-    )
-    .await;
+    let Answer { body: answer, .. } = api
+        .post(
+            "/api/notify",
+            json!({"user": "dan", "notification": {"title": "t", "body": "b"}}),
+        )
+        .await;
     let id = answer["id"].as_str().unwrap().to_owned();
     let statuses = until_status(&api, &id, 1).await;
     assert_eq!(statuses[&device]["state"], "sent");
@@ -539,8 +423,8 @@ async fn a_429_with_retry_after_is_retried_no_sooner_and_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_notify_mid_batch_loses_no_job_and_duplicates_keep_their_apns_id() {
     let f = fakes().await;
-    let mut c = cluster(&f, "push_concurrency = 4").await;
-    let api = c.notify.http();
+    let mut c = stack(&f, "push_concurrency = 4").await;
+    let api = c.notify.api();
     const USERS: usize = 40;
     let mut devices = HashMap::new();
     for i in 0..USERS {
@@ -556,14 +440,14 @@ async fn killing_notify_mid_batch_loses_no_job_and_duplicates_keep_their_apns_id
     }
     let mut jobs = Vec::new();
     for i in 0..USERS {
-        let (status, answer) = post(format!("{api}/api/notify"), json!({"user": format!("u{i}"), "notification": {"title": "t", "body": format!("to u{i}")}})).await;
+        let Answer { status, body: answer, .. } = api.post("/api/notify", json!({"user": format!("u{i}"), "notification": {"title": "t", "body": format!("to u{i}")}})).await;
         assert_eq!(status, 202);
         jobs.push((
             answer["id"].as_str().unwrap().to_owned(),
             devices[&format!("u{i}")].clone(),
         ));
     }
-    until("a few deliveries", || {
+    eventually(WAIT, "a few deliveries", || async {
         (f.apns.delivered().len() >= 5).then_some(())
     })
     .await;
@@ -573,7 +457,7 @@ async fn killing_notify_mid_batch_loses_no_job_and_duplicates_keep_their_apns_id
         .iter()
         .map(|(job, device)| (herald_notify_apns_id(job, device), job.clone()))
         .collect();
-    until("every job delivered", || {
+    eventually(WAIT, "every job delivered", || async {
         let delivered: std::collections::HashSet<String> = f
             .apns
             .delivered()
@@ -602,16 +486,15 @@ fn herald_notify_apns_id(job: &str, device: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_push_decrypts_to_exactly_what_was_sent() {
     let f = fakes().await;
-    let c = cluster(&f, "").await;
-    let api = c.notify.http();
+    let c = stack(&f, "").await;
+    let api = c.notify.api();
     let subscription = f.webpush.subscribe();
     let device = register(
         &api,
         json!({"user": "erin", "platform": "webpush", "subscription": subscription, "app": APP}),
     )
     .await;
-    let (_, answer) = post(
-        format!("{api}/api/notify"),
+    let Answer { body: answer, .. } = api.post("/api/notify",
         json!({"user": "erin", "notification": {"title": "Hello", "body": "from Herald", "collapse_key": "greeting"},
                "data": {"url": "/inbox", "n": 3}}),
     )
@@ -632,8 +515,8 @@ async fn web_push_decrypts_to_exactly_what_was_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_device_input_gets_a_clear_error_and_nothing_is_stored() {
     let f = fakes().await;
-    let c = cluster(&f, "").await;
-    let api = c.notify.http();
+    let c = stack(&f, "").await;
+    let api = c.notify.api();
     let bad_key = json!({"endpoint": "https://push.example/x", "keys": {"p256dh": base64_url(&[4u8; 65]), "auth": base64_url(&[1u8; 16])}});
     for (body, why) in [
         (
@@ -654,21 +537,24 @@ async fn bad_device_input_gets_a_clear_error_and_nothing_is_stored() {
         ),
         (json!({"user": "frank", "platform": "apns"}), "no token"),
     ] {
-        let (status, answer) = post(format!("{api}/api/devices"), body).await;
+        let Answer {
+            status,
+            body: answer,
+            ..
+        } = api.post("/api/devices", body).await;
         assert_eq!(status, 400, "{why}: {answer}");
         assert_eq!(answer["error"]["code"], 100, "{why}: {answer}");
     }
-    let (status, answer) = post(
-        format!("{api}/api/notify"),
+    let Answer { status, body: answer, .. } = api.post("/api/notify",
         json!({"user": "frank", "notification": {"title": "t", "body": "b"}, "data": {"blob": "x".repeat(5000)}}),
     )
     .await;
     assert_eq!(status, 413, "{answer}");
-    let devices = get(format!("{api}/api/devices?user=frank")).await;
+    let devices = api.get("/api/devices?user=frank").await.body;
     assert_eq!(devices["devices"], json!([]));
     // without the API key, nothing
     let response = http_client()
-        .post(format!("{api}/api/devices"))
+        .post(format!("{}/api/devices", c.notify.http()))
         .json(&json!({"user": "frank", "platform": "fcm", "token": "ok-token"}))
         .send()
         .await
@@ -680,20 +566,15 @@ async fn bad_device_input_gets_a_clear_error_and_nothing_is_stored() {
 async fn standalone_pushes_through_sqlite_and_its_own_queue() {
     let f = fakes().await;
     let config = config(&f, "");
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_CONFIG", config.to_str().unwrap()),
-    ]);
+    let env = Env::new().with("HERALD_CONFIG", config.to_str().unwrap());
     let herald = Herald::standalone(&env);
-    let api = herald.http();
+    let api = herald.api();
     register(
         &api,
         json!({"user": "gina", "platform": "apns", "token": apns_token('9'), "app": APP}),
     )
     .await;
-    let (status, answer) = post(
-        format!("{api}/api/send"),
+    let Answer { status, body: answer, .. } = api.post("/api/send",
         json!({"user": "gina", "data": {"k": 1}, "notification": {"title": "Hi", "body": "standalone"}}),
     )
     .await;
@@ -702,7 +583,7 @@ async fn standalone_pushes_through_sqlite_and_its_own_queue() {
         (200, Some("pushed")),
         "{answer}"
     );
-    until("the push", || (f.apns.delivered().len() == 1).then_some(())).await;
+    eventually(WAIT, "the push", || async { f.apns.delivered().len() == 1 }).await;
     assert_eq!(
         f.apns.delivered()[0].payload["aps"]["alert"]["body"],
         "standalone"
@@ -747,11 +628,7 @@ impl OwnPostgres {
             .arg("0777")
             .arg(&dir)
             .status();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let pg = OwnPostgres { dir, port, bin };
         let ok = as_postgres(&pg.bin.join("initdb"))
             .args([
@@ -824,20 +701,11 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
     let pg = OwnPostgres::start();
     // (the per-user cap would drop old devices: not what this is about)
     let config = config(&f, "max_devices_per_user = 100000");
-    let prefix = unique_prefix();
-    let _cleanup = StreamCleanup(prefix.clone());
-    let nats = nats_url();
-    let url = pg.url();
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_NATS_URL", nats.as_str()),
-        ("HERALD_SUBJECT_PREFIX", prefix.as_str()),
-        ("HERALD_CONFIG", config.to_str().unwrap()),
-        ("HERALD_DATABASE_URL", url.as_str()),
-    ]);
+    let env = Cluster::new()
+        .with("HERALD_CONFIG", config.to_str().unwrap())
+        .with("HERALD_DATABASE_URL", pg.url());
     let notify = Herald::notify("notify", &env);
-    let api = notify.http();
+    let api = notify.api();
 
     // Registrations keep coming until well after PostgreSQL is back.
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -857,26 +725,25 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
             while !stop.load(Ordering::Acquire) {
                 let token = format!("burst-{i}");
                 let body = json!({"user": format!("user{}", i % 20), "platform": "fcm", "token": token, "app": APP});
-                let deadline = Instant::now() + WAIT;
-                loop {
+                eventually(WAIT, "the registration (503s retried)", || async {
                     if restarting.load(Ordering::Acquire) {
                         during_restart.fetch_add(1, Ordering::Relaxed);
                     }
-                    let (status, retry_after, answer) =
-                        post_answer(format!("{api}/api/devices"), body.clone()).await;
+                    let Answer { status, retry_after, body: answer } =
+                        api.post("/api/devices", body.clone()).await;
                     match status {
-                        201 => break,
+                        201 => true,
                         // the caller is told to try again, and does
                         503 => {
                             assert_eq!(answer["error"]["code"], 500, "{answer}");
                             assert_eq!(retry_after.as_deref(), Some("1"), "{answer}");
                             retryable.fetch_add(1, Ordering::Relaxed);
-                            assert!(Instant::now() < deadline, "registrations never recovered");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            false
                         }
                         other => panic!("registration failed with {other}: {answer}"),
                     }
-                }
+                })
+                .await;
                 registered.push(token);
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 10;
@@ -884,7 +751,7 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
             registered
         }));
     }
-    until("registrations under way", || {
+    eventually(WAIT, "registrations under way", || async {
         (done.load(Ordering::Relaxed) >= 50).then_some(())
     })
     .await;
@@ -897,7 +764,7 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
     .unwrap();
     restarting.store(false, Ordering::Release);
     let after_restart = done.load(Ordering::Relaxed);
-    until("registrations after the restart", || {
+    eventually(WAIT, "registrations after the restart", || async {
         (done.load(Ordering::Relaxed) >= after_restart + 100).then_some(())
     })
     .await;
@@ -920,7 +787,7 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
     );
     let mut tokens = Vec::new();
     for u in 0..20 {
-        let devices = get(format!("{api}/api/devices?user=user{u}")).await;
+        let devices = api.get(&format!("/api/devices?user=user{u}")).await.body;
         tokens.extend(
             devices["devices"]
                 .as_array()
@@ -943,8 +810,8 @@ async fn a_postgres_restart_during_registrations_loses_and_doubles_nothing() {
 }
 
 /// The devices of `user` as notify lists them: id → token.
-async fn devices_of(api: &str, user: &str) -> HashMap<String, String> {
-    get(format!("{api}/api/devices?user={user}")).await["devices"]
+async fn devices_of(api: &Api, user: &str) -> HashMap<String, String> {
+    api.get(&format!("/api/devices?user={user}")).await.body["devices"]
         .as_array()
         .unwrap()
         .iter()
@@ -960,8 +827,8 @@ async fn devices_of(api: &str, user: &str) -> HashMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_fcm_and_web_push_devices_are_removed_as_apns_ones_are() {
     let f = fakes().await;
-    let c = cluster(&f, "").await;
-    let api = c.notify.http();
+    let c = stack(&f, "").await;
+    let api = c.notify.api();
     let unregistered = register(
         &api,
         json!({"user": "olga", "platform": "fcm", "token": "android-olga-old", "app": APP}),
@@ -989,11 +856,16 @@ async fn dead_fcm_and_web_push_devices_are_removed_as_apns_ones_are() {
         json!({"user": "olga", "platform": "fcm", "token": "android-olga-new", "app": APP}),
     )
     .await;
-    let (status, answer) = post(
-        format!("{api}/api/notify"),
-        json!({"user": "olga", "notification": {"title": "t", "body": "anyone there?"}}),
-    )
-    .await;
+    let Answer {
+        status,
+        body: answer,
+        ..
+    } = api
+        .post(
+            "/api/notify",
+            json!({"user": "olga", "notification": {"title": "t", "body": "anyone there?"}}),
+        )
+        .await;
     assert_eq!(status, 202, "{answer}");
     let id = answer["id"].as_str().unwrap().to_owned();
     let statuses = until_status(&api, &id, 4).await;
@@ -1017,8 +889,8 @@ async fn dead_fcm_and_web_push_devices_are_removed_as_apns_ones_are() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_push_endpoints_must_be_https_and_public_to_register() {
     let f = fakes().await;
-    let c = cluster(&f, "").await;
-    let api = c.notify.http();
+    let c = stack(&f, "").await;
+    let api = c.notify.api();
     let keys = f.webpush.subscribe()["keys"].clone();
     // (nothing here is ever connected to: registration only looks)
     for (endpoint, why) in [
@@ -1046,12 +918,17 @@ async fn web_push_endpoints_must_be_https_and_public_to_register() {
         ("https://2130706433/x", "loopback written as a number"),
         ("https://user:secret@8.8.8.8/x", "credentials"),
     ] {
-        let (status, answer) = post(
-            format!("{api}/api/devices"),
-            json!({"user": "pia", "platform": "webpush", "app": APP,
+        let Answer {
+            status,
+            body: answer,
+            ..
+        } = api
+            .post(
+                "/api/devices",
+                json!({"user": "pia", "platform": "webpush", "app": APP,
                    "subscription": {"endpoint": endpoint, "keys": keys}}),
-        )
-        .await;
+            )
+            .await;
         assert_eq!(status, 400, "{why}: {answer}");
         assert_eq!(answer["error"]["code"], 100, "{why}: {answer}");
         let message = answer["error"]["message"].as_str().unwrap();
@@ -1074,8 +951,7 @@ async fn web_push_endpoints_must_be_https_and_public_to_register() {
         json!({"user": "pia", "platform": "webpush", "subscription": subscription, "app": APP}),
     )
     .await;
-    let (status, answer) = post(
-        format!("{api}/api/devices"),
+    let Answer { status, body: answer, .. } = api.post("/api/devices",
         json!({"user": "pia", "platform": "webpush", "app": APP,
                "subscription": {"endpoint": endpoint.replace("https://", "http://"), "keys": keys}}),
     )
@@ -1127,16 +1003,11 @@ fn the_readmes_app_example_passes_herald_check_notify() {
             .args(["check", "notify", "--config"])
             .arg(config)
             .current_dir(dir.path());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HERALD_") {
-                command.env_remove(&key);
-            }
-        }
-        command
-            .env("HERALD_API_KEYS", API_KEY)
-            .env("HERALD_DATABASE_URL", "sqlite:herald.db")
-            .output()
-            .unwrap()
+        Env::default()
+            .with("HERALD_API_KEYS", API_KEY)
+            .with("HERALD_DATABASE_URL", "sqlite:herald.db")
+            .apply(&mut command);
+        command.output().unwrap()
     };
     let out = check(&dir.path().join("herald.toml"));
     assert!(
@@ -1172,23 +1043,15 @@ async fn killed_database_connections_answer_503_with_retry_after_and_lose_nothin
     let f = fakes().await;
     // a database of this test's own on the shared server: only its
     // connections are killed, other tests are not disturbed
-    let db = Database::create(&database_url()).await;
+    let db = Database::create().await;
     let admin = sqlx::PgPool::connect(&database_url()).await.unwrap();
     let config = config(&f, "max_devices_per_user = 100000");
-    let prefix = unique_prefix();
-    let _cleanup = StreamCleanup(prefix.clone());
-    let nats = nats_url();
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_NATS_URL", nats.as_str()),
-        ("HERALD_SUBJECT_PREFIX", prefix.as_str()),
-        ("HERALD_CONFIG", config.to_str().unwrap()),
-        ("HERALD_DATABASE_URL", db.url.as_str()),
-    ]);
+    let env = Cluster::new()
+        .with("HERALD_CONFIG", config.to_str().unwrap())
+        .with("HERALD_DATABASE_URL", db.url.as_str());
     let notify = Herald::notify("notify", &env);
-    let api = notify.http();
-    let grpc = format!("http://{}", notify.grpc.unwrap());
+    let api = notify.api();
+    let grpc = notify.grpc_url();
 
     let stop = Arc::new(AtomicBool::new(false));
     let unavailable = Arc::new(AtomicUsize::new(0));
@@ -1204,21 +1067,21 @@ async fn killed_database_connections_answer_503_with_retry_after_and_lose_nothin
             done.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let upstream =
-                herald_proto::client::Upstream::new(&grpc, Some(API_KEY), Duration::from_secs(10))
-                    .unwrap();
+            let upstream = herald_proto::client::Upstream::new(&grpc, Some(API_KEY), WAIT).unwrap();
             let mut registered = Vec::new();
             let mut i = worker;
             while !stop.load(Ordering::Acquire) {
                 let token = format!("kill-{i}");
                 let user = format!("user{}", i % 8);
-                let deadline = Instant::now() + WAIT;
-                loop {
+                eventually(WAIT, "the registration (refusals retried)", || async {
                     let refused = if worker % 2 == 0 {
                         let body =
                             json!({"user": user, "platform": "fcm", "token": token, "app": APP});
-                        let (status, retry_after, answer) =
-                            post_answer(format!("{api}/api/devices"), body).await;
+                        let Answer {
+                            status,
+                            retry_after,
+                            body: answer,
+                        } = api.post("/api/devices", body).await;
                         match status {
                             201 => None,
                             503 => {
@@ -1254,15 +1117,12 @@ async fn killed_database_connections_answer_503_with_retry_after_and_lose_nothin
                             }
                         }
                     };
-                    match refused {
-                        None => break,
-                        Some(()) => {
-                            unavailable.fetch_add(1, Ordering::Relaxed);
-                            assert!(Instant::now() < deadline, "registrations never recovered");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
+                    if refused.is_some() {
+                        unavailable.fetch_add(1, Ordering::Relaxed);
                     }
-                }
+                    refused.is_none()
+                })
+                .await;
                 registered.push(token);
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 8;
@@ -1270,24 +1130,29 @@ async fn killed_database_connections_answer_503_with_retry_after_and_lose_nothin
             registered
         }));
     }
-    until("registrations under way", || {
+    eventually(WAIT, "registrations under way", || async {
         (done.load(Ordering::Relaxed) >= 20).then_some(())
     })
     .await;
     // kill the service's connections over and over until callers have been
     // told to retry a few times
-    let mut terminated = 0;
-    let deadline = Instant::now() + WAIT;
-    while unavailable.load(Ordering::Relaxed) < 5 {
-        assert!(
-            Instant::now() < deadline,
-            "{terminated} connections killed, yet no caller was told to retry"
-        );
-        terminated += terminate_backends(&admin, &db.name).await;
-        tokio::task::yield_now().await;
-    }
+    let terminated = AtomicUsize::new(0);
+    eventually(WAIT, "callers told to retry 5 times", || async {
+        let killed = terminate_backends(&admin, &db.name).await;
+        let killed = terminated.fetch_add(killed, Ordering::Relaxed) + killed;
+        let told = unavailable.load(Ordering::Relaxed);
+        if told >= 5 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{killed} connections killed, {told} callers told to retry"
+            ))
+        }
+    })
+    .await;
+    let terminated = terminated.into_inner();
     let after = done.load(Ordering::Relaxed);
-    until("registrations after the kills", || {
+    eventually(WAIT, "registrations after the kills", || async {
         (done.load(Ordering::Relaxed) >= after + 40).then_some(())
     })
     .await;

@@ -3,96 +3,59 @@
 //! whole cluster from any edge.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use herald_client::{Client, Event};
 use herald_protocol::Push;
 use serde_json::json;
 
-use crate::support::*;
-
-const SECRET: &str = "e2e-operations-secret-0123456789";
-const API_KEY: &str = "e2e-operations-key";
+use herald_testkit::*;
 
 fn token(env: &Env, user: &str) -> String {
     mint_token(env, user, "ops:*", "")
 }
 
-/// `/metrics` as `name{labels}` → value.
-async fn scrape(base: &str) -> HashMap<String, f64> {
-    let response = http_client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(content_type.starts_with("text/plain"), "{content_type}");
-    let text = response.text().await.unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Scrapes until `check` holds (metrics are copied once a second).
+/// Scrapes `base`'s `/metrics` until `check` holds (metrics are copied
+/// once a second).
 async fn metrics_until(
     base: &str,
     what: &str,
     check: impl Fn(&HashMap<String, f64>) -> bool,
 ) -> HashMap<String, f64> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let metrics = scrape(base).await;
+    eventually(WAIT, what, || async {
+        let metrics = metrics(base).await;
         if check(&metrics) {
-            return metrics;
+            Ok(metrics)
+        } else {
+            Err(format!("{metrics:#?}"))
         }
-        assert!(Instant::now() < deadline, "{what}: {metrics:#?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 fn value(metrics: &HashMap<String, f64>, name: &str) -> f64 {
     metrics.get(name).copied().unwrap_or(0.0)
 }
 
-async fn publish(api: &str, channel: &str, n: u64) {
-    let response = http_client()
-        .post(format!("{api}/api/publish"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"channel": channel, "data": {"n": n}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+async fn publish(api: &Api, channel: &str, n: u64) {
+    api.publish(channel, json!({"n": n})).await;
 }
 
 #[tokio::test]
 async fn metrics_count_what_happened() {
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_ALLOWED_ORIGINS", "https://app.example"),
-    ]);
+    let env = Env::new().with("HERALD_ALLOWED_ORIGINS", "https://app.example");
     let herald = Herald::standalone(&env);
     let (mut client, _) = Client::connect(&herald.ws(), &token(&env, "mia"))
         .await
         .unwrap();
     client.subscribe("ops:room").await.unwrap();
     for n in 1..=3 {
-        publish(&herald.http(), "ops:room", n).await;
+        publish(&herald.api(), "ops:room", n).await;
     }
     for _ in 0..3 {
-        tokio::time::timeout(Duration::from_secs(5), client.next_publication())
+        within(WAIT, "a publication", client.next_publication())
             .await
-            .expect("a publication in time")
             .expect("a publication");
     }
     // a refused browser origin, and a command the edge rejects
@@ -179,7 +142,7 @@ async fn admin_view_until(
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
     let mut last = serde_json::Value::Null;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let chunk = tokio::time::timeout_at(deadline, body.next())
             .await
@@ -206,24 +169,9 @@ async fn admin_view_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_has_metrics_and_any_edge_shows_the_whole_cluster() {
-    let prefix = unique_prefix();
-    let nats = nats_url();
-    let base = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_NATS_URL", &nats),
-        ("HERALD_SUBJECT_PREFIX", &prefix),
-        ("HERALD_HISTORY_STORAGE", "memory"),
-        ("HERALD_PRESENCE_HEARTBEAT_SECS", "1"),
-    ]);
-    let _cleanup = StreamCleanup(prefix.clone());
-    let presence = Herald::presence("presence", &base);
-    let mut pairs = base.0.clone();
-    pairs.push((
-        "HERALD_PRESENCE_URL".into(),
-        format!("http://{}", presence.grpc.unwrap()),
-    ));
-    let env = Env(pairs);
+    let mut env = Cluster::new().with("HERALD_PRESENCE_HEARTBEAT_SECS", "1");
+    let presence = Herald::presence("presence", &env);
+    env.set("HERALD_PRESENCE_URL", presence.grpc_url());
     let routing = Herald::routing("routing", &env);
     let edge1 = Herald::edge("ops-e1", &env);
     let edge2 = Herald::edge("ops-e2", &env);
@@ -250,7 +198,7 @@ async fn every_service_has_metrics_and_any_edge_shows_the_whole_cluster() {
         })
         .collect();
     let publisher = {
-        let api = routing.http();
+        let api = routing.api();
         tokio::spawn(async move {
             for n in 0.. {
                 publish(&api, "ops:feed", n).await;

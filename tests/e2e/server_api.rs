@@ -4,34 +4,24 @@
 
 use serde_json::json;
 
-use crate::support::*;
-
-const SECRET: &str = "e2e-server-api-secret-0123456789";
-const API_KEY: &str = "e2e-server-api-key";
+use herald_testkit::*;
 
 /// A config file with a strict namespace list (written per test).
 fn config_file() -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("herald-e2e-{}.toml", unique_prefix()));
-    std::fs::write(
-        &path,
+    temp_file(
+        "herald.toml",
         "strict_namespaces = true\nmax_message_bytes = 4096\n[namespaces.api]\nhistory_size = 50\n[namespaces.chat]\n",
     )
-    .expect("write config");
-    path
 }
 
 fn alice_token(env: &Env) -> String {
-    herald_output(env, &["token", "--user", "alice", "--channels", "chat:*"])
+    mint_token(env, "alice", "chat:*", "")
 }
 
 #[test]
 fn every_method_from_grpcio_and_httpx_against_standalone() {
     let config = config_file();
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_CONFIG", config.to_str().unwrap()),
-    ]);
+    let env = Env::new().with("HERALD_CONFIG", config.to_str().unwrap());
     let herald = Herald::standalone(&env);
     let grpc = herald.grpc.expect("gRPC address").to_string();
     let out = run_python(
@@ -52,18 +42,9 @@ fn every_method_from_grpcio_and_httpx_against_standalone() {
 #[test]
 fn every_method_from_grpcio_and_httpx_against_routing_on_nats() {
     let config = config_file();
-    let prefix = unique_prefix();
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_CONFIG", config.to_str().unwrap()),
-        ("HERALD_NATS_URL", &nats_url()),
-        ("HERALD_SUBJECT_PREFIX", &prefix),
-        ("HERALD_HISTORY_STORAGE", "memory"),
-    ]);
-    let _cleanup = StreamCleanup(prefix.clone());
-    let routing = Herald::routing("routing", &env);
-    let edge = Herald::edge("edge", &env);
+    let cluster = Cluster::new().with("HERALD_CONFIG", config.to_str().unwrap());
+    let routing = Herald::routing("routing", &cluster);
+    let edge = Herald::edge("edge", &cluster);
     let grpc = routing.grpc.expect("gRPC address").to_string();
     let out = run_python(
         "server_api.py",
@@ -72,7 +53,7 @@ fn every_method_from_grpcio_and_httpx_against_routing_on_nats() {
             &grpc,
             &edge.ws(),
             API_KEY,
-            &alice_token(&env),
+            &alice_token(&cluster),
             "distributed",
         ],
     );
@@ -82,48 +63,24 @@ fn every_method_from_grpcio_and_httpx_against_routing_on_nats() {
 
 #[tokio::test]
 async fn restarting_routing_loses_nothing_and_offsets_continue() {
-    let prefix = unique_prefix();
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_NATS_URL", &nats_url()),
-        ("HERALD_SUBJECT_PREFIX", &prefix),
-    ]);
-    let _cleanup = StreamCleanup(prefix.clone());
-    let http = http_client();
-    let publish = |routing: &Herald, n: u64| {
-        http.post(format!("{}/api/publish", routing.http()))
-            .bearer_auth(API_KEY)
-            .json(&json!({"channel": "orders", "data": {"n": n}}))
-            .send()
-    };
-    let args = ["routing", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"];
+    // history in JetStream streams, which outlive the process
+    let cluster = Cluster::new().with("HERALD_HISTORY_STORAGE", "file");
 
-    let mut first = Herald::start("routing-1", &env, &args);
+    let mut first = Herald::routing("routing-1", &cluster);
     let mut epoch = String::new();
     for n in 1..=3 {
-        let answer: serde_json::Value = publish(&first, n).await.unwrap().json().await.unwrap();
+        let answer = first.api().publish("orders", json!({"n": n})).await;
         assert_eq!(answer["offset"], n, "{answer}");
         epoch = answer["epoch"].as_str().unwrap().to_owned();
     }
-    let status = first
-        .terminate(std::time::Duration::from_secs(15))
-        .expect("routing exits on SIGTERM");
+    let status = first.terminate(WAIT).expect("routing exits on SIGTERM");
     assert!(status.success(), "{status}");
 
-    let second = Herald::start("routing-2", &env, &args);
-    let answer: serde_json::Value = publish(&second, 4).await.unwrap().json().await.unwrap();
+    let second = Herald::routing("routing-2", &cluster);
+    let answer = second.api().publish("orders", json!({"n": 4})).await;
     assert_eq!(answer["offset"], 4, "{answer}");
     assert_eq!(answer["epoch"], epoch.as_str(), "same history, same epoch");
-    let history: serde_json::Value = http
-        .get(format!("{}/api/history?channel=orders", second.http()))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = second.api().history("orders").await;
     let offsets: Vec<u64> = history["publications"]
         .as_array()
         .unwrap()

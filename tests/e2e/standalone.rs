@@ -2,20 +2,13 @@
 
 use serde_json::json;
 
-use crate::support::*;
-
-const SECRET: &str = "e2e-standalone-secret-0123456789";
-const API_KEY: &str = "e2e-standalone-key";
-
-fn env() -> Env {
-    Env::new(&[("HERALD_JWT_SECRET", SECRET), ("HERALD_API_KEYS", API_KEY)])
-}
+use herald_testkit::*;
 
 #[test]
 fn python_websockets_client_receives_an_api_publish() {
-    let env = env();
+    let env = Env::new();
     let herald = Herald::standalone(&env);
-    let token = herald_output(&env, &["token", "--user", "alice", "--channels", "chat:*"]);
+    let token = mint_token(&env, "alice", "chat:*", "");
     let out = run_python(
         "ws_receive_api_publish.py",
         &[&herald.ws(), &herald.http(), &token, API_KEY, "chat:lobby"],
@@ -28,7 +21,7 @@ fn python_websockets_client_receives_an_api_publish() {
 
 #[tokio::test]
 async fn publishing_without_a_valid_api_key_is_refused_and_stores_nothing() {
-    let env = env();
+    let env = Env::new();
     let herald = Herald::standalone(&env);
     let http = http_client();
     let body = json!({"channel": "chat:locked", "data": {"x": 1}});
@@ -45,27 +38,13 @@ async fn publishing_without_a_valid_api_key_is_refused_and_stores_nothing() {
         assert_eq!(answer["error"]["code"], 101, "{answer}");
     }
 
-    let history: serde_json::Value = http
-        .get(format!("{}/api/history?channel=chat:locked", herald.http()))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = herald.api().history("chat:locked").await;
     assert_eq!(history["offset"], 0, "{history}");
     assert_eq!(history["publications"], json!([]));
 
     // the right key works, so the refusals above were about the key
-    let ok = http
-        .post(&url)
-        .json(&body)
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    let ok = herald.api().post("/api/publish", body).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
 }
 
 #[test]
@@ -85,11 +64,9 @@ fn a_bad_setting_fails_start_up_with_one_line_naming_it() {
 
 #[test]
 fn sigterm_stops_standalone_cleanly() {
-    let env = env();
+    let env = Env::new();
     let mut herald = Herald::standalone(&env);
-    let status = herald
-        .terminate(std::time::Duration::from_secs(15))
-        .expect("exits after SIGTERM");
+    let status = herald.terminate(WAIT).expect("exits after SIGTERM");
     assert!(status.success(), "{status}\n{}", herald.logs());
 }
 
@@ -124,11 +101,10 @@ async fn jwks_keys_rotate_without_a_restart() {
         std::fs::write(&jwks, json!({ "keys": keys }).to_string()).unwrap();
     };
     publish(&[&old]);
-    let env = Env::new(&[
-        ("HERALD_JWT_ALGORITHM", "RS256"),
-        ("HERALD_JWT_JWKS_FILE", jwks.to_str().unwrap()),
-        ("HERALD_API_KEYS", API_KEY),
-    ]);
+    let env = Env::new()
+        .without("HERALD_JWT_SECRET")
+        .with("HERALD_JWT_ALGORITHM", "RS256")
+        .with("HERALD_JWT_JWKS_FILE", jwks.to_str().unwrap());
     let herald = Herald::standalone(&env);
 
     let (_, ok) = Client::connect(&herald.ws(), &token(&old)).await.unwrap();
@@ -150,7 +126,7 @@ async fn jwks_keys_rotate_without_a_restart() {
 /// server, and every publication reaches every subscriber.
 #[test]
 fn bench_latency_reports_every_delivery() {
-    let env = env();
+    let env = Env::new();
     let herald = Herald::standalone(&env);
     let token = mint_token(&env, "bench", "bench:*", "");
     let out = herald_output(

@@ -1,9 +1,6 @@
 //! Traces leave the process over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is
 //! set: a minimal OTLP/gRPC collector in the test receives them.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -13,9 +10,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde_json::json;
+use std::collections::HashMap;
 use tokio::sync::mpsc;
 
-use crate::support::*;
+use herald_testkit::*;
 
 struct Collector(mpsc::Sender<ExportTraceServiceRequest>);
 
@@ -35,23 +33,13 @@ impl TraceService for Collector {
 #[tokio::test]
 async fn spans_are_exported_over_otlp() {
     let (endpoint, mut rx) = collector().await;
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", "otlp-test-secret-0123456789-abcdef01"),
-        ("HERALD_API_KEYS", "otlp-test-key"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ]);
+    let env = Env::new()
+        .with("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .with("OTEL_BSP_SCHEDULE_DELAY", "100");
     let herald = Herald::standalone(&env);
-    let response = http_client()
-        .post(format!("{}/api/publish", herald.http()))
-        .bearer_auth("otlp-test-key")
-        .json(&json!({"channel": "traced", "data": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    herald.api().publish("traced", json!(1)).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let request = tokio::time::timeout_at(deadline, rx.recv())
             .await
@@ -107,17 +95,9 @@ async fn collector() -> (String, mpsc::Receiver<ExportTraceServiceRequest>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publish_is_one_trace_from_the_api_call_to_the_edge() {
     let (endpoint, mut rx) = collector().await;
-    let prefix = unique_prefix();
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", "otlp-test-secret-0123456789-abcdef01"),
-        ("HERALD_API_KEYS", "otlp-test-key"),
-        ("HERALD_NATS_URL", &nats_url()),
-        ("HERALD_SUBJECT_PREFIX", &prefix),
-        ("HERALD_HISTORY_STORAGE", "memory"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ]);
-    let _cleanup = StreamCleanup(prefix);
+    let env = Cluster::new()
+        .with("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .with("OTEL_BSP_SCHEDULE_DELAY", "100");
     let routing = Herald::routing("routing", &env);
     let edge = Herald::edge("edge", &env);
     let token = mint_token(&env, "tess", "traced:*", "");
@@ -130,21 +110,20 @@ async fn one_publish_is_one_trace_from_the_api_call_to_the_edge() {
     let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
     let response = http_client()
         .post(format!("{}/api/publish", routing.http()))
-        .bearer_auth("otlp-test-key")
+        .bearer_auth(API_KEY)
         .header("traceparent", format!("00-{hex}-00f067aa0ba902b7-01"))
         .json(&json!({"channel": "traced:room", "data": 1}))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    tokio::time::timeout(Duration::from_secs(5), client.next_publication())
+    within(WAIT, "the delivery", client.next_publication())
         .await
-        .expect("delivered")
         .unwrap();
 
     // spans of this trace, by service
     let mut seen: HashMap<String, Vec<String>> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + WAIT;
     while !(seen
         .get("herald-routing")
         .is_some_and(|n| n.iter().any(|n| n == "publish"))

@@ -2,17 +2,14 @@
 //! publishing: WebSocket (Python `websockets`), SSE and long polling
 //! (`httpx`), against standalone and against routing + edge on NATS.
 
-use crate::support::*;
-
-const SECRET: &str = "e2e-transports-secret-0123456789";
-const API_KEY: &str = "e2e-transports-key";
+use herald_testkit::*;
 
 fn token(env: &Env) -> String {
-    herald_output(env, &["token", "--user", "alice", "--channels", "resume:*"])
+    mint_token(env, "alice", "resume:*", "")
 }
 
 fn resume_standalone(transport: &str) {
-    let env = Env::new(&[("HERALD_JWT_SECRET", SECRET), ("HERALD_API_KEYS", API_KEY)]);
+    let env = Env::new();
     let herald = Herald::standalone(&env);
     let channel = format!("resume:{transport}");
     let out = run_python(
@@ -33,15 +30,7 @@ fn resume_standalone(transport: &str) {
 }
 
 fn resume_distributed(transport: &str) {
-    let prefix = unique_prefix();
-    let env = Env::new(&[
-        ("HERALD_JWT_SECRET", SECRET),
-        ("HERALD_API_KEYS", API_KEY),
-        ("HERALD_NATS_URL", &nats_url()),
-        ("HERALD_SUBJECT_PREFIX", &prefix),
-        ("HERALD_HISTORY_STORAGE", "memory"),
-    ]);
-    let _cleanup = StreamCleanup(prefix);
+    let env = Cluster::new();
     let routing = Herald::routing("routing", &env);
     let edge = Herald::edge("edge", &env);
     let channel = format!("resume:{transport}");

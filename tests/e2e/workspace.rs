@@ -67,7 +67,7 @@ fn drawn(graph: &BTreeMap<String, Vec<String>>) -> String {
 
 #[test]
 fn the_documented_crate_graph_is_the_real_one_and_services_stand_alone() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = herald_testkit::repo_root();
     let graph = crate_graph(&root);
     assert!(graph.contains_key("herald-protocol"), "{graph:?}");
     for service in SERVICES {
