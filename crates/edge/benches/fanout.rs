@@ -7,29 +7,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use futures::{SinkExt, StreamExt};
-use herald_core::auth::{JwtAlgorithm, TokenSigner};
+use futures::StreamExt;
 use herald_core::bus::{Bus, MemoryBus};
-use herald_core::config::Config;
-use herald_core::history::MemoryHistory;
-use herald_core::presence::NoPresence;
 use herald_core::route::live_message;
-use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
-use herald_core::work_queue::MemoryWorkQueue;
-use herald_edge::Edge;
+use herald_protocol::Publication;
 use herald_protocol::channel::Channel;
-use herald_protocol::{Publication, UserId};
-use herald_routing::{Deps, Routing};
+use herald_testkit::{Server, raw_ws, token};
 use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::Message;
 
 const SUBSCRIBERS: usize = 100;
 const PER_ITERATION: u64 = 200;
-const SECRET: &str = "fanout-bench-secret-0123456789-abcde";
 
 struct Setup {
     bus: MemoryBus,
@@ -37,80 +28,24 @@ struct Setup {
     channel: Channel,
     received: Arc<AtomicU64>,
     next_offset: AtomicU64,
-    _shutdown: Shutdown,
+    _server: Server,
 }
 
 async fn setup(write_batch_frames: usize) -> Setup {
-    let config = Arc::new(Config {
-        jwt_secret: Some(SECRET.into()),
-        write_batch_frames,
-        client_queue_len: 100_000,
-        client_queue_bytes: 1 << 30,
-        connection_rate: 100_000,
-        max_connections_per_user: 100_000,
-        ..Config::default()
-    });
-    let shutdown = Shutdown::new();
-    let bus = MemoryBus::new();
-    let shared: Arc<dyn Bus> = Arc::new(bus.clone());
-    let edge = Edge::new(
-        config.clone(),
-        config.token_verifier(false).expect("verifier"),
-        shared.clone(),
-        "bench".into(),
-        shutdown.clone(),
-    );
-    let routing = Arc::new(Routing::new(
-        config.clone(),
-        Deps {
-            bus: shared,
-            history: Arc::new(MemoryHistory::default()),
-            queue: Arc::new(MemoryWorkQueue::new(10)),
-            presence: Arc::new(NoPresence),
-        },
-    ));
-    routing
-        .listen_to_edges(shutdown.clone())
-        .await
-        .expect("routing");
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = tcp.local_addr().expect("addr");
-    let running = edge
-        .service("bench", shutdown.clone())
-        .http(tcp, edge.router())
-        .start()
-        .expect("serving");
-    tokio::spawn(running.stopped());
-
-    let token = TokenSigner::new(JwtAlgorithm::HS256, SECRET.as_bytes())
-        .expect("signer")
-        .mint(
-            &UserId::parse("bench").expect("user"),
-            &["bench:*".into()],
-            &[],
-            Duration::from_secs(3600),
-        )
-        .expect("token");
+    let server = Server::start(|c| {
+        c.write_batch_frames = write_batch_frames;
+        c.client_queue_len = 100_000;
+        c.client_queue_bytes = 1 << 30;
+        c.connection_rate = 100_000;
+        c.max_connections_per_user = 100_000;
+    })
+    .await;
+    let token = token("bench", &["bench:*"], &[], 3600);
     let received = Arc::new(AtomicU64::new(0));
     for _ in 0..SUBSCRIBERS {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        let mut ws = raw_ws(&server.ws, &token, &["bench:fanout"])
             .await
             .expect("connect");
-        ws.send(Message::text(format!(
-            r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#
-        )))
-        .await
-        .expect("send");
-        ws.send(Message::text(
-            r#"{"id":2,"subscribe":{"channel":"bench:fanout"}}"#,
-        ))
-        .await
-        .expect("send");
-        for _ in 0..2 {
-            ws.next().await.expect("reply").expect("reply");
-        }
         let received = received.clone();
         tokio::spawn(async move {
             while let Some(Ok(message)) = ws.next().await {
@@ -121,12 +56,12 @@ async fn setup(write_batch_frames: usize) -> Setup {
         });
     }
     Setup {
-        bus,
-        subjects: Subjects::new(&config.subject_prefix),
+        bus: server.bus.clone(),
+        subjects: server.subjects.clone(),
         channel: Channel::new("bench:fanout").expect("channel"),
         received,
         next_offset: AtomicU64::new(1),
-        _shutdown: shutdown,
+        _server: server,
     }
 }
 

@@ -13,17 +13,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use herald_core::bus::{Bus, MemoryBus};
-use herald_core::config::Config;
-use herald_core::history::MemoryHistory;
-use herald_core::presence::NoPresence;
 use herald_core::route::live_message;
-use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
-use herald_core::work_queue::MemoryWorkQueue;
-use herald_edge::{ConnId, Hub, Outbox, RoutingClient};
+use herald_edge::{ConnId, Hub, Outbox};
 use herald_protocol::Publication;
 use herald_protocol::channel::Channel;
-use herald_routing::{Deps, Routing};
+use herald_testkit::Server;
 use serde_json::value::RawValue;
 
 const CHANNELS: usize = 1000;
@@ -37,30 +32,12 @@ struct World {
     received: Arc<AtomicU64>,
     offset: u64,
     _hub: Arc<Hub>,
-    _shutdown: Shutdown,
+    _server: Server,
 }
 
 async fn world() -> World {
-    let bus = MemoryBus::new();
-    let shared: Arc<dyn Bus> = Arc::new(bus.clone());
-    let config = Arc::new(Config::default());
-    let routing = Arc::new(Routing::new(
-        config.clone(),
-        Deps {
-            bus: shared.clone(),
-            history: Arc::new(MemoryHistory::default()),
-            queue: Arc::new(MemoryWorkQueue::new(10)),
-            presence: Arc::new(NoPresence),
-        },
-    ));
-    let shutdown = Shutdown::new();
-    routing
-        .listen_to_edges(shutdown.clone())
-        .await
-        .expect("routing");
-    let subjects = Subjects::new(&config.subject_prefix);
-    let client = RoutingClient::new(shared.clone(), subjects.clone(), Duration::from_secs(5));
-    let hub = Arc::new(Hub::new(shared, subjects.clone(), client));
+    let server = Server::start(|_| {}).await;
+    let hub = Arc::new(server.hub());
     let channels: Vec<Channel> = (0..CHANNELS)
         .map(|i| Channel::new(&format!("bench:{i}")).expect("channel"))
         .collect();
@@ -82,13 +59,13 @@ async fn world() -> World {
         }
     }
     World {
-        bus,
-        subjects,
+        bus: server.bus.clone(),
+        subjects: server.subjects.clone(),
         channels,
         received,
         offset: 0,
         _hub: hub,
-        _shutdown: shutdown,
+        _server: server,
     }
 }
 

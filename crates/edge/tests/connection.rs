@@ -19,9 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-mod support;
-
-use support::{API_KEY, Server, WAIT, api_publish, eventually, http_client, start, token};
+use herald_testkit::{API_KEY, Server, WAIT, eventually, http_client, token};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -441,11 +439,7 @@ async fn poller(
 }
 
 async fn publish(server: &Server, channel: &str, n: u64) -> StreamPosition {
-    let answer: Value = api_publish(server, json!({"channel": channel, "data": {"n": n}}))
-        .await
-        .json()
-        .await
-        .expect("a publish answer");
+    let answer = server.api().publish(channel, json!({"n": n})).await;
     StreamPosition {
         offset: answer["offset"].as_u64().expect("offset"),
         epoch: answer["epoch"].as_str().expect("epoch").to_owned().into(),
@@ -463,9 +457,13 @@ fn idle() -> Census {
 }
 
 async fn released(server: &Server, kind: Kind) {
-    eventually(&format!("{kind:?}: everything released"), || {
+    eventually(WAIT, &format!("{kind:?}: everything released"), || async {
         let census = server.edge.census();
-        (census == idle()).then_some(())
+        if census == idle() {
+            Ok(())
+        } else {
+            Err(format!("{census:?}"))
+        }
     })
     .await;
 }
@@ -491,7 +489,7 @@ fn quick_grace(c: &mut herald_core::config::Config) {
 
 #[tokio::test]
 async fn refused_tokens_get_their_code_on_every_transport() {
-    let server = start(quick_grace).await;
+    let server = Server::start(quick_grace).await;
     let forged = herald_core::auth::TokenSigner::new(
         herald_core::auth::JwtAlgorithm::HS256,
         b"another-secret-0123456789abcdef-0123",
@@ -518,7 +516,7 @@ async fn refused_tokens_get_their_code_on_every_transport() {
 
 #[tokio::test]
 async fn subscribe_recovers_what_was_missed_then_goes_live_on_every_transport() {
-    let server = start(quick_grace).await;
+    let server = Server::start(quick_grace).await;
     let alice = token("alice", &["chat:*"], &["chat:*"], 600);
     for kind in KINDS {
         let channel = format!("chat:{kind:?}");
@@ -546,7 +544,7 @@ async fn subscribe_recovers_what_was_missed_then_goes_live_on_every_transport() 
 #[tokio::test]
 async fn a_resume_from_a_lost_epoch_is_told_and_gets_the_new_epoch_from_its_start_on_every_transport()
  {
-    let server = start(quick_grace).await;
+    let server = Server::start(quick_grace).await;
     let alice = token("alice", &["chat:*"], &["chat:*"], 600);
     for kind in KINDS {
         let channel = format!("chat:epoch{kind:?}");
@@ -592,7 +590,7 @@ async fn a_resume_from_a_lost_epoch_is_told_and_gets_the_new_epoch_from_its_star
 
 #[tokio::test]
 async fn the_per_user_limit_holds_on_every_transport() {
-    let server = start(|c| {
+    let server = Server::start(|c| {
         quick_grace(c);
         c.max_connections_per_user = 2;
     })
@@ -623,21 +621,19 @@ async fn the_per_user_limit_holds_on_every_transport() {
 }
 
 async fn eventually_open(server: &Server, kind: Kind, token: &str) -> TestClient {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually(WAIT, &format!("{kind:?}: a slot back"), || async {
         match TestClient::open(server, kind, token, &["chat:1"], &[]).await {
-            Ok(client) => return client,
-            Err(Refused(ErrorCode::LimitExceeded)) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Ok(client) => Some(client),
+            Err(Refused(ErrorCode::LimitExceeded)) => None,
             Err(e) => panic!("{kind:?}: {e:?}"),
         }
-    }
+    })
+    .await
 }
 
 #[tokio::test]
 async fn presence_follows_the_connection_on_every_transport() {
-    let server = start(quick_grace).await;
+    let server = Server::start(quick_grace).await;
     let dave = token("dave", &["room:*"], &[], 600);
     for kind in KINDS {
         let client = TestClient::open(&server, kind, &dave, &["room:1"], &[])
@@ -653,7 +649,7 @@ async fn presence_follows_the_connection_on_every_transport() {
 
 #[tokio::test]
 async fn an_expired_token_ends_the_connection_with_4509_on_every_transport() {
-    let server = start(quick_grace).await;
+    let server = Server::start(quick_grace).await;
     for kind in KINDS {
         let short = token("erin", &["chat:*"], &[], 2);
         let mut client = TestClient::open(&server, kind, &short, &["chat:x"], &[])
@@ -667,7 +663,7 @@ async fn an_expired_token_ends_the_connection_with_4509_on_every_transport() {
 
 #[tokio::test]
 async fn a_narrower_token_drops_the_channels_it_no_longer_allows_on_every_transport() {
-    let server = start(quick_grace).await;
+    let server = Server::start(quick_grace).await;
     for kind in KINDS {
         let broad = token("frank", &["chat:*"], &[], 600);
         let narrow = token("frank", &["chat:keep"], &[], 600);
@@ -700,7 +696,7 @@ async fn a_narrower_token_drops_the_channels_it_no_longer_allows_on_every_transp
 #[tokio::test]
 async fn a_draining_edge_tells_every_transport_to_reconnect() {
     for kind in KINDS {
-        let server = start(|c| {
+        let server = Server::start(|c| {
             quick_grace(c);
             c.drain_window_secs = 1;
         })
@@ -718,7 +714,7 @@ async fn a_draining_edge_tells_every_transport_to_reconnect() {
 
 #[tokio::test]
 async fn a_client_publish_sent_again_with_its_key_is_stored_once_and_keys_are_per_user() {
-    let server = start(quick_grace).await;
+    let server = Server::start(quick_grace).await;
     let alice = token("alice", &["chat:*"], &["chat:*"], 600);
     let bob = token("bob", &["chat:*"], &["chat:*"], 600);
     let (ws, _) = Client::connect(&server.ws, &alice).await.unwrap();
@@ -773,7 +769,7 @@ async fn a_client_publish_sent_again_with_its_key_is_stored_once_and_keys_are_pe
 #[tokio::test]
 async fn a_draining_edge_keeps_answering_health_and_refuses_only_new_clients() {
     // A window long enough that the drain is still going when we look.
-    let server = start(|c| c.drain_window_secs = 600).await;
+    let server = Server::start(|c| c.drain_window_secs = 600).await;
     let grace = token("grace", &["chat:*"], &[], 600);
     let mut staying = TestClient::open(&server, Kind::Ws, &grace, &["chat:stay"], &[])
         .await
@@ -819,7 +815,7 @@ async fn a_draining_edge_keeps_answering_health_and_refuses_only_new_clients() {
 
 #[tokio::test]
 async fn a_client_that_vanishes_mid_delivery_releases_everything_on_every_transport() {
-    let server = start(quick_grace).await;
+    let server = Server::start(quick_grace).await;
     let heidi = token("heidi", &["chat:*"], &[], 600);
     let channels = ["chat:v1", "chat:v2", "chat:v3"];
     for kind in KINDS {
@@ -862,7 +858,7 @@ fn vanish(client: &mut TestClient) {
 
 #[tokio::test]
 async fn a_long_poll_session_reads_no_history_between_polls_and_gets_exactly_what_it_missed() {
-    let server = start(quick_grace).await;
+    let server = Server::start(quick_grace).await;
     let ivan = token("ivan", &["chat:*"], &[], 600);
     let poll = |cursor: String| {
         let url = reqwest::Url::parse_with_params(
@@ -886,12 +882,12 @@ async fn a_long_poll_session_reads_no_history_between_polls_and_gets_exactly_wha
     };
     let first: Value = poll(String::new()).await.json().await.expect("an answer");
     let cursor = first["cursor"].as_str().expect("a cursor").to_owned();
-    let before = server.bus.history_requests();
+    let before = server.edge_bus.history_requests();
     for _ in 0..1000 {
         assert_eq!(poll(cursor.clone()).await.status(), 204, "nothing new");
     }
     assert_eq!(
-        server.bus.history_requests(),
+        server.edge_bus.history_requests(),
         before,
         "no history read for polls that missed nothing"
     );
@@ -909,7 +905,7 @@ async fn a_long_poll_session_reads_no_history_between_polls_and_gets_exactly_wha
     assert_eq!(offsets, [1, 2, 3]);
     let next = answer["cursor"].as_str().expect("a cursor").to_owned();
     assert_eq!(poll(next).await.status(), 204, "and nothing twice");
-    assert_eq!(server.bus.history_requests(), before);
+    assert_eq!(server.edge_bus.history_requests(), before);
     // an answer that never arrived is sent again to the old cursor
     publish(&server, "chat:p", 4).await;
     let lost: Value = poll(answer["cursor"].as_str().unwrap().to_owned())
@@ -928,7 +924,7 @@ async fn a_long_poll_session_reads_no_history_between_polls_and_gets_exactly_wha
 
 #[tokio::test]
 async fn abandoned_long_polls_never_lock_the_user_out() {
-    let server = start(|c| {
+    let server = Server::start(|c| {
         c.poll_grace_secs = 2;
         c.max_connections_per_user = 100;
     })
@@ -957,7 +953,7 @@ async fn abandoned_long_polls_never_lock_the_user_out() {
 
 #[tokio::test]
 async fn a_user_id_that_names_several_users_is_refused_everywhere() {
-    let server = start(quick_grace).await;
+    let server = Server::start(quick_grace).await;
     // `#alice,bob` is alice's and bob's conversation: no token may be
     // for the "user" `alice,bob`
     let crafted = token("alice,bob", &["chat:*"], &[], 600);
@@ -972,14 +968,8 @@ async fn a_user_id_that_names_several_users_is_refused_everywhere() {
         ("/api/disconnect", json!({"user": "alice,bob"})),
         ("/api/send", json!({"user": "a b", "data": 1})),
     ] {
-        let answer = http_client()
-            .post(format!("{}{path}", server.http))
-            .bearer_auth(API_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 400, "{path} {body}");
+        let answer = server.api().post(path, body.clone()).await;
+        assert_eq!(answer.status, 400, "{path} {body}");
     }
     released(&server, Kind::Ws).await;
 }

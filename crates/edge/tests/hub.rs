@@ -3,58 +3,39 @@
 //! same bytes for every subscriber, strict offset order, gaps filled from
 //! history, and join positions that make history + live seamless.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_core::bus::{Bus, Headers, MemoryBus};
-use herald_core::config::Config;
-use herald_core::history::{Appended, History, MemoryHistory, NewPublication, Retention};
-use herald_core::presence::NoPresence;
+use herald_core::bus::{Bus, Headers};
+use herald_core::history::{Appended, History, NewPublication, Retention};
 use herald_core::route::live_message;
-use herald_core::shutdown::Shutdown;
-use herald_core::subjects::Subjects;
-use herald_core::work_queue::MemoryWorkQueue;
-use herald_edge::{ConnId, Hub, Inbox, Outbox, RoutingClient};
+use herald_edge::{ConnId, Hub, Inbox, Outbox};
 use herald_protocol::channel::Channel;
 use herald_protocol::{Publication, Push, ServerFrame, decode_server_frame};
-use herald_routing::{Deps, PublishRequest, Routing};
+use herald_routing::PublishRequest;
+use herald_testkit::{Server, WAIT, eventually, within};
 use serde_json::value::RawValue;
 
+/// Routing and its history over the memory bus (an edge beside them, as
+/// standalone has), and a hub of the test's own on that bus.
 struct World {
-    bus: MemoryBus,
-    history: Arc<MemoryHistory>,
-    routing: Arc<Routing>,
+    server: Server,
     hub: Hub,
-    subjects: Subjects,
-    _shutdown: Shutdown,
+}
+
+impl std::ops::Deref for World {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 async fn world() -> World {
-    let bus = MemoryBus::new();
-    let shared: Arc<dyn Bus> = Arc::new(bus.clone());
-    let config = Arc::new(Config::default());
-    let history = Arc::new(MemoryHistory::default());
-    let routing = Arc::new(Routing::new(
-        config.clone(),
-        Deps {
-            bus: shared.clone(),
-            history: history.clone(),
-            queue: Arc::new(MemoryWorkQueue::new(10)),
-            presence: Arc::new(NoPresence),
-        },
-    ));
-    let shutdown = Shutdown::new();
-    routing.listen_to_edges(shutdown.clone()).await.unwrap();
-    let subjects = Subjects::new(&config.subject_prefix);
-    let client = RoutingClient::new(shared.clone(), subjects.clone(), Duration::from_secs(5));
+    let server = Server::start(|_| {}).await;
     World {
-        hub: Hub::new(shared, subjects.clone(), client),
-        bus,
-        history,
-        routing,
-        subjects,
-        _shutdown: shutdown,
+        hub: server.hub(),
+        server,
     }
 }
 
@@ -101,9 +82,8 @@ async fn store_only(w: &World, channel: &Channel, n: u64) -> Publication {
 async fn offsets(inbox: &mut Inbox, count: usize) -> Vec<u64> {
     let mut got = Vec::new();
     for _ in 0..count {
-        let d = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        let d = within(WAIT, "a delivery", inbox.recv())
             .await
-            .expect("a delivery in time")
             .expect("open");
         match decode_server_frame(d.frame.as_str()).unwrap() {
             ServerFrame::Push(Push::Pub(p)) => {
@@ -116,13 +96,11 @@ async fn offsets(inbox: &mut Inbox, count: usize) -> Vec<u64> {
     got
 }
 
-async fn nothing_more(inbox: &mut Inbox) {
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), inbox.recv())
-            .await
-            .is_err(),
-        "unexpected extra delivery"
-    );
+/// Asserts nothing more was delivered: publishes a marker (`n`, the
+/// channel's next offset) and checks it is the next delivery.
+async fn nothing_more_before(w: &World, inbox: &mut Inbox, channel: &Channel, n: u64) {
+    publish(w, channel, n).await;
+    assert_eq!(offsets(inbox, 1).await, [n], "unexpected extra delivery");
 }
 
 #[tokio::test]
@@ -148,14 +126,10 @@ async fn one_bus_subscription_per_channel_and_the_same_bytes_for_everyone() {
     w.hub.unsubscribe(&channel, ConnId(1));
     assert_eq!(w.bus.subscription_count(), before + 1);
     w.hub.unsubscribe(&channel, ConnId(2));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while w.bus.subscription_count() != before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bus subscription leaked"
-        );
-        tokio::task::yield_now().await;
-    }
+    eventually(WAIT, "the bus subscription released", || async {
+        w.bus.subscription_count() == before
+    })
+    .await;
     assert_eq!(w.hub.channel_count(), 0);
 }
 
@@ -176,7 +150,7 @@ async fn out_of_order_live_messages_are_delivered_in_order() {
             .unwrap();
     }
     assert_eq!(offsets(&mut inbox, 2).await, [1, 2]);
-    nothing_more(&mut inbox).await;
+    nothing_more_before(&w, &mut inbox, &channel, 3).await;
 }
 
 #[tokio::test]
@@ -199,7 +173,7 @@ async fn a_lost_live_message_is_filled_from_history() {
             .await
             .unwrap();
     }
-    nothing_more(&mut inbox).await;
+    nothing_more_before(&w, &mut inbox, &channel, 5).await;
 }
 
 #[tokio::test]
@@ -233,7 +207,7 @@ async fn a_joiner_learns_the_position_it_joined_at() {
         [6],
         "and only later ones live"
     );
-    nothing_more(&mut second_inbox).await;
+    nothing_more_before(&w, &mut second_inbox, &channel, 7).await;
 }
 
 #[tokio::test]

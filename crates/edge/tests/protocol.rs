@@ -10,9 +10,11 @@ use herald_core::auth::{JwtAlgorithm, TokenSigner, unix_now};
 use herald_protocol::{ErrorCode, Push, StreamPosition};
 use serde_json::json;
 
-mod support;
+use herald_testkit::{Server, WAIT, eventually, token};
 
-use support::{Server, alice, api_publish, start, token};
+fn alice() -> String {
+    token("alice", &["chat:*"], &["chat:*"], 600)
+}
 
 async fn connected(server: &Server) -> Client {
     Client::connect(&server.ws, &alice()).await.unwrap().0
@@ -27,7 +29,7 @@ fn server_error(result: Result<impl std::fmt::Debug, ClientError>) -> (ErrorCode
 
 #[tokio::test]
 async fn connect_subscribe_publish_receive() {
-    let server = start(|_| {}).await;
+    let server = Server::start(|_| {}).await;
     let (mut client, ok) = Client::connect(&server.ws, &alice()).await.unwrap();
     assert_eq!(ok.user, "alice");
     assert_eq!(ok.ping_interval, 25);
@@ -54,9 +56,9 @@ async fn connect_subscribe_publish_receive() {
 
     // after unsubscribe nothing more arrives from the channel
     client.unsubscribe("chat:room:1").await.unwrap();
-    api_publish(&server, json!({"channel": "chat:room:1", "data": 2})).await;
+    server.api().publish("chat:room:1", json!(2)).await;
     client.subscribe("chat:room:2").await.unwrap();
-    api_publish(&server, json!({"channel": "chat:room:2", "data": 3})).await;
+    server.api().publish("chat:room:2", json!(3)).await;
     {
         let p = client.next_publication().await.unwrap();
         assert_eq!(p.channel.as_str(), "chat:room:2");
@@ -65,7 +67,7 @@ async fn connect_subscribe_publish_receive() {
 
 #[tokio::test]
 async fn bad_tokens_get_their_error_then_the_connection_closes() {
-    let server = start(|_| {}).await;
+    let server = Server::start(|_| {}).await;
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let claims = json!({"sub": "alice", "exp": unix_now() + 600, "channels": ["*"]});
 
@@ -100,14 +102,14 @@ async fn bad_tokens_get_their_error_then_the_connection_closes() {
             }
             other => panic!("expected a disconnect push, got {other:?}"),
         }
-        let closed = client.wait_closed(Duration::from_secs(5)).await.unwrap();
+        let closed = client.wait_closed(WAIT).await.unwrap();
         assert_eq!(closed.code, close);
     }
 }
 
 #[tokio::test]
 async fn bad_frames_get_error_100_and_the_connection_stays_usable() {
-    let server = start(|_| {}).await;
+    let server = Server::start(|_| {}).await;
     let mut client = connected(&server).await;
 
     client.send_raw("{this is not json".into()).await.unwrap();
@@ -138,7 +140,7 @@ async fn bad_frames_get_error_100_and_the_connection_stays_usable() {
 
 #[tokio::test]
 async fn permissions_and_namespaces() {
-    let server = start(|c| {
+    let server = Server::start(|c| {
         c.strict_namespaces = true;
         c.namespaces.insert("chat".into(), Default::default());
         c.namespaces.insert(
@@ -187,7 +189,7 @@ async fn permissions_and_namespaces() {
 
 #[tokio::test]
 async fn oversized_data_is_refused_and_nothing_is_stored() {
-    let server = start(|c| c.max_message_bytes = 1024).await;
+    let server = Server::start(|c| c.max_message_bytes = 1024).await;
     let client = connected(&server).await;
     client.subscribe("chat:big").await.unwrap();
     let (code, message) = server_error(client.publish("chat:big", json!("x".repeat(2000))).await);
@@ -202,7 +204,7 @@ async fn oversized_data_is_refused_and_nothing_is_stored() {
     ))
     .await
     .unwrap();
-    let closed = big.wait_closed(Duration::from_secs(5)).await.unwrap();
+    let closed = big.wait_closed(WAIT).await.unwrap();
     assert_eq!(closed.code, 4500);
     let _ = big.next_event_within(Duration::from_millis(10)).await;
     // other clients are unaffected
@@ -211,10 +213,9 @@ async fn oversized_data_is_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn personal_channel_receives_what_is_sent_to_the_user() {
-    let server = start(|_| {}).await;
+    let server = Server::start(|_| {}).await;
     let mut client = connected(&server).await;
-    let response = api_publish(&server, json!({"channel": "#alice", "data": {"dm": true}})).await;
-    assert_eq!(response.status(), 200);
+    server.api().publish("#alice", json!({"dm": true})).await;
     {
         let p = client.next_publication().await.unwrap();
         assert_eq!(p.channel.as_str(), "#alice");
@@ -224,10 +225,10 @@ async fn personal_channel_receives_what_is_sent_to_the_user() {
 
 #[tokio::test]
 async fn a_reconnect_resumes_the_personal_channel_without_gap_or_repeat() {
-    let server = start(|_| {}).await;
+    let server = Server::start(|_| {}).await;
     let mut client = connected(&server).await;
     for n in 1..=2 {
-        api_publish(&server, json!({"channel": "#alice", "data": {"n": n}})).await;
+        server.api().publish("#alice", json!({"n": n})).await;
     }
     let mut seen = Vec::new();
     for _ in 0..2 {
@@ -240,7 +241,7 @@ async fn a_reconnect_resumes_the_personal_channel_without_gap_or_repeat() {
     client.close().await;
     // sent while alice was away
     for n in 3..=5 {
-        api_publish(&server, json!({"channel": "#alice", "data": {"n": n}})).await;
+        server.api().publish("#alice", json!({"n": n})).await;
     }
     let (mut client, ok) = Client::connect_resuming(&server.ws, &alice(), &position)
         .await
@@ -256,7 +257,7 @@ async fn a_reconnect_resumes_the_personal_channel_without_gap_or_repeat() {
     assert_eq!(missed, [3, 4, 5]);
     assert_eq!(personal.offset, 5);
     // and live after that, nothing repeated
-    api_publish(&server, json!({"channel": "#alice", "data": {"n": 6}})).await;
+    server.api().publish("#alice", json!({"n": 6})).await;
     assert_eq!(client.next_publication().await.unwrap().offset, 6);
 
     // a plain connect says nothing of the personal channel
@@ -266,7 +267,7 @@ async fn a_reconnect_resumes_the_personal_channel_without_gap_or_repeat() {
 
 #[tokio::test]
 async fn a_client_that_never_answers_pings_is_closed_with_4003() {
-    let server = start(|c| {
+    let server = Server::start(|c| {
         c.ping_interval_secs = 1;
         c.pong_timeout_secs = 1;
     })
@@ -291,7 +292,7 @@ async fn a_client_that_never_answers_pings_is_closed_with_4003() {
         Event::Push(Push::Ping(_)) => {}
         other => panic!("{other:?}"),
     }
-    let closed = silent.wait_closed(Duration::from_secs(5)).await.unwrap();
+    let closed = silent.wait_closed(WAIT).await.unwrap();
     assert_eq!(closed.code, 4003);
 
     match polite.next_event().await.unwrap() {
@@ -303,15 +304,15 @@ async fn a_client_that_never_answers_pings_is_closed_with_4003() {
 
 #[tokio::test]
 async fn no_connect_in_time_closes_with_4501() {
-    let server = start(|c| c.connect_timeout_secs = 1).await;
+    let server = Server::start(|c| c.connect_timeout_secs = 1).await;
     let idle = Client::open(&server.ws, Options::default()).await.unwrap();
-    let closed = idle.wait_closed(Duration::from_secs(5)).await.unwrap();
+    let closed = idle.wait_closed(WAIT).await.unwrap();
     assert_eq!(closed.code, 4501);
 }
 
 #[tokio::test]
 async fn token_expiry_closes_with_4509_unless_refreshed() {
-    let server = start(|_| {}).await;
+    let server = Server::start(|_| {}).await;
     let (expiring, _) = Client::connect(&server.ws, &token("alice", &["chat:*"], &[], 1))
         .await
         .unwrap();
@@ -336,14 +337,14 @@ async fn token_expiry_closes_with_4509_unless_refreshed() {
     );
     assert_eq!(code, ErrorCode::Unauthorized);
 
-    let closed = expiring.wait_closed(Duration::from_secs(5)).await.unwrap();
+    let closed = expiring.wait_closed(WAIT).await.unwrap();
     assert_eq!(closed.code, 4509);
     refreshed.subscribe("chat:after").await.unwrap();
 }
 
 #[tokio::test]
 async fn origins_outside_the_allow_list_are_refused() {
-    let server = start(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
+    let server = Server::start(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
     let denied = Client::open(
         &server.ws,
         Options {
@@ -369,7 +370,7 @@ async fn origins_outside_the_allow_list_are_refused() {
 
 #[tokio::test]
 async fn shutdown_tells_clients_to_reconnect() {
-    let server = start(|c| c.drain_window_secs = 1).await;
+    let server = Server::start(|c| c.drain_window_secs = 1).await;
     let mut client = connected(&server).await;
     server.shutdown.trigger();
     match client.next_event().await.unwrap() {
@@ -379,19 +380,12 @@ async fn shutdown_tells_clients_to_reconnect() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        client
-            .wait_closed(Duration::from_secs(5))
-            .await
-            .unwrap()
-            .code,
-        4000
-    );
+    assert_eq!(client.wait_closed(WAIT).await.unwrap().code, 4000);
 }
 
 #[tokio::test]
 async fn commands_over_the_rate_get_107_and_abuse_closes_the_connection() {
-    let server = start(|c| {
+    let server = Server::start(|c| {
         c.command_rate = 5;
         c.command_burst = 5;
     })
@@ -414,17 +408,14 @@ async fn commands_over_the_rate_get_107_and_abuse_closes_the_connection() {
     }
     assert!(limited >= 5, "{limited} limited");
     // the connection is still usable once the bucket refills
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(WAIT, "the bucket refilled", || async {
         match client.subscribe("chat:later").await {
-            Ok(_) => break,
-            Err(ClientError::Server(e)) if e.code == ErrorCode::TooManyRequests => {
-                assert!(tokio::time::Instant::now() < deadline);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Ok(_) => true,
+            Err(ClientError::Server(e)) if e.code == ErrorCode::TooManyRequests => false,
             Err(e) => panic!("{e}"),
         }
-    }
+    })
+    .await;
     // a flood is abuse: the connection is closed
     for i in 0..300 {
         if client
@@ -438,7 +429,7 @@ async fn commands_over_the_rate_get_107_and_abuse_closes_the_connection() {
             break;
         }
     }
-    let closed = client.wait_closed(Duration::from_secs(5)).await.unwrap();
+    let closed = client.wait_closed(WAIT).await.unwrap();
     assert_eq!(closed.code, 4500);
     let _ = client.next_event_within(Duration::from_millis(1)).await;
 }
@@ -455,12 +446,12 @@ async fn a_command_waiting_on_routing_holds_up_no_delivery_and_no_ping() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     const CLIENT_PUBLISHES: u64 = 30;
-    let server = start(|c| {
+    let server = Server::start(|c| {
         c.ping_interval_secs = 1;
         c.pong_timeout_secs = 5;
     })
     .await;
-    server.bus.delay_publishes(Duration::from_secs(2));
+    server.edge_bus.delay_publishes(Duration::from_secs(2));
     let mut request = server.ws.as_str().into_client_request().unwrap();
     request
         .headers_mut()
@@ -536,7 +527,7 @@ async fn a_command_waiting_on_routing_holds_up_no_delivery_and_no_ping() {
 
     let (mut received, mut last_offset, mut next_reply) = (0u64, 0u64, 100u64);
     let (mut delivered_while_waiting, mut pinged_while_waiting) = (0u64, 0u64);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let done = fed_all.load(Ordering::Acquire)
             && received == fed.load(Ordering::Relaxed) + CLIENT_PUBLISHES
@@ -591,11 +582,11 @@ async fn a_command_waiting_on_routing_holds_up_no_delivery_and_no_ping() {
 #[tokio::test]
 async fn a_client_ahead_of_this_edge_resumes_without_loss_or_repeat() {
     use herald_core::history::{Appended, History, NewPublication, Retention};
-    let server = start(|_| {}).await;
+    let server = Server::start(|_| {}).await;
     let mut client = connected(&server).await;
     let channel = herald_protocol::channel::Channel::new("chat:ahead").unwrap();
     client.subscribe("chat:ahead").await.unwrap();
-    api_publish(&server, json!({"channel": "chat:ahead", "data": 1})).await;
+    server.api().publish("chat:ahead", json!(1)).await;
     assert_eq!(client.next_publication().await.unwrap().offset, 1);
     // offset 2 is stored, and seen elsewhere, but its live copy has not
     // reached this edge
@@ -633,7 +624,7 @@ async fn a_client_ahead_of_this_edge_resumes_without_loss_or_repeat() {
     assert!(ok.publications.unwrap_or_default().is_empty());
     // the next publication fills the gap here: 2 reaches the first client,
     // not the one that saw it already
-    api_publish(&server, json!({"channel": "chat:ahead", "data": 3})).await;
+    server.api().publish("chat:ahead", json!(3)).await;
     assert_eq!(client.next_publication().await.unwrap().offset, 2);
     assert_eq!(client.next_publication().await.unwrap().offset, 3);
     assert_eq!(resumed.next_publication().await.unwrap().offset, 3);
