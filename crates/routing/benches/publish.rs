@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use herald_core::bus::{Bus, Headers, MemoryBus, NatsBus};
+use herald_core::bus::{Bus, Headers, NatsBus};
 use herald_core::config::Config;
-use herald_core::history::{JetStreamHistory, MemoryHistory, Storage};
+use herald_core::history::{JetStreamHistory, Storage};
 use herald_core::presence::NoPresence;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::MemoryWorkQueue;
 use herald_protocol::channel::Channel;
 use herald_routing::{Deps, PublishRequest, Routing};
+use herald_testkit::{Prefix, Server, nats_url};
 use serde_json::value::RawValue;
 
 const DATA: &str =
@@ -39,35 +40,15 @@ fn request(channel: &Channel) -> PublishRequest {
     }
 }
 
-fn routing_with(
-    config: Arc<Config>,
-    bus: Arc<dyn Bus>,
-    history: Arc<dyn herald_core::history::History>,
-) -> Arc<Routing> {
-    Arc::new(Routing::new(
-        config,
-        Deps {
-            bus,
-            history,
-            queue: Arc::new(MemoryWorkQueue::new(1024)),
-            presence: Arc::new(NoPresence),
-        },
-    ))
-}
-
 fn memory(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let bus = Arc::new(MemoryBus::new());
+    // standalone's routing, history and bus
+    let server = runtime.block_on(Server::start(|_| {}));
+    let (bus, routing) = (&server.bus, &server.routing);
     // One live subscriber, as an edge would be.
     let _edge = runtime
         .block_on(bus.subscribe("herald.live.>"))
         .expect("subscribe");
-    let config = Arc::new(Config::default());
-    let routing = routing_with(
-        config,
-        bus.clone(),
-        Arc::new(MemoryHistory::new(Duration::from_secs(120))),
-    );
     let channel = Channel::new("chat:bench").expect("channel");
     let mut group = c.benchmark_group("memory");
     group.throughput(Throughput::Elements(1));
@@ -90,8 +71,7 @@ fn memory(c: &mut Criterion) {
 }
 
 fn jetstream(c: &mut Criterion) {
-    let url =
-        std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let url = nats_url();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     // async-nats spawns tasks when a JetStream context is made.
     let _in_runtime = runtime.enter();
@@ -99,10 +79,10 @@ fn jetstream(c: &mut Criterion) {
         eprintln!("jetstream benchmarks skipped: no NATS at {url}");
         return;
     };
-    let prefix = format!("bench{:08x}", rand::random::<u32>());
-    let subjects = Subjects::new(&prefix);
+    let prefix = Prefix::new();
+    let subjects = Subjects::new(prefix.as_str());
     let config = Arc::new(Config {
-        subject_prefix: prefix.clone(),
+        subject_prefix: prefix.to_string(),
         ..Config::default()
     });
     let history = Arc::new(
@@ -119,7 +99,15 @@ fn jetstream(c: &mut Criterion) {
     );
     let js = async_nats::jetstream::new(nats.client().clone());
     let raw_subject = format!("{prefix}.hist._.raw");
-    let routing = routing_with(config, Arc::new(nats.clone()), history.clone());
+    let routing = Arc::new(Routing::new(
+        config,
+        Deps {
+            bus: Arc::new(nats.clone()),
+            history: history.clone(),
+            queue: Arc::new(MemoryWorkQueue::new(1024)),
+            presence: Arc::new(NoPresence),
+        },
+    ));
     let channel = Channel::new("chat:bench").expect("channel");
 
     let mut group = c.benchmark_group("jetstream");
@@ -160,9 +148,7 @@ fn jetstream(c: &mut Criterion) {
         })
     });
     group.finish();
-    runtime.block_on(async {
-        let _ = history.delete_streams().await;
-    });
+    // (the streams go with `prefix`)
 }
 
 criterion_group!(benches, memory, jetstream);

@@ -51,6 +51,12 @@ impl std::ops::Deref for Prefix {
     }
 }
 
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl Drop for Prefix {
     fn drop(&mut self) {
         delete_streams(&self.0);
