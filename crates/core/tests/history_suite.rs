@@ -16,11 +16,8 @@ use herald_core::subjects::Subjects;
 use herald_core::time::unix_millis;
 use herald_protocol::StreamPosition;
 use herald_protocol::channel::Channel;
+use herald_testkit::{WAIT, eventually, nats_url, unique_prefix};
 use serde_json::value::RawValue;
-
-fn nats_url() -> String {
-    std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
 
 /// Opens another instance over the same storage.
 type Reopen = Box<dyn Fn() -> futures::future::BoxFuture<'static, Arc<dyn History>> + Send + Sync>;
@@ -110,7 +107,7 @@ async fn open_jetstream(prefix: String) -> Arc<JetStreamHistory> {
 }
 
 async fn jetstream() -> Subject {
-    let prefix = format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+    let prefix = unique_prefix();
     let history = open_jetstream(prefix.clone()).await;
     Subject {
         history: history.clone(),
@@ -271,18 +268,13 @@ async fn namespaces_have_their_own_limits(s: Subject) {
     append(h, &brief, 1, None).await;
     assert_eq!(offsets(&h.read(&brief, None, 100).await.unwrap()), vec![1]);
     // after its TTL the publication is gone
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let kept = match h.read(&brief, None, 100).await.unwrap() {
-            Recovery::Recovered { publications, .. } => publications.len(),
-            Recovery::Unrecoverable { .. } => 0,
-        };
-        if kept == 0 {
-            break;
+    eventually(WAIT, "the TTL applied", || async {
+        match h.read(&brief, None, 100).await.unwrap() {
+            Recovery::Recovered { publications, .. } => publications.is_empty(),
+            Recovery::Unrecoverable { .. } => true,
         }
-        assert!(tokio::time::Instant::now() < deadline, "TTL not applied");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     s.done().await;
 }
 

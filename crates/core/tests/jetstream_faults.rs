@@ -16,18 +16,8 @@ use herald_core::streams::{OnDrift, StreamSettings};
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::{JetStreamWorkQueue, PushJob, WorkQueue};
 use herald_protocol::channel::Channel;
+use herald_testkit::{Prefix, WAIT, eventually, free_port, nats_url, within};
 use serde_json::value::RawValue;
-
-/// Generous: the machine may be busy. Never a measured claim.
-const WAIT: Duration = Duration::from_secs(30);
-
-fn nats_url() -> String {
-    std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-fn prefix(test: &str) -> String {
-    format!("jsf{}{test}", rand::random::<u32>())
-}
 
 fn publication(n: u64) -> NewPublication {
     NewPublication {
@@ -75,7 +65,7 @@ fn appended(result: Result<Appended, HistoryError>) -> herald_protocol::Publicat
 
 #[tokio::test]
 async fn a_lost_history_stream_is_created_again_on_use_and_the_loss_is_told_by_a_new_epoch() {
-    let prefix = prefix("lost");
+    let prefix = Prefix::new();
     let history = open_history(&nats_url(), &prefix, StreamSettings::default())
         .await
         .expect("open");
@@ -127,23 +117,17 @@ async fn a_lost_history_stream_is_created_again_on_use_and_the_loss_is_told_by_a
     for name in history.stream_names() {
         js.delete_stream(&name).await.expect("delete");
     }
-    let mut position = None;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while position.is_none() && tokio::time::Instant::now() < deadline {
-        // rechecks are spaced out; a read right after another may fail
-        position = history.position(&channel).await.ok();
-        if position.is_none() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let position = position.expect("position readable again");
+    // (rechecks are spaced out; a read right after another may fail)
+    let position = eventually(WAIT, "the position readable again", || async {
+        history.position(&channel).await
+    })
+    .await;
     assert_eq!(position.offset, 0, "the new stream is empty");
-    history.delete_streams().await.expect("clean up");
 }
 
 #[tokio::test]
 async fn a_stream_with_other_settings_is_reported_and_left_alone_unless_updates_are_asked_for() {
-    let prefix = prefix("drift");
+    let prefix = Prefix::new();
     let first = open_history(&nats_url(), &prefix, StreamSettings::default())
         .await
         .expect("open");
@@ -200,15 +184,14 @@ async fn a_stream_with_other_settings_is_reported_and_left_alone_unless_updates_
         "{:?}",
         refused.err()
     );
-    updating.delete_streams().await.expect("clean up");
 }
 
 #[tokio::test]
 async fn a_lost_queue_stream_is_created_again_for_push_and_take() {
-    let prefix = prefix("queue");
+    let prefix = Prefix::new();
     let queue = JetStreamWorkQueue::open(
         client(&nats_url()).await,
-        &Subjects::new(&prefix),
+        &Subjects::new(prefix.as_str()),
         Duration::from_secs(30),
         StreamSettings::default(),
     )
@@ -234,21 +217,14 @@ async fn a_lost_queue_stream_is_created_again_for_push_and_take() {
     js.delete_stream(queue.stream_name()).await.expect("delete");
 
     queue.push(&job("b")).await.expect("push after the loss");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut got = None;
-    while got.is_none() && tokio::time::Instant::now() < deadline {
-        // the consumer was lost with the stream: take fails until it is
-        // made again, then gives the job
-        if let Ok(Some(t)) = queue.take(Duration::from_secs(1)).await {
-            got = Some(t);
-        }
-    }
-    let taken = got.expect("the job pushed after the loss is taken");
+    // the consumer was lost with the stream: take fails until it is made
+    // again, then gives the job
+    let taken = eventually(WAIT, "the job pushed after the loss taken", || async {
+        queue.take(Duration::from_secs(1)).await.ok().flatten()
+    })
+    .await;
     assert_eq!(taken.job.id, "b");
     taken.ack().await;
-    for stream in queue.streams() {
-        let _ = js.delete_stream(stream.name()).await;
-    }
 }
 
 /// A NATS server of this test's own, on a free port, killed on drop.
@@ -260,11 +236,7 @@ struct PrivateNats {
 
 impl PrivateNats {
     async fn start() -> PrivateNats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
@@ -274,17 +246,12 @@ impl PrivateNats {
             .spawn()
             .expect("nats-server on PATH");
         let url = format!("nats://127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(WAIT, "nats-server listening", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
         PrivateNats {
             child,
             url,
@@ -342,9 +309,12 @@ async fn appends_are_answered_while_jetstream_is_frozen_and_an_unknown_outcome_s
         })
         .collect();
     // every caller is answered — none is held behind another's dead append
-    let answers = tokio::time::timeout(WAIT, futures::future::join_all(calls))
-        .await
-        .expect("every append answered while JetStream is frozen");
+    let answers = within(
+        WAIT,
+        "every append answered while JetStream is frozen",
+        futures::future::join_all(calls),
+    )
+    .await;
     let mut unknown = Vec::new();
     for answer in answers {
         let (key, result) = answer.expect("task");
@@ -368,19 +338,12 @@ async fn appends_are_answered_while_jetstream_is_frozen_and_an_unknown_outcome_s
     // each unknown one, sent again with its key, is stored exactly once
     for key in &unknown {
         let n: u64 = key[1..].parse().expect("n");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match history
+        eventually(WAIT, &format!("{key} stored on retry"), || async {
+            history
                 .append(&channel, publication(n), RETENTION, Some(key))
                 .await
-            {
-                Ok(_) => break,
-                Err(e) => {
-                    assert!(tokio::time::Instant::now() < deadline, "{key}: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        })
+        .await;
     }
     let Recovery::Recovered { publications, .. } =
         history.read(&channel, None, 100).await.expect("read")
