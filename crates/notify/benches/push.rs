@@ -30,8 +30,7 @@ fn push(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (apns, providers, store, devices) = runtime.block_on(async {
         let apns = FakeApns::start("TEAM", "KEY", keys::APNS_PUBLIC, &[APP]).await;
-        let p8 = std::env::temp_dir().join(format!("herald-bench-{:x}.p8", rand::random::<u64>()));
-        std::fs::write(&p8, keys::APNS_P8).expect("key file");
+        let p8 = herald_testkit::temp_file("key.p8", keys::APNS_P8);
         let mut config = Config {
             apns_url: apns.url(),
             push_rate_per_hour: 1_000_000,

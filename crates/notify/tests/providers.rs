@@ -12,15 +12,10 @@ use herald_core::config::{AppCredentials, Config};
 use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, TestCa, keys};
 use herald_notify::device::{Device, Environment, Platform};
 use herald_notify::providers::{Alert, Outcome, Providers};
+use herald_testkit::{WAIT, eventually, temp_file};
 use serde_json::{Value, json};
 
 const APP: &str = "com.example.chat";
-
-fn file(name: &str, contents: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("herald-{:016x}-{name}", rand::random::<u64>()));
-    std::fs::write(&path, contents).unwrap();
-    path
-}
 
 struct World {
     apns: FakeApns,
@@ -48,7 +43,7 @@ async fn world() -> World {
         apns_url: apns.url(),
         apns_sandbox_url: apns_sandbox.url(),
         fcm_url: fcm.url(),
-        provider_ca_file: Some(file("ca.pem", ca.cert_pem())),
+        provider_ca_file: Some(temp_file("ca.pem", ca.cert_pem())),
         webpush_allowed_hosts: vec![webpush.authority()],
         ..Config::default()
     };
@@ -57,9 +52,9 @@ async fn world() -> World {
         AppCredentials {
             apns_team_id: Some("TEAM123".into()),
             apns_key_id: Some("KEY123".into()),
-            apns_key_file: Some(file("key.p8", keys::APNS_P8)),
+            apns_key_file: Some(temp_file("key.p8", keys::APNS_P8)),
             apns_topic: None,
-            fcm_service_account_file: Some(file(
+            fcm_service_account_file: Some(temp_file(
                 "sa.json",
                 &fcm.service_account_json(keys::FCM_PRIVATE),
             )),
@@ -391,9 +386,9 @@ async fn a_private_ca_is_trusted_only_through_provider_ca_file() {
             AppCredentials {
                 apns_team_id: Some("TEAM123".into()),
                 apns_key_id: Some("KEY123".into()),
-                apns_key_file: Some(file("key.p8", keys::APNS_P8)),
+                apns_key_file: Some(temp_file("key.p8", keys::APNS_P8)),
                 apns_topic: None,
-                fcm_service_account_file: Some(file(
+                fcm_service_account_file: Some(temp_file(
                     "sa.json",
                     &fcm.service_account_json(keys::FCM_PRIVATE),
                 )),
@@ -422,7 +417,7 @@ async fn a_private_ca_is_trusted_only_through_provider_ca_file() {
         }
     }
     // (the fakes count a refused handshake once the client has hung up)
-    eventually("each fake saw its handshake refused", || {
+    eventually(WAIT, "each fake saw its handshake refused", || async {
         apns.handshake_failures() >= 1
             && fcm.handshake_failures() >= 1
             && webpush.handshake_failures() >= 1
@@ -432,7 +427,8 @@ async fn a_private_ca_is_trusted_only_through_provider_ca_file() {
     assert!(webpush.received().is_empty());
 
     // with it: all three deliver (APNs over HTTP/2 by ALPN)
-    let trusting = Providers::from_config(&config(Some(file("ca.pem", ca.cert_pem())))).unwrap();
+    let trusting =
+        Providers::from_config(&config(Some(temp_file("ca.pem", ca.cert_pem())))).unwrap();
     for d in [&phone, &android, &web] {
         assert_eq!(
             trusting.send(d, &alert()).await,
@@ -446,14 +442,6 @@ async fn a_private_ca_is_trusted_only_through_provider_ca_file() {
     assert_eq!(webpush.delivered().len(), 1);
 }
 
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[test]
 fn an_unusable_provider_ca_file_fails_start_up() {
     for (contents, why) in [
@@ -461,7 +449,7 @@ fn an_unusable_provider_ca_file_fails_start_up() {
         (Some("not a certificate"), "holds no PEM certificate"),
     ] {
         let path = match contents {
-            Some(c) => file("ca.pem", c),
+            Some(c) => temp_file("ca.pem", c),
             None => PathBuf::from("/nonexistent/ca.pem"),
         };
         let config = Config {
@@ -523,7 +511,7 @@ async fn each_app_pushes_with_its_own_credentials() {
             AppCredentials {
                 apns_team_id: Some("TEAM123".into()),
                 apns_key_id: Some("KEY123".into()),
-                apns_key_file: Some(file("key.p8", keys::APNS_P8)),
+                apns_key_file: Some(temp_file("key.p8", keys::APNS_P8)),
                 apns_topic: Some(topic.into()),
                 ..AppCredentials::default()
             },

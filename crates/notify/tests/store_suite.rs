@@ -7,17 +7,14 @@ use herald_notify::device::{CheckedDevice, Environment, Platform};
 use herald_notify::store::{
     DeliveryState, DeviceStatus, PostgresStore, SqliteStore, StoreError, TokenStore,
 };
-
-fn database_url() -> String {
-    std::env::var("HERALD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+use herald_testkit::{Database, WAIT, eventually};
 
 struct Subject {
     store: Arc<dyn TokenStore>,
     /// Opens the same database again (a restart, another replica).
     url: String,
-    cleanup: Option<(String, String)>,
+    /// PostgreSQL's database of the test's own, dropped after the store.
+    database: Option<Database>,
 }
 
 impl Subject {
@@ -27,15 +24,7 @@ impl Subject {
 
     async fn done(self) {
         drop(self.store);
-        if let Some((admin, name)) = self.cleanup {
-            let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
+        drop(self.database);
     }
 }
 
@@ -45,26 +34,16 @@ async fn sqlite() -> Subject {
     Subject {
         store: Arc::new(SqliteStore::connect(&url).await.unwrap()),
         url,
-        cleanup: None,
+        database: None,
     }
 }
 
 async fn postgres() -> Subject {
-    let admin = database_url();
-    let name = format!("herald_test_{:016x}", rand::random::<u64>());
-    let pool = sqlx::PgPool::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required: {e}"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    let url = format!("{base}/{name}");
+    let database = Database::create().await;
     Subject {
-        store: Arc::new(PostgresStore::connect(&url).await.unwrap()),
-        url,
-        cleanup: Some((admin, name)),
+        store: Arc::new(PostgresStore::connect(&database.url).await.unwrap()),
+        url: database.url.clone(),
+        database: Some(database),
     }
 }
 
@@ -119,14 +98,10 @@ async fn a_known_token_moves_to_its_new_user(s: Subject) {
 /// the next registration is seen later than the last.
 async fn next_millisecond() {
     let now = herald_core::time::unix_millis();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-    while herald_core::time::unix_millis() == now {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the clock stands still"
-        );
-        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-    }
+    eventually(WAIT, "the millisecond clock to move on", || async {
+        herald_core::time::unix_millis() != now
+    })
+    .await;
 }
 
 async fn the_per_user_cap_drops_the_least_recently_seen(s: Subject) {

@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +18,7 @@ use herald_notify::endpoint::{EndpointPolicy, Lookup};
 use herald_notify::providers::Providers;
 use herald_notify::store::{DeliveryState, DeviceStatus, PostgresStore, SqliteStore, TokenStore};
 use herald_notify::worker::Worker;
+use herald_testkit::{Database, WAIT, eventually, temp_file};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -30,18 +30,7 @@ enum Db {
     Postgres,
 }
 
-/// A database of the test's own, dropped by `done`.
-struct OwnDatabase {
-    admin: String,
-    name: String,
-}
-
-fn database_url() -> String {
-    std::env::var("HERALD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-async fn open_store(db: Db) -> (Arc<dyn TokenStore>, Option<OwnDatabase>) {
+async fn open_store(db: Db) -> (Arc<dyn TokenStore>, Option<Database>) {
     match db {
         Db::Sqlite => {
             let path =
@@ -52,20 +41,9 @@ async fn open_store(db: Db) -> (Arc<dyn TokenStore>, Option<OwnDatabase>) {
             (Arc::new(store), None)
         }
         Db::Postgres => {
-            let admin = database_url();
-            let name = format!("herald_worker_{:016x}", rand::random::<u64>());
-            let pool = sqlx::PgPool::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required: {e}"));
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-            let store = PostgresStore::connect(&format!("{base}/{name}"))
-                .await
-                .unwrap();
-            (Arc::new(store), Some(OwnDatabase { admin, name }))
+            let database = Database::create().await;
+            let store = PostgresStore::connect(&database.url).await.unwrap();
+            (Arc::new(store), Some(database))
         }
     }
 }
@@ -108,15 +86,8 @@ struct World {
     queue: Arc<MemoryWorkQueue>,
     notify: Arc<Notify>,
     dns: Arc<TestDns>,
-    own_database: Option<OwnDatabase>,
+    own_database: Option<Database>,
     _shutdown: Shutdown,
-}
-
-fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("herald-worker-{:x}-{name}", rand::random::<u64>()));
-    std::fs::write(&path, contents).unwrap();
-    path
 }
 
 async fn world(tweak: impl FnOnce(&mut Config)) -> World {
@@ -209,16 +180,7 @@ impl World {
     async fn done(self) {
         drop(self.notify);
         drop(self.store);
-        if let Some(db) = self.own_database {
-            let pool = sqlx::PgPool::connect(&db.admin).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                db.name
-            )))
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
+        drop(self.own_database);
     }
 
     /// Registers through the API operation (checks included).
@@ -257,15 +219,19 @@ impl World {
 
     /// Waits until `count` devices are settled for job `id`.
     async fn settled_all(&self, id: &str, count: usize) -> Vec<DeviceStatus> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let statuses = self.store.status(id).await.unwrap();
-            if statuses.iter().filter(|s| s.state.is_final()).count() >= count {
-                return statuses;
-            }
-            assert!(Instant::now() < deadline, "job {id}: {statuses:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            WAIT,
+            &format!("{count} devices settled for job {id}"),
+            || async {
+                let statuses = self.store.status(id).await.unwrap();
+                if statuses.iter().filter(|s| s.state.is_final()).count() >= count {
+                    Ok(statuses)
+                } else {
+                    Err(format!("{statuses:?}"))
+                }
+            },
+        )
+        .await
     }
 
     async fn listed(&self, user: &str) -> Vec<String> {
@@ -338,21 +304,16 @@ fn job(user: &str, collapse: &str) -> PushJob {
 }
 
 async fn settled(w: &World, id: &str) -> (DeliveryState, String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(s) = w
-            .store
+    eventually(WAIT, &format!("job {id} settled"), || async {
+        w.store
             .status(id)
             .await
             .unwrap()
             .into_iter()
             .find(|s| s.state.is_final())
-        {
-            return (s.state, s.reason);
-        }
-        assert!(Instant::now() < deadline, "job {id} never settled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .map(|s| (s.state, s.reason))
+    })
+    .await
 }
 
 fn reason_of<'a>(statuses: &'a [DeviceStatus], device: &str) -> &'a str {
@@ -445,14 +406,10 @@ async fn a_device_registered_again_during_the_send_is_kept(db: Db) {
         }],
     );
     let id = w.send("lee", "renewed").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while fcm_gate.arrived() < 1 || web_gate.arrived() < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the pushes never reached the fakes"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(WAIT, "the pushes at the fakes", || async {
+        fcm_gate.arrived() >= 1 && web_gate.arrived() >= 1
+    })
+    .await;
     // both apps renew their registrations now, while the answers are held
     w.register("lee", Platform::Fcm, "fcm-renewed").await;
     w.register_browser("lee", &subscription).await;

@@ -20,14 +20,9 @@ use herald_protocol::presence::{ConnectionState, Transport};
 const EDGES: u64 = 10;
 const PER_EDGE: u64 = 10_000;
 
+/// This process's resident memory, bytes.
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    herald_testkit::rss(std::process::id())
 }
 
 fn populated() -> Arc<PresenceState> {
