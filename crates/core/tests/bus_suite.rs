@@ -8,19 +8,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::bus::{Bus, BusError, Headers, MemoryBus, NatsBus, Subscription, respond};
-use herald_testkit::{WAIT, eventually, free_port, nats_url, unique_prefix, within};
+use herald_testkit::{WAIT, eventually, free_port, nats_bus, nats_url, unique_prefix, within};
 
 async fn memory() -> Arc<dyn Bus> {
     Arc::new(MemoryBus::new())
 }
 
 async fn nats() -> Arc<dyn Bus> {
-    let url = nats_url();
-    Arc::new(
-        NatsBus::connect(&url, "bus-suite", Duration::from_secs(5))
-            .await
-            .unwrap_or_else(|e| panic!("NATS at {url} is required for this test: {e}")),
-    )
+    Arc::new(nats_bus("bus-suite").await)
 }
 
 /// The next message, failing the test if none arrives in time.

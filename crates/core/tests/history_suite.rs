@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_core::bus::NatsBus;
 use herald_core::config::NamespaceConfig;
 use herald_core::history::{
     Appended, History, JetStreamHistory, MemoryHistory, NewPublication, Recovery, Retention,
@@ -16,7 +15,7 @@ use herald_core::subjects::Subjects;
 use herald_core::time::unix_millis;
 use herald_protocol::StreamPosition;
 use herald_protocol::channel::Channel;
-use herald_testkit::{WAIT, eventually, nats_url, unique_prefix};
+use herald_testkit::{WAIT, eventually, nats_bus, unique_prefix};
 use serde_json::value::RawValue;
 
 /// Opens another instance over the same storage.
@@ -85,9 +84,7 @@ async fn memory() -> Subject {
 }
 
 async fn open_jetstream(prefix: String) -> Arc<JetStreamHistory> {
-    let bus = NatsBus::connect(&nats_url(), "history-suite", Duration::from_secs(5))
-        .await
-        .expect("NATS is required for this test");
+    let bus = nats_bus("history-suite").await;
     Arc::new(
         JetStreamHistory::open(
             bus.client().clone(),

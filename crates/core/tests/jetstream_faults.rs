@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use herald_core::bus::NatsBus;
 use herald_core::history::{
     Appended, History, HistoryError, JetStreamHistory, NewPublication, Recovery, Retention, Storage,
 };
@@ -16,7 +15,7 @@ use herald_core::streams::{OnDrift, StreamSettings};
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::{JetStreamWorkQueue, PushJob, WorkQueue};
 use herald_protocol::channel::Channel;
-use herald_testkit::{Prefix, WAIT, eventually, free_port, nats_url, within};
+use herald_testkit::{Prefix, WAIT, eventually, free_port, nats_bus_at, nats_url, within};
 use serde_json::value::RawValue;
 
 fn publication(n: u64) -> NewPublication {
@@ -33,11 +32,7 @@ const RETENTION: Retention = Retention {
 };
 
 async fn client(url: &str) -> async_nats::Client {
-    NatsBus::connect(url, "jetstream-faults", Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|e| panic!("NATS at {url}: {e}"))
-        .client()
-        .clone()
+    nats_bus_at(url, "jetstream-faults").await.client().clone()
 }
 
 async fn open_history(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_core::bus::{Bus, MemoryBus, NatsBus};
+use herald_core::bus::{Bus, MemoryBus};
 use herald_core::config::Config;
 use herald_core::devices::{DeviceLookup, DeviceLookupError};
 use herald_core::history::MemoryHistory;
@@ -17,7 +17,7 @@ use herald_core::subjects::Subjects;
 use herald_core::work_queue::{JetStreamWorkQueue, Notification, PushJob};
 use herald_protocol::channel::Channel;
 use herald_routing::{Deps, NotifyOutcome, PublishRequest, Routing, SendRequest, SendResult};
-use herald_testkit::{Prefix, WAIT, nats_url, take_push_jobs, within};
+use herald_testkit::{Prefix, WAIT, nats_bus, take_push_jobs, within};
 use serde_json::value::RawValue;
 
 enum FakePresence {
@@ -75,9 +75,7 @@ impl Setup {
             presence_timeout_ms: 200,
             ..Config::default()
         });
-        let nats = NatsBus::connect(&nats_url(), "offline-test", Duration::from_secs(5))
-            .await
-            .expect("NATS is required");
+        let nats = nats_bus("offline-test").await;
         let queue = JetStreamWorkQueue::open(
             nats.client().clone(),
             &Subjects::new(prefix.as_str()),

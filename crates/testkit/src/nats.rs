@@ -4,11 +4,24 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use herald_core::bus::NatsBus;
 use herald_core::work_queue::PushJob;
 
 /// The NATS server tests use (`HERALD_TEST_NATS_URL`, else the local one).
 pub fn nats_url() -> String {
     std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A connection to the shared NATS server, named `name`.
+pub async fn nats_bus(name: &str) -> NatsBus {
+    nats_bus_at(&nats_url(), name).await
+}
+
+/// A connection to the NATS server at `url`, named `name`.
+pub async fn nats_bus_at(url: &str, name: &str) -> NatsBus {
+    NatsBus::connect(url, name, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("NATS at {url} is required for this test: {e}"))
 }
 
 /// A subject prefix no other test run uses, for NATS subjects and streams.
