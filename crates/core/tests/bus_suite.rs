@@ -274,25 +274,17 @@ async fn invalid_subjects_are_refused(bus: Arc<dyn Bus>) {
     ));
 }
 
-macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod memory_bus {
-            $(#[tokio::test] async fn $test() { super::$test(super::memory().await).await })*
-        }
-        mod nats_bus {
-            $(#[tokio::test] async fn $test() { super::$test(super::nats().await).await })*
-        }
-    };
-}
-
-suite!(
-    exact_subjects,
-    star_wildcard,
-    tail_wildcard,
-    queue_groups_deliver_each_message_to_one_member,
-    request_reply_with_timeout,
-    unsubscribe_and_drop_stop_delivery,
-    invalid_subjects_are_refused,
+herald_testkit::suite!(
+    memory_bus: memory, nats_bus: nats;
+    [
+        exact_subjects,
+        star_wildcard,
+        tail_wildcard,
+        queue_groups_deliver_each_message_to_one_member,
+        request_reply_with_timeout,
+        unsubscribe_and_drop_stop_delivery,
+        invalid_subjects_are_refused,
+    ]
 );
 
 #[tokio::test]

@@ -364,22 +364,14 @@ async fn a_new_instance_continues_the_offsets(s: Subject) {
     s.done().await;
 }
 
-macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod memory_history {
-            $(#[tokio::test] async fn $test() { super::$test(super::memory().await).await })*
-        }
-        mod jetstream_history {
-            $(#[tokio::test] async fn $test() { super::$test(super::jetstream().await).await })*
-        }
-    };
-}
-
-suite!(
-    offsets_grow_by_one_and_recovery_follows_retention,
-    an_empty_channel_and_its_first_publication,
-    idempotency_keys_store_once,
-    namespaces_have_their_own_limits,
-    concurrent_appends_never_fork_or_skip,
-    a_new_instance_continues_the_offsets,
+herald_testkit::suite!(
+    memory_history: memory, jetstream_history: jetstream;
+    [
+        offsets_grow_by_one_and_recovery_follows_retention,
+        an_empty_channel_and_its_first_publication,
+        idempotency_keys_store_once,
+        namespaces_have_their_own_limits,
+        concurrent_appends_never_fork_or_skip,
+        a_new_instance_continues_the_offsets,
+    ]
 );

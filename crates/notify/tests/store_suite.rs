@@ -256,25 +256,17 @@ async fn opening_again_keeps_everything(s: Subject) {
     s.done().await;
 }
 
-macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite_store {
-            $(#[tokio::test] async fn $test() { super::$test(super::sqlite().await).await })*
-        }
-        mod postgres_store {
-            $(#[tokio::test] async fn $test() { super::$test(super::postgres().await).await })*
-        }
-    };
-}
-
-suite!(
-    register_list_unregister,
-    a_known_token_moves_to_its_new_user,
-    the_per_user_cap_drops_the_least_recently_seen,
-    dead_tokens_registered_again_later_stay,
-    dead_since_any_time_is_compared_as_a_time,
-    status_is_recorded_per_device,
-    concurrent_registrations_of_one_token_store_one_device,
-    opening_again_keeps_everything,
-    who_has_devices_among_many_users,
+herald_testkit::suite!(
+    sqlite_store: sqlite, postgres_store: postgres;
+    [
+        register_list_unregister,
+        a_known_token_moves_to_its_new_user,
+        the_per_user_cap_drops_the_least_recently_seen,
+        dead_tokens_registered_again_later_stay,
+        dead_since_any_time_is_compared_as_a_time,
+        status_is_recorded_per_device,
+        concurrent_registrations_of_one_token_store_one_device,
+        opening_again_keeps_everything,
+        who_has_devices_among_many_users,
+    ]
 );

@@ -55,6 +55,39 @@ pub fn token(user: &str, channels: &[&str], publish: &[&str], ttl_secs: i64) -> 
         .expect("token")
 }
 
+/// Runs `cleanup` to its end on a runtime of its own, on a thread of its
+/// own: cleanup runs from `Drop`, inside a test's runtime or outside any.
+fn block_on_own_thread(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(cleanup);
+        }
+    })
+    .join();
+}
+
+/// One behavioural suite run against several adapters: for each
+/// `module: subject`, a module with a `#[tokio::test]` per test function,
+/// which is given `subject().await`.
+///
+/// ```ignore
+/// herald_testkit::suite!(memory_bus: memory, nats_bus: nats; [exact_subjects, star_wildcard]);
+/// ```
+#[macro_export]
+macro_rules! suite {
+    ($($module:ident: $subject:ident),+ $(,)? ; $tests:tt) => {
+        $( $crate::suite!(@module $module $subject $tests); )+
+    };
+    (@module $module:ident $subject:ident [$($test:ident),* $(,)?]) => {
+        mod $module {
+            $( #[tokio::test] async fn $test() { super::$test(super::$subject().await).await } )*
+        }
+    };
+}
+
 /// Writes `contents` to a file of its own in the temporary directory,
 /// named after `name`, and answers its path.
 pub fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {

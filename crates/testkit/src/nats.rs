@@ -80,30 +80,21 @@ fn stream_prefix(prefix: &str) -> String {
     format!("{}_", prefix.to_ascii_uppercase().replace('-', "_"))
 }
 
-/// Deletes the JetStream streams under `prefix` (best effort; run from
-/// `Drop`, so it brings its own runtime on its own thread).
+/// Deletes the JetStream streams under `prefix` (best effort, and from
+/// `Drop` too).
 pub fn delete_streams(prefix: &str) {
     let stream_prefix = stream_prefix(prefix);
     let url = nats_url();
-    let _ = std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
+    crate::block_on_own_thread(async move {
+        let Ok(client) = async_nats::connect(&url).await else {
             return;
         };
-        runtime.block_on(async move {
-            let Ok(client) = async_nats::connect(&url).await else {
-                return;
-            };
-            let js = async_nats::jetstream::new(client);
-            let names: Vec<String> = js.stream_names().try_collect().await.unwrap_or_default();
-            for name in names.into_iter().filter(|n| n.starts_with(&stream_prefix)) {
-                let _ = js.delete_stream(&name).await;
-            }
-        });
-    })
-    .join();
+        let js = async_nats::jetstream::new(client);
+        let names: Vec<String> = js.stream_names().try_collect().await.unwrap_or_default();
+        for name in names.into_iter().filter(|n| n.starts_with(&stream_prefix)) {
+            let _ = js.delete_stream(&name).await;
+        }
+    });
 }
 
 /// Takes every push job waiting on the work-queue stream `stream` off it.
