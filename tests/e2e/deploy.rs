@@ -99,20 +99,6 @@ fn every_transport_resumes_through_the_nginx_config() {
     for transport in ["ws", "sse", "poll"] {
         let channel = format!("proxy:{transport}");
         // clients through nginx, the publisher straight to the server API
-        let out = run_python(
-            "resume.py",
-            &[
-                &nginx.url(),
-                &herald.http(),
-                API_KEY,
-                &token,
-                transport,
-                &channel,
-            ],
-        );
-        assert!(
-            out.starts_with(&format!("ok: {transport} resumed")),
-            "{out}"
-        );
+        crate::transports::resume(&nginx.url(), &herald.http(), &token, transport, &channel);
     }
 }

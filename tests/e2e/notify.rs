@@ -6,70 +6,20 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use herald_client::Client;
-use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, TestCa, keys};
+use herald_fakes::{Reply, keys};
 use serde_json::{Value, json};
 
 use herald_testkit::*;
 
 const APP: &str = "com.example.chat";
 
-struct Fakes {
-    apns: FakeApns,
-    apns_sandbox: FakeApns,
-    fcm: FakeFcm,
-    /// https only, as push services are, with a certificate from `ca`.
-    webpush: FakeWebPush,
-    ca: TestCa,
-}
-
 async fn fakes() -> Fakes {
-    let ca = TestCa::new("herald e2e CA");
-    Fakes {
-        apns: FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await,
-        apns_sandbox: FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await,
-        fcm: FakeFcm::start(
-            "herald-e2e",
-            "push@herald-e2e.iam.gserviceaccount.com",
-            keys::FCM_PUBLIC,
-        )
-        .await,
-        webpush: FakeWebPush::start(&ca.issue(&["127.0.0.1"])).await,
-        ca,
-    }
+    Fakes::start(&[APP]).await
 }
 
 /// A config file naming the fakes and the app's credentials.
 fn config(f: &Fakes, extra: &str) -> std::path::PathBuf {
-    let p8 = temp_file("key.p8", keys::APNS_P8);
-    let sa = temp_file("sa.json", &f.fcm.service_account_json(keys::FCM_PRIVATE));
-    let vapid = base64_url(&rand::random::<[u8; 32]>());
-    let ca = temp_file("ca.pem", f.ca.cert_pem());
-    temp_file(
-        "herald.toml",
-        &format!(
-            r#"apns_url = "{apns}"
-apns_sandbox_url = "{sandbox}"
-fcm_url = "{fcm}"
-provider_ca_file = "{ca}"
-webpush_allowed_hosts = ["{webpush}"]
-{extra}
-[apps."{APP}"]
-apns_team_id = "TEAM123"
-apns_key_id = "KEY123"
-apns_key_file = "{p8}"
-fcm_service_account_file = "{sa}"
-vapid_private_key = "{vapid}"
-vapid_subject = "mailto:ops@example.com"
-"#,
-            apns = f.apns.url(),
-            sandbox = f.apns_sandbox.url(),
-            fcm = f.fcm.url(),
-            ca = ca.display(),
-            webpush = f.webpush.authority(),
-            p8 = p8.display(),
-            sa = sa.display(),
-        ),
-    )
+    temp_file("herald.toml", &f.toml(APP, extra))
 }
 
 fn base64_url(bytes: &[u8]) -> String {

@@ -4,6 +4,20 @@
 
 use herald_testkit::*;
 
+/// `tests/python/resume.py`: a client of `transport` at `clients` (the
+/// edge's URL) on `channel` resumes without loss while the publisher posts
+/// to the server API at `api`.
+pub(crate) fn resume(clients: &str, api: &str, token: &str, transport: &str, channel: &str) {
+    let out = run_python(
+        "resume.py",
+        &[clients, api, API_KEY, token, transport, channel],
+    );
+    assert!(
+        out.starts_with(&format!("ok: {transport} resumed")),
+        "{out}"
+    );
+}
+
 fn token(env: &Env) -> String {
     mint_token(env, "alice", "resume:*", "")
 }
@@ -12,20 +26,12 @@ fn resume_standalone(transport: &str) {
     let env = Env::new();
     let herald = Herald::standalone(&env);
     let channel = format!("resume:{transport}");
-    let out = run_python(
-        "resume.py",
-        &[
-            &herald.http(),
-            &herald.http(),
-            API_KEY,
-            &token(&env),
-            transport,
-            &channel,
-        ],
-    );
-    assert!(
-        out.starts_with(&format!("ok: {transport} resumed")),
-        "{out}"
+    resume(
+        &herald.http(),
+        &herald.http(),
+        &token(&env),
+        transport,
+        &channel,
     );
 }
 
@@ -34,20 +40,12 @@ fn resume_distributed(transport: &str) {
     let routing = Herald::routing("routing", &env);
     let edge = Herald::edge("edge", &env);
     let channel = format!("resume:{transport}");
-    let out = run_python(
-        "resume.py",
-        &[
-            &edge.http(),
-            &routing.http(),
-            API_KEY,
-            &token(&env),
-            transport,
-            &channel,
-        ],
-    );
-    assert!(
-        out.starts_with(&format!("ok: {transport} resumed")),
-        "{out}"
+    resume(
+        &edge.http(),
+        &routing.http(),
+        &token(&env),
+        transport,
+        &channel,
     );
 }
 

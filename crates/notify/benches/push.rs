@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use herald_core::config::{AppCredentials, Config};
+use herald_core::config::Config;
 use herald_core::shutdown::Shutdown;
 use herald_core::work_queue::{MemoryWorkQueue, Notification, PushJob, WorkQueue};
-use herald_fakes::{FakeApns, keys};
 use herald_notify::device::{CheckedDevice, Device, Environment, Platform};
 use herald_notify::providers::{Alert, Providers};
 use herald_notify::store::{SqliteStore, TokenStore};
@@ -29,23 +28,16 @@ fn token(i: usize) -> String {
 fn push(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (apns, providers, store, devices) = runtime.block_on(async {
-        let apns = FakeApns::start("TEAM", "KEY", keys::APNS_PUBLIC, &[APP]).await;
-        let p8 = herald_testkit::temp_file("key.p8", keys::APNS_P8);
+        let apns = herald_testkit::fake_apns(&[APP]).await;
         let mut config = Config {
             apns_url: apns.url(),
             push_rate_per_hour: 1_000_000,
             coalesce_window_ms: 1,
             ..Config::default()
         };
-        config.apps.insert(
-            APP.into(),
-            AppCredentials {
-                apns_team_id: Some("TEAM".into()),
-                apns_key_id: Some("KEY".into()),
-                apns_key_file: Some(p8),
-                ..AppCredentials::default()
-            },
-        );
+        config
+            .apps
+            .insert(APP.into(), herald_testkit::apns_credentials());
         let providers = Arc::new(Providers::from_config(&config).expect("providers"));
         let db = std::env::temp_dir().join(format!("herald-bench-{:x}.db", rand::random::<u64>()));
         let store: Arc<dyn TokenStore> = Arc::new(

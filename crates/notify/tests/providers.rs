@@ -6,68 +6,39 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use herald_core::config::{AppCredentials, Config};
 use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, TestCa, keys};
 use herald_notify::device::{Device, Environment, Platform};
 use herald_notify::providers::{Alert, Outcome, Providers};
-use herald_testkit::{WAIT, eventually, temp_file};
+use herald_testkit::{
+    APNS_KEY_ID, APNS_TEAM, FCM_CLIENT_EMAIL, FCM_PROJECT, Fakes, WAIT, apns_credentials,
+    app_credentials, eventually, fake_apns, temp_file,
+};
 use serde_json::{Value, json};
 
 const APP: &str = "com.example.chat";
 
+/// The fakes, and senders configured for them.
 struct World {
-    apns: FakeApns,
-    apns_sandbox: FakeApns,
-    fcm: FakeFcm,
-    webpush: FakeWebPush,
+    fakes: Fakes,
     providers: Providers,
 }
 
+impl std::ops::Deref for World {
+    type Target = Fakes;
+
+    fn deref(&self) -> &Fakes {
+        &self.fakes
+    }
+}
+
 async fn world() -> World {
-    let apns = FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await;
-    let apns_sandbox = FakeApns::start("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP]).await;
-    let fcm = FakeFcm::start(
-        "herald-test",
-        "push@herald-test.iam.gserviceaccount.com",
-        keys::FCM_PUBLIC,
-    )
-    .await;
-    // push services are https only: the fake's certificate comes from a CA
-    // of the test's, trusted through provider_ca_file
-    let ca = TestCa::new("herald test CA");
-    let webpush = FakeWebPush::start(&ca.issue(&["127.0.0.1"])).await;
-    let vapid = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-    let mut config = Config {
-        apns_url: apns.url(),
-        apns_sandbox_url: apns_sandbox.url(),
-        fcm_url: fcm.url(),
-        provider_ca_file: Some(temp_file("ca.pem", ca.cert_pem())),
-        webpush_allowed_hosts: vec![webpush.authority()],
-        ..Config::default()
-    };
-    config.apps.insert(
-        APP.into(),
-        AppCredentials {
-            apns_team_id: Some("TEAM123".into()),
-            apns_key_id: Some("KEY123".into()),
-            apns_key_file: Some(temp_file("key.p8", keys::APNS_P8)),
-            apns_topic: None,
-            fcm_service_account_file: Some(temp_file(
-                "sa.json",
-                &fcm.service_account_json(keys::FCM_PRIVATE),
-            )),
-            vapid_private_key: Some(URL_SAFE_NO_PAD.encode(vapid.to_bytes())),
-            vapid_subject: Some("mailto:ops@example.com".into()),
-        },
-    );
+    // push services are https only: the Web Push fake's certificate comes
+    // from a CA of the test's, trusted through provider_ca_file
+    let fakes = Fakes::start(&[APP]).await;
     World {
-        providers: Providers::from_config(&config).unwrap(),
-        apns,
-        apns_sandbox,
-        fcm,
-        webpush,
+        providers: Providers::from_config(&fakes.config(APP)).unwrap(),
+        fakes,
     }
 }
 
@@ -361,17 +332,11 @@ async fn a_private_ca_is_trusted_only_through_provider_ca_file() {
     // every service behind TLS with a certificate from the test's own CA
     let ca = TestCa::new("herald private CA");
     let identity = ca.issue(&["127.0.0.1"]);
-    let apns = FakeApns::start_tls("TEAM123", "KEY123", keys::APNS_PUBLIC, &[APP], &identity).await;
-    let fcm = FakeFcm::start_tls(
-        "herald-test",
-        "push@herald-test.iam.gserviceaccount.com",
-        keys::FCM_PUBLIC,
-        &identity,
-    )
-    .await;
+    let apns =
+        FakeApns::start_tls(APNS_TEAM, APNS_KEY_ID, keys::APNS_PUBLIC, &[APP], &identity).await;
+    let fcm = FakeFcm::start_tls(FCM_PROJECT, FCM_CLIENT_EMAIL, keys::FCM_PUBLIC, &identity).await;
     let webpush = FakeWebPush::start(&identity).await;
     assert!(apns.url().starts_with("https://") && fcm.url().starts_with("https://"));
-    let vapid = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let config = |ca_file: Option<PathBuf>| {
         let mut config = Config {
             apns_url: apns.url(),
@@ -381,21 +346,7 @@ async fn a_private_ca_is_trusted_only_through_provider_ca_file() {
             webpush_allowed_hosts: vec![webpush.authority()],
             ..Config::default()
         };
-        config.apps.insert(
-            APP.into(),
-            AppCredentials {
-                apns_team_id: Some("TEAM123".into()),
-                apns_key_id: Some("KEY123".into()),
-                apns_key_file: Some(temp_file("key.p8", keys::APNS_P8)),
-                apns_topic: None,
-                fcm_service_account_file: Some(temp_file(
-                    "sa.json",
-                    &fcm.service_account_json(keys::FCM_PRIVATE),
-                )),
-                vapid_private_key: Some(URL_SAFE_NO_PAD.encode(vapid.to_bytes())),
-                vapid_subject: Some("mailto:ops@example.com".into()),
-            },
-        );
+        config.apps.insert(APP.into(), app_credentials(&fcm));
         config
     };
     let phone = device(Platform::Apns, &apns_token('8'));
@@ -494,13 +445,7 @@ fn bad_credentials_fail_start_up_naming_the_setting() {
 #[tokio::test]
 async fn each_app_pushes_with_its_own_credentials() {
     // two apps, two APNs topics, one fake that knows both
-    let apns = FakeApns::start(
-        "TEAM123",
-        "KEY123",
-        keys::APNS_PUBLIC,
-        &["com.a.chat", "com.b.news"],
-    )
-    .await;
+    let apns = fake_apns(&["com.a.chat", "com.b.news"]).await;
     let mut config = Config {
         apns_url: apns.url(),
         ..Config::default()
@@ -509,11 +454,8 @@ async fn each_app_pushes_with_its_own_credentials() {
         config.apps.insert(
             app.into(),
             AppCredentials {
-                apns_team_id: Some("TEAM123".into()),
-                apns_key_id: Some("KEY123".into()),
-                apns_key_file: Some(temp_file("key.p8", keys::APNS_P8)),
                 apns_topic: Some(topic.into()),
-                ..AppCredentials::default()
+                ..apns_credentials()
             },
         );
     }

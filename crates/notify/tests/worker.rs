@@ -6,19 +6,17 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use herald_core::config::{AppCredentials, Config};
+use herald_core::config::Config;
 use herald_core::shutdown::Shutdown;
 use herald_core::work_queue::{MemoryWorkQueue, Notification, PushJob, WorkQueue};
-use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Gate, Reply, TestCa, keys};
+use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Gate, Reply, TestCa};
 use herald_notify::api::{Notify, SendRequest};
 use herald_notify::device::{CheckedDevice, Environment, NewDevice, Platform, Subscription};
 use herald_notify::endpoint::{EndpointPolicy, Lookup};
 use herald_notify::providers::Providers;
 use herald_notify::store::{DeliveryState, DeviceStatus, PostgresStore, SqliteStore, TokenStore};
 use herald_notify::worker::Worker;
-use herald_testkit::{Database, WAIT, eventually, temp_file};
+use herald_testkit::{Database, WAIT, app_credentials, eventually, fake_apns, fake_fcm, temp_file};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -108,19 +106,13 @@ enum Web {
 /// Everything wired as standalone does.
 async fn world_on(db: Db, web: Web, tweak: impl FnOnce(&mut Config)) -> World {
     let ca = TestCa::new("herald worker test CA");
-    let apns = FakeApns::start("TEAM", "KEY", keys::APNS_PUBLIC, &[APP]).await;
-    let fcm = FakeFcm::start(
-        "herald-worker",
-        "push@herald-worker.iam.gserviceaccount.com",
-        keys::FCM_PUBLIC,
-    )
-    .await;
+    let apns = fake_apns(&[APP]).await;
+    let fcm = fake_fcm().await;
     let webpush = if web != Web::Loopback {
         FakeWebPush::start_named(REBIND_HOST, &ca.issue(&[REBIND_HOST])).await
     } else {
         FakeWebPush::start(&ca.issue(&["127.0.0.1"])).await
     };
-    let vapid = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let mut config = Config {
         apns_url: apns.url(),
         fcm_url: fcm.url(),
@@ -133,21 +125,7 @@ async fn world_on(db: Db, web: Web, tweak: impl FnOnce(&mut Config)) -> World {
         },
         ..Config::default()
     };
-    config.apps.insert(
-        APP.into(),
-        AppCredentials {
-            apns_team_id: Some("TEAM".into()),
-            apns_key_id: Some("KEY".into()),
-            apns_key_file: Some(temp_file("key.p8", keys::APNS_P8)),
-            fcm_service_account_file: Some(temp_file(
-                "sa.json",
-                &fcm.service_account_json(keys::FCM_PRIVATE),
-            )),
-            vapid_private_key: Some(URL_SAFE_NO_PAD.encode(vapid.to_bytes())),
-            vapid_subject: Some("mailto:ops@example.com".into()),
-            ..AppCredentials::default()
-        },
-    );
+    config.apps.insert(APP.into(), app_credentials(&fcm));
     tweak(&mut config);
     let dns = Arc::new(TestDns::default());
     let endpoints = EndpointPolicy::from_config(&config)

@@ -9,6 +9,8 @@
 //!   or each service on its own over NATS;
 //! - [`Api`]: the server API with the test key; [`raw_ws`]: a WebSocket's
 //!   frames;
+//! - the fake push services and credentials they take ([`fake_apns`],
+//!   [`app_credentials`]);
 //! - cleanup: [`Prefix`] (NATS streams), [`Database`] (PostgreSQL).
 
 mod api;
@@ -16,6 +18,7 @@ mod db;
 mod local;
 mod nats;
 mod process;
+mod push;
 mod wait;
 mod ws;
 
@@ -28,6 +31,10 @@ pub use nats::{
 pub use process::{
     Cluster, Env, Herald, free_port, herald_bin, herald_output, mint_token, python, repo_root, rss,
     run_python, terminate, tool, wait_for_port,
+};
+pub use push::{
+    APNS_KEY_ID, APNS_TEAM, FCM_CLIENT_EMAIL, FCM_PROJECT, Fakes, apns_credentials,
+    app_credentials, app_toml, fake_apns, fake_fcm,
 };
 pub use wait::{Check, WAIT, eventually, eventually_blocking, within};
 pub use ws::{raw_ws, raw_ws_over};
