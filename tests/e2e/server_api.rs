@@ -14,8 +14,16 @@ fn config_file() -> std::path::PathBuf {
     )
 }
 
-fn alice_token(env: &Env) -> String {
-    mint_token(env, "alice", "chat:*", "")
+/// `tests/python/server_api.py` against `api` (HTTP and gRPC) and `edge`
+/// (its WebSocket), in `mode`; alice's token is minted with `env`.
+fn every_method(api: &Herald, edge: &Herald, env: &Env, mode: &str) {
+    let grpc = api.grpc.expect("gRPC address").to_string();
+    let token = mint_token(env, "alice", "chat:*", "");
+    let out = run_python(
+        "server_api.py",
+        &[&api.http(), &grpc, &edge.ws(), API_KEY, &token, mode],
+    );
+    assert!(out.contains(&format!("ok: server API ({mode})")), "{out}");
 }
 
 #[test]
@@ -23,19 +31,7 @@ fn every_method_from_grpcio_and_httpx_against_standalone() {
     let config = config_file();
     let env = Env::new().with("HERALD_CONFIG", config.to_str().unwrap());
     let herald = Herald::standalone(&env);
-    let grpc = herald.grpc.expect("gRPC address").to_string();
-    let out = run_python(
-        "server_api.py",
-        &[
-            &herald.http(),
-            &grpc,
-            &herald.ws(),
-            API_KEY,
-            &alice_token(&env),
-            "standalone",
-        ],
-    );
-    assert!(out.contains("ok: server API (standalone)"), "{out}");
+    every_method(&herald, &herald, &env, "standalone");
     let _ = std::fs::remove_file(config);
 }
 
@@ -45,19 +41,7 @@ fn every_method_from_grpcio_and_httpx_against_routing_on_nats() {
     let cluster = Cluster::new().with("HERALD_CONFIG", config.to_str().unwrap());
     let routing = Herald::routing("routing", &cluster);
     let edge = Herald::edge("edge", &cluster);
-    let grpc = routing.grpc.expect("gRPC address").to_string();
-    let out = run_python(
-        "server_api.py",
-        &[
-            &routing.http(),
-            &grpc,
-            &edge.ws(),
-            API_KEY,
-            &alice_token(&cluster),
-            "distributed",
-        ],
-    );
-    assert!(out.contains("ok: server API (distributed)"), "{out}");
+    every_method(&routing, &edge, &cluster, "distributed");
     let _ = std::fs::remove_file(config);
 }
 
