@@ -26,6 +26,7 @@ pub struct Api {
 /// What an API call answered.
 #[derive(Debug)]
 pub struct Answer {
+    /// The HTTP status.
     pub status: u16,
     /// The `Retry-After` header, if any.
     pub retry_after: Option<String>,
@@ -39,6 +40,7 @@ impl Api {
         Api::with_key(base, API_KEY)
     }
 
+    /// The API at `base`, called with `key`.
     pub fn with_key(base: impl Into<String>, key: &str) -> Api {
         Api {
             base: base.into(),

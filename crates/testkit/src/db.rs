@@ -19,6 +19,7 @@ pub struct Database {
 }
 
 impl Database {
+    /// Creates it (PostgreSQL must be up).
     pub async fn create() -> Database {
         let admin = database_url();
         let name = format!("herald_test_{:016x}", rand::random::<u64>());

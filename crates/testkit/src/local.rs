@@ -27,14 +27,19 @@ pub struct Server {
     pub ws: String,
     /// The HTTP base URL: the edge's endpoints and the server API.
     pub http: String,
+    /// Stops both (triggered on drop too).
     pub shutdown: Shutdown,
+    /// The edge.
     pub edge: Arc<Edge>,
+    /// Routing.
     pub routing: Arc<Routing>,
+    /// Routing's history.
     pub history: Arc<MemoryHistory>,
     /// The bus routing listens on.
     pub bus: MemoryBus,
     /// The edge's side of the bus.
     pub edge_bus: Arc<EdgeBus>,
+    /// The subjects of the default prefix.
     pub subjects: Subjects,
 }
 

@@ -35,10 +35,12 @@ pub fn unique_prefix() -> String {
 pub struct Prefix(String);
 
 impl Prefix {
+    /// A new one ([`unique_prefix`]).
     pub fn new() -> Prefix {
         Prefix(unique_prefix())
     }
 
+    /// The prefix.
     pub fn as_str(&self) -> &str {
         &self.0
     }

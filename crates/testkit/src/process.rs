@@ -113,6 +113,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster environment under a new prefix.
     pub fn new() -> Cluster {
         let prefix = Prefix::new();
         let env = Env::new()
@@ -199,6 +200,7 @@ const STANDALONE_ARGS: &[&str] = &[
 /// if the test is failing).
 pub struct Herald {
     child: Child,
+    /// The HTTP address.
     pub addr: SocketAddr,
     /// The gRPC address, for services that serve gRPC.
     pub grpc: Option<SocketAddr>,
@@ -323,14 +325,17 @@ impl Herald {
         )
     }
 
+    /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// The HTTP base URL (`http://host:port`).
     pub fn http(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// The WebSocket URL (`ws://host:port/ws`).
     pub fn ws(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
@@ -346,6 +351,7 @@ impl Herald {
         crate::Api::new(self.http())
     }
 
+    /// Everything it logged so far (JSON lines).
     pub fn logs(&self) -> String {
         self.logs.lock().join("\n")
     }

@@ -56,10 +56,15 @@ pub fn app_credentials(fcm: &FakeFcm) -> AppCredentials {
 /// Web Push (https only, as push services are, with a certificate from
 /// `ca`).
 pub struct Fakes {
+    /// APNs (production).
     pub apns: FakeApns,
+    /// APNs's sandbox.
     pub apns_sandbox: FakeApns,
+    /// FCM (and its OAuth).
     pub fcm: FakeFcm,
+    /// A Web Push service.
     pub webpush: FakeWebPush,
+    /// The CA that issued the Web Push fake's certificate.
     pub ca: TestCa,
 }
 

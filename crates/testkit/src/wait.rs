@@ -23,6 +23,7 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(200);
 /// `true`, `Some(value)` and `Ok(value)` are done; `false`, `None` and
 /// `Err(state)` are not yet (`state` is shown if time runs out).
 pub trait Check {
+    /// What a done check found.
     type Output;
 
     /// `Ok` when done; else what to show if this was the last try.
