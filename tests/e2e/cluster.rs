@@ -161,7 +161,11 @@ impl Publisher {
                 let http = http_client();
                 let api = AtomicUsize::new(0);
                 let mut n = 0;
+                // a steady rate, not as fast as it can: 20 a second
+                let mut pace = tokio::time::interval(Duration::from_millis(50));
+                pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while !stop.load(Ordering::Acquire) {
+                    pace.tick().await;
                     n += 1;
                     eventually(WAIT, &format!("publication {n} acknowledged"), || async {
                         let answer = http
@@ -189,8 +193,6 @@ impl Publisher {
                         false
                     })
                     .await;
-                    // a steady rate, not as fast as it can
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         });
