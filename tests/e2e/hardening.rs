@@ -295,3 +295,64 @@ async fn a_trace_log_never_holds_a_token() {
     let signature = token.rsplit('.').next().unwrap();
     assert!(!logs.contains(signature), "the token is in the logs");
 }
+
+/// Reads an answer's head (lower-cased) from `socket`.
+async fn read_head(socket: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, socket.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed without an answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).to_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_before_the_body_is_read_tells_the_client_not_to_reuse_the_connection() {
+    // A keep-alive client that sends its next request on a connection the
+    // server is closing gets no answer at all (seen from httpx: "Server
+    // disconnected without sending a response").
+    let herald = Herald::standalone(&Env::new());
+    let body = br#"{"channel":"news:refused","data":1}"#;
+    let request = |key: &str| {
+        format!(
+            "POST /api/publish HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+    };
+    // the body is not sent yet when the key is refused
+    let mut refused = TcpStream::connect(herald.addr).await.unwrap();
+    refused
+        .write_all(request("wrong-key-1").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut refused).await;
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    closed_by_server(&mut refused).await;
+
+    // an answer after the whole body was read keeps the connection
+    let mut kept = TcpStream::connect(herald.addr).await.unwrap();
+    kept.write_all(request(API_KEY).as_bytes()).await.unwrap();
+    kept.write_all(body).await.unwrap();
+    let head = read_head(&mut kept).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut kept).await;
+    assert!(
+        head.starts_with("http/1.1 200"),
+        "the kept connection answers again: {head}"
+    );
+}

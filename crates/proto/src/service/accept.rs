@@ -33,6 +33,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::unread::WatchedBody;
+
 /// What an HTTP listener lets one socket and one address hold.
 #[derive(Debug, Clone)]
 pub struct AcceptLimits {
@@ -302,9 +304,16 @@ pub async fn serve_http(
         let service =
             hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 ticket.prove();
-                let mut request = request.map(axum::body::Body::new);
+                let (parts, body) = request.into_parts();
+                let (body, read) = WatchedBody::new(body);
+                let mut request = hyper::Request::from_parts(parts, axum::body::Body::new(body));
                 request.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(request)
+                let answer = app.clone().oneshot(request);
+                async move {
+                    let mut response = answer.await?;
+                    read.mark(&mut response);
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
         let stopping = stopping.clone();
         let header_timeout = limits.header_timeout;

@@ -9,6 +9,7 @@
 
 pub mod accept;
 pub mod descriptors;
+mod unread;
 
 use std::future::Future;
 use std::net::SocketAddr;
