@@ -7,6 +7,7 @@ mod deploy;
 mod distributed;
 mod edge_limits;
 mod hardening;
+mod nats_auth;
 mod notify;
 mod operations;
 mod presence;

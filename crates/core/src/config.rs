@@ -138,6 +138,24 @@ pub struct Config {
     pub node_id: Option<String>,
     /// NATS servers: a comma-separated seed list.
     pub nats_url: String,
+    /// NATS user name, with `nats_password`, when the servers require one.
+    pub nats_user: Option<String>,
+    /// The password of `nats_user`.
+    pub nats_password: Option<String>,
+    /// Or a NATS authentication token.
+    pub nats_token: Option<String>,
+    /// Or a NATS `.creds` file (a user JWT and its NKey seed).
+    pub nats_creds_file: Option<PathBuf>,
+    /// PEM CA certificates NATS servers are verified against (else the
+    /// system's roots).
+    pub nats_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, when the servers verify clients.
+    pub nats_tls_cert_file: Option<PathBuf>,
+    /// The private key of `nats_tls_cert_file`.
+    pub nats_tls_key_file: Option<PathBuf>,
+    /// Refuse to talk to NATS without TLS (implied by a CA or client
+    /// certificate, or a `tls://` URL).
+    pub nats_tls_required: bool,
     /// Notify's device store: `postgres://…` or `sqlite:…`.
     pub database_url: Option<String>,
     /// The presence service's gRPC address, which routing asks who is online
@@ -355,6 +373,14 @@ impl Default for Config {
             grpc_addr: None,
             node_id: None,
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_creds_file: None,
+            nats_tls_ca_file: None,
+            nats_tls_cert_file: None,
+            nats_tls_key_file: None,
+            nats_tls_required: false,
             database_url: None,
             presence_url: None,
             notify_url: None,
@@ -598,6 +624,9 @@ impl Config {
                 format!("`{bad}` is not a host or host:port (like push.example.com:8443)"),
             ));
         }
+        self.nats()
+            .check()
+            .map_err(|(key, why)| ConfigError::new(key, why))?;
         if self.api_keys.iter().any(|k| k.len() < 8) {
             return Err(ConfigError::new(
                 "api_keys",
@@ -664,6 +693,44 @@ impl Config {
                 TokenVerifier::new(algorithm, &pem, leeway)
                     .map_err(key_error("jwt_public_key_file"))
             }
+        }
+    }
+
+    /// How to reach and authenticate to NATS.
+    pub fn nats(&self) -> crate::bus::NatsOptions {
+        use crate::bus::{NatsAuth, NatsOptions, NatsTls};
+        let auth = match (&self.nats_user, &self.nats_password) {
+            (Some(user), Some(password)) => NatsAuth::UserPassword {
+                user: user.clone(),
+                password: password.clone(),
+            },
+            (Some(_), None) => NatsAuth::Incomplete("nats_password", "is required with nats_user"),
+            (None, Some(_)) => NatsAuth::Incomplete("nats_user", "is required with nats_password"),
+            (None, None) => NatsAuth::None,
+        };
+        let others = [
+            self.nats_token.clone().map(NatsAuth::Token),
+            self.nats_creds_file.clone().map(NatsAuth::CredsFile),
+        ];
+        let auth = others
+            .into_iter()
+            .flatten()
+            .fold(auth, |chosen, next| match chosen {
+                NatsAuth::None => next,
+                _ => NatsAuth::Incomplete(
+                    "nats_token",
+                    "set one of nats_user/nats_password, nats_token or nats_creds_file",
+                ),
+            });
+        NatsOptions {
+            urls: self.nats_url.clone(),
+            auth,
+            tls: NatsTls {
+                ca_file: self.nats_tls_ca_file.clone(),
+                cert_file: self.nats_tls_cert_file.clone(),
+                key_file: self.nats_tls_key_file.clone(),
+                required: self.nats_tls_required,
+            },
         }
     }
 
@@ -958,6 +1025,35 @@ mod tests {
 
         // the test suite's own variables are not settings
         assert!(load(None, &[("HERALD_TEST_NATS_URL", "x")], Flags::default()).is_ok());
+    }
+
+    #[test]
+    fn nats_credentials_are_one_complete_way() {
+        let refused = |env: &[(&str, &str)]| load(None, env, Flags::default()).unwrap_err().key;
+        assert_eq!(refused(&[("HERALD_NATS_USER", "herald")]), "nats_password");
+        assert_eq!(refused(&[("HERALD_NATS_PASSWORD", "pw")]), "nats_user");
+        assert_eq!(
+            refused(&[
+                ("HERALD_NATS_TOKEN", "t"),
+                ("HERALD_NATS_CREDS_FILE", "/x.creds")
+            ]),
+            "nats_token"
+        );
+        assert_eq!(
+            refused(&[("HERALD_NATS_TLS_CERT_FILE", "/c.pem")]),
+            "nats_tls_key_file"
+        );
+        let config = load(
+            None,
+            &[
+                ("HERALD_NATS_USER", "herald"),
+                ("HERALD_NATS_PASSWORD", "pw"),
+            ],
+            Flags::default(),
+        )
+        .unwrap();
+        let shown = format!("{:?}", config.nats());
+        assert!(shown.contains("herald") && !shown.contains("pw"), "{shown}");
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! Nothing here restarts the adapter: it must cope while running.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -15,7 +14,7 @@ use herald_core::streams::{OnDrift, StreamSettings};
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::{JetStreamWorkQueue, PushJob, WorkQueue};
 use herald_protocol::channel::Channel;
-use herald_testkit::{Prefix, WAIT, eventually, free_port, nats_bus_at, nats_url, within};
+use herald_testkit::{Prefix, PrivateNats, WAIT, eventually, nats_bus_at, nats_url, within};
 use serde_json::value::RawValue;
 
 fn publication(n: u64) -> NewPublication {
@@ -228,61 +227,12 @@ async fn a_lost_queue_stream_is_created_again_for_push_and_take() {
     taken.ack().await;
 }
 
-/// A NATS server of this test's own, on a free port, killed on drop.
-struct PrivateNats {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateNats {
-    async fn start() -> PrivateNats {
-        let port = free_port();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH");
-        let url = format!("nats://127.0.0.1:{port}");
-        eventually(WAIT, "nats-server listening", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        PrivateNats {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal}");
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn appends_are_answered_while_jetstream_is_frozen_and_an_unknown_outcome_stores_once_on_retry()
  {
     let nats = PrivateNats::start().await;
     let history = std::sync::Arc::new(
-        open_history(&nats.url, "frozen", StreamSettings::default())
+        open_history(&nats.url(), "frozen", StreamSettings::default())
             .await
             .expect("open")
             .with_append_timeout(Duration::from_millis(500)),

@@ -61,7 +61,7 @@ pub enum EdgeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The bus could not be reached or subscribed to.
-    #[error("bus: {0}")]
+    #[error("NATS")]
     Bus(#[from] herald_core::bus::BusError),
     /// A listener could not be bound or failed.
     #[error(transparent)]
@@ -450,7 +450,7 @@ pub async fn start_service(config: Arc<Config>, shutdown: Shutdown) -> Result<Ru
     let verifier = config.token_verifier(false)?;
     let node = config.node_id_or_generate("edge");
     let bus: Arc<dyn Bus> =
-        Arc::new(NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?);
+        Arc::new(NatsBus::connect(config.nats(), &node, Duration::from_secs(10)).await?);
     let edge = Edge::new(config.clone(), verifier, bus, node, shutdown.clone());
     if let Some(url) = &config.presence_url {
         let key = config.api_keys.first().map(String::as_str);

@@ -49,34 +49,57 @@ impl TestCa {
 
     /// A server certificate for `names` (DNS names or IP addresses).
     pub fn issue(&self, names: &[&str]) -> ServerIdentity {
+        self.sign(names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate named `name`, for servers that verify clients.
+    pub fn issue_client(&self, name: &str) -> ServerIdentity {
+        self.sign(&[name], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn sign(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> ServerIdentity {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<String>>())
-                .expect("server names");
+                .expect("certificate names");
         if let Some(first) = names.first() {
             params.distinguished_name.push(DnType::CommonName, *first);
         }
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().expect("a server key");
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().expect("a key");
         let cert = params
             .signed_by(&key, &self.issuer)
-            .expect("the server certificate");
+            .expect("the certificate");
         ServerIdentity {
             chain: vec![cert.der().clone()],
             key: key.serialize_der(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         }
     }
 }
 
-/// A server's certificate chain and key.
+/// A certificate chain and its key (a server's, or a client's).
 #[derive(Clone)]
 pub struct ServerIdentity {
     chain: Vec<CertificateDer<'static>>,
     key: Vec<u8>,
+    cert_pem: String,
+    key_pem: String,
 }
 
 impl ServerIdentity {
+    /// The certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The private key, PEM (PKCS#8).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
     fn acceptor(&self) -> TlsAcceptor {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)

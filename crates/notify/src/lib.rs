@@ -39,7 +39,7 @@ pub enum NotifyError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// NATS could not be reached.
-    #[error("bus: {0}")]
+    #[error("NATS")]
     Bus(#[from] herald_core::bus::BusError),
     /// The push job stream could not be opened.
     #[error(transparent)]
@@ -114,7 +114,7 @@ pub async fn start_service(
         .clone()
         .ok_or_else(|| ConfigError::new("database_url", "is required (HERALD_DATABASE_URL)"))?;
     let node = config.node_id_or_generate("notify");
-    let nats = NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?;
+    let nats = NatsBus::connect(config.nats(), &node, Duration::from_secs(10)).await?;
     let queue: Arc<dyn WorkQueue> = Arc::new(
         JetStreamWorkQueue::open(
             nats.client().clone(),

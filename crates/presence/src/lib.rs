@@ -43,7 +43,7 @@ pub enum PresenceServiceError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// NATS could not be reached or subscribed to.
-    #[error("bus: {0}")]
+    #[error("NATS")]
     Bus(#[from] BusError),
     /// A listener could not be bound or failed.
     #[error(transparent)]
@@ -113,7 +113,7 @@ pub async fn start_service(
     check(&config)?;
     let keys = ApiKeys::new(config.api_keys(false)?);
     let node = config.node_id_or_generate("presence");
-    let nats = NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?;
+    let nats = NatsBus::connect(config.nats(), &node, Duration::from_secs(10)).await?;
     let client = nats.client().clone();
     let bus: Arc<dyn Bus> = Arc::new(nats);
     let (state, intake) = start(&config, bus.clone(), shutdown.clone()).await?;

@@ -44,7 +44,7 @@ pub enum RoutingError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// NATS could not be reached or subscribed to.
-    #[error("bus: {0}")]
+    #[error("NATS")]
     Bus(#[from] herald_core::bus::BusError),
     /// The history streams could not be opened.
     #[error(transparent)]
@@ -79,7 +79,7 @@ pub async fn start_service(
     check(&config)?;
     let keys = ApiKeys::new(config.api_keys(false)?);
     let node = config.node_id_or_generate("routing");
-    let nats = NatsBus::connect(&config.nats_url, &node, Duration::from_secs(10)).await?;
+    let nats = NatsBus::connect(config.nats(), &node, Duration::from_secs(10)).await?;
     let subjects = Subjects::new(&config.subject_prefix);
     let storage = match config.history_storage {
         HistoryStorage::File => Storage::File,

@@ -26,7 +26,8 @@ pub use api::{Answer, Api, http_client, metrics};
 pub use db::{Database, database_url};
 pub use local::{EdgeBus, Server};
 pub use nats::{
-    Prefix, delete_streams, nats_bus, nats_bus_at, nats_url, take_push_jobs, unique_prefix,
+    Prefix, PrivateNats, delete_streams, nats_bus, nats_bus_at, nats_url, take_push_jobs,
+    unique_prefix,
 };
 pub use process::{
     Cluster, Env, Herald, free_port, herald_bin, herald_output, mint_token, python, repo_root, rss,

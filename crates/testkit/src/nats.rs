@@ -127,3 +127,87 @@ pub async fn take_push_jobs(client: &async_nats::Client, stream: &str) -> Vec<Pu
     }
     jobs
 }
+
+/// A NATS server of the test's own (JetStream on, its store in a
+/// temporary directory, on a free port), killed when dropped: for tests
+/// that stop, freeze or configure their server.
+pub struct PrivateNats {
+    child: std::process::Child,
+    /// Its client port.
+    pub port: u16,
+    /// Its monitoring port (`/connz`, `/varz`).
+    pub monitor_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateNats {
+    /// A plain server.
+    pub async fn start() -> PrivateNats {
+        PrivateNats::with_config("").await
+    }
+
+    /// A server with `extra` added to its configuration file (`tls { … }`,
+    /// `authorization { … }`).
+    pub async fn with_config(extra: &str) -> PrivateNats {
+        let port = crate::free_port();
+        let monitor_port = crate::free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("nats.conf");
+        let store = dir.path().join("store");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
+                 jetstream {{ store_dir: {store:?} }}\n{extra}\n"
+            ),
+        )
+        .expect("write nats.conf");
+        let child = std::process::Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH");
+        crate::eventually(crate::WAIT, "nats-server listening", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", monitor_port))
+                .await
+                .is_ok()
+        })
+        .await;
+        PrivateNats {
+            child,
+            port,
+            monitor_port,
+            dir,
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A directory that lives as long as the server, for files its
+    /// configuration names (certificates).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`, …) to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use memory::MemoryBus;
-pub use nats::NatsBus;
+pub use nats::{NatsAuth, NatsBus, NatsOptions, NatsTls};
 
 /// How many messages a subscription buffers before the bus drops new ones
 /// for it (the same default as async-nats).
