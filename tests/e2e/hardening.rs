@@ -356,3 +356,75 @@ async fn a_refusal_before_the_body_is_read_tells_the_client_not_to_reuse_the_con
         "the kept connection answers again: {head}"
     );
 }
+
+/// The soft and hard open-files limits of process `pid`.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_raises_its_soft_descriptor_limit_and_refuses_with_503_before_it_runs_out() {
+    // this test's own clients need descriptors too
+    herald_proto::service::descriptors::raise_limit();
+    let env = env(&[
+        ("HERALD_MAX_CONNECTIONS_PER_IP", "0"),
+        ("HERALD_CONNECTION_RATE_PER_IP", "100000"),
+        ("HERALD_CONNECTION_RATE", "100000"),
+        ("HERALD_MAX_CONNECTIONS_PER_USER", "100000"),
+    ]);
+
+    // soft 1,024 under a higher hard limit (as container runtimes leave
+    // it): raised to the hard one at start
+    let soft = Herald::standalone_soft_limited(&env, 1024);
+    let (current, maximum) = open_files_limits(soft.pid());
+    assert!(
+        maximum > 1024,
+        "this machine's hard limit is {maximum}: nothing to raise"
+    );
+    assert_eq!(current, maximum, "the soft limit was raised");
+    let budget = metrics(&soft.http()).await["herald_edge_connection_budget"];
+    assert!(budget > 1024.0, "budget {budget} under a raised limit");
+    drop(soft);
+
+    // hard 1,024: the edge admits fewer clients than its descriptors hold,
+    // and refuses the next with 503 while health checks still answer
+    let herald = Herald::standalone_limited(&env, 1024);
+    let budget = metrics(&herald.http()).await["herald_edge_connection_budget"] as usize;
+    assert!((100..1024).contains(&budget), "budget {budget}");
+    let token = mint_token(&env, "alice", "chat:*", "");
+    let mut clients = Vec::new();
+    let refused = loop {
+        match ws_from("127.0.0.1", herald.addr, &token).await {
+            Ok(ws) => clients.push(ws),
+            Err(status) => break status,
+        }
+        assert!(clients.len() <= budget, "more clients than the budget");
+    };
+    assert_eq!(refused, 503);
+    assert_eq!(
+        clients.len(),
+        budget,
+        "refused before the budget was reached"
+    );
+    let health = http_client()
+        .get(format!("{}/healthz", herald.http()))
+        .send()
+        .await
+        .expect("/healthz answers at the limit");
+    assert_eq!(health.status(), 200);
+    // one client leaves: the next gets in
+    clients.pop();
+    eventually(WAIT, "a place freed", || async {
+        ws_from("127.0.0.1", herald.addr, &token).await.is_ok()
+    })
+    .await;
+}

@@ -233,8 +233,20 @@ pub struct Config {
     /// Commands of one connection waiting on routing or presence at once;
     /// past it the connection reads no more until one is answered.
     pub max_commands_in_flight: usize,
-    /// Connections one edge holds at most.
+    /// Connections one edge holds at most; fewer when the descriptors or
+    /// the memory (`memory_limit_mb` / `memory_per_connection_kb`) would
+    /// not hold that many.
     pub max_connections: usize,
+    /// The memory this process may use, MiB (a pod's limit); 0: read the
+    /// cgroup's `memory.max`, no memory bound if there is none.
+    pub memory_limit_mb: u64,
+    /// The memory budgeted per client connection, KiB: an idle SSE stream
+    /// costs about 44, an idle WebSocket about 10; a busy one more.
+    pub memory_per_connection_kb: u64,
+    /// A client connection older than this (seconds, ±10 %) is asked to
+    /// reconnect (close 4004), so long-lived connections spread onto edges
+    /// added since; 0: never.
+    pub max_connection_age_secs: u64,
     /// New connections one edge accepts per second (sustained; bursts of
     /// the same size).
     pub connection_rate: u32,
@@ -411,6 +423,9 @@ impl Default for Config {
             command_burst: 100,
             max_commands_in_flight: 16,
             max_connections: 100_000,
+            memory_limit_mb: 0,
+            memory_per_connection_kb: 48,
+            max_connection_age_secs: 0,
             connection_rate: 1000,
             max_connections_per_user: 100,
             sse_max_duration_secs: 0,
@@ -526,6 +541,7 @@ impl Config {
         positive("command_burst", self.command_burst as u64)?;
         positive("max_commands_in_flight", self.max_commands_in_flight as u64)?;
         positive("max_connections", self.max_connections as u64)?;
+        positive("memory_per_connection_kb", self.memory_per_connection_kb)?;
         positive("connection_rate", self.connection_rate as u64)?;
         positive("connection_rate_per_ip", self.connection_rate_per_ip as u64)?;
         positive("http_header_timeout_secs", self.http_header_timeout_secs)?;

@@ -4,6 +4,7 @@
 
 mod admin;
 mod admission;
+mod budget;
 mod commands;
 mod connection;
 mod control;
@@ -132,7 +133,20 @@ impl Edge {
             shutdown,
             connections: TaskTracker::new(),
             users: control::Users::default(),
-            admission: admission::Admission::new(config.max_connections, config.connection_rate),
+            admission: {
+                let budget = budget::ConnectionBudget::of(&config);
+                if budget.limited_by != "max_connections" {
+                    tracing::warn!(
+                        connections = budget.connections,
+                        limited_by = budget.limited_by,
+                        max_connections = config.max_connections,
+                        "fewer connections than max_connections: the process could not hold more"
+                    );
+                }
+                herald_core::metrics::install();
+                metrics::gauge!("herald_edge_connection_budget").set(budget.connections as f64);
+                admission::Admission::new(budget.connections, config.connection_rate)
+            },
             stats: {
                 herald_core::metrics::install();
                 stats::EdgeStats::default()

@@ -713,6 +713,34 @@ async fn a_draining_edge_tells_every_transport_to_reconnect() {
 }
 
 #[tokio::test]
+async fn a_connection_past_the_age_limit_is_asked_to_reconnect_on_every_transport_and_resumes() {
+    let server = Server::start(|c| {
+        quick_grace(c);
+        c.max_connection_age_secs = 1;
+    })
+    .await;
+    for kind in KINDS {
+        let old = token("olga", &["chat:*"], &[], 600);
+        let before = publish(&server, "chat:age", 1).await;
+        let mut client = TestClient::open(&server, kind, &old, &["chat:age"], &[])
+            .await
+            .unwrap();
+        told_to_leave(&mut client, 4004, true).await;
+        drop(client);
+        released(&server, kind).await;
+        // what was published meanwhile comes with the resume
+        let missed = publish(&server, "chat:age", 2).await;
+        let mut again =
+            TestClient::open(&server, kind, &old, &["chat:age"], &[("chat:age", before)])
+                .await
+                .unwrap();
+        assert_eq!(again.next_pub().await.offset, missed.offset, "{kind:?}");
+        drop(again);
+        released(&server, kind).await;
+    }
+}
+
+#[tokio::test]
 async fn a_client_publish_sent_again_with_its_key_is_stored_once_and_keys_are_per_user() {
     let server = Server::start(quick_grace).await;
     let alice = token("alice", &["chat:*"], &["chat:*"], 600);

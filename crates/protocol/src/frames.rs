@@ -157,6 +157,10 @@ pub enum CloseCode {
     ServerError,
     /// 4003: no pong came back within the pong timeout of a ping.
     NoPong,
+    /// 4004: the connection reached the server's age limit
+    /// (`max_connection_age_secs`); reconnect, to any server, and resume —
+    /// so long-lived connections spread onto servers added since.
+    Rebalance,
     /// 4500: the client broke the protocol (an oversized message, too many
     /// refused commands in a row).
     BadProtocol,
@@ -176,6 +180,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => 4001,
             CloseCode::ServerError => 4002,
             CloseCode::NoPong => 4003,
+            CloseCode::Rebalance => 4004,
             CloseCode::BadProtocol => 4500,
             CloseCode::Unauthorized => 4501,
             CloseCode::Forbidden => 4503,
@@ -190,6 +195,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => "slow consumer",
             CloseCode::ServerError => "server error",
             CloseCode::NoPong => "no pong",
+            CloseCode::Rebalance => "connection age limit",
             CloseCode::BadProtocol => "bad protocol",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::Forbidden => "forbidden",
@@ -204,6 +210,7 @@ impl CloseCode {
             4001 => CloseCode::SlowConsumer,
             4002 => CloseCode::ServerError,
             4003 => CloseCode::NoPong,
+            4004 => CloseCode::Rebalance,
             4500 => CloseCode::BadProtocol,
             4501 => CloseCode::Unauthorized,
             4503 => CloseCode::Forbidden,
@@ -1043,6 +1050,7 @@ mod tests {
             CloseCode::SlowConsumer,
             CloseCode::ServerError,
             CloseCode::NoPong,
+            CloseCode::Rebalance,
         ] {
             assert!(c.reconnect() && (4000..4500).contains(&c.as_u16()));
         }

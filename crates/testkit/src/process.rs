@@ -220,17 +220,23 @@ impl Herald {
     /// Starts `herald <args>` allowed at most `files` open descriptors
     /// (soft and hard limit, so it cannot raise them).
     pub fn start_limited(name: &str, env: &Env, args: &[&str], files: u32) -> Herald {
-        Herald::start_with(name, env, args, Some(files))
+        Herald::start_with(name, env, args, Some(format!("ulimit -n {files}")))
     }
 
-    fn start_with(name: &str, env: &Env, args: &[&str], files: Option<u32>) -> Herald {
+    /// Starts `herald <args>` with a soft open-files limit of `files` (the
+    /// hard one stays: as container runtimes often leave it).
+    pub fn start_soft_limited(name: &str, env: &Env, args: &[&str], files: u32) -> Herald {
+        Herald::start_with(name, env, args, Some(format!("ulimit -Sn {files}")))
+    }
+
+    fn start_with(name: &str, env: &Env, args: &[&str], ulimit: Option<String>) -> Herald {
         let dir = tempfile::tempdir().expect("a working directory");
-        let mut command = match files {
+        let mut command = match ulimit {
             None => Command::new(herald_bin()),
-            Some(files) => {
+            Some(ulimit) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
-                    .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+                    .arg(format!("{ulimit} && exec \"$0\" \"$@\""))
                     .arg(herald_bin());
                 sh
             }
@@ -287,6 +293,12 @@ impl Herald {
     /// `herald standalone` on free ports, with at most `files` descriptors.
     pub fn standalone_limited(env: &Env, files: u32) -> Herald {
         Herald::start_limited("standalone", env, STANDALONE_ARGS, files)
+    }
+
+    /// `herald standalone` on free ports, with a soft open-files limit of
+    /// `files` under the hard one.
+    pub fn standalone_soft_limited(env: &Env, files: u32) -> Herald {
+        Herald::start_soft_limited("standalone", env, STANDALONE_ARGS, files)
     }
 
     /// `herald routing` on free ports.

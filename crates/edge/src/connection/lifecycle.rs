@@ -25,11 +25,22 @@ pub(crate) struct Lifecycle {
     expires: Option<Instant>,
     /// A WebSocket must `connect` by then.
     connect_by: Option<Instant>,
+    /// Asked to reconnect then (`max_connection_age_secs`).
+    retire_at: Option<Instant>,
 }
 
 impl Lifecycle {
-    pub(crate) fn new(shutdown: Shutdown, drain_window: Duration, overflow: Shutdown) -> Self {
+    /// `max_age`: the connection is asked to reconnect after it, ±10 %
+    /// (spread, so connections accepted together do not leave together).
+    pub(crate) fn new(
+        shutdown: Shutdown,
+        drain_window: Duration,
+        overflow: Shutdown,
+        max_age: Option<Duration>,
+    ) -> Self {
         Lifecycle {
+            retire_at: max_age
+                .map(|age| Instant::now() + age.mul_f64(0.9 + 0.2 * rand::random::<f64>())),
             shutdown,
             drain_window,
             drain_at: None,
@@ -70,6 +81,9 @@ impl Lifecycle {
                 }
                 _ = sleep_until(self.connect_by.unwrap_or_else(far_future)), if self.connect_by.is_some() => {
                     return CloseCode::Unauthorized;
+                }
+                _ = sleep_until(self.retire_at.unwrap_or_else(far_future)), if self.retire_at.is_some() => {
+                    return CloseCode::Rebalance;
                 }
             }
         }

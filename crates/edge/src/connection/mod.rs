@@ -119,6 +119,10 @@ impl Connection {
             edge.shutdown.clone(),
             Duration::from_secs(edge.config.drain_window_secs),
             overflow,
+            match edge.config.max_connection_age_secs {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
         );
         Connection {
             client_id: format!("{}-{id}", edge.node_id),
