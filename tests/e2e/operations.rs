@@ -110,6 +110,9 @@ async fn metrics_count_what_happened() {
         "publish latency histogram"
     );
     assert_eq!(value(&metrics, "herald_presence_users"), 1.0);
+    // what the autoscalers and alerts of k8s/ read
+    assert!(value(&metrics, "herald_edge_connection_budget") >= 1.0);
+    assert_eq!(metrics.get("herald_notify_queue_pending"), Some(&0.0));
 
     // the client leaves: the gauges follow
     client.close().await;

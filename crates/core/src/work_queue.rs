@@ -105,6 +105,11 @@ pub trait WorkQueue: Send + Sync + 'static {
 
     /// Keeps a job that was given up on, for people to look at.
     async fn dead_letter(&self, job: &PushJob, reason: &str) -> Result<(), QueueError>;
+
+    /// Jobs waiting to be sent (JetStream: stored and not yet
+    /// acknowledged, so taken ones count too): the backlog an autoscaler
+    /// and an alert watch.
+    async fn backlog(&self) -> Result<u64, QueueError>;
 }
 
 /// A job taken from the queue, to be settled exactly once.
@@ -257,6 +262,10 @@ impl WorkQueue for MemoryWorkQueue {
                 return Ok(None);
             }
         }
+    }
+
+    async fn backlog(&self) -> Result<u64, QueueError> {
+        Ok(self.lock().waiting.len() as u64)
     }
 
     async fn dead_letter(&self, job: &PushJob, reason: &str) -> Result<(), QueueError> {
@@ -457,6 +466,12 @@ impl WorkQueue for JetStreamWorkQueue {
                 Ok(None)
             }
         }
+    }
+
+    async fn backlog(&self) -> Result<u64, QueueError> {
+        let ensured = self.jobs.ensure().await.map_err(unavailable)?;
+        let info = ensured.stream.get_info().await.map_err(unavailable)?;
+        Ok(info.state.messages)
     }
 
     async fn dead_letter(&self, job: &PushJob, reason: &str) -> Result<(), QueueError> {

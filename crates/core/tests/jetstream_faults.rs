@@ -209,9 +209,15 @@ async fn a_lost_queue_stream_is_created_again_for_push_and_take() {
         summarizes: Vec::new(),
     };
     queue.push(&job("a")).await.expect("push");
+    assert_eq!(queue.backlog().await.expect("backlog"), 1);
     let taken = queue.take(WAIT).await.expect("take").expect("a job");
     assert_eq!(taken.job.id, "a");
     taken.ack().await;
+    // an acknowledged job leaves the backlog (the ack is asynchronous)
+    eventually(WAIT, "the backlog empty", || async {
+        queue.backlog().await.expect("backlog") == 0
+    })
+    .await;
 
     let js = jetstream::new(client(&nats_url()).await);
     js.delete_stream(queue.stream_name()).await.expect("delete");

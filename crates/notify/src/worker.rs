@@ -26,6 +26,8 @@ use crate::store::{DeliveryState, DeviceStatus, TokenStore};
 
 /// How often coalescing windows are checked.
 const TICK: Duration = Duration::from_millis(50);
+/// How often the queue's backlog is measured.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 /// Jobs of a summary whose status follows the summary's, at most.
 const MAX_SUMMARIZED: usize = 1000;
 /// The first retry's delay; it doubles with each attempt.
@@ -79,10 +81,12 @@ impl Worker {
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(worker.config.push_concurrency));
             let mut tick = tokio::time::interval(TICK);
+            let mut measure = tokio::time::interval(BACKLOG_EVERY);
             loop {
                 tokio::select! {
                     _ = shutdown.wait() => break,
                     _ = tick.tick() => worker.close_windows(false).await,
+                    _ = measure.tick() => worker.measure_backlog().await,
                     permit = permits.clone().acquire_owned() => {
                         let Ok(permit) = permit else { break };
                         let taken = tokio::select! {
@@ -112,6 +116,16 @@ impl Worker {
                 .await;
             worker.close_windows(true).await;
         })
+    }
+
+    /// `herald_notify_queue_pending`: what the autoscaler and the backlog
+    /// alert watch.
+    async fn measure_backlog(&self) {
+        match tokio::time::timeout(BACKLOG_EVERY, self.queue.backlog()).await {
+            Ok(Ok(n)) => metrics::gauge!("herald_notify_queue_pending").set(n as f64),
+            Ok(Err(e)) => tracing::debug!(error = %e, "push queue backlog unknown"),
+            Err(_) => tracing::debug!("push queue backlog: no answer"),
+        }
     }
 
     async fn process(&self, taken: Taken) {
@@ -312,6 +326,7 @@ impl Worker {
                         .await;
                     reasons.push(why);
                 }
+                metrics::counter!("herald_notify_dead_letters_total").increment(1);
                 if let Err(e) = self.queue.dead_letter(&job, &reasons.join("; ")).await {
                     tracing::error!(job = %job.id, error = %e, "dead letter not kept");
                 }
