@@ -11,6 +11,7 @@ mod nats_auth;
 mod notify;
 mod operations;
 mod presence;
+mod readiness;
 mod server_api;
 mod standalone;
 mod telemetry;

@@ -443,6 +443,10 @@ async fn readyz(
 ) -> (StatusCode, &'static str) {
     if edge.shutdown.is_triggered() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if !edge.bus.is_connected() {
+        // Clients here would hear nothing: send new ones to an edge that
+        // can deliver (the ones here stay, and catch up on resume).
+        (StatusCode::SERVICE_UNAVAILABLE, "NATS disconnected")
     } else {
         (StatusCode::OK, "ready")
     }

@@ -49,7 +49,7 @@ pub(crate) async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Re
     let node = config.node_id_or_generate("standalone");
     // The presence service, fed by the edge's reports over the in-memory
     // bus: the same path as across processes.
-    let (presence, presence_intake) =
+    let (presence, _, presence_intake) =
         herald_presence::start(&config, bus.clone(), shutdown.clone()).await?;
     let subjects = herald_core::subjects::Subjects::new(&config.subject_prefix);
     let announcer = herald_presence::announce(
@@ -148,13 +148,20 @@ pub(crate) async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Re
     let routes = tonic::service::Routes::new(grpc_service(routing, keys.clone()))
         .add_service(herald_presence::grpc_service(presence, keys.clone()))
         .add_service(herald_notify::grpc_service(notify.notify.clone(), keys));
-    let routes = herald_proto::server::with_standard_services(
+    let store = notify.store.clone();
+    let readiness = herald_proto::service::Readiness::new().check("database", move || {
+        let store = store.clone();
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    });
+    let (routes, health) = herald_proto::server::with_standard_services(
         routes,
         &[
             herald_routing::GRPC_SERVICE_NAME,
             herald_presence::GRPC_SERVICE_NAME,
             herald_notify::GRPC_SERVICE_NAME,
         ],
+        readiness,
+        shutdown.clone(),
     )
     .await?;
     // The edge's lifecycle: its clients drain exactly as `herald edge`'s.
@@ -172,6 +179,7 @@ pub(crate) async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Re
             notify_stats,
             routing_stats,
             sweeper,
+            health,
         ])
         .start()?;
     running.stopped().await?;

@@ -19,7 +19,7 @@ use herald_core::config::{Config, ConfigError};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::{JetStreamWorkQueue, WorkQueue};
-use herald_proto::service::{self, Running, Service, ServiceError, bind};
+use herald_proto::service::{self, Readiness, Running, Service, ServiceError, bind};
 use tokio::task::JoinHandle;
 
 pub use api::{Notify, SendRequest, grpc_service, http_router};
@@ -61,6 +61,8 @@ pub struct Started {
     pub notify: Arc<Notify>,
     /// The push worker; it ends on the shutdown signal.
     pub worker: JoinHandle<()>,
+    /// The device store (readiness pings it).
+    pub store: Arc<dyn store::TokenStore>,
 }
 
 /// Opens the device store, loads the credentials and starts the worker on
@@ -79,8 +81,9 @@ pub async fn start(
     let worker = worker::Worker::new(config.clone(), store.clone(), providers, queue.clone());
     let task = worker.start(shutdown);
     Ok(Started {
-        notify: Notify::new(store, queue, config.max_devices_per_user, endpoints),
+        notify: Notify::new(store.clone(), queue, config.max_devices_per_user, endpoints),
         worker: task,
+        store,
     })
 }
 
@@ -125,8 +128,10 @@ pub async fn start_service(
         .await?,
     );
     let started = start(config.clone(), &database_url, queue, shutdown.clone()).await?;
+    let nats: Arc<dyn herald_core::bus::Bus> = Arc::new(nats);
+    let bus_for_health = nats.clone();
     let stats = stats::publish_stats(
-        Arc::new(nats),
+        nats,
         &Subjects::new(&config.subject_prefix),
         &node,
         shutdown.clone(),
@@ -134,16 +139,30 @@ pub async fn start_service(
     let http = bind(config.http_listen(DEFAULT_HTTP_ADDR)?).await?;
     let grpc = bind(config.grpc_listen(DEFAULT_GRPC_ADDR)?).await?;
     let routes = tonic::service::Routes::new(grpc_service(started.notify.clone(), keys.clone()));
-    let routes = herald_proto::server::with_standard_services(routes, &[GRPC_SERVICE_NAME])
-        .await
-        .map_err(|e| NotifyError::Grpc(e.to_string()))?;
-    let app = http_router(started.notify.clone(), keys).merge(herald_proto::http::ops_router());
+    let store = started.store.clone();
+    let readiness = Readiness::new()
+        .bus(bus_for_health)
+        .check("database", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        });
+    let (routes, health) = herald_proto::server::with_standard_services(
+        routes,
+        &[GRPC_SERVICE_NAME],
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| NotifyError::Grpc(e.to_string()))?;
+    let app = http_router(started.notify.clone(), keys)
+        .merge(herald_proto::http::ops_router())
+        .merge(readiness.router());
     Ok(Service::new("notify", shutdown)
         .limits(service::accept_limits(&config))
         .grace(Duration::from_secs(config.shutdown_grace_secs))
         .http(http, app)
         .grpc(grpc, routes)
-        .tasks([started.worker, stats])
+        .tasks([started.worker, stats, health])
         .start()?)
 }
 

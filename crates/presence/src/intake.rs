@@ -32,7 +32,14 @@ pub struct Intake {
     edge_timeout: Duration,
     /// Edges with a snapshot request under way.
     resyncing: Mutex<HashSet<String>>,
+    /// Every edge answers the start-up resync within moments; until then
+    /// (and the snapshots it asks for) the view is not filled.
+    fill_until: Instant,
+    filled: std::sync::atomic::AtomicBool,
 }
+
+/// How long edges have to answer the start-up request for a heartbeat.
+const FILL_WINDOW: Duration = Duration::from_secs(1);
 
 impl Intake {
     /// An intake filling `state` from `bus`; an edge silent for three
@@ -49,7 +56,29 @@ impl Intake {
             subjects,
             edge_timeout: heartbeat * 3,
             resyncing: Mutex::new(HashSet::new()),
+            fill_until: Instant::now() + FILL_WINDOW.min(heartbeat),
+            filled: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether the view holds every edge's connections (readiness): the
+    /// edges have had their moment to answer the start-up resync, and no
+    /// snapshot asked for then is still on its way. Once filled it stays
+    /// so — later resyncs repair a view that is already there.
+    pub fn view_filled(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        if self.filled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if Instant::now() < self.fill_until {
+            return Err("waiting for the edges' heartbeats".into());
+        }
+        let pending = self.resyncing.lock().len();
+        if pending > 0 {
+            return Err(format!("{pending} edge snapshots on their way"));
+        }
+        self.filled.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Listens until `shutdown`. Subscribed (and every edge asked for a

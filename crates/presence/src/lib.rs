@@ -20,7 +20,7 @@ use herald_core::config::{Config, ConfigError};
 use herald_core::presence::{PresenceError, PresenceLookup};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
-use herald_proto::service::{self, Running, Service, ServiceError, bind};
+use herald_proto::service::{self, Readiness, Running, Service, ServiceError, bind};
 use herald_protocol::channel::Channel;
 use tokio::task::JoinHandle;
 
@@ -58,7 +58,7 @@ pub async fn start(
     config: &Config,
     bus: Arc<dyn Bus>,
     shutdown: Shutdown,
-) -> Result<(Arc<PresenceState>, JoinHandle<()>), BusError> {
+) -> Result<(Arc<PresenceState>, Arc<Intake>, JoinHandle<()>), BusError> {
     let state = PresenceState::new(Duration::from_millis(config.presence_grace_ms));
     let intake = Intake::new(
         state.clone(),
@@ -67,7 +67,7 @@ pub async fn start(
         Duration::from_secs(config.presence_heartbeat_secs),
     );
     let task = intake.start(shutdown).await?;
-    Ok((state, task))
+    Ok((state, intake, task))
 }
 
 /// Publishes what this replica sees on `herald.stats.<node>` once a second,
@@ -116,7 +116,11 @@ pub async fn start_service(
     let nats = NatsBus::connect(config.nats(), &node, Duration::from_secs(10)).await?;
     let client = nats.client().clone();
     let bus: Arc<dyn Bus> = Arc::new(nats);
-    let (state, intake) = start(&config, bus.clone(), shutdown.clone()).await?;
+    let (state, view, intake) = start(&config, bus.clone(), shutdown.clone()).await?;
+    let readiness = Readiness::new().bus(bus.clone()).check("view", move || {
+        let filled = view.view_filled();
+        async move { filled }
+    });
     let announcer = announce(
         &state,
         bus.clone(),
@@ -135,15 +139,21 @@ pub async fn start_service(
     let http = bind(config.http_listen(DEFAULT_HTTP_ADDR)?).await?;
     let grpc = bind(config.grpc_listen(DEFAULT_GRPC_ADDR)?).await?;
     let routes = tonic::service::Routes::new(grpc_service(state, keys));
-    let routes = herald_proto::server::with_standard_services(routes, &[GRPC_SERVICE_NAME])
-        .await
-        .map_err(|e| PresenceServiceError::Grpc(e.to_string()))?;
+    let (routes, health) = herald_proto::server::with_standard_services(
+        routes,
+        &[GRPC_SERVICE_NAME],
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| PresenceServiceError::Grpc(e.to_string()))?;
+    let app = herald_proto::http::ops_router().merge(readiness.router());
     Ok(Service::new("presence", shutdown)
         .limits(service::accept_limits(&config))
         .grace(Duration::from_secs(config.shutdown_grace_secs))
-        .http(http, herald_proto::http::ops_router())
+        .http(http, app)
         .grpc(grpc, routes)
-        .tasks([intake, announcer, stats])
+        .tasks([intake, announcer, stats, health])
         .start()?)
 }
 

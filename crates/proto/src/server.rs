@@ -5,8 +5,10 @@
 use std::future::Future;
 
 use herald_core::api_key::ApiKeys;
+use herald_core::shutdown::Shutdown;
 use herald_protocol::{ErrorBody, ErrorCode};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
@@ -67,17 +69,27 @@ impl tonic::service::Interceptor for RequireApiKey {
 }
 
 /// Adds health and reflection to `routes`. `names` are the fully qualified
-/// names of the services in `routes` (`herald.routing.v1.Routing`).
+/// names of the services in `routes` (`herald.routing.v1.Routing`); their
+/// health follows `readiness` until `shutdown` (the task that keeps it so
+/// is answered with the routes, for the service's tasks).
 pub async fn with_standard_services(
     routes: Routes,
     names: &[&str],
-) -> Result<Routes, tonic_reflection::server::Error> {
+    readiness: crate::service::Readiness,
+    shutdown: Shutdown,
+) -> Result<(Routes, JoinHandle<()>), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in names {
+        // Not serving until the first checks have run.
         reporter
-            .set_service_status(*name, ServingStatus::Serving)
+            .set_service_status(*name, ServingStatus::NotServing)
             .await;
     }
+    let follow = readiness.drive(
+        reporter,
+        names.iter().map(|n| n.to_string()).collect(),
+        shutdown,
+    );
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -86,10 +98,13 @@ pub async fn with_standard_services(
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    Ok(routes
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha))
+    Ok((
+        routes
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha),
+        follow,
+    ))
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves.

@@ -20,7 +20,7 @@ use herald_core::presence::{NoPresence, PresenceLookup};
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
 use herald_core::work_queue::JetStreamWorkQueue;
-use herald_proto::service::{self, Running, Service, ServiceError, bind};
+use herald_proto::service::{self, Readiness, Running, Service, ServiceError, bind};
 
 pub use api::api_router;
 pub use grpc::{grpc_service, status_of};
@@ -122,6 +122,7 @@ pub async fn start_service(
     let queue = Arc::new(queue);
     let readiness = readiness_router(nats.clone(), history.clone(), queue.clone());
     let bus: Arc<dyn Bus> = Arc::new(nats);
+    let nats_for_health = bus.clone();
     let mut routing = Routing::new(
         config.clone(),
         Deps {
@@ -152,9 +153,14 @@ pub async fn start_service(
     let http = bind(config.http_listen(DEFAULT_HTTP_ADDR)?).await?;
     let grpc = bind(config.grpc_listen(DEFAULT_GRPC_ADDR)?).await?;
     let routes = tonic::service::Routes::new(grpc_service(routing.clone(), keys.clone()));
-    let routes = herald_proto::server::with_standard_services(routes, &[GRPC_SERVICE_NAME])
-        .await
-        .map_err(|e| RoutingError::Grpc(e.to_string()))?;
+    let (routes, health) = herald_proto::server::with_standard_services(
+        routes,
+        &[GRPC_SERVICE_NAME],
+        Readiness::new().bus(nats_for_health),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| RoutingError::Grpc(e.to_string()))?;
     let app = api_router(routing, keys, config.max_message_bytes)
         .merge(herald_proto::http::ops_router())
         .merge(readiness);
@@ -163,7 +169,7 @@ pub async fn start_service(
         .grace(Duration::from_secs(config.shutdown_grace_secs))
         .http(http, app)
         .grpc(grpc, routes)
-        .tasks([edge_listener, stats])
+        .tasks([edge_listener, stats, health])
         .start()?)
 }
 

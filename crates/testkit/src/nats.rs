@@ -162,25 +162,48 @@ impl PrivateNats {
             ),
         )
         .expect("write nats.conf");
-        let child = std::process::Command::new("nats-server")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH");
-        crate::eventually(crate::WAIT, "nats-server listening", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", monitor_port))
-                .await
-                .is_ok()
-        })
-        .await;
-        PrivateNats {
+        let child = PrivateNats::spawn(&conf);
+        let nats = PrivateNats {
             child,
             port,
             monitor_port,
             dir,
-        }
+        };
+        nats.listening().await;
+        nats
+    }
+
+    fn spawn(conf: &std::path::Path) -> std::process::Child {
+        std::process::Command::new("nats-server")
+            .arg("-c")
+            .arg(conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH")
+    }
+
+    async fn listening(&self) {
+        let port = self.monitor_port;
+        crate::eventually(crate::WAIT, "nats-server listening", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+
+    /// Kills the server (its clients see the connection drop at once).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again, on the same ports and store.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = PrivateNats::spawn(&self.dir.path().join("nats.conf"));
+        self.listening().await;
     }
 
     /// `nats://127.0.0.1:<port>`.

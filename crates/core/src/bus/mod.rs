@@ -166,6 +166,12 @@ pub trait Bus: Send + Sync + 'static {
     /// Waits until everything published so far has left this process
     /// (for NATS: reached the server).
     async fn flush(&self) -> Result<(), BusError>;
+
+    /// Whether the bus is connected now (readiness follows it); one in
+    /// memory always is.
+    fn is_connected(&self) -> bool {
+        true
+    }
 }
 
 /// Answers a request: publishes `payload` to the message's reply subject.

@@ -212,11 +212,6 @@ impl NatsBus {
         Ok(NatsBus { client })
     }
 
-    /// Whether the client is connected to a server right now.
-    pub fn is_connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
-    }
-
     /// The underlying client, for JetStream.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
@@ -271,6 +266,10 @@ fn connection_error(e: impl std::fmt::Display) -> BusError {
 
 #[async_trait]
 impl Bus for NatsBus {
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     async fn publish(
         &self,
         subject: &str,

@@ -122,4 +122,7 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Every device's status for a notification.
     async fn status(&self, notification: &str) -> Result<Vec<DeviceStatus>, StoreError>;
+
+    /// Answers when the store can be reached (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
 }

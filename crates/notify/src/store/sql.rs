@@ -209,6 +209,14 @@ macro_rules! sql_store {
 
         #[async_trait]
         impl TokenStore for $name {
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            }
+
             async fn register(
                 &self,
                 d: CheckedDevice,

@@ -9,6 +9,7 @@
 
 pub mod accept;
 pub mod descriptors;
+mod readiness;
 mod unread;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
 pub use accept::{AcceptLimits, client_address, serve_http};
+pub use readiness::Readiness;
 
 /// Why a service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
