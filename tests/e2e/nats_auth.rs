@@ -18,7 +18,7 @@ const PASSWORD: &str = "nats-password-for-herald";
 /// A NATS server that speaks only TLS, verifies client certificates
 /// signed by its CA and asks for a user and password; and the settings
 /// that reach it.
-async fn guarded_nats() -> (PrivateNats, Vec<(&'static str, String)>) {
+async fn guarded_nats(prefix: &str) -> (PrivateNats, Vec<(&'static str, String)>) {
     let ca = TestCa::new("herald test NATS CA");
     let server = ca.issue(&["127.0.0.1", "localhost"]);
     let client = ca.issue_client("herald");
@@ -36,7 +36,9 @@ async fn guarded_nats() -> (PrivateNats, Vec<(&'static str, String)>) {
     let nats = PrivateNats::with_config(&format!(
         "tls {{ cert_file: {server_cert:?}, key_file: {server_key:?}, ca_file: {ca_file:?}, \
          verify: true, timeout: 5 }}\n\
-         authorization {{ users: [ {{ user: herald, password: {PASSWORD:?} }} ] }}\n"
+         authorization {{ users: [ {{ user: herald, password: {PASSWORD:?}, permissions: {{ \
+           publish: {{ allow: [\"{prefix}.>\", \"$JS.API.>\", \"$JS.ACK.>\", \"_INBOX.>\"] }}, \
+           subscribe: {{ allow: [\"{prefix}.>\", \"_INBOX.>\"] }} }} }} ] }}\n"
     ))
     .await;
     // the certificates live as long as the server
@@ -96,10 +98,11 @@ fn refused(service: &str, env: &Env) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_connects_with_a_password_and_a_client_certificate_and_is_refused_without() {
-    let (nats, settings) = guarded_nats().await;
+    let cluster = Cluster::new();
+    // the user may touch only what the documented permissions name
+    let (nats, settings) = guarded_nats(cluster.prefix().as_str()).await;
     let db = Database::create().await;
-    let cluster =
-        with_settings(Cluster::new(), &settings, &[]).with("HERALD_DATABASE_URL", db.url.as_str());
+    let cluster = with_settings(cluster, &settings, &[]).with("HERALD_DATABASE_URL", db.url.as_str());
     let presence = Herald::presence("presence", &cluster);
     let notify = Herald::notify("notify", &cluster);
     let env = cluster
@@ -147,6 +150,11 @@ async fn every_service_connects_with_a_password_and_a_client_certificate_and_is_
     assert_eq!(answer.status, 200, "{}", answer.body);
     let got = alice.next_publication().await.expect("the publication");
     assert_eq!(got.channel.as_str(), "chat:guarded");
+    // nothing any service did was outside the permissions
+    for service in [&presence, &notify, &routing, &edge] {
+        let logs = service.logs().to_lowercase();
+        assert!(!logs.contains("permissions violation"), "{logs}");
+    }
 
     // without the password, or without the client certificate: refused
     // at start-up, with NATS's reason
