@@ -102,7 +102,8 @@ async fn every_service_connects_with_a_password_and_a_client_certificate_and_is_
     // the user may touch only what the documented permissions name
     let (nats, settings) = guarded_nats(cluster.prefix().as_str()).await;
     let db = Database::create().await;
-    let cluster = with_settings(cluster, &settings, &[]).with("HERALD_DATABASE_URL", db.url.as_str());
+    let cluster =
+        with_settings(cluster, &settings, &[]).with("HERALD_DATABASE_URL", db.url.as_str());
     let presence = Herald::presence("presence", &cluster);
     let notify = Herald::notify("notify", &cluster);
     let env = cluster

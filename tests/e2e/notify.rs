@@ -1056,7 +1056,7 @@ async fn killed_database_connections_answer_503_with_retry_after_and_lose_nothin
                                 ..pb::Device::default()
                             }),
                         });
-                        match pb::notify_client::NotifyClient::new(upstream.channel.clone())
+                        match pb::notify_client::NotifyClient::new(upstream.channel())
                             .register_device(request)
                             .await
                         {

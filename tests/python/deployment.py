@@ -749,6 +749,10 @@ def check_overlay(kubectl, herald, root, overlay):
             fail(f"{name_of}: {key} {url} does not name the Service of {target}")
         if int(port) not in [p["port"] for p in service["spec"]["ports"]]:
             fail(f"{name_of}: {key} {url}: the Service has no port {port}")
+        # the client resolves every address of the name and spreads its
+        # calls; through a ClusterIP it would pin one pod
+        if service["spec"].get("clusterIP") != "None":
+            fail(f"{name_of}: {key} {url} names a ClusterIP Service: gRPC calls would pin one pod (use the headless one)")
 
     pods = {name: d["spec"]["template"] for name, d in deployments.items()}
     for name, service in services.items():

@@ -34,10 +34,14 @@ impl DeviceLookup for NotifyClient {
     async fn with_devices(&self, users: &[String]) -> Result<HashSet<String>, DeviceLookupError> {
         let mut found = HashSet::new();
         for batch in users.chunks(BATCH) {
-            let answer = Stub::new(self.upstream.channel.clone())
-                .users_with_devices(self.upstream.request(pb::UsersWithDevicesRequest {
-                    users: batch.to_vec(),
-                }))
+            let answer = self
+                .upstream
+                .call(|channel| {
+                    let request = self.upstream.request(pb::UsersWithDevicesRequest {
+                        users: batch.to_vec(),
+                    });
+                    async move { Stub::new(channel).users_with_devices(request).await }
+                })
                 .await
                 .map_err(|s| DeviceLookupError(describe(&s)))?;
             found.extend(answer.into_inner().users);

@@ -32,10 +32,6 @@ impl PresenceClient {
             .map_err(|e| PresenceError(format!("presence: {e}")))?;
         Ok(PresenceClient { upstream })
     }
-
-    fn stub(&self) -> Stub<tonic::transport::Channel> {
-        Stub::new(self.upstream.channel.clone())
-    }
 }
 
 #[async_trait]
@@ -44,10 +40,13 @@ impl PresenceLookup for PresenceClient {
         let mut online = HashSet::new();
         for batch in users.chunks(BATCH) {
             let answer = self
-                .stub()
-                .get_online(self.upstream.request(pb::GetOnlineRequest {
-                    users: batch.to_vec(),
-                }))
+                .upstream
+                .call(|channel| {
+                    let request = self.upstream.request(pb::GetOnlineRequest {
+                        users: batch.to_vec(),
+                    });
+                    async move { Stub::new(channel).get_online(request).await }
+                })
                 .await
                 .map_err(|s| PresenceError(describe(&s)))?;
             online.extend(answer.into_inner().online);
@@ -57,10 +56,13 @@ impl PresenceLookup for PresenceClient {
 
     async fn channel_users(&self, channel: &Channel) -> Result<Vec<String>, PresenceError> {
         let answer = self
-            .stub()
-            .channel_presence(self.upstream.request(pb::ChannelPresenceRequest {
-                channel: channel.to_string(),
-            }))
+            .upstream
+            .call(|to| {
+                let request = self.upstream.request(pb::ChannelPresenceRequest {
+                    channel: channel.to_string(),
+                });
+                async move { Stub::new(to).channel_presence(request).await }
+            })
             .await
             .map_err(|s| PresenceError(describe(&s)))?;
         Ok(answer
