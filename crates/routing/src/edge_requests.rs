@@ -106,8 +106,8 @@ impl Routing {
             })
         }
         .await;
-        if result.is_err() {
-            crate::stats::error("edge");
+        if let Err(e) = &result {
+            crate::stats::error("edge", crate::stats::side_of(e.code));
         }
         RouteReply::<StreamPosition>::from_result(result).encode()
     }

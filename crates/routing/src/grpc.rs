@@ -21,7 +21,7 @@ use herald_core::api_key::ApiKeys;
 
 /// Maps a Herald error to the gRPC status a client expects, and counts it.
 pub fn status_of(e: ErrorBody) -> Status {
-    crate::stats::error("grpc");
+    crate::stats::error("grpc", crate::stats::side_of(e.code));
     herald_proto::server::status_of(e)
 }
 

@@ -31,17 +31,31 @@ pub(crate) fn push_jobs(n: usize) {
     PUSH_JOBS.fetch_add(n as u64, Ordering::Relaxed);
 }
 
-/// An error answered over `api` (`http`, `grpc` or `edge`).
-pub(crate) fn error(api: &'static str) {
+/// Whose an error is: `server` (Herald or JetStream could not: 503,
+/// 504) or `client` (the caller's request was refused), so an alert can
+/// watch the first alone.
+pub(crate) fn side_of(code: herald_protocol::ErrorCode) -> &'static str {
+    use herald_protocol::ErrorCode;
+    match code {
+        ErrorCode::Internal | ErrorCode::OutcomeUnknown => "server",
+        _ => "client",
+    }
+}
+
+/// An error answered over `api` (`http`, `grpc` or `edge`); `side` from
+/// [`side_of`].
+pub(crate) fn error(api: &'static str, side: &'static str) {
     ERRORS.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("herald_routing_errors_total", "api" => api).increment(1);
+    metrics::counter!("herald_routing_errors_total", "api" => api, "side" => side).increment(1);
 }
 
 /// Counts the HTTP server API's error answers (a response middleware).
 pub(crate) async fn count_http_errors(response: Response) -> Response {
     let status = response.status();
-    if status.is_client_error() || status.is_server_error() {
-        error("http");
+    if status.is_server_error() {
+        error("http", "server");
+    } else if status.is_client_error() {
+        error("http", "client");
     }
     response
 }
