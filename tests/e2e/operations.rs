@@ -98,7 +98,10 @@ async fn metrics_count_what_happened() {
         1.0
     );
     assert_eq!(
-        value(&metrics, r#"herald_routing_errors_total{api="http",side="client"}"#),
+        value(
+            &metrics,
+            r#"herald_routing_errors_total{api="http",side="client"}"#
+        ),
         1.0
     );
     assert_eq!(value(&metrics, "herald_routing_publish_seconds_count"), 3.0);

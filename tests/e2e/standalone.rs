@@ -165,3 +165,43 @@ fn bench_latency_reports_every_delivery() {
         .unwrap_or_else(|| panic!("{delivery}"));
     assert!(p50 > 0, "{delivery}");
 }
+
+/// `herald token verify`: stdout and whether it accepted the token.
+fn verify(env: &Env, token: &str) -> (bool, String) {
+    let mut command = std::process::Command::new(herald_bin());
+    command.args(["token", "verify", token]);
+    env.apply(&mut command);
+    let output = command.output().expect("run herald");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn token_verify_shows_the_claims_and_names_what_an_edge_would_refuse() {
+    let env = Env::new();
+    let good = mint_token(&env, "alice", "chat:*", "");
+    let (accepted, out) = verify(&env, &good);
+    assert!(accepted, "{out}");
+    assert!(
+        out.contains("\"sub\": \"alice\"") && out.contains("chat:*"),
+        "{out}"
+    );
+    assert!(out.contains("expires in"), "{out}");
+
+    // another server's secret: refused, and it says why
+    let other = Env::new().with("HERALD_JWT_SECRET", "another-secret-0123456789-0123456789");
+    let (accepted, out) = verify(&other, &good);
+    assert!(!accepted, "{out}");
+    assert!(out.contains("signature"), "{out}");
+
+    // expired: refused, and it says since when
+    let expired = token("bob", &["chat:*"], &[], -120);
+    let (accepted, out) = verify(&env, &expired);
+    assert!(!accepted, "{out}");
+    assert!(out.contains("expired"), "{out}");
+
+    let (accepted, out) = verify(&env, "not-a-token");
+    assert!(!accepted && out.contains("not a JWT"), "{out}");
+}

@@ -98,13 +98,18 @@ pub(crate) enum Service {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct TokenArgs {
+    /// `verify <jwt>`: what a token says and whether this configuration
+    /// accepts it.
+    #[command(subcommand)]
+    pub command: Option<TokenCommand>,
     /// TOML config file.
     #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
     /// The user id (`sub`).
-    #[arg(long)]
-    pub user: String,
+    #[arg(long, required = true)]
+    pub user: Option<String>,
     /// Channel patterns the user may subscribe to, comma-separated (`chat:*`).
     #[arg(long, value_delimiter = ',', default_value = "")]
     pub channels: Vec<String>,
@@ -114,6 +119,22 @@ pub(crate) struct TokenArgs {
     /// Lifetime: `90s`, `30m`, `1h`, `7d`.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TokenCommand {
+    /// Print a token's header and claims and check it as an edge would:
+    /// signature, algorithm, expiry, user id (exit status 1 if refused).
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct VerifyArgs {
+    /// The token (a JWT).
+    pub token: String,
+    /// TOML config file.
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
@@ -146,13 +167,72 @@ pub(crate) fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<St
             .cloned()
             .collect::<Vec<_>>()
     };
-    let user = UserId::parse(&args.user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+    let user = args.user.as_deref().unwrap_or_default();
+    let user = UserId::parse(user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
     Ok(signer.mint(
         &user,
         &clean(&args.channels),
         &clean(&args.publish),
         args.ttl,
     )?)
+}
+
+/// `herald token verify`: the token's parts, then the verdict of the
+/// verifier an edge with `config` would use (standalone's development
+/// secret when none is set). Answers whether it was accepted.
+pub(crate) fn verify_token(config: &Config, token: &str) -> anyhow::Result<bool> {
+    use base64::Engine;
+    let decode = |part: Option<&str>| -> Option<serde_json::Value> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part?.trim_end_matches('='))
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let mut parts = token.trim().split('.');
+    let (header, claims) = (decode(parts.next()), decode(parts.next()));
+    let (Some(header), Some(claims)) = (header, claims) else {
+        println!("not a JWT: expected three base64url parts, the first two JSON");
+        return Ok(false);
+    };
+    println!("header: {header}");
+    println!("claims: {}", serde_json::to_string_pretty(&claims)?);
+    if let Some(exp) = claims.get("exp").and_then(serde_json::Value::as_i64) {
+        let left = exp - herald_core::auth::unix_now();
+        if left >= 0 {
+            println!("expires in {}", human(left));
+        } else {
+            println!("expired {} ago", human(-left));
+        }
+    }
+    let key = match (config.jwt_algorithm, &config.jwt_secret) {
+        (JwtAlgorithm::HS256, None) => "the development secret (no HERALD_JWT_SECRET)",
+        (JwtAlgorithm::HS256, Some(_)) => "HERALD_JWT_SECRET",
+        _ => "the configured public key",
+    };
+    let verifier = config.token_verifier(true)?;
+    match verifier.verify(token.trim()) {
+        Ok(accepted) => {
+            println!(
+                "accepted ({}, {key}): user {}",
+                config.jwt_algorithm.name(),
+                accepted.sub
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            println!("refused ({}, {key}): {e}", config.jwt_algorithm.name());
+            Ok(false)
+        }
+    }
+}
+
+fn human(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Token(cli::TokenArgs {
+                command: Some(cli::TokenCommand::Verify(verify)),
+                ..
+            }) => {
+                let config = Config::load(verify.config.as_deref(), cli::NoFlags {})?;
+                if !cli::verify_token(&config, &verify.token)? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             Command::Token(args) => {
                 let config = Config::load(args.config.as_deref(), cli::NoFlags {})?;
                 println!("{}", cli::mint_token(&config, &args)?);
