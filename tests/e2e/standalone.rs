@@ -205,3 +205,17 @@ fn token_verify_shows_the_claims_and_names_what_an_edge_would_refuse() {
     let (accepted, out) = verify(&env, "not-a-token");
     assert!(!accepted && out.contains("not a JWT"), "{out}");
 }
+
+#[test]
+fn standalone_keeps_its_files_in_the_data_dir_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("herald-data");
+    let herald = Herald::standalone(&Env::new().with("HERALD_DATA_DIR", data.to_str().unwrap()));
+    let file = data.join("herald.db");
+    eventually_blocking(WAIT, "herald.db in the data dir", || file.exists());
+    assert!(
+        herald.logs().contains(&file.display().to_string()),
+        "the log names the file: {}",
+        herald.logs()
+    );
+}

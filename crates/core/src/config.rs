@@ -158,6 +158,10 @@ pub struct Config {
     pub nats_tls_required: bool,
     /// Notify's device store: `postgres://…` or `sqlite:…`.
     pub database_url: Option<String>,
+    /// Where standalone keeps its files (the SQLite device store,
+    /// `herald.db`, when `database_url` is unset); the working directory
+    /// when unset. Made if missing.
+    pub data_dir: Option<PathBuf>,
     /// The presence service's gRPC address, which routing asks who is online
     /// and the edge asks for `presence`; unset: no pushes, no `presence`.
     pub presence_url: Option<String>,
@@ -394,6 +398,7 @@ impl Default for Config {
             nats_tls_key_file: None,
             nats_tls_required: false,
             database_url: None,
+            data_dir: None,
             presence_url: None,
             notify_url: None,
             subject_prefix: "herald".into(),

@@ -16,9 +16,9 @@ use herald_edge::Edge;
 use herald_proto::service;
 use herald_routing::{ApiKeys, Deps, Routing, api_router, grpc_service};
 
-/// Where standalone keeps device registrations when no database is named:
-/// a SQLite file in the working directory.
-const DEFAULT_DATABASE_URL: &str = "sqlite:herald.db";
+/// The SQLite file standalone keeps device registrations in when no
+/// database is named, in `data_dir`.
+const DEFAULT_DATABASE_FILE: &str = "herald.db";
 
 /// How often expired history is swept out of memory.
 const HISTORY_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -78,10 +78,21 @@ pub(crate) async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Re
     edge.set_admin_keys(keys.clone());
     let background = edge.start(shutdown.clone()).await?;
     let queue: Arc<dyn WorkQueue> = Arc::new(MemoryWorkQueue::new(STANDALONE_QUEUE_CAPACITY));
-    let database_url = config
-        .database_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let database_url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let dir = config
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from("."));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("data_dir {}: {e}", dir.display()))?;
+            let file = std::path::absolute(dir.join(DEFAULT_DATABASE_FILE))?;
+            // Said once, so nobody finds a file they did not expect.
+            tracing::info!(file = %file.display(), "device registrations are kept in this SQLite file (data_dir / HERALD_DATA_DIR to move it, database_url for another database)");
+            format!("sqlite:{}", file.display())
+        }
+    };
     let notify = herald_notify::start(
         config.clone(),
         &database_url,
