@@ -12,6 +12,7 @@ mod notify;
 mod operations;
 mod presence;
 mod readiness;
+mod readme;
 mod server_api;
 mod standalone;
 mod telemetry;
