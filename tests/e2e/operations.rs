@@ -229,8 +229,21 @@ async fn every_service_has_metrics_and_any_edge_shows_the_whole_cluster() {
             && t["users"] == 5
             && t["published_per_s"].as_f64().unwrap_or(0.0) > 1.0
             && t["delivered_per_s"].as_f64().unwrap_or(0.0) > 5.0
+            && t["transports"]["ws"] == 5
+            && t["latency"]["p99_ms"].as_f64().is_some()
+            && t["top_channels"][0]["channel"] == "ops:feed"
     })
     .await;
+    assert_eq!(view["totals"]["nodes"], 4, "{view:#}");
+    // who follows the channel, from the server API
+    let present = routing.api().get("/api/presence?channel=ops:feed").await;
+    assert_eq!(present.status, 200, "{}", present.body);
+    assert_eq!(
+        present.body["users"].as_array().map(Vec::len),
+        Some(5),
+        "{}",
+        present.body
+    );
     let edge1_view = view["nodes"]
         .as_array()
         .unwrap()
@@ -274,4 +287,24 @@ async fn every_service_has_metrics_and_any_edge_shows_the_whole_cluster() {
     for reader in readers {
         reader.abort();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_standalone_as_one_node_with_its_services() {
+    let herald = Herald::standalone(&Env::new());
+    let view = admin_view_until(
+        &herald.http(),
+        API_KEY,
+        "every service of the one node",
+        |v| v["nodes"].as_array().map(Vec::len) == Some(4),
+    )
+    .await;
+    assert_eq!(view["totals"]["nodes"], 1, "{view:#}");
+    let names: std::collections::HashSet<_> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names.len(), 1, "{view:#}");
 }

@@ -8,7 +8,7 @@ use herald_protocol::Publication;
 use serde::Serialize;
 
 use crate::bus::Headers;
-use crate::subjects::{HEADER_EPOCH, HEADER_OFFSET};
+use crate::subjects::{HEADER_EPOCH, HEADER_OFFSET, HEADER_TS};
 
 /// Encodes a publication for `herald.live.<channel>`: the push frame a
 /// client receives, with offset and epoch also in headers so an edge can
@@ -16,7 +16,8 @@ use crate::subjects::{HEADER_EPOCH, HEADER_OFFSET};
 pub fn live_message(publication: &Publication) -> (Headers, Bytes) {
     let headers = Headers::new()
         .with(HEADER_OFFSET, publication.offset.to_string())
-        .with(HEADER_EPOCH, publication.epoch.as_str());
+        .with(HEADER_EPOCH, publication.epoch.as_str())
+        .with(HEADER_TS, publication.ts.to_string());
     let frame = herald_protocol::encode(&PushRef::Pub(publication));
     (headers, Bytes::from(frame))
 }

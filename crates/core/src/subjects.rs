@@ -13,6 +13,9 @@ pub const ROUTING_QUEUE_GROUP: &str = "routing";
 pub const HEADER_OFFSET: &str = "Herald-Offset";
 /// Header carrying a live publication's epoch.
 pub const HEADER_EPOCH: &str = "Herald-Epoch";
+/// Header carrying when routing stored a live publication (Unix ms): edges
+/// measure publish → deliver time from it without parsing the frame.
+pub const HEADER_TS: &str = "Herald-Ts";
 /// Header naming the kind of a live push that is not a publication
 /// (`typing`, `join`, `leave`).
 pub const HEADER_KIND: &str = "Herald-Kind";

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use herald_core::bus::BusError;
-use herald_core::metrics::{NodeStats, STATS_EVERY};
+use herald_core::metrics::{Latency, NodeStats, STATS_EVERY, Transports};
 use herald_core::shutdown::Shutdown;
 use herald_core::time::unix_millis;
 use herald_protocol::{ErrorBody, ErrorCode};
@@ -54,10 +54,17 @@ pub(crate) struct NodeView {
     pub delivered_per_s: f64,
     pub notifications_per_s: f64,
     pub errors_per_s: f64,
+    /// Edges: connections by transport.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transports: Option<Transports>,
+    /// Edges: publish → deliver time over the last second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Totals {
+    /// Processes (a standalone is one, with every service in it).
     pub nodes: usize,
     pub connections: u64,
     /// Users online in the cluster: the presence service's count when one
@@ -67,6 +74,18 @@ pub(crate) struct Totals {
     pub delivered_per_s: f64,
     pub notifications_per_s: f64,
     pub errors_per_s: f64,
+    pub transports: Transports,
+    /// The slowest edge's percentiles (`None`: nothing delivered live).
+    pub latency: Option<Latency>,
+    /// The busiest channels across routing, publications per second.
+    pub top_channels: Vec<ChannelRate>,
+}
+
+/// A channel and its publications per second.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct ChannelRate {
+    pub channel: String,
+    pub per_s: f64,
 }
 
 /// What `/admin/events` sends once a second.
@@ -106,17 +125,51 @@ impl Cluster {
         let mut nodes = self.nodes.lock();
         nodes.retain(|_, s| s.heard.elapsed() < FORGET_AFTER);
         let mut views: Vec<NodeView> = nodes.values().map(Samples::view).collect();
+        let mut top: HashMap<String, u64> = HashMap::new();
+        for samples in nodes.values() {
+            for (channel, n) in &samples.last.top_channels {
+                *top.entry(channel.clone()).or_default() += n;
+            }
+        }
         drop(nodes);
-        views.sort_by(|a, b| (&a.service, &a.node).cmp(&(&b.service, &b.node)));
+        views.sort_by(|a, b| (&a.node, &a.service).cmp(&(&b.node, &b.service)));
+        let distinct: std::collections::HashSet<&str> =
+            views.iter().map(|v| v.node.as_str()).collect();
         let mut totals = Totals {
-            nodes: views.len(),
+            nodes: distinct.len(),
             ..Totals::default()
         };
+        let interval = STATS_EVERY.as_secs_f64();
+        let mut top: Vec<ChannelRate> = top
+            .into_iter()
+            .map(|(channel, n)| ChannelRate {
+                channel,
+                per_s: n as f64 / interval,
+            })
+            .collect();
+        top.sort_by(|a, b| {
+            b.per_s
+                .total_cmp(&a.per_s)
+                .then_with(|| a.channel.cmp(&b.channel))
+        });
+        top.truncate(10);
+        totals.top_channels = top;
         let mut presence_users = None;
         for v in &views {
             if v.service == "edge" {
                 totals.connections += v.connections;
                 totals.users += v.users;
+            }
+            if let Some(t) = v.transports {
+                totals.transports.ws += t.ws;
+                totals.transports.sse += t.sse;
+                totals.transports.poll += t.poll;
+            }
+            if let Some(l) = v.latency {
+                let slowest = totals.latency.get_or_insert(l);
+                if l.p99_ms > slowest.p99_ms {
+                    *slowest = l;
+                }
             }
             if v.service == "presence" {
                 // every replica sees everyone: take one, not the sum
@@ -163,6 +216,8 @@ impl Samples {
             delivered_per_s: rate(|s| s.delivered),
             notifications_per_s: rate(|s| s.notifications),
             errors_per_s: rate(|s| s.errors),
+            transports: last.transports,
+            latency: last.latency,
         }
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use herald_core::bus::{Bus, Message, Subscription};
 use herald_core::history::Recovery;
-use herald_core::subjects::{HEADER_EPOCH, HEADER_KIND, HEADER_OFFSET, Subjects};
+use herald_core::subjects::{HEADER_EPOCH, HEADER_KIND, HEADER_OFFSET, HEADER_TS, Subjects};
 use herald_core::telemetry::propagation;
 use herald_protocol::channel::Channel;
 use herald_protocol::route::HistoryQuery;
@@ -358,7 +358,11 @@ fn delivery_of(channel: &Channel, message: Message) -> Option<Delivery> {
             (kind, None)
         }
     };
-    Some(Delivery::new(frame, kind, channel.clone(), position))
+    let published = message
+        .headers
+        .get(HEADER_TS)
+        .and_then(|ts| ts.parse::<u64>().ok());
+    Some(Delivery::new(frame, kind, channel.clone(), position).published_at(published))
 }
 
 /// A stored publication (from history) as a delivery, encoded once.

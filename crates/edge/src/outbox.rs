@@ -66,6 +66,9 @@ pub struct Delivery {
     /// The SSE form (`event:` and `data:` lines), made once on first use
     /// and shared by every SSE stream.
     pub sse: OnceLock<Bytes>,
+    /// When routing stored it (Unix ms), for a live publication: the
+    /// publish → deliver time is measured from it.
+    pub published_ms: Option<u64>,
 }
 
 impl Delivery {
@@ -82,7 +85,14 @@ impl Delivery {
             channel,
             position,
             sse: OnceLock::new(),
+            published_ms: None,
         }
+    }
+
+    /// This, stored by routing at `ms` (Unix ms).
+    pub fn published_at(mut self, ms: Option<u64>) -> Self {
+        self.published_ms = ms;
+        self
     }
 
     /// `event: <kind>` and the body as `data:` lines (the id and the blank

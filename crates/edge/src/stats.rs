@@ -4,8 +4,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use herald_core::metrics::NodeStats;
+use herald_core::metrics::{LatencyHistogram, NodeStats, Transports};
 use herald_protocol::ErrorCode;
+use herald_protocol::presence::Transport;
 
 /// Error replies to clients, by every edge of this process (the Prometheus
 /// recorder is per process too).
@@ -27,6 +28,12 @@ pub(crate) fn refused(reason: &'static str) {
 pub(crate) struct EdgeStats {
     /// Pushes written to clients.
     pub delivered: AtomicU64,
+    /// Publish → deliver time, one sample per write batch.
+    pub latency: LatencyHistogram,
+    /// The latency counts at the last export.
+    latency_before: parking_lot::Mutex<[u64; 24]>,
+    /// Connections held now, by transport.
+    transports: [AtomicU64; 3],
     /// Client connections accepted.
     pub accepted: AtomicU64,
     /// Connections cut for not keeping up (4001).
@@ -48,6 +55,24 @@ impl EdgeStats {
 
     pub(crate) fn slow_consumers(&self) -> u64 {
         self.slow_consumers.load(Ordering::Relaxed)
+    }
+
+    fn transport(&self, kind: Transport) -> &AtomicU64 {
+        &self.transports[match kind {
+            Transport::Ws => 0,
+            Transport::Sse => 1,
+            Transport::Poll => 2,
+        }]
+    }
+
+    /// A connection of `kind` opened…
+    pub(crate) fn opened(&self, kind: Transport) {
+        self.transport(kind).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// …and closed.
+    pub(crate) fn closed(&self, kind: Transport) {
+        self.transport(kind).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -73,4 +98,13 @@ pub(crate) fn export(stats: &EdgeStats, now: Gauges, out: &mut NodeStats) {
     out.users = now.users;
     out.delivered = delivered;
     out.errors = errors;
+    let by = |kind| stats.transport(kind).load(Ordering::Relaxed);
+    out.transports = Some(Transports {
+        ws: by(Transport::Ws),
+        sse: by(Transport::Sse),
+        poll: by(Transport::Poll),
+    });
+    let latency = stats.latency.snapshot();
+    let before = std::mem::replace(&mut *stats.latency_before.lock(), latency);
+    out.latency = LatencyHistogram::between(&before, &latency);
 }

@@ -31,6 +31,7 @@ pub fn api_router(routing: Arc<Routing>, keys: ApiKeys, max_message_bytes: usize
         .route("/api/broadcast", post(broadcast))
         .route("/api/send", post(send))
         .route("/api/history", get(history))
+        .route("/api/presence", get(presence))
         .route("/api/disconnect", post(disconnect))
         .layer(DefaultBodyLimit::max(max_message_bytes + 64 * 1024))
         .layer(middleware::from_fn_with_state(keys, require_api_key))
@@ -76,6 +77,30 @@ async fn disconnect(
     let request: DisconnectBody = json_body(body)?;
     routing.disconnect(&request.user).await?;
     Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceParams {
+    channel: String,
+}
+
+#[derive(Serialize)]
+struct PresenceAnswer {
+    users: Vec<String>,
+}
+
+/// `GET /api/presence?channel=`: who is subscribed to a channel now.
+async fn presence(
+    State(routing): State<Arc<Routing>>,
+    params: Result<Query<PresenceParams>, QueryRejection>,
+) -> Result<Json<PresenceAnswer>, ApiError> {
+    let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
+    let channel = Channel::new(&params.channel).map_err(|e| bad_request(e.to_string()))?;
+    let mut users = routing.channel_users(&channel).await?;
+    users.sort();
+    users.dedup();
+    Ok(Json(PresenceAnswer { users }))
 }
 
 #[derive(Deserialize)]

@@ -325,7 +325,7 @@ impl Routing {
             {
                 tracing::warn!(channel = %channel, error = %e, "live delivery failed");
             }
-            crate::stats::published(started.elapsed());
+            crate::stats::published(channel, started.elapsed());
         }
         Ok(appended.position())
     }
@@ -550,6 +550,28 @@ impl Routing {
             crate::stats::push_jobs(1);
         }
         Ok(outcome)
+    }
+
+    /// Who is subscribed to `channel` now, cluster-wide (the server API's
+    /// presence query).
+    pub async fn channel_users(&self, channel: &Channel) -> Result<Vec<String>, ErrorBody> {
+        self.config.namespace(channel)?;
+        match tokio::time::timeout(
+            self.config.presence_timeout(),
+            self.presence.channel_users(channel),
+        )
+        .await
+        {
+            Ok(Ok(users)) => Ok(users),
+            Ok(Err(e)) => Err(ErrorBody::new(
+                ErrorCode::Internal,
+                format!("presence is not available: {}", e.0),
+            )),
+            Err(_) => Err(ErrorBody::new(
+                ErrorCode::Internal,
+                "presence did not answer in time",
+            )),
+        }
     }
 
     /// Which of `users` have devices; `None` when the registry does not

@@ -2,12 +2,14 @@
 //! exported once a second to Prometheus (`herald_routing_*`) and to
 //! `herald.stats.<node>`.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::response::Response;
 use herald_core::metrics::NodeStats;
+use herald_protocol::channel::Channel;
 
 static PUBLISHED: AtomicU64 = AtomicU64::new(0);
 static PUSH_JOBS: AtomicU64 = AtomicU64::new(0);
@@ -21,10 +23,40 @@ fn publish_seconds() -> &'static metrics::Histogram {
     })
 }
 
-/// A new publication was stored and sent live, in `took`.
-pub(crate) fn published(took: Duration) {
+/// Publications per channel since the last export, for the busiest
+/// channels on the dashboard; at most this many channels are counted
+/// between two exports (a flood of new channels cannot grow it).
+const COUNTED_CHANNELS: usize = 10_000;
+/// The busiest channels each export names.
+const TOP_CHANNELS: usize = 10;
+
+fn by_channel() -> &'static parking_lot::Mutex<HashMap<Channel, u64>> {
+    static BY_CHANNEL: OnceLock<parking_lot::Mutex<HashMap<Channel, u64>>> = OnceLock::new();
+    BY_CHANNEL.get_or_init(Default::default)
+}
+
+/// A new publication on `channel` was stored and sent live, in `took`.
+pub(crate) fn published(channel: &Channel, took: Duration) {
     PUBLISHED.fetch_add(1, Ordering::Relaxed);
     publish_seconds().record(took.as_secs_f64());
+    let mut counts = by_channel().lock();
+    if let Some(n) = counts.get_mut(channel) {
+        *n += 1;
+    } else if counts.len() < COUNTED_CHANNELS {
+        counts.insert(channel.clone(), 1);
+    }
+}
+
+/// The busiest channels since the last call, busiest first.
+fn take_top_channels() -> Vec<(String, u64)> {
+    let counts = std::mem::take(&mut *by_channel().lock());
+    let mut top: Vec<(String, u64)> = counts
+        .into_iter()
+        .map(|(channel, n)| (channel.to_string(), n))
+        .collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top.truncate(TOP_CHANNELS);
+    top
 }
 
 pub(crate) fn push_jobs(n: usize) {
@@ -67,4 +99,5 @@ pub(crate) fn export(stats: &mut NodeStats) {
     metrics::counter!("herald_routing_push_jobs_total").absolute(PUSH_JOBS.load(Ordering::Relaxed));
     stats.published = published;
     stats.errors = ERRORS.load(Ordering::Relaxed);
+    stats.top_channels = take_top_channels();
 }

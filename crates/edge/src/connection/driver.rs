@@ -69,6 +69,8 @@ async fn drive<T: Transport>(conn: &mut Connection, transport: &mut T) -> Option
             },
             first = conn.inbox.recv(), if transport.accepts_deliveries() => {
                 let Some(first) = first else { return Some(CloseCode::ServerError) };
+                // one latency sample per batch: its first live publication
+                let published = first.published_ms;
                 let taken = fill(conn, first, batch, &mut out);
                 if let Err(code) = taken {
                     return Some(code);
@@ -78,6 +80,9 @@ async fn drive<T: Transport>(conn: &mut Connection, transport: &mut T) -> Option
                     return ended(e);
                 }
                 conn.edge.stats.delivered(frames);
+                if let Some(published) = published {
+                    conn.edge.stats.latency.record(herald_core::time::unix_millis().saturating_sub(published));
+                }
             }
             _ = sleep_until(next_ping.unwrap_or_else(far_future)), if pinging => {
                 let every = keepalive.map(|k| k.every).unwrap_or_default();

@@ -115,6 +115,7 @@ impl Connection {
         let (outbox, inbox, overflow) =
             Outbox::new(edge.config.client_queue_len, edge.config.client_queue_bytes);
         let id = ConnId(edge.next_conn_id());
+        edge.stats.opened(kind);
         let life = Lifecycle::new(
             edge.shutdown.clone(),
             Duration::from_secs(edge.config.drain_window_secs),
@@ -452,6 +453,7 @@ pub(crate) enum Release<'a> {
 impl Drop for Connection {
     fn drop(&mut self) {
         let edge = &self.edge;
+        edge.stats.closed(self.kind);
         for channel in self.subscriptions.iter().chain(self.pending.iter()) {
             edge.hub.unsubscribe(channel, self.id);
         }
