@@ -219,3 +219,16 @@ fn standalone_keeps_its_files_in_the_data_dir_and_says_where() {
         herald.logs()
     );
 }
+
+#[tokio::test]
+async fn a_browser_asking_for_the_favicon_gets_the_herald_mark() {
+    let herald = Herald::standalone(&Env::new());
+    let answer = http_client()
+        .get(format!("{}/favicon.ico", herald.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "image/svg+xml");
+    assert!(answer.text().await.unwrap().starts_with("<svg"));
+}

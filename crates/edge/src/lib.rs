@@ -303,6 +303,7 @@ impl Edge {
             .route("/typing", post(http_commands::typing))
             .route("/presence", post(http_commands::presence))
             .route("/herald.js", get(web::sdk))
+            .route("/favicon.ico", get(web::favicon))
             .route("/", get(web::demo))
             .route("/admin", get(web::admin))
             .route("/admin/events", get(admin::events))

@@ -54,6 +54,14 @@ pub(crate) async fn admin() -> Response {
 
 const ADMIN: &str = include_str!("../../../web/admin.html");
 
+/// `GET /favicon.ico` (browsers ask for it whatever the page says): the
+/// Herald mark, SVG.
+pub(crate) async fn favicon() -> Response {
+    asset(FAVICON, "image/svg+xml")
+}
+
+const FAVICON: &str = include_str!("../../../web/favicon.svg");
+
 /// Longest user name the demo mints a token for.
 const MAX_DEMO_USER: usize = 32;
 
