@@ -308,3 +308,59 @@ async fn the_dashboard_shows_a_standalone_as_one_node_with_its_services() {
         .collect();
     assert_eq!(names.len(), 1, "{view:#}");
 }
+
+/// The metric names a monitoring file queries (`herald_…`).
+fn queried(file: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(repo_root().join(file)).expect(file);
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("herald_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_alerts_query_exists_on_a_running_cluster() {
+    let db = Database::create().await;
+    let mut env = Cluster::new().with("HERALD_DATABASE_URL", db.url.as_str());
+    let presence = Herald::presence("presence", &env);
+    let notify = Herald::notify("notify", &env);
+    env.set("HERALD_PRESENCE_URL", presence.grpc_url());
+    env.set("HERALD_NOTIFY_URL", notify.grpc_url());
+    let routing = Herald::routing("routing", &env);
+    let edge = Herald::edge("edge", &env);
+    let services = [&presence, &notify, &routing, &edge];
+    // every service has published its numbers once
+    let mut exported = std::collections::BTreeSet::new();
+    for service in services {
+        let names = metrics_until(&service.http(), "its first numbers", |m| {
+            m.keys().any(|k| k.starts_with("herald_nats_connected"))
+        })
+        .await;
+        exported.extend(
+            names
+                .keys()
+                .map(|k| k.split('{').next().unwrap_or_default().to_owned()),
+        );
+    }
+    for file in [
+        "k8s/monitoring/grafana-dashboard.json",
+        "k8s/monitoring/prometheus-rules.yaml",
+        "k8s/monitoring/prometheus-adapter.yaml",
+    ] {
+        let missing: Vec<_> = queried(file)
+            .into_iter()
+            .filter(|name| !exported.contains(name))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{file} queries {missing:?}, which no service exports; they export {exported:?}"
+        );
+    }
+}

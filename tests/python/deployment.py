@@ -99,8 +99,9 @@ NOT_FROM_EXTERNAL_SECRETS = {"herald-push", "herald-tls"}
 # The edge's HTTP port answers these for operators, Prometheus and the
 # kubelet; no route from outside may reach them.
 OPS_PATHS = {"/metrics", "/stats", "/admin", "/admin/events", "/readyz", "/healthz"}
-# The demo page: served by the edge, not meant for production clients.
-NOT_EXPOSED = {"/"}
+# The demo page and the icon of the demo and admin pages: served by the
+# edge, not meant for production clients.
+NOT_EXPOSED = {"/", "/favicon.ico"}
 
 GRACE_MARGIN_SECS = 5
 PRESTOP_MIN_SECS = 3
@@ -1073,7 +1074,32 @@ def check_compose(herald, path):
         herald_check(herald, args, env, f"compose: {name}")
     if seen != SERVICES:
         fail(f"compose: services {sorted(seen)}")
-    print(f"ok: compose: {len(services)} services")
+    # every file a service mounts is in the repository
+    base = os.path.dirname(path)
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith(".") and not os.path.exists(os.path.join(base, source)):
+                fail(f"compose: {name} mounts {source}, which does not exist")
+    # Prometheus scrapes each Herald service where it listens
+    with open(os.path.join(base, "prometheus.yml")) as f:
+        prometheus = yaml.safe_load(f)
+    scraped = set()
+    for job in prometheus["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            scraped.update(static["targets"])
+            if static.get("labels", {}).get("namespace") is None:
+                fail(f"prometheus.yml: {static['targets']} without the namespace label the dashboard selects on")
+        for dns in job.get("dns_sd_configs", []):
+            scraped.update(f"{n}:{dns['port']}" for n in dns["names"])
+    for name, service in services.items():
+        if not str(service.get("image", "")).startswith("herald"):
+            continue
+        args = service["command"]
+        port = args[args.index("--http") + 1].rsplit(":", 1)[1]
+        if f"{name}:{port}" not in scraped:
+            fail(f"prometheus.yml does not scrape {name}:{port} (scrapes {sorted(scraped)})")
+    print(f"ok: compose: {len(services)} services, each scraped by prometheus.yml")
 
 
 def main():

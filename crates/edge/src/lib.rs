@@ -260,6 +260,7 @@ impl Edge {
                 shutdown.clone(),
             )
             .await?;
+        stats::register();
         let stats = {
             let edge = self.clone();
             herald_core::metrics::publish_stats(
@@ -303,7 +304,6 @@ impl Edge {
             .route("/typing", post(http_commands::typing))
             .route("/presence", post(http_commands::presence))
             .route("/herald.js", get(web::sdk))
-            .route("/favicon.ico", get(web::favicon))
             .route("/", get(web::demo))
             .route("/admin", get(web::admin))
             .route("/admin/events", get(admin::events))
@@ -313,6 +313,9 @@ impl Edge {
             .merge(clients)
             .route("/readyz", get(readyz))
             .route("/stats", get(stats))
+            // for the demo and admin pages, which a production Ingress
+            // does not expose
+            .route("/favicon.ico", get(web::favicon))
             .with_state(self.clone())
     }
 

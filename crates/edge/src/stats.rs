@@ -18,6 +18,15 @@ pub(crate) fn client_error(code: ErrorCode) {
     metrics::counter!("herald_edge_errors_total", "code" => code.as_u16().to_string()).increment(1);
 }
 
+/// Every labelled series the edge exports, at 0 until something happens
+/// (a dashboard on a series that does not exist yet shows "no data").
+pub(crate) fn register() {
+    herald_core::metrics::install();
+    for reason in ["origin", "draining", "limit", "rate", "user_limit"] {
+        metrics::counter!("herald_edge_connections_refused_total", "reason" => reason).increment(0);
+    }
+}
+
 /// Counts a connection refused before any work (`reason`: `origin`,
 /// `draining`, `limit`, `rate`, `user_limit`).
 pub(crate) fn refused(reason: &'static str) {

@@ -42,6 +42,20 @@ pub(crate) fn push(platform: Platform, result: PushResult) {
         .increment(1);
 }
 
+/// Every series notify exports, at 0 until something happens: a
+/// dashboard or an alert on a series that does not exist yet shows "no
+/// data" instead of 0.
+fn register() {
+    for platform in [Platform::Apns, Platform::Fcm, Platform::Webpush] {
+        for result in ["sent", "retry", "gone", "failed"] {
+            metrics::counter!("herald_notify_pushes_total", "platform" => platform.name(), "result" => result)
+                .increment(0);
+        }
+    }
+    metrics::counter!("herald_notify_dead_letters_total").increment(0);
+    metrics::gauge!("herald_notify_queue_pending").increment(0.0);
+}
+
 /// Publishes notify's numbers on `herald.stats.<node>` once a second.
 pub fn publish_stats(
     bus: Arc<dyn Bus>,
@@ -49,6 +63,8 @@ pub fn publish_stats(
     node: &str,
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
+    herald_core::metrics::install();
+    register();
     herald_core::metrics::publish_stats(
         bus,
         subjects,

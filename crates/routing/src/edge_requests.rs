@@ -25,6 +25,8 @@ impl Routing {
     /// Publishes this instance's numbers on `herald.stats.<node>` once a
     /// second until `shutdown`.
     pub fn publish_stats(&self, node: &str, shutdown: Shutdown) -> JoinHandle<()> {
+        herald_core::metrics::install();
+        crate::stats::register();
         herald_core::metrics::publish_stats(
             self.bus.clone(),
             &self.subjects,

@@ -35,6 +35,20 @@ fn by_channel() -> &'static parking_lot::Mutex<HashMap<Channel, u64>> {
     BY_CHANNEL.get_or_init(Default::default)
 }
 
+/// Every series routing exports, at 0 until something happens (a
+/// dashboard on a series that does not exist yet shows "no data").
+pub(crate) fn register() {
+    for api in ["http", "grpc", "edge"] {
+        for side in ["server", "client"] {
+            metrics::counter!("herald_routing_errors_total", "api" => api, "side" => side)
+                .increment(0);
+        }
+    }
+    metrics::counter!("herald_routing_publications_total").increment(0);
+    metrics::counter!("herald_routing_push_jobs_total").increment(0);
+    publish_seconds();
+}
+
 /// A new publication on `channel` was stored and sent live, in `took`.
 pub(crate) fn published(channel: &Channel, took: Duration) {
     PUBLISHED.fetch_add(1, Ordering::Relaxed);

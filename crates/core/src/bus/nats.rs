@@ -171,6 +171,8 @@ impl NatsBus {
         let settings: NatsOptions = options.into();
         let seeds = seed_list(&settings.urls)?;
         let url = settings.urls.as_str();
+        // the recorder first: a handle taken before it records nothing
+        crate::metrics::install();
         let connected = metrics::gauge!("herald_nats_connected");
         let options = settings
             .connect_options()

@@ -261,6 +261,11 @@ pub async fn serve_http(
     limits: AcceptLimits,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    herald_core::metrics::install();
+    for reason in ["address", "descriptors"] {
+        metrics::counter!("herald_http_sockets_refused_total", "reason" => reason).increment(0);
+    }
+    metrics::counter!("herald_http_sockets_evicted_total").increment(0);
     let sockets = Arc::new(Mutex::new(Sockets::default()));
     let stopping = Shutdown::new();
     let tracker = TaskTracker::new();
