@@ -11,6 +11,7 @@ mod nats_auth;
 mod notify;
 mod operations;
 mod presence;
+mod python_client;
 mod readiness;
 mod readme;
 mod server_api;
