@@ -174,3 +174,61 @@ async fn publishing_goes_on_after_nats_loses_the_streams_and_a_seed_list_starts_
         .sum();
     assert!(recreated >= 1, "{ready}");
 }
+
+/// A client publish whose answer never came from routing (NATS frozen
+/// between the edge and routing) may be stored: the client is told so
+/// with the key to retry with, and the retry stores it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_publish_routing_never_answered_is_an_unknown_outcome_and_its_retry_stores_it_once()
+ {
+    let nats = PrivateNats::start().await;
+    let env = Cluster::new()
+        .with("HERALD_NATS_URL", nats.url())
+        .with("HERALD_ROUTE_TIMEOUT_MS", "1000");
+    let routing = Herald::routing("routing", &env);
+    let edge = Herald::edge("edge", &env);
+    let token = mint_token(&env, "alice", "chat:*", "chat:*");
+    let (client, _) = Client::connect(&edge.ws(), &token).await.expect("connect");
+    assert_eq!(
+        client
+            .publish("chat:unknown", json!({"n": 1}))
+            .await
+            .expect("first"),
+        1
+    );
+
+    nats.signal("-STOP");
+    let unknown = client.publish("chat:unknown", json!({"n": 2})).await;
+    nats.signal("-CONT");
+    let key = match unknown {
+        Err(herald_client::ClientError::Server(e))
+            if e.code == herald_protocol::ErrorCode::OutcomeUnknown =>
+        {
+            e.idempotency_key.expect("a key to retry with")
+        }
+        other => panic!("not an unknown outcome: {other:?}"),
+    };
+    // the requests that waited in the frozen server reach routing now;
+    // the retry with the key gets the one publication they stored
+    let offset = eventually(WAIT, "the retry answered", || async {
+        client
+            .publish_with_key("chat:unknown", json!({"n": 2}), Some(&key))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(offset, 2);
+    let history = routing.api().get("/api/history?channel=chat:unknown").await;
+    let stored: Vec<_> = history.body["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p["data"]["n"].clone())
+        .collect();
+    assert_eq!(
+        stored,
+        vec![json!(1), json!(2)],
+        "stored once: {}",
+        history.body
+    );
+}

@@ -32,8 +32,23 @@ impl RoutingClient {
     }
 
     /// Forwards a client publish; routing answers with its position.
+    /// Stores a client's publication. A request routing did not answer in
+    /// time may still be stored (it may have been on its way, or its
+    /// answer lost): that is said as outcome unknown (111) with the
+    /// request's key, so a retry with it stores the publication once.
     pub async fn publish(&self, request: &ClientPublish) -> Result<StreamPosition, ErrorBody> {
-        self.ask(&self.subjects.route_publish(), request).await
+        match self.ask_bus(&self.subjects.route_publish(), request).await {
+            Err(Asked::Bus(BusError::Timeout(_))) => {
+                let mut unknown = ErrorBody::new(
+                    ErrorCode::OutcomeUnknown,
+                    "routing did not answer in time; the publication may be stored: \
+                     send it again with this idempotency_key to store it once",
+                );
+                unknown.idempotency_key = request.idempotency_key.clone();
+                Err(unknown)
+            }
+            other => other.map_err(Asked::into_error),
+        }
     }
 
     /// Reads a channel's history (or only its position, with limit 0).
@@ -46,27 +61,50 @@ impl RoutingClient {
         subject: &str,
         question: &Q,
     ) -> Result<A, ErrorBody> {
+        self.ask_bus(subject, question)
+            .await
+            .map_err(Asked::into_error)
+    }
+
+    async fn ask_bus<Q: Serialize, A: Serialize + DeserializeOwned>(
+        &self,
+        subject: &str,
+        question: &Q,
+    ) -> Result<A, Asked> {
         let payload = serde_json::to_vec(question)
-            .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
+            .map_err(|e| Asked::Answered(ErrorBody::new(ErrorCode::Internal, e.to_string())))?;
         let answer = self
             .bus
             .request(subject, Headers::new(), Bytes::from(payload), self.timeout)
             .await
             .map_err(|e| {
                 tracing::warn!(subject, error = %e, "routing request failed");
-                match e {
-                    BusError::NoResponders(_) => {
-                        ErrorBody::new(ErrorCode::Internal, "no routing service is available")
-                    }
-                    BusError::Timeout(_) => {
-                        ErrorBody::new(ErrorCode::Internal, "routing did not answer in time")
-                    }
-                    BusError::TooLarge(_) => {
-                        ErrorBody::new(ErrorCode::LimitExceeded, "message too large")
-                    }
-                    _ => ErrorBody::new(ErrorCode::Internal, "temporarily unavailable"),
-                }
+                Asked::Bus(e)
             })?;
-        RouteReply::<A>::decode(&answer.payload)
+        RouteReply::<A>::decode(&answer.payload).map_err(Asked::Answered)
+    }
+}
+
+/// Why a request to routing failed: the bus, or routing's own answer.
+enum Asked {
+    Bus(BusError),
+    Answered(ErrorBody),
+}
+
+impl Asked {
+    fn into_error(self) -> ErrorBody {
+        match self {
+            Asked::Answered(e) => e,
+            Asked::Bus(BusError::NoResponders(_)) => {
+                ErrorBody::new(ErrorCode::Internal, "no routing service is available")
+            }
+            Asked::Bus(BusError::Timeout(_)) => {
+                ErrorBody::new(ErrorCode::Internal, "routing did not answer in time")
+            }
+            Asked::Bus(BusError::TooLarge(_)) => {
+                ErrorBody::new(ErrorCode::LimitExceeded, "message too large")
+            }
+            Asked::Bus(_) => ErrorBody::new(ErrorCode::Internal, "temporarily unavailable"),
+        }
     }
 }

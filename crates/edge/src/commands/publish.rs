@@ -34,6 +34,10 @@ pub(crate) async fn publish(
     // Refused here, before a round trip to routing (which checks it too).
     herald_protocol::check_data(data.get(), edge.config.max_json_depth)
         .map_err(|e| ErrorBody::new(herald_protocol::ErrorCode::BadRequest, e.to_string()))?;
+    // A key is named here when the client gave none: if routing's answer
+    // does not come, the client can still be told which key to retry with.
+    let idempotency_key =
+        idempotency_key.or_else(|| Some(format!("~{:032x}", rand::random::<u128>())));
     let request = ClientPublish {
         channel,
         data,
