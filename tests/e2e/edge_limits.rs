@@ -159,6 +159,9 @@ async fn a_burst_of_connections_beyond_the_rate_gets_503_quickly() {
             .iter()
             .all(|(status, retry)| *status == 503 && retry.unwrap_or(0) >= 1)
     );
+    // told different moments, so they do not come back in one wave
+    let moments: std::collections::BTreeSet<_> = refused.iter().map(|(_, r)| *r).collect();
+    assert!(moments.len() >= 2, "every refusal said {moments:?}");
 
     // the admitted ones work
     for mut ws in admitted.into_iter().take(20) {

@@ -67,7 +67,10 @@ impl Admission {
             drop(bucket);
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused {
-                retry_after: wait.max(Duration::from_secs(1)),
+                // Spread too: clients told the same second come back
+                // together, and are refused together again.
+                retry_after: wait.max(Duration::from_secs(1))
+                    + Duration::from_millis(rand::random_range(0..2000)),
                 reason: "too many new connections; retry later",
                 kind: "rate",
             });

@@ -199,7 +199,7 @@ impl Edge {
             stats::refused("address_rate");
             return Err(Refusal::Unavailable(admission::Refused {
                 reason: "too many new connections from this address; retry later",
-                retry_after: Duration::from_secs(1),
+                retry_after: Duration::from_millis(rand::random_range(1000..3000)),
                 kind: "address_rate",
             }));
         }

@@ -22,7 +22,14 @@ pub(crate) fn client_error(code: ErrorCode) {
 /// (a dashboard on a series that does not exist yet shows "no data").
 pub(crate) fn register() {
     herald_core::metrics::install();
-    for reason in ["origin", "draining", "limit", "rate", "user_limit"] {
+    for reason in [
+        "origin",
+        "draining",
+        "limit",
+        "rate",
+        "address_rate",
+        "user_limit",
+    ] {
         metrics::counter!("herald_edge_connections_refused_total", "reason" => reason).increment(0);
     }
 }
