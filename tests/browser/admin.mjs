@@ -87,6 +87,23 @@ async function screenshot(page, name) {
   console.log(`screenshot: ${path}`);
 }
 
+/** Waits until `attempt()` answers true, trying again every 100 ms. */
+async function eventually(what, attempt) {
+  const deadline = Date.now() + TIMEOUT;
+  while (!(await attempt())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${TIMEOUT} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Submits an action's form and answers its result's text once it came. */
+async function act(page, form, result) {
+  await page.$eval(`#${result}`, (e) => e.replaceChildren());
+  await page.click(`#${form} button`);
+  await page.waitForFunction((id) => document.getElementById(id).childElementCount > 0, result);
+  return resultText(page, result);
+}
+
 const text = (page, selector) => page.textContent(selector);
 const resultText = async (page, id) => (await page.textContent(`#${id}`)).replace(/\s+/g, ' ');
 
@@ -201,6 +218,7 @@ try {
     `history row 1: ${JSON.stringify(history[0])}`);
   check(history[1][0] === '2' && history[1][1] === '"plain words"' && history[1][2] === 'server', `history row 2: ${JSON.stringify(history[1])}`);
   check((await resultText(admin, 'history-result')).includes('at offset 2'), 'history names the channel\'s offset');
+  await screenshot(admin, 'history');
   await admin.fill('#history-since', '0');
   await admin.fill('#history-epoch', 'an-old-epoch');
   await admin.click('#history-form button');
@@ -237,9 +255,12 @@ try {
 
   // ---- presence: the watcher is on the channel
   await admin.fill('#presence-channel', CHANNEL);
-  await admin.click('#presence-form button');
-  await admin.waitForSelector('#presence-result li');
-  const present = await admin.$$eval('#presence-result li', (items) => items.map((li) => li.dataset.user));
+  let present;
+  await eventually('the watcher on presence', async () => {
+    await act(admin, 'presence-form', 'presence-result');
+    present = await admin.$$eval('#presence-result li', (items) => items.map((li) => li.dataset.user));
+    return present.length > 0;
+  });
   check(JSON.stringify(present) === '["watcher"]', `presence ${JSON.stringify(present)}`);
 
   // ---- disconnect: the watcher's WebSocket closes with 4503
@@ -249,8 +270,8 @@ try {
   await client.waitForFunction(() => window.closeCode !== null);
   const code = await client.evaluate(() => window.closeCode);
   check(code === 4503, `the watcher's socket closed with ${code}`);
-  await admin.click('#presence-form button');
-  await admin.waitForFunction(() => document.querySelector('#presence-result').textContent.includes('Nobody is subscribed'));
+  await eventually('nobody on presence once the watcher is gone',
+    async () => (await act(admin, 'presence-form', 'presence-result')).includes(`Nobody is subscribed to ${CHANNEL} now`));
 
   // ---- devices and a push's status
   const device = await api('/api/devices', { user: 'erin', platform: 'fcm', token: 'erin-phone:fcm-token-1', locale: 'en-US' });
@@ -329,6 +350,13 @@ try {
   await screenshot(demo, 'demo-chat');
   console.log('ok: admin');
 } catch (e) {
+  // what the pages showed, for a step that timed out
+  for (const page of pages) {
+    const shown = await page.$$eval('.result, #live, .card .value, #error, #messages, #token-help', (els) => els
+      .filter((el) => el.textContent.trim())
+      .map((el) => `${el.id || el.className}: ${el.textContent.replace(/\s+/g, ' ').trim()}`)).catch(() => []);
+    console.error(`--- ${page.url()}\n${shown.join('\n')}`);
+  }
   if (shots === undefined) shots = '';
   for (const [i, page] of pages.entries()) await screenshot(page, `failed-${i}`).catch(() => {});
   throw e;
