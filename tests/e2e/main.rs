@@ -1,6 +1,7 @@
 //! End-to-end tests: real `herald` processes, real NATS, clients that are
 //! not ours (Python) as well as the Rust client.
 
+mod admin_page;
 mod browser;
 mod cluster;
 mod deploy;
@@ -11,6 +12,7 @@ mod nats_auth;
 mod notify;
 mod operations;
 mod presence;
+mod protocol_doc;
 mod python_client;
 mod readiness;
 mod readme;
