@@ -194,6 +194,11 @@ def disconnect(user: str) -> Op[None]:
     yield from call(Request("POST", "/api/disconnect", {"user": user}))
 
 
+def presence(channel: str) -> Op[list[str]]:
+    answer = yield from call(Request("GET", "/api/presence", params={"channel": channel}))
+    return [str(u) for u in answer["users"]]
+
+
 # ---------------------------------------------------------------- notify
 
 

@@ -120,14 +120,6 @@ class History:
 
 
 @dataclass(frozen=True)
-class Member:
-    """A user in a channel, with how many connections they have in it."""
-
-    user: str
-    connections: int
-
-
-@dataclass(frozen=True)
 class Device:
     """A registered device. ``token`` is the APNs/FCM token or the Web Push
     endpoint; times are Unix milliseconds."""

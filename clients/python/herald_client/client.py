@@ -1,15 +1,15 @@
 """`Herald` (sync) and `AsyncHerald`: the same operations (`_ops`), sent
-with httpx; channel presence over gRPC (`_presence`)."""
+with httpx."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import httpx
 
-from . import _ops, _presence
+from . import _ops
 from ._types import (
     BroadcastResult,
     Device,
@@ -17,7 +17,6 @@ from ._types import (
     Environment,
     History,
     JsonValue,
-    Member,
     Notification,
     Platform,
     Published,
@@ -41,9 +40,7 @@ class Herald:
     `url` is the HTTP server API (standalone: ``http://127.0.0.1:8080``;
     distributed: routing on 8081 — and notify's 8083 for the device and
     notification methods, so give that one its own client). `api_key` is one
-    of ``HERALD_API_KEYS``. `presence_grpc` (``host:port``) is a gRPC port
-    serving presence, needed by `presence` only: standalone's ``--grpc``
-    (50051), or ``herald presence`` (50052).
+    of ``HERALD_API_KEYS``.
 
     Every refusal raises `HeraldError`; network failures are httpx's
     exceptions. Use it as a context manager, or `close` it."""
@@ -53,17 +50,12 @@ class Herald:
         url: str,
         api_key: str,
         *,
-        presence_grpc: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._http = httpx.Client(
             base_url=url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
-        self._api_key = api_key
-        self._timeout = timeout
-        self._presence_target = presence_grpc
-        self._grpc_channel: Any = None
 
     def _run(self, op: _ops.Op[T]) -> T:
         request = next(op)
@@ -140,28 +132,10 @@ class Herald:
         not reconnect with the same token)."""
         self._run(_ops.disconnect(user))
 
-    def presence(self, channel: str) -> list[Member]:
-        """Who is subscribed to `channel` now, across every edge (over gRPC:
-        needs `presence_grpc`)."""
-        grpc = _presence.grpc_module()
-        if self._grpc_channel is None:
-            if not self._presence_target:
-                raise RuntimeError(
-                    "presence is asked over gRPC: create the client with presence_grpc='host:port'"
-                )
-            self._grpc_channel = grpc.insecure_channel(self._presence_target)
-        method = self._grpc_channel.unary_unary(
-            _presence.METHOD,
-            request_serializer=_presence.encode_request,
-            response_deserializer=_presence.decode_members,
-        )
-        try:
-            return cast(
-                "list[Member]",
-                method(channel, metadata=_presence.metadata(self._api_key), timeout=self._timeout),
-            )
-        except grpc.RpcError as e:
-            raise _presence.error_of(e) from None
+    def presence(self, channel: str) -> list[str]:
+        """The users subscribed to `channel` now, across every edge: their
+        ids, sorted, each once however many connections they have."""
+        return self._run(_ops.presence(channel))
 
     def register_device(
         self,
@@ -213,9 +187,6 @@ class Herald:
 
     def close(self) -> None:
         self._http.close()
-        if self._grpc_channel is not None:
-            self._grpc_channel.close()
-            self._grpc_channel = None
 
     def __enter__(self) -> Herald:
         return self
@@ -238,17 +209,12 @@ class AsyncHerald:
         url: str,
         api_key: str,
         *,
-        presence_grpc: str | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
-        self._api_key = api_key
-        self._timeout = timeout
-        self._presence_target = presence_grpc
-        self._grpc_channel: Any = None
 
     async def _run(self, op: _ops.Op[T]) -> T:
         request = next(op)
@@ -307,29 +273,9 @@ class AsyncHerald:
         """See `Herald.disconnect`."""
         await self._run(_ops.disconnect(user))
 
-    async def presence(self, channel: str) -> list[Member]:
-        """See `Herald.presence` (needs `presence_grpc`)."""
-        grpc = _presence.grpc_module()
-        if self._grpc_channel is None:
-            if not self._presence_target:
-                raise RuntimeError(
-                    "presence is asked over gRPC: create the client with presence_grpc='host:port'"
-                )
-            self._grpc_channel = grpc.aio.insecure_channel(self._presence_target)
-        method = self._grpc_channel.unary_unary(
-            _presence.METHOD,
-            request_serializer=_presence.encode_request,
-            response_deserializer=_presence.decode_members,
-        )
-        try:
-            return cast(
-                "list[Member]",
-                await method(
-                    channel, metadata=_presence.metadata(self._api_key), timeout=self._timeout
-                ),
-            )
-        except grpc.RpcError as e:
-            raise _presence.error_of(e) from None
+    async def presence(self, channel: str) -> list[str]:
+        """See `Herald.presence`."""
+        return await self._run(_ops.presence(channel))
 
     async def register_device(
         self,
@@ -372,9 +318,6 @@ class AsyncHerald:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-        if self._grpc_channel is not None:
-            await self._grpc_channel.close()
-            self._grpc_channel = None
 
     async def __aenter__(self) -> AsyncHerald:
         return self

@@ -41,7 +41,6 @@ T = TypeVar("T")
 @dataclass
 class Server:
     http: str
-    grpc: str
     ws: str
     log: list[str] = field(default_factory=list)
 
@@ -60,6 +59,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         HERALD_API_KEYS=API_KEY,
         HERALD_CONFIG=str(workdir / "herald.toml"),
     )
+    # --grpc on a free port too: the client does not use it, and the
+    # default (50051) may be taken
     process = subprocess.Popen(
         [binary, "standalone", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
         cwd=workdir,
@@ -96,7 +97,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         if entry.get("message") == "listening":
             listening = entry
     addr = listening["addr"]
-    yield Server(http=f"http://{addr}", grpc=listening["grpc"], ws=f"ws://{addr}/ws", log=log)
+    yield Server(http=f"http://{addr}", ws=f"ws://{addr}/ws", log=log)
     process.terminate()
     try:
         process.wait(timeout=20)
@@ -107,7 +108,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture
 def herald(server: Server) -> Iterator[Herald]:
-    with Herald(server.http, API_KEY, presence_grpc=server.grpc) as client:
+    with Herald(server.http, API_KEY) as client:
         yield client
 
 

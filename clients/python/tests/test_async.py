@@ -19,10 +19,10 @@ def test_every_method_awaited(server: Server, herald: Herald, connect_user: Call
     assert "ok" in user.command("subscribe", {"channel": channel})
 
     async def run() -> None:
-        async with AsyncHerald(server.http, API_KEY, presence_grpc=server.grpc) as h:
+        async with AsyncHerald(server.http, API_KEY) as h:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + WAIT
-            while [m.user for m in await h.presence(channel)] != [name]:
+            while await h.presence(channel) != [name]:
                 assert loop.time() < deadline, "never in presence"
                 await asyncio.sleep(0.02)
 

@@ -5,7 +5,7 @@ stored."""
 from __future__ import annotations
 
 import pytest
-from conftest import API_KEY, Server, unique
+from conftest import Server, unique
 
 from herald_client import Herald, HeraldError
 
@@ -18,12 +18,12 @@ def refused(call: object) -> HeraldError:
 
 
 def test_a_wrong_api_key_is_401_code_101_on_every_api(server: Server) -> None:
-    with Herald(server.http, "wrong-key-1", presence_grpc=server.grpc) as wrong:
+    with Herald(server.http, "wrong-key-1") as wrong:
         for call in (
             lambda: wrong.publish("api:x", 1),
             lambda: wrong.history("api:x"),
             lambda: wrong.devices("alice"),  # notify's HTTP API
-            lambda: wrong.presence("api:x"),  # gRPC
+            lambda: wrong.presence("api:x"),
         ):
             e = refused(call)
             assert (e.status, e.code) == (401, 101), e
@@ -42,6 +42,7 @@ def test_bad_requests_answer_their_code_and_store_nothing(herald: Herald) -> Non
         "an empty idempotency key": (lambda: herald.publish(channel, 1, idempotency_key=""), 400, 100),
         "history of an invalid channel": (lambda: herald.history("api guarded"), 400, 100),
         "presence of an invalid channel": (lambda: herald.presence("api guarded"), 400, 100),
+        "presence in an unknown namespace": (lambda: herald.presence(unique("nope:x-")), 404, 104),
         "an invalid device token": (lambda: herald.register_device(unique("u-"), "apns", "not-hex"), 400, 100),
         "an oversized notification": (
             lambda: herald.notify(unique("u-"), notification={"title": "t" * 2000, "body": ""}),
@@ -54,8 +55,3 @@ def test_bad_requests_answer_their_code_and_store_nothing(herald: Herald) -> Non
         assert (e.status, e.code) == (status, code), f"{name}: {e}"
         assert e.message and e.message in str(e), name
     assert herald.history(channel).offset == before, "a refusal stored something"
-
-
-def test_a_missing_presence_address_is_said_before_anything_is_sent(server: Server) -> None:
-    with Herald(server.http, API_KEY) as herald, pytest.raises(RuntimeError, match="presence_grpc"):
-        herald.presence("api:x")

@@ -23,7 +23,6 @@ def readme_example(server: Server) -> str:
     for printed, here in (
         ("http://127.0.0.1:8080", server.http),
         ("herald-dev-key", API_KEY),
-        ("127.0.0.1:50051", server.grpc),
     ):
         assert printed in example, printed
         example = example.replace(printed, here)

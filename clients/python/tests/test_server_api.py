@@ -21,14 +21,17 @@ def apns_token() -> str:
     return uuid.uuid4().hex * 2
 
 
-def online_user(connect_user: Callable[[str], User], herald: Herald, channel: str) -> tuple[str, User]:
-    """A user connected and subscribed to `channel`, once presence knows."""
-    name = unique("u-")
-    user = connect_user(mint_token(SECRET, name, channels=[channel]))
+def online_user(
+    connect_user: Callable[[str], User], herald: Herald, channel: str, name: str | None = None
+) -> tuple[str, User]:
+    """A user (`name`, or a new one) connected and subscribed to `channel`,
+    once presence knows."""
+    user_id = name or unique("u-")
+    user = connect_user(mint_token(SECRET, user_id, channels=[channel]))
     assert "ok" in user.connected, user.connected
     assert "ok" in user.command("subscribe", {"channel": channel})
-    eventually(lambda: name in [m.user for m in herald.presence(channel)], f"{name} in {channel}")
-    return name, user
+    eventually(lambda: user_id in herald.presence(channel), f"{user_id} in {channel}")
+    return user_id, user
 
 
 def test_publications_come_back_from_history_after_any_position(herald: Herald) -> None:
@@ -141,11 +144,19 @@ def test_publish_says_who_of_notify_offline_got_what(
 def test_presence_follows_who_is_subscribed(herald: Herald, connect_user: Callable[[str], User]) -> None:
     channel = unique("chat:room-")
     assert herald.presence(channel) == []
-    name, user = online_user(connect_user, herald, channel)
-    members = herald.presence(channel)
-    assert [(m.user, m.connections) for m in members] == [(name, 1)]
-    user.ws.close()
-    eventually(lambda: herald.presence(channel) == [], f"{name} gone from {channel}")
+    suffix = unique("")
+    # "u-b…" joins first, with two connections: the answer is sorted and
+    # names each user once
+    later, first = online_user(connect_user, herald, channel, f"u-b-{suffix}")
+    _, second = online_user(connect_user, herald, channel, later)
+    earlier, other = online_user(connect_user, herald, channel, f"u-a-{suffix}")
+    assert herald.presence(channel) == [earlier, later]
+    # leaving: one of two connections closed keeps the user in
+    first.ws.close()
+    other.ws.close()
+    eventually(lambda: herald.presence(channel) == [later], f"{earlier} gone from {channel}")
+    second.ws.close()
+    eventually(lambda: herald.presence(channel) == [], f"{later} gone from {channel}")
 
 
 def test_disconnect_closes_every_connection_of_the_user(
