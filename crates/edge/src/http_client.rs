@@ -48,11 +48,27 @@ impl axum::response::IntoResponse for Denied {
     }
 }
 
-/// The client's token: `Authorization: Bearer …`, else `token=`.
+/// The client's token: `Authorization: Bearer …`, else `token=` (the
+/// streams: EventSource cannot send headers).
 pub(crate) fn authenticate(
     edge: &Edge,
     headers: &HeaderMap,
     query_token: Option<&str>,
+) -> Result<Claims, HttpError> {
+    authenticate_from(edge, headers, query_token, true)
+}
+
+/// The client's token from `Authorization: Bearer …` only (the HTTP
+/// commands: a token in a URL ends up in logs).
+pub(crate) fn authenticate_header(edge: &Edge, headers: &HeaderMap) -> Result<Claims, HttpError> {
+    authenticate_from(edge, headers, None, false)
+}
+
+fn authenticate_from(
+    edge: &Edge,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+    accepts_query: bool,
 ) -> Result<Claims, HttpError> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -62,7 +78,11 @@ pub(crate) fn authenticate(
         .ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::Unauthorized,
-                "missing token: send `Authorization: Bearer <JWT>` or `token=`",
+                if accepts_query {
+                    "missing token: send `Authorization: Bearer <JWT>` or `token=`"
+                } else {
+                    "missing token: send `Authorization: Bearer <JWT>`"
+                },
             )
         })?;
     edge.verifier

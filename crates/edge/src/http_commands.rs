@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use crate::Edge;
 use crate::commands::{presence, publish, typing};
 use crate::connection::too_many_commands;
-use crate::http_client::{HttpError, authenticate};
+use crate::http_client::{HttpError, authenticate_header};
 use crate::transport::ReplyBody;
 
 #[derive(Deserialize)]
@@ -87,7 +87,7 @@ fn authorized<B>(
     headers: &HeaderMap,
     body: Result<Json<B>, JsonRejection>,
 ) -> Result<(Claims, B), HttpError> {
-    let claims = authenticate(edge, headers, None)?;
+    let claims = authenticate_header(edge, headers)?;
     if !edge.http_commands.take(claims.sub.as_str()) {
         crate::stats::client_error(ErrorCode::TooManyRequests);
         return Err(HttpError(too_many_commands(edge.config.command_rate)));

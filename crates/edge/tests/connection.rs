@@ -662,6 +662,26 @@ async fn an_expired_token_ends_the_connection_with_4509_on_every_transport() {
 }
 
 #[tokio::test]
+async fn a_token_just_past_its_expiry_within_the_leeway_gets_a_working_connection() {
+    // clock skew: accepted, so the connection must work, not close at once
+    let server = Server::start(|c| {
+        quick_grace(c);
+        c.jwt_leeway_secs = 60;
+    })
+    .await;
+    for kind in KINDS {
+        let skewed = token("sam", &["chat:*"], &[], -5);
+        let mut client = TestClient::open(&server, kind, &skewed, &["chat:skew"], &[])
+            .await
+            .unwrap_or_else(|_| panic!("{kind:?}: refused"));
+        let sent = publish(&server, "chat:skew", 1).await;
+        assert_eq!(client.next_pub().await.offset, sent.offset, "{kind:?}");
+        client.close().await;
+        released(&server, kind).await;
+    }
+}
+
+#[tokio::test]
 async fn a_narrower_token_drops_the_channels_it_no_longer_allows_on_every_transport() {
     let server = Server::start(quick_grace).await;
     for kind in KINDS {

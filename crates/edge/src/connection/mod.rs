@@ -195,7 +195,10 @@ impl Connection {
         edge.reporter.connect(self.id, &claims.sub, self.kind);
         self.registered = Some(claims.sub.clone());
         self.life.connect_by(None);
-        self.life.expires_at(claims.exp);
+        // the verifier accepts a token up to the leeway after `exp`; the
+        // connection lives as long (not: accepted, then closed at once)
+        let leeway = i64::try_from(edge.config.jwt_leeway_secs).unwrap_or(i64::MAX);
+        self.life.expires_at(claims.exp.saturating_add(leeway));
         self.claims = Some(Arc::new(claims));
         Ok(())
     }
@@ -227,7 +230,8 @@ impl Connection {
                 reason: "the refreshed token does not allow this channel".into(),
             }));
         }
-        self.life.expires_at(claims.exp);
+        let leeway = i64::try_from(self.edge.config.jwt_leeway_secs).unwrap_or(i64::MAX);
+        self.life.expires_at(claims.exp.saturating_add(leeway));
         self.claims = Some(Arc::new(claims));
     }
 
