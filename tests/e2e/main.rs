@@ -10,6 +10,7 @@ mod edge_limits;
 mod hardening;
 mod nats_auth;
 mod notify;
+mod openapi;
 mod operations;
 mod presence;
 mod protocol_doc;

@@ -132,6 +132,7 @@ pub(crate) async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Re
             notify.notify.clone(),
             keys.clone(),
         ))
+        .merge(herald_routing::docs_router())
         .merge(herald_proto::http::ops_router());
     // With the public development secret anyone can mint tokens anyway; the
     // demo chat at `/` gets them from here so it works with no setup.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::header;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,6 +39,23 @@ pub fn api_router(routing: Arc<Routing>, keys: ApiKeys, max_message_bytes: usize
         .layer(middleware::map_response(crate::stats::count_http_errors))
         .layer(herald_proto::trace::http_layer())
         .with_state(routing)
+}
+
+/// The server API's description: `GET /api/openapi.json` (OpenAPI 3.1, the
+/// file in `docs/`) and `GET /api/docs` (a page that renders it). Open, as
+/// documentation is; every operation it describes needs the key.
+pub fn docs_router() -> Router {
+    const SPEC: &str = include_str!("../../../docs/openapi.json");
+    const PAGE: &str = include_str!("../../../web/api-docs.html");
+    Router::new()
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], SPEC) }),
+        )
+        .route(
+            "/api/docs",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }),
+        )
 }
 
 async fn publish(

@@ -22,7 +22,7 @@ use herald_core::subjects::Subjects;
 use herald_core::work_queue::JetStreamWorkQueue;
 use herald_proto::service::{self, Readiness, Running, Service, ServiceError, bind};
 
-pub use api::api_router;
+pub use api::{api_router, docs_router};
 pub use grpc::{grpc_service, status_of};
 pub use herald_core::api_key::ApiKeys;
 pub use routing::{
@@ -162,6 +162,7 @@ pub async fn start_service(
     .await
     .map_err(|e| RoutingError::Grpc(e.to_string()))?;
     let app = api_router(routing, keys, config.max_message_bytes)
+        .merge(docs_router())
         .merge(herald_proto::http::ops_router())
         .merge(readiness);
     Ok(Service::new("routing", shutdown)
