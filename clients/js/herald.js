@@ -1177,8 +1177,11 @@ class PollTransport {
       clearTimeout(limit);
       if (this.#done) return;
       if (response.status !== 204 && (!response.ok || !answer)) {
+        // Herald's own refusals carry an error code; anything else (a proxy
+        // in the way) is a transport that does not work here
         const error = answer?.error ?? {};
-        const code = error.code === 109 ? 4509 : error.code === 101 ? 4501 : response.status === 503 ? 4000 : 4002;
+        const code = error.code === 109 ? 4509 : error.code === 101 ? 4501 : response.status === 503 ? 4000
+          : error.code ? 4002 : 1006;
         this.#end({ code, reason: error.message ?? `HTTP ${response.status}`, reconnect: reconnects(code) });
         return;
       }
