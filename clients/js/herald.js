@@ -381,9 +381,21 @@ export class Herald extends Emitter {
 
   #wake({ online = false } = {}) {
     if (!this.#wanted) return;
+    if (this.#active && this.state === 'connected') {
+      // the transport knows whether it still lives
+      this.#active.check();
+      return;
+    }
     if (this.#active) {
-      // connected (or opening): the transport knows whether it still lives
-      if (this.state === 'connected') this.#active.check();
+      // an attempt under way; one begun before the network came back may
+      // hang until its timeout: begin again
+      if (!online) return;
+      const attempt = this.#active;
+      this.#active = null;
+      attempt.close();
+      this.#attempt = 0;
+      this.#preferred = 0;
+      this.#open();
       return;
     }
     if (this.#retryTimer === null) return; // already opening (fetching a token)

@@ -21,15 +21,16 @@ fn browser_modules() -> String {
 }
 
 /// Runs `command` and checks it succeeded and printed `done`.
-fn run(command: &mut Command, done: &str) {
+fn run(command: &mut Command, done: &str) -> String {
     let output = command.output().expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success() && stdout.contains(done),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     println!("{stdout}");
+    stdout
 }
 
 /// Runs `tests/browser/<script>` and checks it said `ok: <done>`.
@@ -45,7 +46,7 @@ fn run_script(script: &str, args: &[&str], done: &str) {
 
 #[test]
 fn js_sdk_unit_tests_against_a_fake_server() {
-    run(
+    let report = run(
         Command::new("node")
             .arg("--test")
             .arg("tests/js")
@@ -53,6 +54,7 @@ fn js_sdk_unit_tests_against_a_fake_server() {
             .env("HERALD_TEST_JS_MODULES", js_modules()),
         "# fail 0",
     );
+    assert!(report.contains("# cancelled 0"), "{report}");
 }
 
 #[test]

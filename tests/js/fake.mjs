@@ -174,9 +174,12 @@ export class FakeHerald {
   /** Replay everything on every resume, whatever the position (a server
    * that repeats itself: the SDK must drop what it saw). */
   sloppy = false;
+  /** WebSocket upgrades are left unanswered. */
+  hang = false;
   #histories = new Map();
   #epoch = newEpoch();
   #connections = new Set();
+  #hung = new Set();
   #http;
   #wss;
 
@@ -236,6 +239,8 @@ export class FakeHerald {
 
   async stop() {
     this.drop();
+    for (const socket of this.#hung) socket.destroy();
+    this.#http.closeAllConnections();
     this.#wss.close();
     await new Promise((resolve) => this.#http.close(resolve));
   }
@@ -264,6 +269,12 @@ export class FakeHerald {
     this.#http = http.createServer((request, response) => this.#request(request, response));
     this.#http.on('upgrade', (request, socket, head) => {
       this.seen.push({ kind: 'upgrade' });
+      if (this.hang) {
+        // a network that swallows the attempt
+        socket.on('error', () => {});
+        this.#hung.add(socket);
+        return;
+      }
       if (this.blocked.has('websocket')) {
         socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n');
         return;

@@ -353,6 +353,22 @@ for (const transport of TRANSPORTS) {
   });
 }
 
+describe('the browser', () => {
+  test('back online: an attempt begun before is begun again, not waited out', async () => {
+    const server = await fake();
+    const c = client(server, { openTimeout: 3600000 });
+    c.herald.connect();
+    await c.connected();
+    server.hang = true;
+    server.drop();
+    await until('an attempt that hangs', () => server.count('upgrade') >= 2);
+    server.hang = false;
+    browser.online();
+    await c.connected(2);
+    assert.equal(c.herald.transport, 'websocket');
+  });
+});
+
 describe('subscriptions', () => {
   test('states: subscribing, subscribed, subscribing while reconnecting, unsubscribed', async () => {
     const server = await fake();
