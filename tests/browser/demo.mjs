@@ -6,6 +6,7 @@
 //
 // usage: node demo.mjs NODE_MODULES EDGE_HTTP
 import { createRequire } from 'node:module';
+import { serveSdkUnderTest } from './support.mjs';
 
 const [modules, edge] = process.argv.slice(2);
 const require = createRequire(`${modules}/`);
@@ -41,6 +42,8 @@ const messages = (page) => page.$$eval('#messages li:not(.note)', (items) =>
 try {
   const aliceContext = await browser.newContext();
   const bobContext = await browser.newContext();
+  await serveSdkUnderTest(aliceContext);
+  await serveSdkUnderTest(bobContext);
   const alice = await join(aliceContext, 'alice');
   let bob = await join(bobContext, 'bob');
 

@@ -6,6 +6,7 @@
 //
 // usage: node sdk.mjs NODE_MODULES EDGE_HTTP API_KEY TOKEN OTHER_TOKEN
 import { createRequire } from 'node:module';
+import { serveSdkUnderTest } from './support.mjs';
 
 const [modules, edge, apiKey, token, otherToken] = process.argv.slice(2);
 const require = createRequire(`${modules}/`);
@@ -59,6 +60,7 @@ async function sdkPage(block) {
   page.setDefaultTimeout(TIMEOUT);
   page.on('pageerror', (e) => console.error('page error:', e.message));
   const cuts = { sockets: [] };
+  await serveSdkUnderTest(page);
   await block(page, cuts);
   await page.goto(`${edge}/healthz`);
   await page.evaluate(async () => {
