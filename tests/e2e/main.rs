@@ -8,6 +8,7 @@ mod deploy;
 mod distributed;
 mod edge_limits;
 mod hardening;
+mod js_sdk;
 mod nats_auth;
 mod notify;
 mod openapi;
