@@ -253,8 +253,11 @@ async fn expired_history_gives_its_memory_back() {
         first >> 20,
         second >> 20
     );
+    // ~100 MiB idle; on a busy machine part of the wave already expires
+    // (2 s) while it is written: only enough for the comparison to mean
+    // something is asked
     assert!(
-        first > 50 * 1024 * 1024,
+        first > 20 * 1024 * 1024,
         "the first wave took {} MiB",
         first >> 20
     );

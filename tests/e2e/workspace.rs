@@ -1,9 +1,12 @@
 //! The workspace's shape as `docs/ARCHITECTURE.md` draws it: the crate
 //! graph there is the one in the manifests, and no service crate depends
 //! on another (they talk over gRPC and the bus, through `herald-proto`).
+//! And the settings reference is the one the definitions make.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+
+use herald_testkit::{Env, herald_output, repo_root};
 
 const SERVICES: [&str; 4] = [
     "herald-edge",
@@ -67,7 +70,7 @@ fn drawn(graph: &BTreeMap<String, Vec<String>>) -> String {
 
 #[test]
 fn the_documented_crate_graph_is_the_real_one_and_services_stand_alone() {
-    let root = herald_testkit::repo_root();
+    let root = repo_root();
     let graph = crate_graph(&root);
     assert!(graph.contains_key("herald-protocol"), "{graph:?}");
     for service in SERVICES {
@@ -94,4 +97,30 @@ fn the_documented_crate_graph_is_the_real_one_and_services_stand_alone() {
         expected,
         "docs/ARCHITECTURE.md draws another crate graph; the manifests say:\n{expected}"
     );
+}
+
+/// docs/SETTINGS.md is what `herald config defaults --markdown` prints,
+/// and the TOML it prints is a configuration every service accepts.
+#[test]
+fn the_settings_reference_is_what_the_binary_prints() {
+    let printed = herald_output(&Env::new(), &["config", "defaults", "--markdown"]);
+    let file = std::fs::read_to_string(repo_root().join("docs/SETTINGS.md")).expect("SETTINGS.md");
+    assert!(
+        printed.trim() == file.trim(),
+        "docs/SETTINGS.md is stale: run `herald config defaults --markdown > docs/SETTINGS.md`"
+    );
+    let toml = herald_output(&Env::new(), &["config", "defaults"]);
+    let dir = tempfile::tempdir().expect("a directory");
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, toml).expect("write");
+    let checked = herald_output(
+        &Env::new(),
+        &[
+            "check",
+            "standalone",
+            "--config",
+            path.to_str().expect("a path"),
+        ],
+    );
+    assert_eq!(checked, "ok");
 }

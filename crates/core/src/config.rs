@@ -77,7 +77,7 @@ impl ConfigError {
             // figment lists every known field: one line should stay readable
             figment::error::Kind::UnknownField(name, _) => {
                 format!(
-                    "unknown setting `{name}` (a typo? the settings are listed in docs/ARCHITECTURE.md)"
+                    "unknown setting `{name}` (a typo? `herald config defaults` lists them all)"
                 )
             }
             kind => kind.to_string(),
@@ -1046,6 +1046,28 @@ mod tests {
 
         // the test suite's own variables are not settings
         assert!(load(None, &[("HERALD_TEST_NATS_URL", "x")], Flags::default()).is_ok());
+    }
+
+    #[test]
+    fn the_printed_defaults_load_as_the_defaults_and_name_every_setting() {
+        use crate::settings_doc::{CONFIG_DOCS, as_object, defaults_toml};
+        let text = defaults_toml();
+        let loaded = load(Some(&text), &[], Flags::default()).expect("the printed file loads");
+        assert_eq!(loaded, Config::default());
+        for name in as_object(&Config::default()).keys() {
+            assert!(
+                CONFIG_DOCS.iter().any(|(n, _)| n == name),
+                "{name} has no doc entry"
+            );
+            if !matches!(name.as_str(), "namespaces" | "apps") {
+                assert!(text.contains(&format!("{name} =")), "{name} missing");
+            }
+        }
+        let undocumented: Vec<_> = CONFIG_DOCS
+            .iter()
+            .filter(|(_, doc)| doc.is_empty())
+            .collect();
+        assert!(undocumented.is_empty(), "{undocumented:?}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod jwks;
 pub mod metrics;
 pub mod presence;
 pub mod route;
+pub mod settings_doc;
 pub mod shutdown;
 pub mod streams;
 pub mod subjects;

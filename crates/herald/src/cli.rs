@@ -44,6 +44,21 @@ pub(crate) enum Command {
     /// connection), `latency` (publish → deliver time under fan-out).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The configuration: `defaults` prints every setting with its default,
+    /// its environment variable and what it does.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Every setting as a commented TOML file that loads as the defaults
+    /// (`herald config defaults > herald.toml`), or as Markdown.
+    Defaults {
+        /// A Markdown table instead (docs/SETTINGS.md).
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -51,6 +51,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", cli::mint_token(&config, &args)?);
                 Ok(())
             }
+            Command::Config(cli::ConfigCommand::Defaults { markdown }) => {
+                print!(
+                    "{}",
+                    if markdown {
+                        herald_core::settings_doc::settings_markdown()
+                    } else {
+                        herald_core::settings_doc::defaults_toml()
+                    }
+                );
+                Ok(())
+            }
             Command::Bench(cli::BenchCommand::Idle(args)) => bench::idle(args).await,
             Command::Bench(cli::BenchCommand::Latency(args)) => bench::latency(args).await,
             Command::Check(args) => {
