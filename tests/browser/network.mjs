@@ -105,7 +105,7 @@ try {
 
   // The server restarts: what it had is gone (a new epoch), and it stores
   // 30 publications before the client is back.
-  pub.paused = true;
+  await pub.pause();
   const lastOfA = pub.n;
   await until('everything of the first server', async () => (await sdk.ns()).includes(lastOfA));
   await outage(async () => {

@@ -104,7 +104,7 @@ export async function tcpProxy(target) {
 /** Publishes `{n}` to `channel` through the server API, `rate` a second
  * (on a fixed schedule), to whichever server `api` currently is. */
 export function publisher({ api, apiKey, channel, rate = 20 }) {
-  const state = { api, n: 0, running: true, paused: false, error: null };
+  const state = { api, n: 0, running: true, paused: false, error: null, inFlight: Promise.resolve() };
   state.done = (async () => {
     const start = Date.now();
     for (let tick = 0; state.running; tick++) {
@@ -112,11 +112,12 @@ export function publisher({ api, apiKey, channel, rate = 20 }) {
       if (wait > 0) await sleep(wait);
       if (state.paused) continue;
       const n = state.n + 1;
-      const r = await fetch(`${state.api}/api/publish`, {
+      state.inFlight = fetch(`${state.api}/api/publish`, {
         method: 'POST',
         headers: { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/json' },
         body: JSON.stringify({ channel, data: { n } }),
       }).catch((e) => ({ ok: false, text: async () => String(e) }));
+      const r = await state.inFlight;
       if (!r.ok) {
         state.error = `publish ${n}: ${await r.text()}`;
         state.running = false;
@@ -125,6 +126,12 @@ export function publisher({ api, apiKey, channel, rate = 20 }) {
       state.n = n;
     }
   })();
+  /** Stops publishing; resolves once the publish under way (if any) is
+   * answered, so `n` is the last one sent. */
+  state.pause = async () => {
+    state.paused = true;
+    await state.inFlight;
+  };
   state.stop = async () => {
     state.running = false;
     await state.done;
