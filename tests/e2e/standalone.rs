@@ -232,3 +232,20 @@ async fn a_browser_asking_for_the_favicon_gets_the_herald_mark() {
     assert_eq!(answer.headers()["content-type"], "image/svg+xml");
     assert!(answer.text().await.unwrap().starts_with("<svg"));
 }
+
+#[tokio::test]
+async fn a_history_read_from_past_the_latest_offset_is_a_bad_request_not_a_lost_one() {
+    let herald = Herald::standalone(&Env::new());
+    let api = herald.api();
+    api.publish("ahead:x", json!({"n": 1})).await;
+    let ahead = api.get("/api/history?channel=ahead:x&since=5").await;
+    assert_eq!(ahead.status, 400, "{}", ahead.body);
+    assert_eq!(ahead.body["error"]["code"], 100, "{}", ahead.body);
+    // an offset of another epoch is still one whose publications are gone
+    let lost = api
+        .get("/api/history?channel=ahead:x&since=0&epoch=another")
+        .await;
+    assert_eq!(lost.status, 410, "{}", lost.body);
+    let fine = api.get("/api/history?channel=ahead:x&since=0").await;
+    assert_eq!(fine.status, 200, "{}", fine.body);
+}

@@ -171,6 +171,24 @@ pub(crate) async fn since_position(
     Ok(Some(StreamPosition { offset, epoch }))
 }
 
+/// The error for a history read from `since` that cannot be answered:
+/// past the channel's latest offset (the caller's mistake, 400), else
+/// publications no longer kept (110).
+pub(crate) fn not_readable(since: Option<&StreamPosition>, latest: &StreamPosition) -> ErrorBody {
+    match since {
+        Some(since) if since.epoch == latest.epoch && since.offset > latest.offset => {
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "since {} is past the channel's latest offset {} (epoch {:?})",
+                    since.offset, latest.offset, latest.epoch
+                ),
+            )
+        }
+        _ => unrecoverable(latest),
+    }
+}
+
 /// The error for a position whose publications are no longer kept.
 pub(crate) fn unrecoverable(latest: &StreamPosition) -> ErrorBody {
     ErrorBody::new(
@@ -211,6 +229,6 @@ async fn history(
             };
             Ok(Json(answer).into_response())
         }
-        Recovery::Unrecoverable { latest } => Err(ApiError(unrecoverable(&latest))),
+        Recovery::Unrecoverable { latest } => Err(ApiError(not_readable(since.as_ref(), &latest))),
     }
 }

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use crate::api::{DEFAULT_HISTORY_LIMIT, since_position, unrecoverable};
+use crate::api::{DEFAULT_HISTORY_LIMIT, not_readable, since_position};
 use crate::routing::{
     BroadcastRequest, NotifyOutcome, PublishRequest, Routing, SendRequest, SendResult,
 };
@@ -191,7 +191,9 @@ impl RoutingApi for GrpcApi {
                 offset: latest.offset,
                 epoch: latest.epoch.to_string(),
             })),
-            Recovery::Unrecoverable { latest } => Err(status_of(unrecoverable(&latest))),
+            Recovery::Unrecoverable { latest } => {
+                Err(status_of(not_readable(since.as_ref(), &latest)))
+            }
         }
     }
 
