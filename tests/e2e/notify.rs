@@ -500,6 +500,21 @@ async fn bad_device_input_gets_a_clear_error_and_nothing_is_stored() {
     )
     .await;
     assert_eq!(status, 413, "{answer}");
+    // a user that is no user id (routing and the edges refuse it too)
+    let Answer {
+        status,
+        body: answer,
+        ..
+    } = api
+        .post("/api/notify", json!({"user": "a,b#c d", "data": {}}))
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].clone()),
+        (400, json!(100)),
+        "{answer}"
+    );
+    let listed = api.get("/api/devices?user=a%2Cb%23c%20d").await;
+    assert_eq!(listed.status, 400, "{}", listed.body);
     let devices = api.get("/api/devices?user=frank").await.body;
     assert_eq!(devices["devices"], json!([]));
     // without the API key, nothing

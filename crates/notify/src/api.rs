@@ -141,10 +141,12 @@ impl Notify {
                 "name a user: `?user=…`",
             ));
         }
-        self.store.list(user).await.map_err(store_error)
+        let user = user_id(user)?;
+        self.store.list(user.as_str()).await.map_err(store_error)
     }
 
-    /// Which of `users` have at least one device.
+    /// Which of `users` have at least one device (ids that are no user
+    /// id have none).
     pub async fn users_with_devices(&self, users: &[String]) -> Result<HashSet<String>, ErrorBody> {
         if users.len() > MAX_USERS_PER_LOOKUP {
             return Err(ErrorBody::new(
@@ -161,7 +163,8 @@ impl Notify {
     /// Queues a push; answers its id (for `status`).
     pub async fn send(&self, request: SendRequest) -> Result<String, ErrorBody> {
         let user = match (&request.user, &request.device_id) {
-            (Some(user), None) if !user.is_empty() => user.clone(),
+            // the user ids routing and the edges take, and no other
+            (Some(user), None) if !user.is_empty() => user_id(user)?.as_str().to_owned(),
             (None, Some(id)) => {
                 self.store
                     .get(id)
@@ -524,4 +527,10 @@ impl NotifyApi for GrpcApi {
                 .collect(),
         }))
     }
+}
+
+/// `user` as a user id, or the 400 that says why it is none.
+fn user_id(user: &str) -> Result<herald_protocol::UserId, ErrorBody> {
+    herald_protocol::UserId::parse(user)
+        .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("invalid user: {e}")))
 }
