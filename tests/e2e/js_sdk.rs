@@ -15,38 +15,9 @@ fn js_modules() -> String {
     tool("HERALD_TEST_JS_MODULES", "js-env.sh")
 }
 
-/// Where playwright-core is installed.
-fn browser_modules() -> String {
-    tool("HERALD_TEST_NODE_MODULES", "browser-env.sh")
-}
-
-/// Runs `command` and checks it succeeded and printed `done`.
-fn run(command: &mut Command, done: &str) -> String {
-    let output = command.output().expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success() && stdout.contains(done),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("{stdout}");
-    stdout
-}
-
-/// Runs `tests/browser/<script>` and checks it said `ok: <done>`.
-fn run_script(script: &str, args: &[&str], done: &str) {
-    run(
-        Command::new("node")
-            .arg(repo_root().join("tests/browser").join(script))
-            .arg(browser_modules())
-            .args(args),
-        &format!("ok: {done}"),
-    );
-}
-
 #[test]
 fn js_sdk_unit_tests_against_a_fake_server() {
-    let report = run(
+    let report = run_until_said(
         Command::new("node")
             .arg("--test")
             .arg("tests/js")
@@ -68,9 +39,9 @@ fn js_sdk_types_check_a_typed_example() {
     };
     // the example, with the declarations its import of the package's name
     // resolves to (through package.json's `exports`)…
-    run(tsc().arg("--listFilesOnly"), "clients/js/herald.d.ts");
+    run_until_said(tsc().arg("--listFilesOnly"), "clients/js/herald.d.ts");
     // …checked (strict; its `@ts-expect-error` lines must be errors)
-    run(&mut tsc(), "");
+    run_until_said(&mut tsc(), "");
 }
 
 #[test]
@@ -80,7 +51,7 @@ fn chromium_sdk_loses_nothing_through_real_network_cuts_and_a_restart() {
     let env = Env::new();
     let first = Herald::standalone(&env);
     let second = Herald::standalone(&env);
-    run_script(
+    run_browser_script(
         "network.mjs",
         &[&first.http(), &second.http(), API_KEY, SECRET],
         "network",
@@ -90,5 +61,5 @@ fn chromium_sdk_loses_nothing_through_real_network_cuts_and_a_restart() {
 #[test]
 fn chromium_sdk_refreshes_tokens_in_place_on_every_transport() {
     let herald = Herald::standalone(&Env::new());
-    run_script("refresh.mjs", &[&herald.http(), API_KEY, SECRET], "refresh");
+    run_browser_script("refresh.mjs", &[&herald.http(), API_KEY, SECRET], "refresh");
 }

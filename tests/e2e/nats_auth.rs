@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use herald_client::Client;
 use herald_fakes::TestCa;
@@ -78,16 +77,9 @@ fn refused(service: &str, env: &Env) -> String {
         .stderr(Stdio::piped());
     env.apply(&mut command);
     let mut child = command.spawn().expect("spawn herald");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{service} kept running with NATS refusing it");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let Some(status) = exited(&mut child, WAIT) else {
+        let _ = child.kill();
+        panic!("{service} kept running with NATS refusing it");
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)

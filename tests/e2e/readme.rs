@@ -192,17 +192,7 @@ impl Drop for Terminals {
             if panicking {
                 eprintln!("--- `{}`:\n{}", self.running[n].0, self.printed(n));
             }
-            let child = &mut self.running[n].1;
-            let group = format!("-{}", child.id());
-            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-            let deadline = std::time::Instant::now() + WAIT;
-            while !matches!(child.try_wait(), Ok(Some(_))) && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            if !matches!(child.try_wait(), Ok(Some(_))) {
-                let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-            }
-            let _ = child.wait();
+            let _ = terminate_group(&mut self.running[n].1, WAIT);
         }
     }
 }

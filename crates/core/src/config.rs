@@ -1094,7 +1094,7 @@ mod tests {
             ],
             Flags::default(),
         )
-        .unwrap();
+        .expect("user and password together load");
         let shown = format!("{:?}", config.nats());
         assert!(shown.contains("herald") && !shown.contains("pw"), "{shown}");
     }

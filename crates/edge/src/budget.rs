@@ -43,22 +43,19 @@ impl ConnectionBudget {
             let usable = (bytes as f64 * MEMORY_FOR_CONNECTIONS) as u64;
             usize::try_from(usable / per_connection.max(1)).unwrap_or(usize::MAX)
         });
-        [
-            Some((configured, "max_connections")),
+        let (connections, limited_by) = [
             by_descriptors.map(|n| (n, "descriptors")),
             by_memory.map(|n| (n, "memory")),
         ]
         .into_iter()
         .flatten()
-        .min_by_key(|(n, _)| *n)
-        .map(|(connections, limited_by)| ConnectionBudget {
+        .fold((configured, "max_connections"), |least, bound| {
+            if bound.0 < least.0 { bound } else { least }
+        });
+        ConnectionBudget {
             connections: connections.max(1),
             limited_by,
-        })
-        .unwrap_or(ConnectionBudget {
-            connections: configured,
-            limited_by: "max_connections",
-        })
+        }
     }
 }
 

@@ -143,14 +143,12 @@ impl Edge {
                         "fewer connections than max_connections: the process could not hold more"
                     );
                 }
+                // the recorder first: a gauge set before it is lost
                 herald_core::metrics::install();
                 metrics::gauge!("herald_edge_connection_budget").set(budget.connections as f64);
                 admission::Admission::new(budget.connections, config.connection_rate)
             },
-            stats: {
-                herald_core::metrics::install();
-                stats::EdgeStats::default()
-            },
+            stats: stats::EdgeStats::default(),
             cluster: admin::Cluster::default(),
             admin_keys: std::sync::OnceLock::new(),
             reporter,

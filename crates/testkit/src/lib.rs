@@ -30,8 +30,9 @@ pub use nats::{
     unique_prefix,
 };
 pub use process::{
-    Cluster, Env, Herald, free_port, herald_bin, herald_output, mint_token, python, repo_root, rss,
-    run_python, terminate, tool, wait_for_port,
+    Cluster, Env, Herald, exited, free_port, herald_bin, herald_output, mint_token, python,
+    repo_root, rss, run_browser_script, run_python, run_until_said, terminate, terminate_group,
+    tool, wait_for_port,
 };
 pub use push::{
     APNS_KEY_ID, APNS_TEAM, FCM_CLIENT_EMAIL, FCM_PROJECT, Fakes, apns_credentials,

@@ -402,9 +402,30 @@ fn listening_addr(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
 
 /// Sends `child` SIGTERM and waits for its exit, at most `limit`.
 pub fn terminate(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    signal(&child.id().to_string(), "-TERM");
+    exited(child, limit)
+}
+
+/// SIGTERM to `child`'s whole process group (a child started as the leader
+/// of its own, as a shell's job is), then its exit, at most `limit`;
+/// SIGKILL to the group if it is still there.
+pub fn terminate_group(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let group = format!("-{}", child.id());
+    signal(&group, "-TERM");
+    let status = exited(child, limit);
+    if status.is_none() {
+        signal(&group, "-KILL");
+        return child.wait().ok();
+    }
+    status
+}
+
+fn signal(target: &str, signal: &str) {
+    let _ = Command::new("kill").args([signal, "--", target]).status();
+}
+
+/// `child`'s exit status once it has exited, waiting at most `limit`.
+pub fn exited(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = std::time::Instant::now() + limit;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -415,6 +436,33 @@ pub fn terminate(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs `tests/browser/<script>` with node, the playwright-core modules
+/// (`HERALD_TEST_NODE_MODULES`, else `scripts/browser-env.sh`) as its first
+/// argument, then `args`; panics with its output unless it exits 0 and
+/// says `ok: <done>`. Answers what it printed.
+pub fn run_browser_script(script: &str, args: &[&str], done: &str) -> String {
+    let mut command = Command::new("node");
+    command
+        .arg(repo_root().join("tests/browser").join(script))
+        .arg(tool("HERALD_TEST_NODE_MODULES", "browser-env.sh"))
+        .args(args);
+    run_until_said(&mut command, &format!("ok: {done}"))
+}
+
+/// Runs `command` to its end; panics with its output unless it exits 0
+/// and printed `said`. Answers what it printed.
+pub fn run_until_said(command: &mut Command, said: &str) -> String {
+    let output = command.output().expect("run it");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.contains(said),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{stdout}");
+    stdout
 }
 
 /// Waits until something listens on 127.0.0.1:`port`.

@@ -115,8 +115,10 @@ mod tests {
             tokio::task::JoinHandle<()>,
         ),
     ) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("its address");
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
         let (_, health) = tonic_health::server::health_reporter();
@@ -169,7 +171,7 @@ mod tests {
             Duration::from_secs(5),
             resolve,
         )
-        .unwrap();
+        .expect("a valid URL");
         // the first resolution runs at once
         while upstream.targets.known() < 2 {
             tokio::task::yield_now().await;
