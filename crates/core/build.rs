@@ -8,7 +8,16 @@ fn main() {
     println!("cargo:rerun-if-changed=src/config.rs");
     let source = std::fs::read_to_string("src/config.rs").expect("src/config.rs");
     let mut out = String::new();
-    for name in ["Config", "NamespaceConfig", "AppCredentials"] {
+    let sections = [
+        "EdgeConfig",
+        "RoutingConfig",
+        "PresenceConfig",
+        "NotifyConfig",
+    ];
+    let mut tables = vec!["Config"];
+    tables.extend(sections);
+    tables.extend(["NamespaceConfig", "AppCredentials"]);
+    for name in tables {
         let fields = fields(&source, name);
         let _ = writeln!(
             out,
@@ -16,11 +25,22 @@ fn main() {
              pub(crate) const {}: &[(&str, &str)] = &[",
             const_name(name)
         );
-        for (field, doc) in fields {
+        for (field, _, doc) in &fields {
             let _ = writeln!(out, "    ({field:?}, {doc:?}),");
         }
         out.push_str("];\n");
     }
+    // The sections: `Config`'s fields whose type is a section's struct.
+    out.push_str(
+        "/// Each section's name (its TOML table) and settings, in order.\n\
+         pub(crate) const SECTIONS: &[(&str, &[(&str, &str)])] = &[\n",
+    );
+    for (field, ty, _) in fields(&source, "Config") {
+        if sections.contains(&ty.as_str()) {
+            let _ = writeln!(out, "    ({field:?}, {}),", const_name(&ty));
+        }
+    }
+    out.push_str("];\n");
     let path =
         std::path::Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("settings_docs.rs");
     std::fs::write(path, out).expect("write settings_docs.rs");
@@ -37,8 +57,9 @@ fn const_name(name: &str) -> String {
     out + "_DOCS"
 }
 
-/// The `pub` fields of `pub struct <name> {` with their `///` comments.
-fn fields(source: &str, name: &str) -> Vec<(String, String)> {
+/// The `pub` fields of `pub struct <name> {` with their types and `///`
+/// comments.
+fn fields(source: &str, name: &str) -> Vec<(String, String, String)> {
     let start = format!("pub struct {name} {{");
     let mut lines = source.lines().skip_while(|l| l.trim() != start).skip(1);
     let mut found = Vec::new();
@@ -51,8 +72,9 @@ fn fields(source: &str, name: &str) -> Vec<(String, String)> {
         if let Some(text) = line.strip_prefix("///") {
             doc.push(text.trim().to_owned());
         } else if let Some(rest) = line.strip_prefix("pub ") {
-            if let Some((field, _)) = rest.split_once(':') {
-                found.push((field.trim().to_owned(), doc.join(" ")));
+            if let Some((field, ty)) = rest.split_once(':') {
+                let ty = ty.trim().trim_end_matches(',').to_owned();
+                found.push((field.trim().to_owned(), ty, doc.join(" ")));
             }
             doc.clear();
         } else if line.is_empty() {

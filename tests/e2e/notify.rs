@@ -37,17 +37,20 @@ struct Stack {
     env: Cluster,
 }
 
+/// The stack, jobs redelivered soon after a crash (5 s).
 async fn stack(f: &Fakes, extra: &str) -> Stack {
+    stack_acking(f, extra, "5").await
+}
+
+/// The stack with notify's `extra` settings and the queue's ack wait.
+async fn stack_acking(f: &Fakes, extra: &str, ack_wait_secs: &str) -> Stack {
     let db = Database::create().await;
     let config = config(f, extra);
     let mut env = Cluster::new()
         .with("HERALD_PRESENCE_HEARTBEAT_SECS", "1")
         .with("HERALD_CONFIG", config.to_str().unwrap())
-        .with("RUST_LOG", "info,herald_notify=debug");
-    // Redelivered soon after a crash, unless the test sets its own.
-    if !extra.contains("push_ack_wait_secs") {
-        env.set("HERALD_PUSH_ACK_WAIT_SECS", "5");
-    }
+        .with("RUST_LOG", "info,herald_notify=debug")
+        .with("HERALD_PUSH_ACK_WAIT_SECS", ack_wait_secs);
     let presence = Herald::presence("presence", &env);
     env.set("HERALD_PRESENCE_URL", presence.grpc_url());
     env.set("HERALD_DATABASE_URL", db.url.as_str());
@@ -180,7 +183,7 @@ async fn a_burst_of_47_becomes_at_most_two_alerts_per_device() {
     // A window far longer than the burst takes even on a busy machine: the
     // burst falls in one window however slowly it is sent.
     // (Held jobs must not be redelivered meanwhile: the ack wait is longer.)
-    let c = stack(&f, "coalesce_window_ms = 8000\npush_ack_wait_secs = 30").await;
+    let c = stack_acking(&f, "coalesce_window_ms = 8000", "30").await;
     let api = c.notify.api();
     register(
         &api,

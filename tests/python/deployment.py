@@ -157,12 +157,17 @@ def exported_metrics(root):
 
 
 def rust_defaults(root):
-    """The numeric defaults of `impl Default for Config`
-    (crates/core/src/config.rs), for settings an overlay leaves out."""
+    """The numeric defaults of `impl Default for Config` and of its
+    sections' (`EdgeConfig`, …) in crates/core/src/config.rs, for settings
+    an overlay leaves out (a variable is the setting's name, whatever its
+    table)."""
     source = open(os.path.join(root, "crates", "core", "src", "config.rs")).read()
-    start = source.index("impl Default for Config")
-    body = source[start : source.index("\n}\n", start)]
-    return {k: int(v.replace("_", "")) for k, v in re.findall(r"^\s+(\w+): ([\d_]+),$", body, re.M)}
+    defaults = {}
+    for start in (m.start() for m in re.finditer(r"impl Default for \w*Config \{", source)):
+        body = source[start : source.index("\n}\n", start)]
+        found = re.findall(r"^\s+(\w+): ([\d_]+),$", body, re.M)
+        defaults.update({k: int(v.replace("_", "")) for k, v in found})
+    return defaults
 
 
 def memory_share(root):
@@ -375,8 +380,12 @@ def setting(root, env, toml_text, name):
     """A setting as the service reads it: env over TOML over the default."""
     if f"HERALD_{name.upper()}" in env:
         return int(env[f"HERALD_{name.upper()}"])
-    if toml_text and name in tomllib.loads(toml_text):
-        return int(tomllib.loads(toml_text)[name])
+    if toml_text:
+        parsed = tomllib.loads(toml_text)
+        tables = [parsed] + [t for t in parsed.values() if isinstance(t, dict)]
+        for table in tables:
+            if name in table and not isinstance(table[name], dict):
+                return int(table[name])
     return rust_defaults(root)[name]
 
 

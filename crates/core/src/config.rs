@@ -44,10 +44,15 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// An error about `key`, with no origin.
+    /// An error about `key` (a setting's name, placed in its table:
+    /// `ping_interval_secs` is `edge.ping_interval_secs`), with no origin.
     pub fn new(key: &str, message: impl Into<String>) -> Self {
+        let key = match crate::settings_doc::section_of(key) {
+            Some(section) => format!("{section}.{key}"),
+            None => key.to_owned(),
+        };
         ConfigError {
-            key: key.to_owned(),
+            key,
             origin: String::new(),
             message: message.into(),
         }
@@ -61,8 +66,10 @@ impl ConfigError {
                 let name = if error.path.is_empty() {
                     md.name.to_string()
                 } else if md.name.contains("environment") {
-                    // figment names env keys without their prefix
-                    format!("{ENV_PREFIX}{}", md.interpolate(&profile, &error.path))
+                    // A variable is named after the setting alone, whatever
+                    // its table.
+                    let setting = error.path.last().map(String::as_str).unwrap_or_default();
+                    format!("{ENV_PREFIX}{}", setting.to_ascii_uppercase())
                 } else {
                     md.interpolate(&profile, &error.path)
                 };
@@ -76,9 +83,14 @@ impl ConfigError {
         let message = match &error.kind {
             // figment lists every known field: one line should stay readable
             figment::error::Kind::UnknownField(name, _) => {
-                format!(
-                    "unknown setting `{name}` (a typo? `herald config defaults` lists them all)"
-                )
+                match crate::settings_doc::section_of(name) {
+                    Some(section) if error.path.len() <= 1 => format!(
+                        "`{name}` is a setting of the `[{section}]` table, not of the top level"
+                    ),
+                    _ => format!(
+                        "unknown setting `{name}` (a typo? `herald config defaults` lists them all)"
+                    ),
+                }
             }
             kind => kind.to_string(),
         };
@@ -125,18 +137,26 @@ impl Default for NamespaceConfig {
     }
 }
 
-/// Every setting of every service, with its default (see
-/// docs/ARCHITECTURE.md#configuration).
+/// Every setting: the part every service shares, then one section per
+/// service (see docs/SETTINGS.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// HTTP listen address (edge: clients; routing: server API).
+    /// HTTP listen address: the edge's (and standalone's) for clients,
+    /// `0.0.0.0:8080` — standalone with the development secret
+    /// `127.0.0.1:8080`; routing's server API `0.0.0.0:8081`; presence
+    /// `0.0.0.0:8082` and notify `0.0.0.0:8083` (health, metrics, notify's
+    /// device API).
     pub http_addr: Option<SocketAddr>,
-    /// gRPC listen address.
+    /// gRPC listen address: routing (and standalone) `0.0.0.0:50051` —
+    /// standalone with the development secret `127.0.0.1:50051`; presence
+    /// `0.0.0.0:50052`; notify `0.0.0.0:50053`.
     pub grpc_addr: Option<SocketAddr>,
     /// This process's name in the cluster; generated when unset.
     pub node_id: Option<String>,
-    /// NATS servers: a comma-separated seed list.
+    /// NATS servers: a comma-separated seed list
+    /// (`nats://a:4222,nats://b:4222`); seeds that are down are skipped at
+    /// start, and the client then reconnects to any server of the cluster.
     pub nats_url: String,
     /// NATS user name, with `nats_password`, when the servers require one.
     pub nats_user: Option<String>,
@@ -156,39 +176,21 @@ pub struct Config {
     /// Refuse to talk to NATS without TLS (implied by a CA or client
     /// certificate, or a `tls://` URL).
     pub nats_tls_required: bool,
-    /// Notify's device store: `postgres://…` or `sqlite:…`.
-    pub database_url: Option<String>,
-    /// Where standalone keeps its files (the SQLite device store,
-    /// `herald.db`, when `database_url` is unset); the working directory
-    /// when unset. Made if missing.
-    pub data_dir: Option<PathBuf>,
     /// The presence service's gRPC address, which routing asks who is online
     /// and the edge asks for `presence`; unset: no pushes, no `presence`.
     pub presence_url: Option<String>,
     /// Notify's gRPC address, where routing asks whether offline users have
-    /// devices (`SendToUser` → `no_devices`).
+    /// devices (`SendToUser` → `no_devices`); unset: offline users are
+    /// `pushed`, and the worker drops the jobs of users without devices.
     pub notify_url: Option<String>,
     /// The first token of every NATS subject and the prefix of stream names,
     /// so several Herald clusters (or test runs) can share one NATS.
     pub subject_prefix: String,
-
-    /// The one algorithm client tokens must be signed with.
-    pub jwt_algorithm: JwtAlgorithm,
-    /// The HS256 secret.
-    pub jwt_secret: Option<String>,
-    /// PEM public key for RS256 / ES256.
-    pub jwt_public_key_file: Option<PathBuf>,
-    /// Or a JWKS file of public keys (RS256 / ES256), chosen by `kid` and
-    /// read again when the file changes.
-    pub jwt_jwks_file: Option<PathBuf>,
-    /// Clock skew tolerated on `exp` / `nbf`, seconds.
-    pub jwt_leeway_secs: u64,
-    /// Server API keys (`Authorization: Bearer <key>`).
+    /// Server API keys (`Authorization: Bearer <key>`), each at least 8
+    /// characters; required outside standalone (comma-separated in the
+    /// variable).
     #[serde(deserialize_with = "string_or_list")]
     pub api_keys: Vec<String>,
-    /// Browser origins allowed to open client connections; empty allows all.
-    #[serde(deserialize_with = "string_or_list")]
-    pub allowed_origins: Vec<String>,
     /// Load balancers and proxies in front of Herald (addresses or CIDRs):
     /// their connections carry many clients, so the per-address limits
     /// apply to the client they name in `X-Forwarded-For` instead.
@@ -201,6 +203,68 @@ pub struct Config {
     /// (0: no limit). A tenth of `max_connections` by default: enough for a
     /// large office or carrier NAT, not enough for one host to take all.
     pub max_connections_per_ip: usize,
+    /// Largest client frame, and largest publication `data`, in bytes.
+    pub max_message_bytes: usize,
+    /// Deepest nesting of arrays and objects in publication `data`.
+    pub max_json_depth: usize,
+    /// Seconds to finish in-flight work after SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// Seconds between an edge's presence heartbeats; an edge silent for
+    /// three is taken for dead.
+    pub presence_heartbeat_secs: u64,
+    /// Copies JetStream keeps of the notify queue and the presence lease.
+    pub queue_replicas: usize,
+    /// How long a push job taken by a notify process that died is held
+    /// before another takes it, seconds.
+    pub push_ack_wait_secs: u64,
+    /// Whether a stream that exists with other settings than configured
+    /// (replicas, storage, limits) is changed to the configuration. Off: it
+    /// is left as it is, and the difference is reported in the logs and in
+    /// routing's `/readyz`.
+    pub stream_update: bool,
+
+    /// Refuse channels in namespaces not listed (104) instead of giving them
+    /// the `default` namespace's settings.
+    pub strict_namespaces: bool,
+    /// Settings per namespace (`[namespaces.<name>]`); `default` is used for
+    /// channels of unlisted namespaces, and those with none.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Push credentials per app (`[apps.<id>]`), chosen by a device's app.
+    pub apps: BTreeMap<String, AppCredentials>,
+
+    /// `pretty`, `json`, or unset: pretty on a terminal, JSON otherwise.
+    pub log_format: Option<LogFormat>,
+    /// The edge: client connections, their tokens, limits and timeouts (`[edge]`).
+    pub edge: EdgeConfig,
+    /// Routing: the write path, history and the server API (`[routing]`).
+    pub routing: RoutingConfig,
+    /// Presence: who is online (`[presence]`).
+    pub presence: PresenceConfig,
+    /// Notify: device tokens and push providers (`[notify]`).
+    pub notify: NotifyConfig,
+}
+
+/// The edge: client connections, their tokens, limits and timeouts (`[edge]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// The one algorithm client tokens must be signed with.
+    pub jwt_algorithm: JwtAlgorithm,
+    /// The HS256 secret, at least 32 bytes; required outside standalone.
+    pub jwt_secret: Option<String>,
+    /// PEM public key for RS256 / ES256.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Or a JWKS file of public keys (RS256 / ES256), chosen by the token's
+    /// `kid` (a token without one only when the file holds one usable key);
+    /// an unknown `kid` makes the edge read the file again if it changed, so
+    /// a provider's key rotation needs no restart; a changed file that does
+    /// not parse keeps the keys already loaded; the algorithm stays pinned.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` / `nbf`, seconds.
+    pub jwt_leeway_secs: u64,
+    /// Browser origins allowed to open client connections; empty allows all.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_origins: Vec<String>,
     /// New client connections one address may open per second (its share
     /// of `connection_rate`; bursts of the same size).
     pub connection_rate_per_ip: u32,
@@ -211,10 +275,6 @@ pub struct Config {
     pub pong_timeout_secs: u64,
     /// Seconds a new connection has to send `connect`.
     pub connect_timeout_secs: u64,
-    /// Largest client frame, and largest publication `data`, in bytes.
-    pub max_message_bytes: usize,
-    /// Deepest nesting of arrays and objects in publication `data`.
-    pub max_json_depth: usize,
     /// Frames waiting to be written to one client before it counts as a
     /// slow consumer.
     pub client_queue_len: usize,
@@ -225,8 +285,6 @@ pub struct Config {
     pub write_batch_frames: usize,
     /// How long an edge waits for routing to answer a client publish, ms.
     pub route_timeout_ms: u64,
-    /// Seconds to finish in-flight work after SIGTERM.
-    pub shutdown_grace_secs: u64,
     /// Seconds over which an edge tells its clients to reconnect elsewhere
     /// after SIGTERM, each at a random moment (no thundering herd).
     pub drain_window_secs: u64,
@@ -259,6 +317,18 @@ pub struct Config {
     /// An SSE stream is ended after this many seconds (0: never), so
     /// clients reconnect and rebalance; they resume with `Last-Event-ID`.
     pub sse_max_duration_secs: u64,
+    /// How long a long-poll client counts as connected after its poll ends,
+    /// seconds.
+    pub poll_grace_secs: u64,
+    /// Typing events one user may send per channel per second (bursts of
+    /// three).
+    pub typing_rate: u32,
+}
+
+/// Routing: the write path, history and the server API (`[routing]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
     /// How long an idempotency key is remembered, seconds.
     pub idempotency_window_secs: u64,
     /// Channels one broadcast may name at most.
@@ -266,18 +336,6 @@ pub struct Config {
     /// How long routing waits for presence before treating users as
     /// unknown, ms.
     pub presence_timeout_ms: u64,
-    /// Seconds between an edge's presence heartbeats; an edge silent for
-    /// three is taken for dead.
-    pub presence_heartbeat_secs: u64,
-    /// How long a user whose last connection closed still counts as online,
-    /// ms (a quick reconnect is not an offline moment).
-    pub presence_grace_ms: u64,
-    /// How long a long-poll client counts as connected after its poll ends,
-    /// seconds.
-    pub poll_grace_secs: u64,
-    /// Typing events one user may send per channel per second (bursts of
-    /// three).
-    pub typing_rate: u32,
     /// Where JetStream keeps history: `file` (default) or `memory`.
     pub history_storage: HistoryStorage,
     /// Bytes standalone's in-memory history keeps at most, every channel
@@ -286,28 +344,34 @@ pub struct Config {
     /// Copies JetStream keeps of each history stream: 1 for one NATS
     /// server, 3 for a cluster (a node can then die without loss).
     pub history_replicas: usize,
-    /// Copies JetStream keeps of the notify queue and the presence lease.
-    pub queue_replicas: usize,
-    /// Whether a stream that exists with other settings than configured
-    /// (replicas, storage, limits) is changed to the configuration. Off: it
-    /// is left as it is, and the difference is reported in the logs and in
-    /// routing's `/readyz`.
-    pub stream_update: bool,
     /// How long storing a publication may take, milliseconds: past it the
     /// publisher is answered — 503 (nothing stored) or 504 with the
     /// idempotency key to retry with (the outcome is unknown) — instead of
     /// waiting on an unreachable JetStream.
     pub publish_timeout_ms: u64,
+}
 
-    /// Refuse channels in namespaces not listed (104) instead of giving them
-    /// the `default` namespace's settings.
-    pub strict_namespaces: bool,
-    /// Settings per namespace (`[namespaces.<name>]`); `default` is used for
-    /// channels of unlisted namespaces, and those with none.
-    pub namespaces: BTreeMap<String, NamespaceConfig>,
+/// Presence: who is online (`[presence]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// How long a user whose last connection closed still counts as online,
+    /// ms (a quick reconnect is not an offline moment).
+    pub presence_grace_ms: u64,
+}
 
-    /// Push credentials per app (`[apps.<id>]`), chosen by a device's app.
-    pub apps: BTreeMap<String, AppCredentials>,
+/// Notify: device tokens and push providers (`[notify]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Notify's device store: `postgres://…` or `sqlite:…`; required by
+    /// notify, and standalone's is `herald.db` in `data_dir` when unset.
+    pub database_url: Option<String>,
+    /// Where standalone keeps its files (the SQLite device store,
+    /// `herald.db`, when `database_url` is unset); the working directory
+    /// when unset. Made if missing.
+    pub data_dir: Option<PathBuf>,
+
     /// APNs base URLs (production, sandbox) and FCM's; tests point them at
     /// fakes.
     pub apns_url: String,
@@ -333,12 +397,6 @@ pub struct Config {
     pub push_concurrency: usize,
     /// Devices one user may register; the least recently seen go first.
     pub max_devices_per_user: usize,
-    /// How long a push job taken by a notify process that died is held
-    /// before another takes it, seconds.
-    pub push_ack_wait_secs: u64,
-
-    /// `pretty`, `json`, or unset: pretty on a terminal, JSON otherwise.
-    pub log_format: Option<LogFormat>,
 }
 
 /// One app's push credentials. Each platform is optional.
@@ -397,32 +455,49 @@ impl Default for Config {
             nats_tls_cert_file: None,
             nats_tls_key_file: None,
             nats_tls_required: false,
-            database_url: None,
-            data_dir: None,
             presence_url: None,
             notify_url: None,
             subject_prefix: "herald".into(),
+            api_keys: Vec::new(),
+            trusted_proxies: Vec::new(),
+            http_header_timeout_secs: 10,
+            max_connections_per_ip: 10_000,
+            max_message_bytes: 64 * 1024,
+            max_json_depth: 64,
+            shutdown_grace_secs: 10,
+            presence_heartbeat_secs: 5,
+            queue_replicas: 1,
+            push_ack_wait_secs: 60,
+            stream_update: false,
+            strict_namespaces: false,
+            namespaces: BTreeMap::new(),
+            apps: BTreeMap::new(),
+            log_format: None,
+            edge: EdgeConfig::default(),
+            routing: RoutingConfig::default(),
+            presence: PresenceConfig::default(),
+            notify: NotifyConfig::default(),
+        }
+    }
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
             jwt_algorithm: JwtAlgorithm::HS256,
             jwt_secret: None,
             jwt_public_key_file: None,
             jwt_jwks_file: None,
             jwt_leeway_secs: 5,
-            api_keys: Vec::new(),
             allowed_origins: Vec::new(),
-            trusted_proxies: Vec::new(),
-            http_header_timeout_secs: 10,
-            max_connections_per_ip: 10_000,
             connection_rate_per_ip: 100,
             ping_interval_secs: 25,
             pong_timeout_secs: 10,
             connect_timeout_secs: 10,
-            max_message_bytes: 64 * 1024,
-            max_json_depth: 64,
             client_queue_len: 1024,
             client_queue_bytes: 4 * 1024 * 1024,
             write_batch_frames: 64,
             route_timeout_ms: 5000,
-            shutdown_grace_secs: 10,
             drain_window_secs: 10,
             command_rate: 50,
             command_burst: 100,
@@ -434,22 +509,31 @@ impl Default for Config {
             connection_rate: 1000,
             max_connections_per_user: 100,
             sse_max_duration_secs: 0,
+            poll_grace_secs: 10,
+            typing_rate: 1,
+        }
+    }
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
             idempotency_window_secs: 120,
             max_broadcast_channels: 1000,
             presence_timeout_ms: 500,
             history_storage: HistoryStorage::File,
             history_memory_bytes: crate::history::DEFAULT_MEMORY_BUDGET,
             history_replicas: 1,
-            queue_replicas: 1,
-            stream_update: false,
             publish_timeout_ms: 2000,
-            presence_heartbeat_secs: 5,
-            presence_grace_ms: 0,
-            poll_grace_secs: 10,
-            typing_rate: 1,
-            strict_namespaces: false,
-            namespaces: BTreeMap::new(),
-            apps: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            database_url: None,
+            data_dir: None,
             apns_url: "https://api.push.apple.com".into(),
             apns_sandbox_url: "https://api.sandbox.push.apple.com".into(),
             fcm_url: "https://fcm.googleapis.com".into(),
@@ -460,8 +544,6 @@ impl Default for Config {
             push_max_attempts: 5,
             push_concurrency: 32,
             max_devices_per_user: 10,
-            push_ack_wait_secs: 60,
-            log_format: None,
         }
     }
 }
@@ -510,10 +592,20 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let env = Env::prefixed(ENV_PREFIX).filter(|key| {
-            let key = key.as_str().to_ascii_lowercase();
-            !key.starts_with(ENV_TEST_PREFIX) && !ENV_NOT_SETTINGS.contains(&key.as_str())
-        });
+        // A variable is the setting's own name; the setting lives in its
+        // service's table (`HERALD_PING_INTERVAL_SECS` → `edge.ping_interval_secs`).
+        let env = Env::prefixed(ENV_PREFIX)
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                !key.starts_with(ENV_TEST_PREFIX) && !ENV_NOT_SETTINGS.contains(&key.as_str())
+            })
+            .map(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                match crate::settings_doc::section_of(&key) {
+                    Some(section) => format!("{section}.{key}").into(),
+                    None => key.into(),
+                }
+            });
         let config: Config = figment
             .merge(env)
             .merge(Serialized::defaults(flags))
@@ -531,27 +623,39 @@ impl Config {
                 Ok(())
             }
         };
-        positive("ping_interval_secs", self.ping_interval_secs)?;
-        positive("pong_timeout_secs", self.pong_timeout_secs)?;
-        positive("connect_timeout_secs", self.connect_timeout_secs)?;
-        positive("route_timeout_ms", self.route_timeout_ms)?;
-        positive("publish_timeout_ms", self.publish_timeout_ms)?;
+        positive("ping_interval_secs", self.edge.ping_interval_secs)?;
+        positive("pong_timeout_secs", self.edge.pong_timeout_secs)?;
+        positive("connect_timeout_secs", self.edge.connect_timeout_secs)?;
+        positive("route_timeout_ms", self.edge.route_timeout_ms)?;
+        positive("publish_timeout_ms", self.routing.publish_timeout_ms)?;
         positive("max_message_bytes", self.max_message_bytes as u64)?;
         positive("max_json_depth", self.max_json_depth as u64)?;
-        positive("client_queue_len", self.client_queue_len as u64)?;
-        positive("client_queue_bytes", self.client_queue_bytes as u64)?;
-        positive("write_batch_frames", self.write_batch_frames as u64)?;
-        positive("idempotency_window_secs", self.idempotency_window_secs)?;
-        positive("command_rate", self.command_rate as u64)?;
-        positive("command_burst", self.command_burst as u64)?;
-        positive("max_commands_in_flight", self.max_commands_in_flight as u64)?;
-        positive("max_connections", self.max_connections as u64)?;
-        positive("memory_per_connection_kb", self.memory_per_connection_kb)?;
-        positive("connection_rate", self.connection_rate as u64)?;
-        positive("connection_rate_per_ip", self.connection_rate_per_ip as u64)?;
+        positive("client_queue_len", self.edge.client_queue_len as u64)?;
+        positive("client_queue_bytes", self.edge.client_queue_bytes as u64)?;
+        positive("write_batch_frames", self.edge.write_batch_frames as u64)?;
+        positive(
+            "idempotency_window_secs",
+            self.routing.idempotency_window_secs,
+        )?;
+        positive("command_rate", self.edge.command_rate as u64)?;
+        positive("command_burst", self.edge.command_burst as u64)?;
+        positive(
+            "max_commands_in_flight",
+            self.edge.max_commands_in_flight as u64,
+        )?;
+        positive("max_connections", self.edge.max_connections as u64)?;
+        positive(
+            "memory_per_connection_kb",
+            self.edge.memory_per_connection_kb,
+        )?;
+        positive("connection_rate", self.edge.connection_rate as u64)?;
+        positive(
+            "connection_rate_per_ip",
+            self.edge.connection_rate_per_ip as u64,
+        )?;
         positive("http_header_timeout_secs", self.http_header_timeout_secs)?;
         for (key, replicas) in [
-            ("history_replicas", self.history_replicas),
+            ("history_replicas", self.routing.history_replicas),
             ("queue_replicas", self.queue_replicas),
         ] {
             // JetStream's own limit.
@@ -570,21 +674,27 @@ impl Config {
         }
         positive(
             "max_connections_per_user",
-            self.max_connections_per_user as u64,
+            self.edge.max_connections_per_user as u64,
         )?;
-        positive("max_broadcast_channels", self.max_broadcast_channels as u64)?;
-        positive("presence_timeout_ms", self.presence_timeout_ms)?;
+        positive(
+            "max_broadcast_channels",
+            self.routing.max_broadcast_channels as u64,
+        )?;
+        positive("presence_timeout_ms", self.routing.presence_timeout_ms)?;
         positive("presence_heartbeat_secs", self.presence_heartbeat_secs)?;
-        positive("typing_rate", self.typing_rate as u64)?;
-        positive("push_rate_per_hour", self.push_rate_per_hour as u64)?;
-        positive("push_max_attempts", self.push_max_attempts as u64)?;
-        positive("push_concurrency", self.push_concurrency as u64)?;
-        positive("max_devices_per_user", self.max_devices_per_user as u64)?;
+        positive("typing_rate", self.edge.typing_rate as u64)?;
+        positive("push_rate_per_hour", self.notify.push_rate_per_hour as u64)?;
+        positive("push_max_attempts", self.notify.push_max_attempts as u64)?;
+        positive("push_concurrency", self.notify.push_concurrency as u64)?;
+        positive(
+            "max_devices_per_user",
+            self.notify.max_devices_per_user as u64,
+        )?;
         // Jobs folded into a summary wait unacknowledged for the window:
         // past the queue's ack wait they would be handed out again, each
         // its own alert.
-        if self.coalesce_window_ms > 30_000
-            || self.coalesce_window_ms >= self.push_ack_wait_secs.saturating_mul(1000)
+        if self.notify.coalesce_window_ms > 30_000
+            || self.notify.coalesce_window_ms >= self.push_ack_wait_secs.saturating_mul(1000)
         {
             return Err(ConfigError::new(
                 "coalesce_window_ms",
@@ -636,6 +746,7 @@ impl Config {
             }
         }
         if let Some(bad) = self
+            .notify
             .webpush_allowed_hosts
             .iter()
             .find(|h| !is_host_and_port(h))
@@ -660,19 +771,19 @@ impl Config {
     /// The token verifier for client connections. `allow_dev_secret` lets
     /// standalone fall back to [`DEV_JWT_SECRET`].
     pub fn token_verifier(&self, allow_dev_secret: bool) -> Result<TokenVerifier, ConfigError> {
-        let leeway = Duration::from_secs(self.jwt_leeway_secs);
+        let leeway = Duration::from_secs(self.edge.jwt_leeway_secs);
         fn key_error(key: &'static str) -> impl Fn(KeyError) -> ConfigError {
             move |e| ConfigError::new(key, e.0)
         }
-        match self.jwt_algorithm {
+        match self.edge.jwt_algorithm {
             JwtAlgorithm::HS256 => {
-                if self.jwt_jwks_file.is_some() {
+                if self.edge.jwt_jwks_file.is_some() {
                     return Err(ConfigError::new(
                         "jwt_jwks_file",
                         "holds public keys: set jwt_algorithm to RS256 or ES256",
                     ));
                 }
-                let secret = match (&self.jwt_secret, allow_dev_secret) {
+                let secret = match (&self.edge.jwt_secret, allow_dev_secret) {
                     (Some(s), _) => s.as_str(),
                     (None, true) => DEV_JWT_SECRET,
                     (None, false) => {
@@ -686,7 +797,7 @@ impl Config {
                     .map_err(key_error("jwt_secret"))
             }
             algorithm => {
-                let path = match (&self.jwt_public_key_file, &self.jwt_jwks_file) {
+                let path = match (&self.edge.jwt_public_key_file, &self.edge.jwt_jwks_file) {
                     (Some(_), Some(_)) => {
                         return Err(ConfigError::new(
                             "jwt_jwks_file",
@@ -807,12 +918,12 @@ impl Config {
 
     /// `ping_interval_secs` as a duration.
     pub fn ping_interval(&self) -> Duration {
-        Duration::from_secs(self.ping_interval_secs)
+        Duration::from_secs(self.edge.ping_interval_secs)
     }
 
     /// `pong_timeout_secs` as a duration.
     pub fn pong_timeout(&self) -> Duration {
-        Duration::from_secs(self.pong_timeout_secs)
+        Duration::from_secs(self.edge.pong_timeout_secs)
     }
 
     fn on_stream_drift(&self) -> crate::streams::OnDrift {
@@ -826,7 +937,7 @@ impl Config {
     /// How the history streams are kept.
     pub fn history_streams(&self) -> crate::streams::StreamSettings {
         crate::streams::StreamSettings {
-            replicas: self.history_replicas,
+            replicas: self.routing.history_replicas,
             on_drift: self.on_stream_drift(),
         }
     }
@@ -841,22 +952,22 @@ impl Config {
 
     /// How long a publish may take before it is answered anyway.
     pub fn publish_timeout(&self) -> Duration {
-        Duration::from_millis(self.publish_timeout_ms)
+        Duration::from_millis(self.routing.publish_timeout_ms)
     }
 
     /// `idempotency_window_secs` as a duration.
     pub fn idempotency_window(&self) -> Duration {
-        Duration::from_secs(self.idempotency_window_secs)
+        Duration::from_secs(self.routing.idempotency_window_secs)
     }
 
     /// `presence_timeout_ms` as a duration.
     pub fn presence_timeout(&self) -> Duration {
-        Duration::from_millis(self.presence_timeout_ms)
+        Duration::from_millis(self.routing.presence_timeout_ms)
     }
 
     /// `route_timeout_ms` as a duration.
     pub fn route_timeout(&self) -> Duration {
-        Duration::from_millis(self.route_timeout_ms)
+        Duration::from_millis(self.edge.route_timeout_ms)
     }
 
     /// `trusted_proxies` as networks (a bare address is a /32 or /128).
@@ -951,11 +1062,10 @@ mod tests {
         let c = load(None, &[], Flags::default()).unwrap();
         assert_eq!(c, Config::default());
 
-        let toml =
-            "http_addr = \"127.0.0.1:1000\"\nping_interval_secs = 7\napi_keys = [\"aaaaaaaa\"]\n";
+        let toml = "http_addr = \"127.0.0.1:1000\"\napi_keys = [\"aaaaaaaa\"]\n[edge]\nping_interval_secs = 7\n";
         let c = load(Some(toml), &[], Flags::default()).unwrap();
         assert_eq!(c.http_addr, Some("127.0.0.1:1000".parse().unwrap()));
-        assert_eq!(c.ping_interval_secs, 7);
+        assert_eq!(c.edge.ping_interval_secs, 7);
 
         let c = load(
             Some(toml),
@@ -969,7 +1079,7 @@ mod tests {
         assert_eq!(c.http_addr, Some("127.0.0.1:2000".parse().unwrap()));
         assert_eq!(c.api_keys, vec!["k1k1k1k1", "k2k2k2k2"]);
         assert_eq!(
-            c.ping_interval_secs, 7,
+            c.edge.ping_interval_secs, 7,
             "TOML still applies where env is silent"
         );
 
@@ -982,6 +1092,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.http_addr, Some("127.0.0.1:3000".parse().unwrap()));
+
+        // a variable is the setting's own name, whatever its table
+        let c = load(
+            Some(toml),
+            &[
+                ("HERALD_PING_INTERVAL_SECS", "9"),
+                ("HERALD_PUSH_CONCURRENCY", "3"),
+            ],
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.edge.ping_interval_secs, 9);
+        assert_eq!(c.notify.push_concurrency, 3);
+    }
+
+    #[test]
+    fn a_setting_outside_its_table_is_refused_naming_the_table() {
+        let e = load(Some("ping_interval_secs = 7\n"), &[], Flags::default()).unwrap_err();
+        assert!(
+            e.message.contains("`[edge]`"),
+            "the message names the table: {e}"
+        );
+        let e = load(
+            Some("[edge]\npush_concurrency = 7\n"),
+            &[],
+            Flags::default(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("push_concurrency"), "{e}");
     }
 
     #[test]
@@ -1002,16 +1141,27 @@ mod tests {
             Flags::default(),
         )
         .unwrap_err();
-        assert_eq!(e.key, "ping_interval_secs");
+        assert_eq!(e.key, "edge.ping_interval_secs");
+        assert!(e.origin.contains("HERALD_PING_INTERVAL_SECS"), "{e}");
 
-        let e = load(Some("ping_interval_secs = 0\n"), &[], Flags::default()).unwrap_err();
+        let e = load(
+            Some("[edge]\nping_interval_secs = 0\n"),
+            &[],
+            Flags::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "bad setting `ping_interval_secs`: must be greater than 0"
+            "bad setting `edge.ping_interval_secs`: must be greater than 0"
         );
 
-        let e = load(Some("jwt_algorithm = \"HS999\"\n"), &[], Flags::default()).unwrap_err();
-        assert_eq!(e.key, "jwt_algorithm");
+        let e = load(
+            Some("[edge]\njwt_algorithm = \"HS999\"\n"),
+            &[],
+            Flags::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "edge.jwt_algorithm");
         assert!(e.origin.contains("herald.toml"), "{e}");
 
         // a typo in a setting name is refused, not ignored
@@ -1035,14 +1185,14 @@ mod tests {
             Flags::default(),
         )
         .unwrap_err();
-        assert_eq!(e.key, "webpush_allowed_hosts");
+        assert_eq!(e.key, "notify.webpush_allowed_hosts");
         let c = load(
-            Some("webpush_allowed_hosts = [\"127.0.0.1:8443\", \"[::1]:9\", \"push.test\"]\n"),
+            Some("[notify]\nwebpush_allowed_hosts = [\"127.0.0.1:8443\", \"[::1]:9\", \"push.test\"]\n"),
             &[],
             Flags::default(),
         )
         .unwrap();
-        assert_eq!(c.webpush_allowed_hosts.len(), 3);
+        assert_eq!(c.notify.webpush_allowed_hosts.len(), 3);
 
         // the test suite's own variables are not settings
         assert!(load(None, &[("HERALD_TEST_NATS_URL", "x")], Flags::default()).is_ok());
@@ -1050,21 +1200,35 @@ mod tests {
 
     #[test]
     fn the_printed_defaults_load_as_the_defaults_and_name_every_setting() {
-        use crate::settings_doc::{CONFIG_DOCS, as_object, defaults_toml};
+        use crate::settings_doc::{CONFIG_DOCS, SECTIONS, as_object, defaults_toml};
         let text = defaults_toml();
         let loaded = load(Some(&text), &[], Flags::default()).expect("the printed file loads");
         assert_eq!(loaded, Config::default());
-        for name in as_object(&Config::default()).keys() {
+        let defaults = as_object(&Config::default());
+        for (name, value) in &defaults {
             assert!(
                 CONFIG_DOCS.iter().any(|(n, _)| n == name),
                 "{name} has no doc entry"
             );
-            if !matches!(name.as_str(), "namespaces" | "apps") {
-                assert!(text.contains(&format!("{name} =")), "{name} missing");
+            let section = SECTIONS.iter().find(|(s, _)| s == name);
+            match (section, value) {
+                (Some((section, docs)), serde_json::Value::Object(fields)) => {
+                    assert!(text.contains(&format!("\n[{section}]\n")), "[{section}]");
+                    for field in fields.keys() {
+                        assert!(
+                            docs.iter().any(|(n, _)| n == field),
+                            "{section}.{field} has no doc entry"
+                        );
+                        assert!(text.contains(&format!("{field} =")), "{field} missing");
+                    }
+                }
+                _ if matches!(name.as_str(), "namespaces" | "apps") => {}
+                _ => assert!(text.contains(&format!("{name} =")), "{name} missing"),
             }
         }
         let undocumented: Vec<_> = CONFIG_DOCS
             .iter()
+            .chain(SECTIONS.iter().flat_map(|(_, docs)| docs.iter()))
             .filter(|(_, doc)| doc.is_empty())
             .collect();
         assert!(undocumented.is_empty(), "{undocumented:?}");
@@ -1126,41 +1290,56 @@ mod tests {
     #[test]
     fn secrets_are_required_outside_standalone() {
         let c = Config::default();
-        assert_eq!(c.token_verifier(false).unwrap_err().key, "jwt_secret");
+        assert_eq!(c.token_verifier(false).unwrap_err().key, "edge.jwt_secret");
         assert!(c.token_verifier(true).is_ok());
         assert_eq!(c.api_keys(false).unwrap_err().key, "api_keys");
         assert_eq!(c.api_keys(true).unwrap(), vec![DEV_API_KEY]);
         let rs = Config {
-            jwt_algorithm: JwtAlgorithm::RS256,
+            edge: EdgeConfig {
+                jwt_algorithm: JwtAlgorithm::RS256,
+                ..EdgeConfig::default()
+            },
             ..Config::default()
         };
         assert_eq!(
             rs.token_verifier(true).unwrap_err().key,
-            "jwt_public_key_file"
+            "edge.jwt_public_key_file"
         );
         // a JWKS file: not with HS256, not next to a PEM key, and it must exist
         let jwks = Some(PathBuf::from("/nonexistent/jwks.json"));
         let hs_jwks = Config {
-            jwt_secret: Some("0123456789abcdef0123-abcdef012345678".into()),
-            jwt_jwks_file: jwks.clone(),
+            edge: EdgeConfig {
+                jwt_secret: Some("0123456789abcdef0123-abcdef012345678".into()),
+                jwt_jwks_file: jwks.clone(),
+                ..EdgeConfig::default()
+            },
             ..Config::default()
         };
         assert_eq!(
             hs_jwks.token_verifier(false).unwrap_err().key,
-            "jwt_jwks_file"
+            "edge.jwt_jwks_file"
         );
         let both = Config {
-            jwt_public_key_file: Some(PathBuf::from("/nonexistent/key.pem")),
-            jwt_jwks_file: jwks.clone(),
+            edge: EdgeConfig {
+                jwt_public_key_file: Some(PathBuf::from("/nonexistent/key.pem")),
+                jwt_jwks_file: jwks.clone(),
+                ..rs.edge.clone()
+            },
             ..rs.clone()
         };
-        assert_eq!(both.token_verifier(false).unwrap_err().key, "jwt_jwks_file");
+        assert_eq!(
+            both.token_verifier(false).unwrap_err().key,
+            "edge.jwt_jwks_file"
+        );
         let missing = Config {
-            jwt_jwks_file: jwks,
+            edge: EdgeConfig {
+                jwt_jwks_file: jwks,
+                ..rs.edge.clone()
+            },
             ..rs
         };
         let e = missing.token_verifier(false).unwrap_err();
-        assert_eq!(e.key, "jwt_jwks_file");
+        assert_eq!(e.key, "edge.jwt_jwks_file");
         assert!(e.to_string().contains("cannot read"), "{e}");
     }
 }

@@ -10,27 +10,51 @@ use crate::config::{Config, ENV_PREFIX, NamespaceConfig};
 
 include!(concat!(env!("OUT_DIR"), "/settings_docs.rs"));
 
+/// The tables of settings that are not single values (TOML only).
+const TABLES: &[&str] = &["namespaces", "apps"];
+
+/// Whether `name` is one of `Config`'s sections rather than a setting.
+fn is_section(name: &str) -> bool {
+    SECTIONS.iter().any(|(section, _)| *section == name)
+}
+
+/// The section (`edge`, `routing`, …) a setting belongs to, or `None` for
+/// the settings every service shares (and for names that are no setting).
+pub(crate) fn section_of(setting: &str) -> Option<&'static str> {
+    SECTIONS
+        .iter()
+        .find(|(_, fields)| fields.iter().any(|(name, _)| *name == setting))
+        .map(|(section, _)| *section)
+}
+
 /// The defaults as a commented TOML file: every setting, its doc, its
 /// variable; unset ones commented out. Loading it gives the defaults.
 pub fn defaults_toml() -> String {
     let mut out = String::from(
         "# Herald's settings, each with its default (`herald config defaults`).\n\
+         # First the settings every service shares, then a table per service.\n\
          # Every setting can also be given as the environment variable named\n\
-         # with it, which wins over this file; flags (--http, --grpc, --nats,\n\
-         # --node-id) win over both. Settings without a default are commented out.\n",
+         # with it (the setting's own name, whatever its table), which wins over\n\
+         # this file; flags (--http, --grpc, --nats, --node-id) win over both.\n\
+         # Settings without a default are commented out.\n",
     );
     let defaults = as_object(&Config::default());
-    for (name, doc) in CONFIG_DOCS {
-        if matches!(*name, "namespaces" | "apps") {
-            continue;
-        }
+    let shared = CONFIG_DOCS
+        .iter()
+        .filter(|(name, _)| !is_section(name) && !TABLES.contains(name));
+    settings_toml(&mut out, shared, &defaults);
+    for (section, fields) in SECTIONS {
         out.push('\n');
-        comment(&mut out, doc);
-        out.push_str(&format!("# env: {}\n", env_name(name)));
-        match defaults.get(*name) {
-            Some(Value::Null) | None => out.push_str(&format!("#{name} =\n")),
-            Some(value) => out.push_str(&format!("{name} = {}\n", toml_value(value))),
+        if let Some((_, doc)) = CONFIG_DOCS.iter().find(|(name, _)| name == section) {
+            comment(&mut out, doc);
         }
+        out.push_str(&format!("[{section}]\n"));
+        let values = match defaults.get(*section) {
+            Some(Value::Object(map)) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let fields = fields.iter().filter(|(name, _)| !TABLES.contains(name));
+        settings_toml(&mut out, fields, &values);
     }
     out.push_str(
         "\n# Per-namespace channel behaviour (the part of a channel name before\n\
@@ -57,7 +81,23 @@ pub fn defaults_toml() -> String {
     out
 }
 
-/// The same as a Markdown table, for `docs/SETTINGS.md`.
+fn settings_toml<'a>(
+    out: &mut String,
+    fields: impl Iterator<Item = &'a (&'a str, &'a str)>,
+    values: &serde_json::Map<String, Value>,
+) {
+    for (name, doc) in fields {
+        out.push('\n');
+        comment(out, doc);
+        out.push_str(&format!("# env: {}\n", env_name(name)));
+        match values.get(*name) {
+            Some(Value::Null) | None => out.push_str(&format!("#{name} =\n")),
+            Some(value) => out.push_str(&format!("{name} = {}\n", toml_value(value))),
+        }
+    }
+}
+
+/// The same as Markdown tables, for `docs/SETTINGS.md`.
 pub fn settings_markdown() -> String {
     let mut out = String::from(
         "# Settings\n\n\
@@ -67,25 +107,29 @@ pub fn settings_markdown() -> String {
          prints the same as a commented TOML file that loads as the defaults.\n\
          Layers: defaults < TOML file (`--config`, `HERALD_CONFIG`) <\n\
          `HERALD_*` variables < flags.\n\n\
-         | setting | env | default | meaning |\n|---|---|---|---|\n",
+         In the TOML file, the settings every service shares are at the top\n\
+         level and the others in their service's table (`[edge]`,\n\
+         `[routing]`, `[presence]`, `[notify]`); a variable is always the\n\
+         setting's own name (`ping_interval_secs` in `[edge]` is\n\
+         `HERALD_PING_INTERVAL_SECS`). A service reads the shared settings and\n\
+         its own table; standalone reads them all.\n\n\
+         ## Shared by every service\n\n",
     );
     let defaults = as_object(&Config::default());
-    let cell = |s: &str| s.replace('|', "\\|");
-    for (name, doc) in CONFIG_DOCS {
-        let default = match defaults.get(*name) {
-            Some(Value::Null) | None => "unset".to_owned(),
-            Some(Value::Object(map)) if map.is_empty() => "none".to_owned(),
-            Some(value) => format!("`{}`", cell(&toml_value(value))),
+    let shared = CONFIG_DOCS.iter().filter(|(name, _)| !is_section(name));
+    settings_table(&mut out, shared, &defaults);
+    for (section, fields) in SECTIONS {
+        let doc = CONFIG_DOCS
+            .iter()
+            .find(|(name, _)| name == section)
+            .map(|(_, doc)| *doc)
+            .unwrap_or_default();
+        out.push_str(&format!("\n## `[{section}]`\n\n{doc}\n\n"));
+        let values = match defaults.get(*section) {
+            Some(Value::Object(map)) => map.clone(),
+            _ => serde_json::Map::new(),
         };
-        let env = match *name {
-            // tables: a file's
-            "namespaces" | "apps" => "TOML only".to_owned(),
-            _ => format!("`{}`", env_name(name)),
-        };
-        out.push_str(&format!(
-            "| `{name}` | {env} | {default} | {} |\n",
-            cell(doc)
-        ));
+        settings_table(&mut out, fields.iter(), &values);
     }
     out.push_str("\n## `[namespaces.<name>]`\n\n| setting | default | meaning |\n|---|---|---|\n");
     let namespace = as_object(&NamespaceConfig::default());
@@ -101,6 +145,34 @@ pub fn settings_markdown() -> String {
         out.push_str(&format!("| `{name}` | {} |\n", cell(doc)));
     }
     out
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+fn settings_table<'a>(
+    out: &mut String,
+    fields: impl Iterator<Item = &'a (&'a str, &'a str)>,
+    values: &serde_json::Map<String, Value>,
+) {
+    out.push_str("| setting | env | default | meaning |\n|---|---|---|---|\n");
+    for (name, doc) in fields {
+        let default = match values.get(*name) {
+            Some(Value::Null) | None => "unset".to_owned(),
+            Some(Value::Object(map)) if map.is_empty() => "none".to_owned(),
+            Some(value) => format!("`{}`", cell(&toml_value(value))),
+        };
+        let env = if TABLES.contains(name) {
+            "TOML only".to_owned()
+        } else {
+            format!("`{}`", env_name(name))
+        };
+        out.push_str(&format!(
+            "| `{name}` | {env} | {default} | {} |\n",
+            cell(doc)
+        ));
+    }
 }
 
 fn env_name(setting: &str) -> String {

@@ -33,11 +33,11 @@ struct Setup {
 
 async fn setup(write_batch_frames: usize) -> Setup {
     let server = Server::start(|c| {
-        c.write_batch_frames = write_batch_frames;
-        c.client_queue_len = 100_000;
-        c.client_queue_bytes = 1 << 30;
-        c.connection_rate = 100_000;
-        c.max_connections_per_user = 100_000;
+        c.edge.write_batch_frames = write_batch_frames;
+        c.edge.client_queue_len = 100_000;
+        c.edge.client_queue_bytes = 1 << 30;
+        c.edge.connection_rate = 100_000;
+        c.edge.max_connections_per_user = 100_000;
     })
     .await;
     let token = token("bench", &["bench:*"], &[], 3600);

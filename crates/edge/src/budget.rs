@@ -23,10 +23,10 @@ const MEMORY_FOR_CONNECTIONS: f64 = 0.75;
 impl ConnectionBudget {
     pub(crate) fn of(config: &Config) -> ConnectionBudget {
         Self::from_limits(
-            config.max_connections,
+            config.edge.max_connections,
             descriptors::socket_budget(),
             memory_limit(config),
-            config.memory_per_connection_kb.saturating_mul(1024),
+            config.edge.memory_per_connection_kb.saturating_mul(1024),
         )
     }
 
@@ -62,8 +62,8 @@ impl ConnectionBudget {
 /// The memory this process may use: `memory_limit_mb`, else its cgroup's
 /// limit (a container's), else none.
 fn memory_limit(config: &Config) -> Option<u64> {
-    if config.memory_limit_mb > 0 {
-        return Some(config.memory_limit_mb.saturating_mul(1024 * 1024));
+    if config.edge.memory_limit_mb > 0 {
+        return Some(config.edge.memory_limit_mb.saturating_mul(1024 * 1024));
     }
     cgroup_memory_limit()
 }

@@ -90,7 +90,7 @@ fn authorized<B>(
     let claims = authenticate_header(edge, headers)?;
     if !edge.http_commands.take(claims.sub.as_str()) {
         crate::stats::client_error(ErrorCode::TooManyRequests);
-        return Err(HttpError(too_many_commands(edge.config.command_rate)));
+        return Err(HttpError(too_many_commands(edge.config.edge.command_rate)));
     }
     let Json(body) = body.map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.body_text()))?;
     Ok((claims, body))

@@ -139,31 +139,31 @@ impl Edge {
                     tracing::warn!(
                         connections = budget.connections,
                         limited_by = budget.limited_by,
-                        max_connections = config.max_connections,
+                        max_connections = config.edge.max_connections,
                         "fewer connections than max_connections: the process could not hold more"
                     );
                 }
                 // the recorder first: a gauge set before it is lost
                 herald_core::metrics::install();
                 metrics::gauge!("herald_edge_connection_budget").set(budget.connections as f64);
-                admission::Admission::new(budget.connections, config.connection_rate)
+                admission::Admission::new(budget.connections, config.edge.connection_rate)
             },
             stats: stats::EdgeStats::default(),
             cluster: admin::Cluster::default(),
             admin_keys: std::sync::OnceLock::new(),
             reporter,
             presence: std::sync::OnceLock::new(),
-            typing_limits: rate::KeyedLimiter::new(config.typing_rate, 3, TYPING_LIMITS_KEPT),
+            typing_limits: rate::KeyedLimiter::new(config.edge.typing_rate, 3, TYPING_LIMITS_KEPT),
             http_commands: rate::KeyedLimiter::new(
-                config.command_rate,
-                config.command_burst,
-                config.max_connections,
+                config.edge.command_rate,
+                config.edge.command_burst,
+                config.edge.max_connections,
             ),
             polls: transport::poll::PollSessions::default(),
             arrivals_by_address: rate::KeyedLimiter::new(
-                config.connection_rate_per_ip,
-                config.connection_rate_per_ip,
-                config.max_connections,
+                config.edge.connection_rate_per_ip,
+                config.edge.connection_rate_per_ip,
+                config.edge.max_connections,
             ),
             accept_limits: service::accept_limits(&config),
             config,
@@ -186,7 +186,7 @@ impl Edge {
                 kind: "draining",
             }));
         }
-        if !origin_allowed(&self.config.allowed_origins, headers) {
+        if !origin_allowed(&self.config.edge.allowed_origins, headers) {
             stats::refused("origin");
             return Err(Refusal::Origin);
         }
@@ -320,7 +320,7 @@ impl Edge {
     /// Browsers on other origins may use the HTTP transports when
     /// `allowed_origins` lists them (any origin when it is empty).
     fn cors(&self) -> CorsLayer {
-        let origins = &self.config.allowed_origins;
+        let origins = &self.config.edge.allowed_origins;
         let allow = if origins.is_empty() || origins.iter().any(|o| o == "*") {
             AllowOrigin::any()
         } else {
@@ -502,7 +502,7 @@ impl Edge {
     pub fn service(self: &Arc<Self>, name: &'static str, shutdown: Shutdown) -> Service {
         let config = &self.config;
         let edge = self.clone();
-        let limit = Duration::from_secs(config.drain_window_secs + config.shutdown_grace_secs);
+        let limit = Duration::from_secs(config.edge.drain_window_secs + config.shutdown_grace_secs);
         Service::new(name, shutdown)
             .limits(self.accept_limits.clone())
             .grace(Duration::from_secs(config.shutdown_grace_secs))

@@ -484,7 +484,7 @@ async fn told_to_leave(client: &mut TestClient, code: u16, reconnect: bool) {
 }
 
 fn quick_grace(c: &mut herald_core::config::Config) {
-    c.poll_grace_secs = 1;
+    c.edge.poll_grace_secs = 1;
 }
 
 #[tokio::test]
@@ -592,7 +592,7 @@ async fn a_resume_from_a_lost_epoch_is_told_and_gets_the_new_epoch_from_its_star
 async fn the_per_user_limit_holds_on_every_transport() {
     let server = Server::start(|c| {
         quick_grace(c);
-        c.max_connections_per_user = 2;
+        c.edge.max_connections_per_user = 2;
     })
     .await;
     let bob = token("bob", &["chat:*"], &[], 600);
@@ -666,7 +666,7 @@ async fn a_token_just_past_its_expiry_within_the_leeway_gets_a_working_connectio
     // clock skew: accepted, so the connection must work, not close at once
     let server = Server::start(|c| {
         quick_grace(c);
-        c.jwt_leeway_secs = 60;
+        c.edge.jwt_leeway_secs = 60;
     })
     .await;
     for kind in KINDS {
@@ -718,7 +718,7 @@ async fn a_draining_edge_tells_every_transport_to_reconnect() {
     for kind in KINDS {
         let server = Server::start(|c| {
             quick_grace(c);
-            c.drain_window_secs = 1;
+            c.edge.drain_window_secs = 1;
         })
         .await;
         let grace = token("grace", &["chat:*"], &[], 600);
@@ -736,7 +736,7 @@ async fn a_draining_edge_tells_every_transport_to_reconnect() {
 async fn a_connection_past_the_age_limit_is_asked_to_reconnect_on_every_transport_and_resumes() {
     let server = Server::start(|c| {
         quick_grace(c);
-        c.max_connection_age_secs = 1;
+        c.edge.max_connection_age_secs = 1;
     })
     .await;
     for kind in KINDS {
@@ -817,7 +817,7 @@ async fn a_client_publish_sent_again_with_its_key_is_stored_once_and_keys_are_pe
 #[tokio::test]
 async fn a_draining_edge_keeps_answering_health_and_refuses_only_new_clients() {
     // A window long enough that the drain is still going when we look.
-    let server = Server::start(|c| c.drain_window_secs = 600).await;
+    let server = Server::start(|c| c.edge.drain_window_secs = 600).await;
     let grace = token("grace", &["chat:*"], &[], 600);
     let mut staying = TestClient::open(&server, Kind::Ws, &grace, &["chat:stay"], &[])
         .await
@@ -973,8 +973,8 @@ async fn a_long_poll_session_reads_no_history_between_polls_and_gets_exactly_wha
 #[tokio::test]
 async fn abandoned_long_polls_never_lock_the_user_out() {
     let server = Server::start(|c| {
-        c.poll_grace_secs = 2;
-        c.max_connections_per_user = 100;
+        c.edge.poll_grace_secs = 2;
+        c.edge.max_connections_per_user = 100;
     })
     .await;
     let judy = token("judy", &["chat:*"], &[], 600);

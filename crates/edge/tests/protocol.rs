@@ -268,8 +268,8 @@ async fn a_reconnect_resumes_the_personal_channel_without_gap_or_repeat() {
 #[tokio::test]
 async fn a_client_that_never_answers_pings_is_closed_with_4003() {
     let server = Server::start(|c| {
-        c.ping_interval_secs = 1;
-        c.pong_timeout_secs = 1;
+        c.edge.ping_interval_secs = 1;
+        c.edge.pong_timeout_secs = 1;
     })
     .await;
     let mut silent = Client::open(
@@ -304,7 +304,7 @@ async fn a_client_that_never_answers_pings_is_closed_with_4003() {
 
 #[tokio::test]
 async fn no_connect_in_time_closes_with_4501() {
-    let server = Server::start(|c| c.connect_timeout_secs = 1).await;
+    let server = Server::start(|c| c.edge.connect_timeout_secs = 1).await;
     let idle = Client::open(&server.ws, Options::default()).await.unwrap();
     let closed = idle.wait_closed(WAIT).await.unwrap();
     assert_eq!(closed.code, 4501);
@@ -344,7 +344,8 @@ async fn token_expiry_closes_with_4509_unless_refreshed() {
 
 #[tokio::test]
 async fn origins_outside_the_allow_list_are_refused() {
-    let server = Server::start(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
+    let server =
+        Server::start(|c| c.edge.allowed_origins = vec!["https://app.example".into()]).await;
     let denied = Client::open(
         &server.ws,
         Options {
@@ -370,7 +371,7 @@ async fn origins_outside_the_allow_list_are_refused() {
 
 #[tokio::test]
 async fn shutdown_tells_clients_to_reconnect() {
-    let server = Server::start(|c| c.drain_window_secs = 1).await;
+    let server = Server::start(|c| c.edge.drain_window_secs = 1).await;
     let mut client = connected(&server).await;
     server.shutdown.trigger();
     match client.next_event().await.unwrap() {
@@ -386,8 +387,8 @@ async fn shutdown_tells_clients_to_reconnect() {
 #[tokio::test]
 async fn commands_over_the_rate_get_107_and_abuse_closes_the_connection() {
     let server = Server::start(|c| {
-        c.command_rate = 5;
-        c.command_burst = 5;
+        c.edge.command_rate = 5;
+        c.edge.command_burst = 5;
     })
     .await;
     let mut client = connected(&server).await;
@@ -447,8 +448,8 @@ async fn a_command_waiting_on_routing_holds_up_no_delivery_and_no_ping() {
 
     const CLIENT_PUBLISHES: u64 = 30;
     let server = Server::start(|c| {
-        c.ping_interval_secs = 1;
-        c.pong_timeout_secs = 5;
+        c.edge.ping_interval_secs = 1;
+        c.edge.pong_timeout_secs = 5;
     })
     .await;
     server.edge_bus.delay_publishes(Duration::from_secs(2));

@@ -168,13 +168,13 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 }
 
 pub(crate) fn mint_token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
-    if config.jwt_algorithm != JwtAlgorithm::HS256 {
+    if config.edge.jwt_algorithm != JwtAlgorithm::HS256 {
         anyhow::bail!(
             "`herald token` signs with the HS256 secret; with {} sign tokens with your private key",
-            config.jwt_algorithm.name()
+            config.edge.jwt_algorithm.name()
         );
     }
-    let secret = config.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET);
+    let secret = config.edge.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET);
     let signer = TokenSigner::new(JwtAlgorithm::HS256, secret.as_bytes())?;
     let clean = |v: &[String]| {
         v.iter()
@@ -219,7 +219,7 @@ pub(crate) fn verify_token(config: &Config, token: &str) -> anyhow::Result<bool>
             println!("expired {} ago", human(-left));
         }
     }
-    let key = match (config.jwt_algorithm, &config.jwt_secret) {
+    let key = match (config.edge.jwt_algorithm, &config.edge.jwt_secret) {
         (JwtAlgorithm::HS256, None) => "the development secret (no HERALD_JWT_SECRET)",
         (JwtAlgorithm::HS256, Some(_)) => "HERALD_JWT_SECRET",
         _ => "the configured public key",
@@ -229,13 +229,13 @@ pub(crate) fn verify_token(config: &Config, token: &str) -> anyhow::Result<bool>
         Ok(accepted) => {
             println!(
                 "accepted ({}, {key}): user {}",
-                config.jwt_algorithm.name(),
+                config.edge.jwt_algorithm.name(),
                 accepted.sub
             );
             Ok(true)
         }
         Err(e) => {
-            println!("refused ({}, {key}): {e}", config.jwt_algorithm.name());
+            println!("refused ({}, {key}): {e}", config.edge.jwt_algorithm.name());
             Ok(false)
         }
     }

@@ -27,9 +27,9 @@ const HISTORY_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(
 const STANDALONE_QUEUE_CAPACITY: usize = 100_000;
 
 pub(crate) async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<()> {
-    let dev_secret = config.jwt_secret.is_none()
-        && config.jwt_public_key_file.is_none()
-        && config.jwt_jwks_file.is_none();
+    let dev_secret = config.edge.jwt_secret.is_none()
+        && config.edge.jwt_public_key_file.is_none()
+        && config.edge.jwt_jwks_file.is_none();
     if dev_secret {
         tracing::warn!(
             "no HERALD_JWT_SECRET: using the built-in development secret; anyone can mint tokens. \
@@ -78,10 +78,11 @@ pub(crate) async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Re
     edge.set_admin_keys(keys.clone());
     let background = edge.start(shutdown.clone()).await?;
     let queue: Arc<dyn WorkQueue> = Arc::new(MemoryWorkQueue::new(STANDALONE_QUEUE_CAPACITY));
-    let database_url = match &config.database_url {
+    let database_url = match &config.notify.database_url {
         Some(url) => url.clone(),
         None => {
             let dir = config
+                .notify
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| std::path::PathBuf::from("."));
@@ -104,7 +105,8 @@ pub(crate) async fn serve(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Re
         herald_notify::stats::publish_stats(bus.clone(), &subjects, &node, shutdown.clone());
     // Standalone keeps history in memory: within a budget, swept.
     let history = Arc::new(
-        MemoryHistory::new(config.idempotency_window()).with_budget(config.history_memory_bytes),
+        MemoryHistory::new(config.idempotency_window())
+            .with_budget(config.routing.history_memory_bytes),
     );
     let sweeper = history.sweep_every(HISTORY_SWEEP_EVERY, shutdown.clone());
     let routing = Arc::new(

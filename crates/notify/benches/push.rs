@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use herald_core::config::Config;
+use herald_core::config::{Config, NotifyConfig};
 use herald_core::shutdown::Shutdown;
 use herald_core::work_queue::{MemoryWorkQueue, Notification, PushJob, WorkQueue};
 use herald_notify::device::{CheckedDevice, Device, Environment, Platform};
@@ -30,9 +30,12 @@ fn push(c: &mut Criterion) {
     let (apns, providers, store, devices) = runtime.block_on(async {
         let apns = herald_testkit::fake_apns(&[APP]).await;
         let mut config = Config {
-            apns_url: apns.url(),
-            push_rate_per_hour: 1_000_000,
-            coalesce_window_ms: 1,
+            notify: NotifyConfig {
+                apns_url: apns.url(),
+                push_rate_per_hour: 1_000_000,
+                coalesce_window_ms: 1,
+                ..NotifyConfig::default()
+            },
             ..Config::default()
         };
         config

@@ -144,7 +144,7 @@ impl EndpointPolicy {
     /// resolver; a bad entry fails start-up.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let mut allowed = HashSet::new();
-        for entry in &config.webpush_allowed_hosts {
+        for entry in &config.notify.webpush_allowed_hosts {
             let parsed = parse_allowed(entry).ok_or_else(|| {
                 ConfigError::new(
                     "webpush_allowed_hosts",
@@ -391,6 +391,7 @@ fn embedded_v4(high: u16, low: u16) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_core::config::NotifyConfig;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -478,7 +479,10 @@ mod tests {
 
     fn policy(allowed: &[&str], answer: &[&str]) -> EndpointPolicy {
         let config = Config {
-            webpush_allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
+            notify: NotifyConfig {
+                webpush_allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
+                ..NotifyConfig::default()
+            },
             ..Config::default()
         };
         EndpointPolicy::from_config(&config)

@@ -81,7 +81,12 @@ pub async fn start(
     let worker = worker::Worker::new(config.clone(), store.clone(), providers, queue.clone());
     let task = worker.start(shutdown);
     Ok(Started {
-        notify: Notify::new(store.clone(), queue, config.max_devices_per_user, endpoints),
+        notify: Notify::new(
+            store.clone(),
+            queue,
+            config.notify.max_devices_per_user,
+            endpoints,
+        ),
         worker: task,
         store,
     })
@@ -92,7 +97,7 @@ pub async fn start(
 /// database, and push credentials that load.
 pub fn check(config: &Config) -> Result<(), ConfigError> {
     config.api_keys(false)?;
-    if config.database_url.is_none() {
+    if config.notify.database_url.is_none() {
         return Err(ConfigError::new(
             "database_url",
             "is required (HERALD_DATABASE_URL)",
@@ -113,6 +118,7 @@ pub async fn start_service(
     check(&config)?;
     let keys = ApiKeys::new(config.api_keys(false)?);
     let database_url = config
+        .notify
         .database_url
         .clone()
         .ok_or_else(|| ConfigError::new("database_url", "is required (HERALD_DATABASE_URL)"))?;

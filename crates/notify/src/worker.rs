@@ -79,7 +79,7 @@ impl Worker {
     pub fn start(self: &Arc<Self>, shutdown: Shutdown) -> JoinHandle<()> {
         let worker = self.clone();
         tokio::spawn(async move {
-            let permits = Arc::new(Semaphore::new(worker.config.push_concurrency));
+            let permits = Arc::new(Semaphore::new(worker.config.notify.push_concurrency));
             let mut tick = tokio::time::interval(TICK);
             let mut measure = tokio::time::interval(BACKLOG_EVERY);
             loop {
@@ -112,7 +112,7 @@ impl Worker {
             }
             // Wait for jobs in flight, then summarise what is open.
             let _ = permits
-                .acquire_many(worker.config.push_concurrency as u32)
+                .acquire_many(worker.config.notify.push_concurrency as u32)
                 .await;
             worker.close_windows(true).await;
         })
@@ -154,7 +154,8 @@ impl Worker {
             windows.insert(
                 key,
                 Window {
-                    due: Instant::now() + Duration::from_millis(self.config.coalesce_window_ms),
+                    due: Instant::now()
+                        + Duration::from_millis(self.config.notify.coalesce_window_ms),
                     count: 1,
                     held: Vec::new(),
                     last: job.clone(),
@@ -245,7 +246,7 @@ impl Worker {
         {
             times.pop_front();
         }
-        if times.len() >= self.config.push_rate_per_hour as usize {
+        if times.len() >= self.config.notify.push_rate_per_hour as usize {
             return false;
         }
         times.push_back(Instant::now());
@@ -318,7 +319,7 @@ impl Worker {
         }
         match wait {
             None => taken.ack().await,
-            Some(_) if taken.attempt >= self.config.push_max_attempts => {
+            Some(_) if taken.attempt >= self.config.notify.push_max_attempts => {
                 let mut reasons = Vec::new();
                 for (device, reason) in retrying {
                     let why = format!("gave up after {} attempts: {reason}", taken.attempt);

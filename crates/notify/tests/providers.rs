@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use herald_core::config::{AppCredentials, Config};
+use herald_core::config::{AppCredentials, Config, NotifyConfig};
 use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Reply, TestCa, keys};
 use herald_notify::device::{Device, Environment, Platform};
 use herald_notify::providers::{Alert, Outcome, Providers};
@@ -339,11 +339,14 @@ async fn a_private_ca_is_trusted_only_through_provider_ca_file() {
     assert!(apns.url().starts_with("https://") && fcm.url().starts_with("https://"));
     let config = |ca_file: Option<PathBuf>| {
         let mut config = Config {
-            apns_url: apns.url(),
-            apns_sandbox_url: apns.url(),
-            fcm_url: fcm.url(),
-            provider_ca_file: ca_file,
-            webpush_allowed_hosts: vec![webpush.authority()],
+            notify: NotifyConfig {
+                apns_url: apns.url(),
+                apns_sandbox_url: apns.url(),
+                fcm_url: fcm.url(),
+                provider_ca_file: ca_file,
+                webpush_allowed_hosts: vec![webpush.authority()],
+                ..NotifyConfig::default()
+            },
             ..Config::default()
         };
         config.apps.insert(APP.into(), app_credentials(&fcm));
@@ -404,11 +407,14 @@ fn an_unusable_provider_ca_file_fails_start_up() {
             None => PathBuf::from("/nonexistent/ca.pem"),
         };
         let config = Config {
-            provider_ca_file: Some(path),
+            notify: NotifyConfig {
+                provider_ca_file: Some(path),
+                ..NotifyConfig::default()
+            },
             ..Config::default()
         };
         let e = Providers::from_config(&config).err().unwrap();
-        assert_eq!(e.key, "provider_ca_file", "{why}");
+        assert_eq!(e.key, "notify.provider_ca_file", "{why}");
         assert!(
             e.to_string().to_lowercase().contains(&why.to_lowercase()),
             "{e}"
@@ -447,7 +453,10 @@ async fn each_app_pushes_with_its_own_credentials() {
     // two apps, two APNs topics, one fake that knows both
     let apns = fake_apns(&["com.a.chat", "com.b.news"]).await;
     let mut config = Config {
-        apns_url: apns.url(),
+        notify: NotifyConfig {
+            apns_url: apns.url(),
+            ..NotifyConfig::default()
+        },
         ..Config::default()
     };
     for (app, topic) in [("chat", "com.a.chat"), ("news", "com.b.news")] {

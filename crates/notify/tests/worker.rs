@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use herald_core::config::Config;
+use herald_core::config::{Config, NotifyConfig};
 use herald_core::shutdown::Shutdown;
 use herald_core::work_queue::{MemoryWorkQueue, Notification, PushJob, WorkQueue};
 use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, Gate, Reply, TestCa};
@@ -114,14 +114,17 @@ async fn world_on(db: Db, web: Web, tweak: impl FnOnce(&mut Config)) -> World {
         FakeWebPush::start(&ca.issue(&["127.0.0.1"])).await
     };
     let mut config = Config {
-        apns_url: apns.url(),
-        fcm_url: fcm.url(),
-        coalesce_window_ms: 200,
-        provider_ca_file: Some(temp_file("ca.pem", ca.cert_pem())),
-        webpush_allowed_hosts: if web == Web::Rebind {
-            Vec::new()
-        } else {
-            vec![webpush.authority()]
+        notify: NotifyConfig {
+            apns_url: apns.url(),
+            fcm_url: fcm.url(),
+            coalesce_window_ms: 200,
+            provider_ca_file: Some(temp_file("ca.pem", ca.cert_pem())),
+            webpush_allowed_hosts: if web == Web::Rebind {
+                Vec::new()
+            } else {
+                vec![webpush.authority()]
+            },
+            ..NotifyConfig::default()
         },
         ..Config::default()
     };
@@ -496,7 +499,7 @@ async fn a_name_that_later_resolves_inward_is_refused_and_the_job_says_why() {
 
 #[tokio::test]
 async fn a_user_gets_at_most_the_hourly_rate() {
-    let w = world(|c| c.push_rate_per_hour = 3).await;
+    let w = world(|c| c.notify.push_rate_per_hour = 3).await;
     phone(&w, "hana", 'a').await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -523,7 +526,7 @@ async fn a_user_gets_at_most_the_hourly_rate() {
 
 #[tokio::test]
 async fn after_the_last_try_a_job_is_dead_lettered_and_says_why() {
-    let w = world(|c| c.push_max_attempts = 2).await;
+    let w = world(|c| c.notify.push_max_attempts = 2).await;
     phone(&w, "ivan", 'b').await;
     w.apns.script(&"b".repeat(64), vec![Reply::ServerError]);
     let j = job("ivan", "k");

@@ -59,7 +59,7 @@ pub async fn start(
     bus: Arc<dyn Bus>,
     shutdown: Shutdown,
 ) -> Result<(Arc<PresenceState>, Arc<Intake>, JoinHandle<()>), BusError> {
-    let state = PresenceState::new(Duration::from_millis(config.presence_grace_ms));
+    let state = PresenceState::new(Duration::from_millis(config.presence.presence_grace_ms));
     let intake = Intake::new(
         state.clone(),
         bus,

@@ -81,7 +81,7 @@ pub async fn start_service(
     let node = config.node_id_or_generate("routing");
     let nats = NatsBus::connect(config.nats(), &node, Duration::from_secs(10)).await?;
     let subjects = Subjects::new(&config.subject_prefix);
-    let storage = match config.history_storage {
+    let storage = match config.routing.history_storage {
         HistoryStorage::File => Storage::File,
         HistoryStorage::Memory => Storage::Memory,
     };

@@ -397,11 +397,11 @@ impl Routing {
         if request.channels.is_empty() {
             return Err(bad_request("channels is empty"));
         }
-        if request.channels.len() > self.config.max_broadcast_channels {
+        if request.channels.len() > self.config.routing.max_broadcast_channels {
             return Err(too_large(format!(
                 "broadcast to {} channels; the limit is {}",
                 request.channels.len(),
-                self.config.max_broadcast_channels
+                self.config.routing.max_broadcast_channels
             )));
         }
         for channel in &request.channels {

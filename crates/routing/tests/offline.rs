@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_core::bus::{Bus, MemoryBus};
-use herald_core::config::Config;
+use herald_core::config::{Config, RoutingConfig};
 use herald_core::devices::{DeviceLookup, DeviceLookupError};
 use herald_core::history::MemoryHistory;
 use herald_core::presence::{PresenceError, PresenceLookup};
@@ -72,7 +72,10 @@ impl Setup {
         let prefix = Prefix::new();
         let config = Arc::new(Config {
             subject_prefix: prefix.to_string(),
-            presence_timeout_ms: 200,
+            routing: RoutingConfig {
+                presence_timeout_ms: 200,
+                ..RoutingConfig::default()
+            },
             ..Config::default()
         });
         let nats = nats_bus("offline-test").await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use herald_core::bus::{Bus, BusError, Headers, MemoryBus, Message, Subscription};
-use herald_core::config::Config;
+use herald_core::config::{Config, EdgeConfig};
 use herald_core::history::MemoryHistory;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::Subjects;
@@ -54,9 +54,12 @@ impl Server {
     /// [`token`](crate::token) are valid, no leeway), `tweak`ed.
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
         let mut config = Config {
-            jwt_secret: Some(SECRET.into()),
-            jwt_leeway_secs: 0,
             api_keys: vec![API_KEY.into()],
+            edge: EdgeConfig {
+                jwt_secret: Some(SECRET.into()),
+                jwt_leeway_secs: 0,
+                ..EdgeConfig::default()
+            },
             ..Config::default()
         };
         tweak(&mut config);

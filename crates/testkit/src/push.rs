@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use herald_core::config::{AppCredentials, Config};
+use herald_core::config::{AppCredentials, Config, NotifyConfig};
 use herald_fakes::{FakeApns, FakeFcm, FakeWebPush, TestCa, keys};
 
 use crate::temp_file;
@@ -85,11 +85,14 @@ impl Fakes {
     /// credentials ([`app_credentials`]).
     pub fn config(&self, app: &str) -> Config {
         let mut config = Config {
-            apns_url: self.apns.url(),
-            apns_sandbox_url: self.apns_sandbox.url(),
-            fcm_url: self.fcm.url(),
-            provider_ca_file: Some(temp_file("ca.pem", self.ca.cert_pem())),
-            webpush_allowed_hosts: vec![self.webpush.authority()],
+            notify: NotifyConfig {
+                apns_url: self.apns.url(),
+                apns_sandbox_url: self.apns_sandbox.url(),
+                fcm_url: self.fcm.url(),
+                provider_ca_file: Some(temp_file("ca.pem", self.ca.cert_pem())),
+                webpush_allowed_hosts: vec![self.webpush.authority()],
+                ..NotifyConfig::default()
+            },
             ..Config::default()
         };
         config
@@ -98,16 +101,21 @@ impl Fakes {
         config
     }
 
-    /// The same as a config file's TOML, `extra` settings included.
+    /// The same as a config file's TOML, `extra` settings of its `[notify]`
+    /// table included.
     pub fn toml(&self, app: &str, extra: &str) -> String {
         let config = self.config(app);
-        let ca = config.provider_ca_file.as_ref().expect("the CA file");
+        let ca = config
+            .notify
+            .provider_ca_file
+            .as_ref()
+            .expect("the CA file");
         format!(
-            "apns_url = \"{}\"\napns_sandbox_url = \"{}\"\nfcm_url = \"{}\"\n\
+            "[notify]\napns_url = \"{}\"\napns_sandbox_url = \"{}\"\nfcm_url = \"{}\"\n\
              provider_ca_file = \"{}\"\nwebpush_allowed_hosts = [\"{}\"]\n{extra}\n{}",
-            config.apns_url,
-            config.apns_sandbox_url,
-            config.fcm_url,
+            config.notify.apns_url,
+            config.notify.apns_sandbox_url,
+            config.notify.fcm_url,
             ca.display(),
             self.webpush.authority(),
             app_toml(app, &config.apps[app]),

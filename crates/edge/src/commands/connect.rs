@@ -91,7 +91,7 @@ pub(crate) fn finish(conn: &mut Connection, connected: Connected, out: &mut Vec<
                 body: ReplyBody::Connected(ConnectOk {
                     client: conn.client_id.clone(),
                     user,
-                    ping_interval: conn.edge.config.ping_interval_secs,
+                    ping_interval: conn.edge.config.edge.ping_interval_secs,
                     personal: resumed,
                 }),
             }));

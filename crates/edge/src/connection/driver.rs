@@ -32,7 +32,7 @@ async fn drive<T: Transport>(conn: &mut Connection, transport: &mut T) -> Option
     let keepalive = transport.keepalive();
     let mut next_ping = keepalive.map(|k| Instant::now() + k.every);
     let mut pong_by: Option<Instant> = None;
-    let batch = conn.edge.config.write_batch_frames.max(1);
+    let batch = conn.edge.config.edge.write_batch_frames.max(1);
     loop {
         let reading = conn.reading();
         let pinging = next_ping.is_some() && conn.is_connected();

@@ -112,22 +112,27 @@ impl Connection {
         kind: herald_protocol::presence::Transport,
         permit: Permit,
     ) -> Self {
-        let (outbox, inbox, overflow) =
-            Outbox::new(edge.config.client_queue_len, edge.config.client_queue_bytes);
+        let (outbox, inbox, overflow) = Outbox::new(
+            edge.config.edge.client_queue_len,
+            edge.config.edge.client_queue_bytes,
+        );
         let id = ConnId(edge.next_conn_id());
         edge.stats.opened(kind);
         let life = Lifecycle::new(
             edge.shutdown.clone(),
-            Duration::from_secs(edge.config.drain_window_secs),
+            Duration::from_secs(edge.config.edge.drain_window_secs),
             overflow,
-            match edge.config.max_connection_age_secs {
+            match edge.config.edge.max_connection_age_secs {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
             },
         );
         Connection {
             client_id: format!("{}-{id}", edge.node_id),
-            commands: TokenBucket::new(edge.config.command_rate, edge.config.command_burst),
+            commands: TokenBucket::new(
+                edge.config.edge.command_rate,
+                edge.config.edge.command_burst,
+            ),
             id,
             kind,
             outbox,
@@ -150,7 +155,7 @@ impl Connection {
 
     /// A connection that must `connect` within the configured time.
     pub(crate) fn awaiting_connect(mut self) -> Self {
-        let by = Instant::now() + Duration::from_secs(self.edge.config.connect_timeout_secs);
+        let by = Instant::now() + Duration::from_secs(self.edge.config.edge.connect_timeout_secs);
         self.life.connect_by(Some(by));
         self
     }
@@ -178,7 +183,7 @@ impl Connection {
     /// Whether the connection takes another command now: not while
     /// `connect` is in flight, and only as many at once as configured.
     pub(crate) fn reading(&self) -> bool {
-        !self.connecting && self.pipeline.len() < self.edge.config.max_commands_in_flight
+        !self.connecting && self.pipeline.len() < self.edge.config.edge.max_commands_in_flight
     }
 
     /// Registers the connection as `claims.sub`'s: the per-user limit (a
@@ -190,14 +195,14 @@ impl Connection {
             &claims.sub,
             self.id,
             self.life.handle.clone(),
-            edge.config.max_connections_per_user,
+            edge.config.edge.max_connections_per_user,
         )?;
         edge.reporter.connect(self.id, &claims.sub, self.kind);
         self.registered = Some(claims.sub.clone());
         self.life.connect_by(None);
         // the verifier accepts a token up to the leeway after `exp`; the
         // connection lives as long (not: accepted, then closed at once)
-        let leeway = i64::try_from(edge.config.jwt_leeway_secs).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(edge.config.edge.jwt_leeway_secs).unwrap_or(i64::MAX);
         self.life.expires_at(claims.exp.saturating_add(leeway));
         self.claims = Some(Arc::new(claims));
         Ok(())
@@ -230,7 +235,7 @@ impl Connection {
                 reason: "the refreshed token does not allow this channel".into(),
             }));
         }
-        let leeway = i64::try_from(self.edge.config.jwt_leeway_secs).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(self.edge.config.edge.jwt_leeway_secs).unwrap_or(i64::MAX);
         self.life.expires_at(claims.exp.saturating_add(leeway));
         self.claims = Some(Arc::new(claims));
     }
@@ -287,7 +292,7 @@ impl Connection {
                 return Heard::Close(CloseCode::BadProtocol);
             }
             let id = decode_command(text).ok().and_then(|f| f.id);
-            let rate = self.edge.config.command_rate;
+            let rate = self.edge.config.edge.command_rate;
             self.answer::<()>(id, Err(too_many_commands(rate)));
             return Heard::Command;
         }
@@ -390,7 +395,7 @@ impl Connection {
             self.skip.remove(&delivery.channel);
         }
         if !self.pending.is_empty() && self.pending.contains(&delivery.channel) {
-            if self.held.len() >= self.edge.config.client_queue_len {
+            if self.held.len() >= self.edge.config.edge.client_queue_len {
                 return Err(CloseCode::SlowConsumer);
             }
             self.held.push_back(delivery);

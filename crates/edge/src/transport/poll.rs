@@ -277,7 +277,7 @@ impl PollTransport {
             unacked: None,
             channels: HashSet::new(),
             claims: first.claims.clone(),
-            grace: Duration::from_secs(edge.config.poll_grace_secs),
+            grace: Duration::from_secs(edge.config.edge.poll_grace_secs),
             idle_since: Instant::now(),
             id,
         }
@@ -482,7 +482,7 @@ impl Transport for PollTransport {
                 },
             }
         }
-        if self.messages.len() > self.edge.config.client_queue_len {
+        if self.messages.len() > self.edge.config.edge.client_queue_len {
             return Err(WriteError::Close(CloseCode::SlowConsumer));
         }
         if self.settled() && self.has_news() {

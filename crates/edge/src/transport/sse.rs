@@ -111,7 +111,7 @@ fn open(
             .collect(),
         cursor: StreamCursor::new(&requested.allowed),
         tx,
-        ends_at: match edge.config.sse_max_duration_secs {
+        ends_at: match edge.config.edge.sse_max_duration_secs {
             0 => None,
             secs => Some(Instant::now() + Duration::from_secs(secs)),
         },

@@ -175,7 +175,7 @@ impl Providers {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let private_ca = match &config.provider_ca_file {
+        let private_ca = match &config.notify.provider_ca_file {
             None => Vec::new(),
             Some(file) => load_ca_file(file)?,
         };
@@ -204,9 +204,13 @@ impl Providers {
         )?;
         Ok(Providers {
             apps,
-            apns_production: config.apns_url.trim_end_matches('/').to_owned(),
-            apns_sandbox: config.apns_sandbox_url.trim_end_matches('/').to_owned(),
-            fcm_url: config.fcm_url.trim_end_matches('/').to_owned(),
+            apns_production: config.notify.apns_url.trim_end_matches('/').to_owned(),
+            apns_sandbox: config
+                .notify
+                .apns_sandbox_url
+                .trim_end_matches('/')
+                .to_owned(),
+            fcm_url: config.notify.fcm_url.trim_end_matches('/').to_owned(),
             https,
             h2c,
             webpush,
