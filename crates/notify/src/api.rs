@@ -17,11 +17,11 @@ use herald_core::api_key::ApiKeys;
 use herald_core::devices::{DeviceLookup, DeviceLookupError};
 use herald_core::time::unix_millis;
 use herald_core::work_queue::{Notification, PushJob, WorkQueue};
+use herald_proto::Refusal;
 use herald_proto::http::{ApiError, bad_request, json_body, require_api_key};
 use herald_proto::notify::v1 as pb;
 use herald_proto::notify::v1::notify_server::{Notify as NotifyApi, NotifyServer};
 use herald_proto::server::RequireApiKey;
-use herald_protocol::{ErrorBody, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tonic::service::interceptor::InterceptedService;
@@ -40,7 +40,7 @@ impl DeviceLookup for Notify {
     async fn with_devices(&self, users: &[String]) -> Result<HashSet<String>, DeviceLookupError> {
         self.users_with_devices(users)
             .await
-            .map_err(|e| DeviceLookupError(e.message))
+            .map_err(|e| DeviceLookupError(e.to_string()))
     }
 }
 
@@ -56,13 +56,13 @@ pub struct Notify {
 /// caller's fault is decided once, in the store (`store::sql::classify`):
 /// `Unavailable` becomes code 500 — HTTP 503 with `Retry-After`, gRPC
 /// `UNAVAILABLE` — and only `Invalid` is a 400.
-fn store_error(e: StoreError) -> ErrorBody {
+fn store_error(e: StoreError) -> Refusal {
     match e {
         StoreError::Unavailable(why) => {
             tracing::warn!(error = %why, "device store unavailable");
-            ErrorBody::new(ErrorCode::Internal, "device store unavailable; try again")
+            Refusal::unavailable("device store unavailable; try again")
         }
-        StoreError::Invalid(why) => ErrorBody::new(ErrorCode::BadRequest, why),
+        StoreError::Invalid(why) => Refusal::invalid(why),
     }
 }
 
@@ -102,24 +102,18 @@ impl Notify {
 
     /// Checks a device (a Web Push endpoint against the endpoint rule too)
     /// and stores it.
-    pub async fn register(&self, device: NewDevice) -> Result<Device, ErrorBody> {
-        let checked = device
-            .check()
-            .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.0))?;
+    pub async fn register(&self, device: NewDevice) -> Result<Device, Refusal> {
+        let checked = device.check().map_err(|e| Refusal::invalid(e.0))?;
         if checked.platform == Platform::Webpush {
             self.endpoints
                 .check(&checked.token)
                 .await
                 .map_err(|refused| match refused {
                     // our resolver is slow, not the caller wrong
-                    Refused::LookupTimedOut { .. } => ErrorBody::new(
-                        ErrorCode::Internal,
-                        format!("subscription.endpoint: {refused}; try again"),
-                    ),
-                    _ => ErrorBody::new(
-                        ErrorCode::BadRequest,
-                        format!("subscription.endpoint refused: {refused}"),
-                    ),
+                    Refused::LookupTimedOut { .. } => {
+                        Refusal::unavailable(format!("subscription.endpoint: {refused}; try again"))
+                    }
+                    _ => Refusal::invalid(format!("subscription.endpoint refused: {refused}")),
                 })?;
         }
         self.store
@@ -129,17 +123,14 @@ impl Notify {
     }
 
     /// Removes a device; false if there was none with `id`.
-    pub async fn unregister(&self, id: &str) -> Result<bool, ErrorBody> {
+    pub async fn unregister(&self, id: &str) -> Result<bool, Refusal> {
         self.store.unregister(id).await.map_err(store_error)
     }
 
     /// A user's devices, most recently seen first.
-    pub async fn list(&self, user: &str) -> Result<Vec<Device>, ErrorBody> {
+    pub async fn list(&self, user: &str) -> Result<Vec<Device>, Refusal> {
         if user.is_empty() {
-            return Err(ErrorBody::new(
-                ErrorCode::BadRequest,
-                "name a user: `?user=…`",
-            ));
+            return Err(Refusal::invalid("name a user: `?user=…`"));
         }
         let user = user_id(user)?;
         self.store.list(user.as_str()).await.map_err(store_error)
@@ -147,12 +138,11 @@ impl Notify {
 
     /// Which of `users` have at least one device (ids that are no user
     /// id have none).
-    pub async fn users_with_devices(&self, users: &[String]) -> Result<HashSet<String>, ErrorBody> {
+    pub async fn users_with_devices(&self, users: &[String]) -> Result<HashSet<String>, Refusal> {
         if users.len() > MAX_USERS_PER_LOOKUP {
-            return Err(ErrorBody::new(
-                ErrorCode::LimitExceeded,
-                format!("at most {MAX_USERS_PER_LOOKUP} users per lookup"),
-            ));
+            return Err(Refusal::too_large(format!(
+                "at most {MAX_USERS_PER_LOOKUP} users per lookup"
+            )));
         }
         self.store
             .users_with_devices(users)
@@ -161,7 +151,7 @@ impl Notify {
     }
 
     /// Queues a push; answers its id (for `status`).
-    pub async fn send(&self, request: SendRequest) -> Result<String, ErrorBody> {
+    pub async fn send(&self, request: SendRequest) -> Result<String, Refusal> {
         let user = match (&request.user, &request.device_id) {
             // the user ids routing and the edges take, and no other
             (Some(user), None) if !user.is_empty() => user_id(user)?.as_str().to_owned(),
@@ -170,36 +160,27 @@ impl Notify {
                     .get(id)
                     .await
                     .map_err(store_error)?
-                    .ok_or_else(|| {
-                        ErrorBody::new(ErrorCode::UnknownChannel, format!("no device {id}"))
-                    })?
+                    .ok_or_else(|| Refusal::not_found(format!("no device {id}")))?
                     .user
             }
             _ => {
-                return Err(ErrorBody::new(
-                    ErrorCode::BadRequest,
-                    "name either `user` or `device_id`",
-                ));
+                return Err(Refusal::invalid("name either `user` or `device_id`"));
             }
         };
         if let Some(n) = &request.notification
             && (n.title.len() > 1024 || n.body.len() > 1024)
         {
-            return Err(ErrorBody::new(
-                ErrorCode::LimitExceeded,
+            return Err(Refusal::too_large(
                 "title and body: at most 1024 bytes each",
             ));
         }
         let data = match request.data {
             Some(d) => d,
             None => RawValue::from_string("{}".into())
-                .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?,
+                .map_err(|e| Refusal::unavailable(e.to_string()))?,
         };
         if data.get().len() > 4096 {
-            return Err(ErrorBody::new(
-                ErrorCode::LimitExceeded,
-                "data: at most 4096 bytes",
-            ));
+            return Err(Refusal::too_large("data: at most 4096 bytes"));
         }
         let job = PushJob {
             id: PushJob::new_id(),
@@ -214,13 +195,13 @@ impl Notify {
         };
         self.queue.push(&job).await.map_err(|e| {
             tracing::warn!(error = %e, "push queue unavailable");
-            ErrorBody::new(ErrorCode::Internal, "push queue unavailable; try again")
+            Refusal::unavailable("push queue unavailable; try again")
         })?;
         Ok(job.id)
     }
 
     /// Where a queued push stands, per device.
-    pub async fn status(&self, id: &str) -> Result<Vec<DeviceStatus>, ErrorBody> {
+    pub async fn status(&self, id: &str) -> Result<Vec<DeviceStatus>, Refusal> {
         self.store.status(id).await.map_err(store_error)
     }
 }
@@ -279,10 +260,9 @@ async fn unregister(
 ) -> Result<StatusCode, ApiError> {
     match notify.unregister(&id).await? {
         true => Ok(StatusCode::NO_CONTENT),
-        false => Err(ApiError::from(ErrorBody::new(
-            ErrorCode::UnknownChannel,
-            format!("no device {id}"),
-        ))),
+        false => Err(ApiError::from(Refusal::not_found(format!(
+            "no device {id}"
+        )))),
     }
 }
 
@@ -406,7 +386,7 @@ impl NotifyApi for GrpcApi {
             .notify
             .register(device)
             .await
-            .map_err(herald_proto::server::status_of)?;
+            .map_err(tonic::Status::from)?;
         Ok(tonic::Response::new(pb::RegisterDeviceResponse {
             id: device.id,
         }))
@@ -421,7 +401,7 @@ impl NotifyApi for GrpcApi {
             .notify
             .unregister(&id)
             .await
-            .map_err(herald_proto::server::status_of)?
+            .map_err(tonic::Status::from)?
         {
             true => Ok(tonic::Response::new(pb::UnregisterDeviceResponse {})),
             false => Err(tonic::Status::not_found(format!("no device {id}"))),
@@ -436,7 +416,7 @@ impl NotifyApi for GrpcApi {
             .notify
             .list(&request.into_inner().user)
             .await
-            .map_err(herald_proto::server::status_of)?;
+            .map_err(tonic::Status::from)?;
         Ok(tonic::Response::new(pb::ListDevicesResponse {
             devices: devices.into_iter().map(to_pb).collect(),
         }))
@@ -450,7 +430,7 @@ impl NotifyApi for GrpcApi {
             .notify
             .users_with_devices(&request.into_inner().users)
             .await
-            .map_err(herald_proto::server::status_of)?;
+            .map_err(tonic::Status::from)?;
         Ok(tonic::Response::new(pb::UsersWithDevicesResponse {
             users: users.into_iter().collect(),
         }))
@@ -495,7 +475,7 @@ impl NotifyApi for GrpcApi {
                 data,
             })
             .await
-            .map_err(herald_proto::server::status_of)?;
+            .map_err(tonic::Status::from)?;
         Ok(tonic::Response::new(pb::SendResponse {
             notification_id: id,
         }))
@@ -509,7 +489,7 @@ impl NotifyApi for GrpcApi {
             .notify
             .status(&request.into_inner().notification_id)
             .await
-            .map_err(herald_proto::server::status_of)?;
+            .map_err(tonic::Status::from)?;
         Ok(tonic::Response::new(pb::StatusResponse {
             devices: statuses
                 .into_iter()
@@ -530,7 +510,6 @@ impl NotifyApi for GrpcApi {
 }
 
 /// `user` as a user id, or the 400 that says why it is none.
-fn user_id(user: &str) -> Result<herald_protocol::UserId, ErrorBody> {
-    herald_protocol::UserId::parse(user)
-        .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("invalid user: {e}")))
+fn user_id(user: &str) -> Result<herald_protocol::UserId, Refusal> {
+    herald_protocol::UserId::parse(user).map_err(|e| Refusal::invalid(format!("invalid user: {e}")))
 }

@@ -476,11 +476,10 @@ async fn a_name_that_later_resolves_inward_is_refused_and_the_job_says_why() {
         .register(browser("mia", &w.webpush.subscribe()))
         .await
         .unwrap_err();
-    assert_eq!(refused.code, herald_protocol::ErrorCode::BadRequest);
+    assert_eq!(refused.code(), herald_protocol::ErrorCode::BadRequest);
     assert!(
-        refused.message.contains("resolves to 127.0.0.1"),
-        "{}",
-        refused.message
+        refused.to_string().contains("resolves to 127.0.0.1"),
+        "{refused}"
     );
     w.done().await;
 

@@ -27,6 +27,12 @@ impl From<ErrorBody> for ApiError {
     }
 }
 
+impl From<crate::Refusal> for ApiError {
+    fn from(refusal: crate::Refusal) -> Self {
+        ApiError(refusal.into())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         #[derive(Serialize)]

@@ -1,6 +1,7 @@
 //! Herald's gRPC contract, generated from `proto/` at build time, and what
 //! every service shares around it: the internal gRPC clients (`client`), the
-//! one HTTP and one gRPC error mapping (`http`, `server`), request tracing
+//! services' one error type (`refusal`) with its one HTTP and one gRPC
+//! mapping (`http`, `server`), request tracing
 //! (`trace`), and the one service lifecycle with its hardened accept path
 //! (`service`).
 
@@ -33,9 +34,12 @@ pub mod notify {
 
 pub mod client;
 pub mod http;
+pub mod refusal;
 pub mod server;
 pub mod service;
 pub mod trace;
+
+pub use refusal::Refusal;
 
 /// Every service's descriptors, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("herald_descriptor");

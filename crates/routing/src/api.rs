@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::history::Recovery;
+use herald_proto::Refusal;
+use herald_protocol::StreamPosition;
 use herald_protocol::channel::Channel;
-use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -155,7 +156,7 @@ pub(crate) async fn since_position(
     channel: &Channel,
     since: Option<u64>,
     epoch: Option<String>,
-) -> Result<Option<StreamPosition>, ErrorBody> {
+) -> Result<Option<StreamPosition>, Refusal> {
     let Some(offset) = since else {
         return Ok(None);
     };
@@ -174,30 +175,24 @@ pub(crate) async fn since_position(
 /// The error for a history read from `since` that cannot be answered:
 /// past the channel's latest offset (the caller's mistake, 400), else
 /// publications no longer kept (110).
-pub(crate) fn not_readable(since: Option<&StreamPosition>, latest: &StreamPosition) -> ErrorBody {
+pub(crate) fn not_readable(since: Option<&StreamPosition>, latest: &StreamPosition) -> Refusal {
     match since {
         Some(since) if since.epoch == latest.epoch && since.offset > latest.offset => {
-            ErrorBody::new(
-                ErrorCode::BadRequest,
-                format!(
-                    "since {} is past the channel's latest offset {} (epoch {:?})",
-                    since.offset, latest.offset, latest.epoch
-                ),
-            )
+            Refusal::invalid(format!(
+                "since {} is past the channel's latest offset {} (epoch {:?})",
+                since.offset, latest.offset, latest.epoch
+            ))
         }
         _ => unrecoverable(latest),
     }
 }
 
 /// The error for a position whose publications are no longer kept.
-pub(crate) fn unrecoverable(latest: &StreamPosition) -> ErrorBody {
-    ErrorBody::new(
-        ErrorCode::Unrecoverable,
-        format!(
-            "publications after that position are no longer kept (the channel is at offset {} of epoch {:?})",
-            latest.offset, latest.epoch
-        ),
-    )
+pub(crate) fn unrecoverable(latest: &StreamPosition) -> Refusal {
+    Refusal::unrecoverable(format!(
+        "publications after that position are no longer kept (the channel is at offset {} of epoch {:?})",
+        latest.offset, latest.epoch
+    ))
 }
 
 async fn history(
@@ -229,6 +224,6 @@ async fn history(
             };
             Ok(Json(answer).into_response())
         }
-        Recovery::Unrecoverable { latest } => Err(ApiError(not_readable(since.as_ref(), &latest))),
+        Recovery::Unrecoverable { latest } => Err(not_readable(since.as_ref(), &latest).into()),
     }
 }

@@ -10,8 +10,9 @@ use herald_core::bus::{BusError, Message, respond};
 use herald_core::history::Recovery;
 use herald_core::shutdown::Shutdown;
 use herald_core::subjects::ROUTING_QUEUE_GROUP;
+use herald_proto::Refusal;
 use herald_protocol::route::{ClientPublish, HistoryQuery, RouteReply};
-use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
+use herald_protocol::{ErrorBody, StreamPosition};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -83,7 +84,7 @@ impl Routing {
     async fn answer_publish(&self, message: &Message) -> Bytes {
         let result = async {
             let request: ClientPublish = serde_json::from_slice(&message.payload)
-                .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("bad publish: {e}")))?;
+                .map_err(|e| Refusal::invalid(format!("bad publish: {e}")))?;
             self.check_client_publish(&request)?;
             Self::check_key(&request.idempotency_key)?;
             // A client's key names its own publications only; one is made
@@ -100,50 +101,44 @@ impl Routing {
                 Some(&scoped),
             )
             .await
-            .map_err(|mut e| {
-                if e.idempotency_key.is_some() {
-                    e.idempotency_key = Some(key);
-                }
-                e
+            .map_err(|e| match e {
+                Refusal::OutcomeUnknown { message, .. } => Refusal::outcome_unknown(message, key),
+                other => other,
             })
         }
         .await;
         if let Err(e) = &result {
-            crate::stats::error("edge", crate::stats::side_of(e.code));
+            crate::stats::error("edge", crate::stats::side_of(e.code()));
         }
-        RouteReply::<StreamPosition>::from_result(result).encode()
+        RouteReply::<StreamPosition>::from_result(result.map_err(ErrorBody::from)).encode()
     }
 
-    fn check_client_publish(&self, request: &ClientPublish) -> Result<(), ErrorBody> {
+    fn check_client_publish(&self, request: &ClientPublish) -> Result<(), Refusal> {
         if !auth::allowed(&request.user, &request.publish, &request.channel) {
-            return Err(ErrorBody::new(
-                ErrorCode::PermissionDenied,
-                format!("not allowed to publish to `{}`", request.channel),
-            ));
+            return Err(Refusal::forbidden(format!(
+                "not allowed to publish to `{}`",
+                request.channel
+            )));
         }
         let namespace = self.config.namespace(&request.channel)?;
         if !namespace.allow_publish {
-            return Err(ErrorBody::new(
-                ErrorCode::PermissionDenied,
-                format!(
-                    "clients may not publish in the namespace of `{}`",
-                    request.channel
-                ),
-            ));
+            return Err(Refusal::forbidden(format!(
+                "clients may not publish in the namespace of `{}`",
+                request.channel
+            )));
         }
         Ok(())
     }
 
     async fn answer_history(&self, message: &Message) -> Bytes {
         let result = async {
-            let query: HistoryQuery = serde_json::from_slice(&message.payload).map_err(|e| {
-                ErrorBody::new(ErrorCode::BadRequest, format!("bad history query: {e}"))
-            })?;
+            let query: HistoryQuery = serde_json::from_slice(&message.payload)
+                .map_err(|e| Refusal::invalid(format!("bad history query: {e}")))?;
             self.history(&query.channel, query.since.as_ref(), query.limit)
                 .await
         }
         .await;
-        RouteReply::<Recovery>::from_result(result).encode()
+        RouteReply::<Recovery>::from_result(result.map_err(ErrorBody::from)).encode()
     }
 }
 

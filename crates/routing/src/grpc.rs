@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use herald_core::history::Recovery;
 use herald_core::work_queue::Notification;
+use herald_proto::Refusal;
 use herald_proto::routing::v1 as pb;
 use herald_proto::routing::v1::routing_server::{Routing as RoutingApi, RoutingServer};
-use herald_protocol::ErrorBody;
 use herald_protocol::channel::Channel;
 use serde_json::value::RawValue;
 use tonic::service::interceptor::InterceptedService;
@@ -20,9 +20,9 @@ use crate::routing::{
 use herald_core::api_key::ApiKeys;
 
 /// Maps a Herald error to the gRPC status a client expects, and counts it.
-pub fn status_of(e: ErrorBody) -> Status {
-    crate::stats::error("grpc", crate::stats::side_of(e.code));
-    herald_proto::server::status_of(e)
+pub fn status_of(e: Refusal) -> Status {
+    crate::stats::error("grpc", crate::stats::side_of(e.code()));
+    Status::from(e)
 }
 
 fn invalid(message: impl Into<String>) -> Status {

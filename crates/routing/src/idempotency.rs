@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use herald_protocol::ErrorBody;
+use herald_proto::Refusal;
 use tokio::sync::OnceCell;
 
 /// Keys remembered at most; the oldest are forgotten first.
@@ -42,10 +42,10 @@ impl<T: Clone> IdempotencyCache<T> {
     /// Runs `work` once per key within the window; everyone with the key
     /// gets its answer. A failed attempt is not remembered, so the request
     /// can be retried with the same key.
-    pub(crate) async fn run<F, Fut>(&self, key: Option<String>, work: F) -> Result<T, ErrorBody>
+    pub(crate) async fn run<F, Fut>(&self, key: Option<String>, work: F) -> Result<T, Refusal>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, ErrorBody>>,
+        Fut: Future<Output = Result<T, Refusal>>,
     {
         let Some(key) = key else {
             return work().await;
@@ -78,7 +78,6 @@ impl<T: Clone> IdempotencyCache<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_protocol::ErrorCode;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
@@ -109,7 +108,7 @@ mod tests {
         let cache = IdempotencyCache::<u64>::new(Duration::from_millis(50));
         let failed = cache
             .run(Some("k".into()), || async {
-                Err(ErrorBody::new(ErrorCode::Internal, "down"))
+                Err(Refusal::unavailable("down"))
             })
             .await;
         assert!(failed.is_err());

@@ -16,8 +16,9 @@ use herald_core::route::live_message;
 use herald_core::subjects::Subjects;
 use herald_core::time::unix_millis;
 use herald_core::work_queue::{Notification, PushJob, WorkQueue};
+use herald_proto::Refusal;
 use herald_protocol::channel::Channel;
-use herald_protocol::{ErrorBody, ErrorCode, StreamPosition, UserId};
+use herald_protocol::{StreamPosition, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -185,20 +186,17 @@ pub struct Routing {
     idempotency: IdempotencyCache<Answer>,
 }
 
-fn bad_request(message: impl Into<String>) -> ErrorBody {
-    ErrorBody::new(ErrorCode::BadRequest, message)
+fn bad_request(message: impl Into<String>) -> Refusal {
+    Refusal::invalid(message)
 }
 
-fn too_large(message: impl Into<String>) -> ErrorBody {
-    ErrorBody::new(ErrorCode::LimitExceeded, message)
+fn too_large(message: impl Into<String>) -> Refusal {
+    Refusal::too_large(message)
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> ErrorBody {
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Refusal {
     tracing::error!(error = %e, "{what} failed");
-    ErrorBody::new(
-        ErrorCode::Internal,
-        format!("{what} unavailable; try again"),
-    )
+    Refusal::unavailable(format!("{what} unavailable; try again"))
 }
 
 impl Routing {
@@ -228,7 +226,7 @@ impl Routing {
 
     // ------------------------------------------------------------ checks
 
-    fn check_data(&self, data: &RawValue) -> Result<(), ErrorBody> {
+    fn check_data(&self, data: &RawValue) -> Result<(), Refusal> {
         let size = data.get().len();
         if size > self.config.max_message_bytes {
             return Err(too_large(format!(
@@ -240,7 +238,7 @@ impl Routing {
             .map_err(|e| bad_request(e.to_string()))
     }
 
-    pub(crate) fn check_key(key: &Option<String>) -> Result<(), ErrorBody> {
+    pub(crate) fn check_key(key: &Option<String>) -> Result<(), Refusal> {
         match key {
             Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY => Err(bad_request(format!(
                 "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
@@ -249,7 +247,7 @@ impl Routing {
         }
     }
 
-    fn check_notification(notification: &Option<Notification>) -> Result<(), ErrorBody> {
+    fn check_notification(notification: &Option<Notification>) -> Result<(), Refusal> {
         if let Some(n) = notification {
             for (field, text) in [("title", &n.title), ("body", &n.body)] {
                 if text.len() > MAX_NOTIFICATION_TEXT {
@@ -262,14 +260,14 @@ impl Routing {
         Ok(())
     }
 
-    fn check_user(user: &str) -> Result<(UserId, Channel), ErrorBody> {
+    fn check_user(user: &str) -> Result<(UserId, Channel), Refusal> {
         let invalid = |e: &dyn std::fmt::Display| bad_request(format!("invalid user: {e}"));
         let user = UserId::parse(user).map_err(|e| invalid(&e))?;
         let personal = Channel::personal(&user).map_err(|e| invalid(&e))?;
         Ok((user, personal))
     }
 
-    fn retention(&self, channel: &Channel) -> Result<Retention, ErrorBody> {
+    fn retention(&self, channel: &Channel) -> Result<Retention, Refusal> {
         let namespace = self.config.namespace(channel)?;
         Ok(Retention {
             size: namespace.history_size,
@@ -288,7 +286,7 @@ impl Routing {
         data: Box<RawValue>,
         from: Option<String>,
         idempotency_key: Option<&str>,
-    ) -> Result<StreamPosition, ErrorBody> {
+    ) -> Result<StreamPosition, Refusal> {
         let retention = self.retention(channel)?;
         self.check_data(&data)?;
         let started = std::time::Instant::now();
@@ -304,7 +302,7 @@ impl Routing {
             .map_err(|e| match e {
                 HistoryError::OutcomeUnknown { key, why } => {
                     tracing::warn!(channel = %channel, error = %why, "publication perhaps stored");
-                    ErrorBody::outcome_unknown(
+                    Refusal::outcome_unknown(
                         "history did not confirm in time: the publication may be stored; \
                          send it again with this idempotency_key to store it once",
                         key,
@@ -332,7 +330,7 @@ impl Routing {
 
     /// Stores and delivers one publication, then queues pushes for the
     /// `notify_offline` users who are not connected.
-    pub async fn publish(&self, request: PublishRequest) -> Result<PublishAnswer, ErrorBody> {
+    pub async fn publish(&self, request: PublishRequest) -> Result<PublishAnswer, Refusal> {
         self.config.namespace(&request.channel)?;
         self.check_data(&request.data)?;
         Self::check_key(&request.idempotency_key)?;
@@ -384,8 +382,7 @@ impl Routing {
             .await?;
         match answer {
             Answer::Publish(a) => Ok(a),
-            _ => Err(ErrorBody::new(
-                ErrorCode::BadRequest,
+            _ => Err(Refusal::invalid(
                 "idempotency_key was used for another kind of request",
             )),
         }
@@ -393,7 +390,7 @@ impl Routing {
 
     /// Publishes the same data to every channel named, after checking them
     /// all.
-    pub async fn broadcast(&self, request: BroadcastRequest) -> Result<BroadcastAnswer, ErrorBody> {
+    pub async fn broadcast(&self, request: BroadcastRequest) -> Result<BroadcastAnswer, Refusal> {
         if request.channels.is_empty() {
             return Err(bad_request("channels is empty"));
         }
@@ -437,7 +434,7 @@ impl Routing {
 
     /// Publishes to the user's personal channel and, if they are not
     /// connected, queues a push.
-    pub async fn send_to_user(&self, request: SendRequest) -> Result<SendAnswer, ErrorBody> {
+    pub async fn send_to_user(&self, request: SendRequest) -> Result<SendAnswer, Refusal> {
         let (_, personal) = Self::check_user(&request.user)?;
         self.check_data(&request.data)?;
         Self::check_key(&request.idempotency_key)?;
@@ -490,7 +487,7 @@ impl Routing {
         notification: Option<&Notification>,
         channel: Option<&Channel>,
         idempotency_key: Option<&str>,
-    ) -> Result<NotifyOutcome, ErrorBody> {
+    ) -> Result<NotifyOutcome, Refusal> {
         let online =
             match tokio::time::timeout(self.config.presence_timeout(), self.presence.online(users))
                 .await
@@ -554,7 +551,7 @@ impl Routing {
 
     /// Who is subscribed to `channel` now, cluster-wide (the server API's
     /// presence query).
-    pub async fn channel_users(&self, channel: &Channel) -> Result<Vec<String>, ErrorBody> {
+    pub async fn channel_users(&self, channel: &Channel) -> Result<Vec<String>, Refusal> {
         self.config.namespace(channel)?;
         match tokio::time::timeout(
             self.config.presence_timeout(),
@@ -563,14 +560,11 @@ impl Routing {
         .await
         {
             Ok(Ok(users)) => Ok(users),
-            Ok(Err(e)) => Err(ErrorBody::new(
-                ErrorCode::Internal,
-                format!("presence is not available: {}", e.0),
-            )),
-            Err(_) => Err(ErrorBody::new(
-                ErrorCode::Internal,
-                "presence did not answer in time",
-            )),
+            Ok(Err(e)) => Err(Refusal::unavailable(format!(
+                "presence is not available: {}",
+                e.0
+            ))),
+            Err(_) => Err(Refusal::unavailable("presence did not answer in time")),
         }
     }
 
@@ -606,7 +600,7 @@ impl Routing {
         channel: &Channel,
         since: Option<&StreamPosition>,
         limit: usize,
-    ) -> Result<Recovery, ErrorBody> {
+    ) -> Result<Recovery, Refusal> {
         self.config.namespace(channel)?;
         self.history
             .read(channel, since, limit.min(MAX_HISTORY_LIMIT))
@@ -615,7 +609,7 @@ impl Routing {
     }
 
     /// Closes every connection of `user` on every edge.
-    pub async fn disconnect(&self, user: &str) -> Result<(), ErrorBody> {
+    pub async fn disconnect(&self, user: &str) -> Result<(), Refusal> {
         let (user, _) = Self::check_user(user)?;
         let payload = serde_json::to_vec(&herald_protocol::route::DisconnectUser { user })
             .map_err(|e| unavailable("bus", e))?;

@@ -12,8 +12,9 @@ use tonic::transport::Channel;
 
 use targets::Targets;
 
-/// One internal gRPC service as its callers reach it: its addresses
-/// ([`targets`]), the API key and the deadline.
+/// One internal gRPC service as its callers reach it: its addresses (every
+/// address its name resolves to, re-resolved as pods come and go), the API
+/// key and the deadline.
 #[derive(Clone)]
 pub struct Upstream {
     targets: Arc<Targets>,
