@@ -281,6 +281,15 @@ pub struct EdgeConfig {
     /// Bytes waiting to be written to one client before it counts as a slow
     /// consumer.
     pub client_queue_bytes: usize,
+    /// Seconds a write to a WebSocket client may take: longer, and the
+    /// client has stopped reading — it is closed as a slow consumer (4001).
+    pub write_timeout_secs: u64,
+    /// Seconds the last frames and the close frame may take to leave, and
+    /// the client to answer the close.
+    pub close_timeout_secs: u64,
+    /// Seconds a slow consumer (4001) gets to read what is already in its
+    /// socket ahead of the close frame (only kernel buffers are held).
+    pub slow_close_timeout_secs: u64,
     /// Frames written to a WebSocket before one flush (1: a write per frame).
     pub write_batch_frames: usize,
     /// How long an edge waits for routing to answer a client publish, ms.
@@ -496,6 +505,9 @@ impl Default for EdgeConfig {
             connect_timeout_secs: 10,
             client_queue_len: 1024,
             client_queue_bytes: 4 * 1024 * 1024,
+            write_timeout_secs: 10,
+            close_timeout_secs: 10,
+            slow_close_timeout_secs: 30,
             write_batch_frames: 64,
             route_timeout_ms: 5000,
             drain_window_secs: 10,
@@ -632,6 +644,9 @@ impl Config {
         positive("max_json_depth", self.max_json_depth as u64)?;
         positive("client_queue_len", self.edge.client_queue_len as u64)?;
         positive("client_queue_bytes", self.edge.client_queue_bytes as u64)?;
+        positive("write_timeout_secs", self.edge.write_timeout_secs)?;
+        positive("close_timeout_secs", self.edge.close_timeout_secs)?;
+        positive("slow_close_timeout_secs", self.edge.slow_close_timeout_secs)?;
         positive("write_batch_frames", self.edge.write_batch_frames as u64)?;
         positive(
             "idempotency_window_secs",

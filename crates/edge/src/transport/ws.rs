@@ -14,13 +14,6 @@ use super::{Keepalive, Out, Read, Transport, WriteError};
 use crate::connection::{Connection, driver};
 use crate::{ClientAddress, Edge};
 
-/// A write that takes longer than this means the client stopped reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the last frames and the close frame may take to leave.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A slow consumer has megabytes in the socket ahead of its close frame:
-/// it gets longer to read them (holding only kernel buffers meanwhile).
-const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Room for the JSON around `data` in a publish frame.
 const FRAME_OVERHEAD: usize = 4096;
 
@@ -52,7 +45,7 @@ pub(crate) async fn upgrade(
             .awaiting_connect();
             let transport = WsTransport {
                 socket,
-                ping_every: edge.config.ping_interval(),
+                edge: edge.clone(),
             };
             edge.connections.track_future(driver::run(conn, transport))
         })
@@ -61,7 +54,20 @@ pub(crate) async fn upgrade(
 
 pub(crate) struct WsTransport {
     socket: WebSocket,
-    ping_every: Duration,
+    /// For the timers of the settings (one pointer, not a copy of each).
+    edge: Arc<Edge>,
+}
+
+impl WsTransport {
+    /// A write that takes longer means the client stopped reading.
+    fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.edge.config.edge.write_timeout_secs)
+    }
+
+    /// How long the last frames and the close frame may take to leave.
+    fn close_timeout(&self) -> Duration {
+        Duration::from_secs(self.edge.config.edge.close_timeout_secs)
+    }
 }
 
 impl Transport for WsTransport {
@@ -77,7 +83,8 @@ impl Transport for WsTransport {
                 Some(Ok(Message::Close(_))) => {
                     // tungstenite queued the answering close frame: send it,
                     // so the client sees its own code, not 1006.
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.flush()).await;
+                    let patience = self.close_timeout();
+                    let _ = tokio::time::timeout(patience, self.socket.flush()).await;
                     Read::Gone
                 }
                 None => Read::Gone,
@@ -93,6 +100,7 @@ impl Transport for WsTransport {
     /// Feeds every frame, then flushes once: one write rather than one
     /// syscall per frame.
     async fn write(&mut self, out: &mut Vec<Out>) -> Result<(), WriteError> {
+        let patience = self.write_timeout();
         let socket = &mut self.socket;
         let batch = async {
             for item in out.drain(..) {
@@ -100,24 +108,24 @@ impl Transport for WsTransport {
             }
             socket.flush().await
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, batch).await {
+        match tokio::time::timeout(patience, batch).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(WriteError::Gone),
-            // Stuck for WRITE_TIMEOUT: the client is not reading.
+            // Stuck for the write timeout: the client is not reading.
             Err(_) => Err(WriteError::Close(CloseCode::SlowConsumer)),
         }
     }
 
     fn keepalive(&self) -> Option<Keepalive> {
         Some(Keepalive {
-            every: self.ping_every,
+            every: self.edge.config.ping_interval(),
             answered: true,
         })
     }
 
     async fn ping(&mut self) -> Result<(), WriteError> {
         let ping = Message::Text(encode(&Push::Ping(EmptyOk {})).into());
-        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(ping)).await {
+        match tokio::time::timeout(self.write_timeout(), self.socket.send(ping)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteError::Gone),
         }
@@ -127,12 +135,16 @@ impl Transport for WsTransport {
     /// peer that does not read, then waits for the peer's close.
     async fn close(mut self, code: Option<CloseCode>) {
         let Some(code) = code else { return };
-        let socket = &mut self.socket;
+        let close_timeout = self.close_timeout();
+        // A slow consumer has megabytes in the socket ahead of its close
+        // frame: it gets longer to read them (holding only kernel buffers
+        // meanwhile).
         let patience = if code == CloseCode::SlowConsumer {
-            SLOW_CLOSE_TIMEOUT
+            Duration::from_secs(self.edge.config.edge.slow_close_timeout_secs)
         } else {
-            CLOSE_TIMEOUT
+            close_timeout
         };
+        let socket = &mut self.socket;
         let goodbye = async {
             socket
                 .feed(Message::Text(encode(&code.disconnect_push()).into()))
@@ -155,7 +167,7 @@ impl Transport for WsTransport {
                 }
             }
         };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
+        let _ = tokio::time::timeout(close_timeout, handshake).await;
     }
 }
 
