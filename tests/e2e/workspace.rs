@@ -99,6 +99,63 @@ fn the_documented_crate_graph_is_the_real_one_and_services_stand_alone() {
     );
 }
 
+/// A service built alone links what it uses and nothing of the others:
+/// routing no device store, push crypto or token verification; presence no
+/// device store either; the client SDK only the protocol's.
+#[test]
+fn a_service_built_alone_links_only_what_it_uses() {
+    let tree = |package: &str| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "-p",
+                package,
+            ])
+            .current_dir(repo_root())
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree -p {package}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let routing = tree("herald-routing");
+    for heavy in [
+        "sqlx",
+        "p256",
+        "rsa",
+        "web-push",
+        "jsonwebtoken",
+        "a2",
+        "herald-notify",
+    ] {
+        assert!(!routing.contains(heavy), "herald-routing links {heavy}");
+    }
+    let presence = tree("herald-presence");
+    for heavy in ["sqlx", "p256", "jsonwebtoken", "herald-notify"] {
+        assert!(!presence.contains(heavy), "herald-presence links {heavy}");
+    }
+    let edge = tree("herald-edge");
+    assert!(edge.contains("jsonwebtoken"), "the edge verifies tokens");
+    for heavy in ["sqlx", "herald-presence", "herald-routing", "herald-notify"] {
+        assert!(!edge.contains(heavy), "herald-edge links {heavy}");
+    }
+    let client = tree("herald-client");
+    for heavy in ["async-nats", "jsonwebtoken", "sqlx", "axum", "herald-core"] {
+        assert!(!client.contains(heavy), "herald-client links {heavy}");
+    }
+}
+
 /// docs/SETTINGS.md is what `herald config defaults --markdown` prints,
 /// and the TOML it prints is a configuration every service accepts.
 #[test]

@@ -1,11 +1,19 @@
-//! Client tokens: JWT verification with the algorithm pinned by config, the
-//! claims Herald reads, and minting of development tokens.
+//! Client tokens: the claims Herald reads and the permission rule every
+//! service applies; with the `jwt` feature (the edge, the binary) also JWT
+//! verification with the algorithm pinned by config and minting of
+//! development tokens.
 
+#[cfg(feature = "jwt")]
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+#[cfg(feature = "jwt")]
+use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "jwt")]
 use base64::Engine;
+#[cfg(feature = "jwt")]
 use jsonwebtoken::errors::ErrorKind;
+#[cfg(feature = "jwt")]
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +34,7 @@ pub enum JwtAlgorithm {
 }
 
 impl JwtAlgorithm {
+    #[cfg(feature = "jwt")]
     fn jsonwebtoken(self) -> Algorithm {
         match self {
             JwtAlgorithm::HS256 => Algorithm::HS256,
@@ -113,6 +122,7 @@ pub struct Claims {
     pub publish: Vec<String>,
 }
 
+#[cfg(feature = "jwt")]
 /// Claims as they arrive, so a missing `sub` or `exp` is reported as such
 /// rather than as a parse error.
 #[derive(Deserialize)]
@@ -125,6 +135,7 @@ struct RawClaims {
     publish: Vec<String>,
 }
 
+#[cfg(feature = "jwt")]
 impl RawClaims {
     fn into_claims(self, leeway: u64) -> Result<Claims, TokenError> {
         let sub = self
@@ -174,6 +185,7 @@ pub fn allowed(user: &str, patterns: &[String], channel: &Channel) -> bool {
     }
 }
 
+#[cfg(feature = "jwt")]
 /// Verifies client tokens against one algorithm and one key, or the keys
 /// of a JWKS file.
 #[derive(Clone)]
@@ -183,12 +195,14 @@ pub struct TokenVerifier {
     validation: Validation,
 }
 
+#[cfg(feature = "jwt")]
 #[derive(Clone)]
 enum VerifierKeys {
     One(DecodingKey),
     Jwks(std::sync::Arc<crate::jwks::JwksKeys>),
 }
 
+#[cfg(feature = "jwt")]
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenVerifier")
@@ -201,6 +215,7 @@ impl std::fmt::Debug for TokenVerifier {
 /// is not the weak part.
 pub const MIN_SECRET_LEN: usize = 32;
 
+#[cfg(feature = "jwt")]
 fn check_secret(key: &[u8]) -> Result<(), KeyError> {
     if key.len() < MIN_SECRET_LEN {
         return Err(KeyError(format!(
@@ -211,6 +226,7 @@ fn check_secret(key: &[u8]) -> Result<(), KeyError> {
     Ok(())
 }
 
+#[cfg(feature = "jwt")]
 impl TokenVerifier {
     /// `key` is the shared secret for HS256, or a PEM public key for RS256
     /// and ES256. `leeway` is the clock skew tolerated on `exp` and `nbf`.
@@ -297,6 +313,7 @@ impl TokenVerifier {
     }
 }
 
+#[cfg(feature = "jwt")]
 fn validation(algorithm: JwtAlgorithm, leeway: Duration) -> Validation {
     let mut validation = Validation::new(algorithm.jsonwebtoken());
     // `exp` and `sub` are checked by `into_claims`, so a negative or
@@ -309,6 +326,7 @@ fn validation(algorithm: JwtAlgorithm, leeway: Duration) -> Validation {
     validation
 }
 
+#[cfg(feature = "jwt")]
 /// The parts of a JWT header Herald reads itself.
 #[derive(Deserialize)]
 struct TokenHeader {
@@ -317,6 +335,7 @@ struct TokenHeader {
     kid: Option<String>,
 }
 
+#[cfg(feature = "jwt")]
 fn read_header(token: &str) -> Result<TokenHeader, TokenError> {
     let header = token
         .split('.')
@@ -338,6 +357,7 @@ pub fn unix_now() -> i64 {
         .unwrap_or_default()
 }
 
+#[cfg(feature = "jwt")]
 /// Signs tokens: `herald token` for development, and the tests.
 pub struct TokenSigner {
     algorithm: JwtAlgorithm,
@@ -345,6 +365,7 @@ pub struct TokenSigner {
     kid: Option<String>,
 }
 
+#[cfg(feature = "jwt")]
 impl TokenSigner {
     /// `key` is the shared secret for HS256, or a PEM (PKCS#8) private key.
     pub fn new(algorithm: JwtAlgorithm, key: &[u8]) -> Result<Self, KeyError> {
@@ -409,7 +430,7 @@ impl TokenSigner {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "jwt"))]
 mod tests {
     use super::*;
 

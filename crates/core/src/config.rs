@@ -12,7 +12,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::auth::{JwtAlgorithm, KeyError, TokenVerifier};
+use crate::auth::JwtAlgorithm;
+#[cfg(feature = "jwt")]
+use crate::auth::{KeyError, TokenVerifier};
 use herald_protocol::channel::Channel;
 use herald_protocol::{ErrorBody, ErrorCode};
 
@@ -783,6 +785,7 @@ impl Config {
         Ok(())
     }
 
+    #[cfg(feature = "jwt")]
     /// The token verifier for client connections. `allow_dev_secret` lets
     /// standalone fall back to [`DEV_JWT_SECRET`].
     pub fn token_verifier(&self, allow_dev_secret: bool) -> Result<TokenVerifier, ConfigError> {

@@ -9,6 +9,7 @@ pub mod bus;
 pub mod config;
 pub mod devices;
 pub mod history;
+#[cfg(feature = "jwt")]
 mod jwks;
 pub mod metrics;
 pub mod presence;
