@@ -6,7 +6,7 @@
 //
 // usage: node sdk.mjs NODE_MODULES EDGE_HTTP API_KEY TOKEN OTHER_TOKEN
 import { createRequire } from 'node:module';
-import { serveSdkUnderTest } from './support.mjs';
+import { check, serveSdkUnderTest, until } from './support.mjs';
 
 const [modules, edge, apiKey, token, otherToken] = process.argv.slice(2);
 const require = createRequire(`${modules}/`);
@@ -32,20 +32,6 @@ async function sendToUser(n) {
     body: JSON.stringify({ user: 'sdk', data: { n } }),
   });
   if (!r.ok) throw new Error(`send ${r.status} ${await r.text()}`);
-}
-
-function check(condition, what) {
-  if (!condition) throw new Error(what);
-}
-
-async function until(what, condition, timeout = TIMEOUT) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await condition();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const browser = await chromium.launch({

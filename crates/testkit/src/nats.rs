@@ -217,14 +217,43 @@ impl PrivateNats {
         self.dir.path()
     }
 
-    /// Sends `signal` (`-STOP`, `-CONT`, …) to the server.
+    /// Sends `signal` (`-STOP`, `-CONT`, …) to the server. After `-STOP`
+    /// it returns once every thread of the server has stopped: a thread
+    /// still running when `kill` returns (a busy machine) could otherwise
+    /// handle a request sent "while frozen".
     pub fn signal(&self, signal: &str) {
+        let pid = self.child.id();
         let status = std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
+            .args([signal, &pid.to_string()])
             .status()
             .expect("kill");
         assert!(status.success(), "kill {signal}");
+        if signal == "-STOP" {
+            let deadline = std::time::Instant::now() + crate::WAIT;
+            while !all_threads_stopped(pid) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nats-server {pid} did not stop"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
     }
+}
+
+/// Whether every thread of `pid` is stopped (state `T` in
+/// `/proc/<pid>/task/*/stat`, the field after the parenthesised name).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }
 
 impl Drop for PrivateNats {
