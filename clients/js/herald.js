@@ -1188,6 +1188,9 @@ class PollTransport {
       }
       clearTimeout(limit);
       if (this.#done) return;
+      // cut short while the body was being read (the headers had come):
+      // the same as before them — the next poll gets the answer again
+      if (!answer && abort.signal.reason === RESTART) continue;
       if (response.status !== 204 && (!response.ok || !answer)) {
         // Herald's own refusals carry an error code; anything else (a proxy
         // in the way) is a transport that does not work here

@@ -53,8 +53,7 @@ impl Cluster {
     fn up() -> Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
-            // a block of 100 ports of its own
-            base: 30_000 + 100 * (rand::random::<u16>() % 300),
+            base: free_port_block(),
             prefix: unique_prefix(),
             vars: HashMap::new(),
         };
@@ -392,4 +391,19 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
         },
     )
     .await;
+}
+
+/// The first port of a block of 100 that nothing listens on, below the
+/// kernel's ephemeral range (32768 and up), so that no outgoing connection
+/// of another test can take one of them while the cluster starts (a NATS
+/// route port was seen taken that way on a busy machine).
+fn free_port_block() -> u16 {
+    loop {
+        let base = 10_000 + 100 * (rand::random::<u16>() % 220);
+        let free =
+            (base..base + 100).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if free {
+            return base;
+        }
+    }
 }
