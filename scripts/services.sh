@@ -84,4 +84,16 @@ else
   wait_for PostgreSQL pg_ready
 fi
 
+# The README's walk listens on the documented gRPC ports 50051-50053, which
+# lie in the kernel's ephemeral range: an outgoing connection of another test
+# could hold one as its local port and make the bind fail. Keep them out of
+# the ephemeral range where the machine lets us (best effort; a container
+# may not).
+reserved=/proc/sys/net/ipv4/ip_local_reserved_ports
+if [ -w "$reserved" ] && ! grep -q "50051-50053" "$reserved"; then
+  current=$(cat "$reserved")
+  echo "${current:+$current,}50051-50053" > "$reserved" 2>/dev/null \
+    && say "reserved ports 50051-50053 from ephemeral use" || true
+fi
+
 say "ready: NATS $nats_host:$nats_port, PostgreSQL $pg_host:$pg_port"
