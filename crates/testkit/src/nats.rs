@@ -229,14 +229,9 @@ impl PrivateNats {
             .expect("kill");
         assert!(status.success(), "kill {signal}");
         if signal == "-STOP" {
-            let deadline = std::time::Instant::now() + crate::WAIT;
-            while !all_threads_stopped(pid) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "nats-server {pid} did not stop"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            crate::eventually_blocking(crate::WAIT, "nats-server stopped", || {
+                all_threads_stopped(pid)
+            });
         }
     }
 }
