@@ -11,6 +11,10 @@
 #   scripts/cluster.sh stop NAME       SIGTERM one process and wait for it
 #   scripts/cluster.sh start NAME      start one process again
 #   scripts/cluster.sh wipe-nats       restart the whole NATS cluster with its data gone
+#   scripts/cluster.sh scale N         run edges 1..N (1–9) behind nginx: new ones started,
+#                                      nginx reloaded, the ones above N drained (SIGTERM)
+#   scripts/cluster.sh freeze NAME     SIGSTOP a process (it keeps its sockets, answers nothing)
+#   scripts/cluster.sh thaw NAME       SIGCONT it
 #
 # Settings (environment):
 #   HERALD_BIN             the herald binary (default: built by cargo, debug)
@@ -64,12 +68,21 @@ routing_http() { echo $((base + 50 + $1)); }   # 1..2
 routing_grpc() { echo $((base + 60 + $1)); }
 notify_http() { echo $((base + 71)); }
 notify_grpc() { echo $((base + 72)); }
-edge_http() { echo $((base + 80 + $1)); }      # 1..3
+edge_http() { echo $((base + 80 + $1)); }      # 1..9
 nginx_port() { echo $((base + 80)); }
 
 seeds() { echo "nats://127.0.0.1:$(nats_port 1),nats://127.0.0.1:$(nats_port 2),nats://127.0.0.1:$(nats_port 3)"; }
 
-PROCESSES="nats-1 nats-2 nats-3 presence-1 presence-2 routing-1 routing-2 notify edge-1 edge-2 edge-3 nginx"
+# the edges nginx sends clients to (scale changes it)
+edges() { cat "$dir/edges" 2>/dev/null || echo "1 2 3"; }
+
+processes() {
+  local edge_names="" n
+  for n in 1 2 3 4 5 6 7 8 9; do
+    if [[ " $(edges) " == *" $n "* ]] || [ -e "$dir/edge-$n.pid" ]; then edge_names+=" edge-$n"; fi
+  done
+  echo "nats-1 nats-2 nats-3 presence-1 presence-2 routing-1 routing-2 notify$edge_names nginx"
+}
 
 pid_of() { cat "$dir/$1.pid" 2>/dev/null || true; }
 alive() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
@@ -107,16 +120,15 @@ EOF
 nginx_config() {
   mkdir -p "$dir/nginx"
   # deploy/nginx.conf with this machine's edges, port and writable paths
-  awk -v dir="$dir" -v port="$(nginx_port)" \
-      -v e1="$(edge_http 1)" -v e2="$(edge_http 2)" -v e3="$(edge_http 3)" '
+  local upstream="" n
+  for n in $(edges); do upstream+=" $(edge_http "$n")"; done
+  awk -v dir="$dir" -v port="$(nginx_port)" -v upstream="$upstream" '
     $1 == "worker_processes" { print "worker_processes 1;"; print "pid " dir "/nginx/nginx.pid;"; next }
     $1 == "error_log" { print "error_log " dir "/nginx.log warn;"; next }
     $1 == "worker_connections" { print "    worker_connections 4096;"; next }
     $1 == "server" && $2 == "edge:8080;" {
-      for (i = 1; i <= 3; i++) {
-        e = (i == 1 ? e1 : (i == 2 ? e2 : e3))
-        print "        server 127.0.0.1:" e " max_fails=1 fail_timeout=2s;"
-      }
+      n = split(upstream, ports, " ")
+      for (i = 1; i <= n; i++) print "        server 127.0.0.1:" ports[i] " max_fails=1 fail_timeout=2s;"
       next
     }
     $1 == "listen" { print "        listen 127.0.0.1:" port ";"; next }
@@ -214,7 +226,7 @@ stop_one() { # name signal
 }
 
 status() {
-  for name in $PROCESSES; do
+  for name in $(processes); do
     if alive "$name"; then state=up; else state=down; fi
     echo "# $name $state pid=$(pid_of "$name") port=$(port_of "$name")"
   done
@@ -235,16 +247,17 @@ case ${1:-} in
     command -v nats-server >/dev/null 2>&1 || scripts/services.sh
     for n in 1 2 3; do start_one "nats-$n"; done
     wait_until 60 "JetStream cluster" jetstream_ready
-    for name in presence-1 presence-2 routing-1 routing-2 notify edge-1 edge-2 edge-3 nginx; do
-      start_one "$name"
-    done
+    for name in presence-1 presence-2 routing-1 routing-2 notify; do start_one "$name"; done
+    for n in $(edges); do start_one "edge-$n"; done
+    start_one nginx
     say "up: $(nginx_port) (nginx → 3 edges), server API $(routing_http 1)"
     status
     ;;
   down)
-    for name in nginx edge-3 edge-2 edge-1 notify routing-2 routing-1 presence-2 presence-1 nats-3 nats-2 nats-1; do
+    for name in $(processes | tr ' ' '\n' | tac); do
       stop_one "$name" TERM
     done
+    rm -f "$dir/edges"
     say "down"
     ;;
   status) status ;;
@@ -261,8 +274,31 @@ case ${1:-} in
     wait_until 60 "JetStream cluster" jetstream_ready
     say "NATS restarted with no data"
     ;;
+  scale)
+    count=${2:?how many edges}
+    [[ $count =~ ^[1-9]$ ]] || { say "scale: 1 to 9 edges"; exit 2; }
+    for ((n = 1; n <= count; n++)); do start_one "edge-$n"; done
+    seq -s ' ' 1 "$count" >"$dir/edges"
+    # nginx sends new clients to the edges that stay, then the others drain
+    nginx_config
+    if alive nginx; then kill -HUP "$(pid_of nginx)"; fi
+    draining=()
+    for ((n = count + 1; n <= 9; n++)); do
+      if alive "edge-$n"; then kill -TERM "$(pid_of "edge-$n")"; draining+=("edge-$n"); fi
+    done
+    for name in "${draining[@]}"; do stop_one "$name" TERM; done
+    say "edges: $(edges)"
+    ;;
+  freeze)
+    pid=$(pid_of "${2:?name}")
+    kill -STOP "$pid"
+    # every thread stopped, not just signalled
+    all_stopped() { ! grep -qv '^[0-9]* ([^)]*) T' /proc/"$pid"/task/*/stat; }
+    wait_until 30 "$2 stopped" all_stopped
+    ;;
+  thaw) kill -CONT "$(pid_of "${2:?name}")" ;;
   *)
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -31,16 +31,25 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn script(&self, args: &[&str]) -> std::process::Output {
-        let output = Command::new(repo_root().join("scripts/cluster.sh"))
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(repo_root().join("scripts/cluster.sh"));
+        command
             .args(args)
             .env("HERALD_BIN", herald_bin())
             .env("HERALD_CLUSTER_DIR", self.dir.path())
             .env("HERALD_CLUSTER_BASE", self.base.to_string())
             .env("HERALD_CLUSTER_PREFIX", &self.prefix)
-            .env("HERALD_CLUSTER_DATABASE_URL", database_url())
-            .output()
-            .expect("scripts/cluster.sh");
+            .env("HERALD_CLUSTER_DATABASE_URL", database_url());
+        command
+    }
+
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        let output = self.command(args).output().expect("scripts/cluster.sh");
+        self.succeeded(args, output)
+    }
+
+    /// `output` of `cluster.sh args`, which must have succeeded.
+    fn succeeded(&self, args: &[&str], output: std::process::Output) -> std::process::Output {
         assert!(
             output.status.success(),
             "cluster.sh {args:?}: {}\n{}",
@@ -76,6 +85,18 @@ impl Cluster {
         format!("ws://127.0.0.1:{}/ws", self.base + 80 + n)
     }
 
+    fn edge_http(&self, n: u16) -> String {
+        format!("http://127.0.0.1:{}", self.base + 80 + n)
+    }
+
+    /// Each edge's and nginx's base URL.
+    fn http_urls(&self) -> Vec<String> {
+        (1..=3)
+            .map(|n| self.edge_http(n))
+            .chain([self.var("HERALD_CLUSTER_URL").to_owned()])
+            .collect()
+    }
+
     fn monitor(&self, n: u16) -> String {
         format!("http://127.0.0.1:{}", self.base + 20 + n)
     }
@@ -99,6 +120,13 @@ impl Cluster {
             }
         }
         out
+    }
+
+    fn pid_of(&self, name: &str) -> u32 {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.pid")))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} runs"))
     }
 
     /// The NATS node (1–3) that leads `stream` now.
@@ -250,6 +278,274 @@ async fn received(mut client: Client, last: u64, who: &str) -> Vec<(u64, u64, St
     seen
 }
 
+/// Checks that a client given `seen` (offset, n, epoch) from some offset on
+/// got every acknowledged publication (n, offset) from there up to `last`
+/// exactly once, in order, in one epoch.
+fn check_deliveries(who: &str, seen: &[(u64, u64, String)], acked: &[(u64, u64)], last: u64) {
+    assert!(!seen.is_empty(), "{who}: received nothing");
+    let epochs: std::collections::HashSet<&str> = seen.iter().map(|(_, _, e)| e.as_str()).collect();
+    assert_eq!(epochs.len(), 1, "{who}: one epoch, nothing lost");
+    let offsets: Vec<u64> = seen.iter().map(|(o, _, _)| *o).collect();
+    let first = offsets[0];
+    assert_eq!(
+        offsets,
+        (first..=last).collect::<Vec<_>>(),
+        "{who}: every offset once, in order"
+    );
+    // every acknowledged publication, exactly once, at its offset
+    let mut wanted: Vec<(u64, u64)> = acked
+        .iter()
+        .map(|(n, o)| (*o, *n))
+        .filter(|(o, _)| *o >= first)
+        .collect();
+    wanted.sort_unstable();
+    let got: Vec<(u64, u64)> = seen.iter().map(|(o, n, _)| (*o, *n)).collect();
+    assert_eq!(got, wanted, "{who}");
+}
+
+/// `tests/python/cluster_audit.py`: WebSocket, SSE and long-poll clients
+/// that are not ours, resuming like the SDK whenever their connection ends.
+struct Audit {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+#[derive(serde::Deserialize)]
+struct AuditResult {
+    name: String,
+    seen: Vec<(u64, Option<u64>, String)>,
+    sessions: u32,
+    told_lost: Vec<Value>,
+}
+
+impl AuditResult {
+    fn check(&self, acked: &[(u64, u64)], last: u64) {
+        let who = format!("audit client {}", self.name);
+        assert!(
+            self.told_lost.is_empty(),
+            "{who} was told of a loss: {:?}",
+            self.told_lost
+        );
+        let seen: Vec<(u64, u64, String)> = self
+            .seen
+            .iter()
+            .map(|(o, n, e)| {
+                (
+                    *o,
+                    n.unwrap_or_else(|| panic!("{who}: data without n")),
+                    e.clone(),
+                )
+            })
+            .collect();
+        check_deliveries(&who, &seen, acked, last);
+    }
+}
+
+impl Audit {
+    async fn start(token: &str, urls: &[String]) -> Audit {
+        let mut child = tokio::process::Command::new(python())
+            .arg(repo_root().join("tests/python/cluster_audit.py"))
+            .arg(token)
+            .arg("chat:audit")
+            .args(urls)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect(
+                "tests/python/cluster_audit.py (HERALD_TEST_PYTHON: scripts/test.sh sets it up)",
+            );
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            child.stdout.take().expect("stdout"),
+        ));
+        Audit {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    async fn say(&mut self, line: String) -> String {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to the audit clients");
+        let answer = within(
+            WAIT * 2,
+            &format!("the audit clients' answer to {line}"),
+            self.stdout.next_line(),
+        )
+        .await
+        .expect("read the audit clients");
+        answer.unwrap_or_else(|| {
+            panic!(
+                "the audit clients ended at {line}: {:?}",
+                self.child.try_wait()
+            )
+        })
+    }
+
+    /// `count` more clients on `transport`, each subscribed when this returns.
+    async fn add(&mut self, transport: &str, count: usize) {
+        let ready = self.say(format!("start {transport} {count}")).await;
+        assert!(ready.starts_with("ready"), "{ready}");
+    }
+
+    /// What each client received, once each has `last`.
+    async fn until(mut self, last: u64) -> Vec<AuditResult> {
+        #[derive(serde::Deserialize)]
+        struct Report {
+            clients: Vec<AuditResult>,
+        }
+        let report = self.say(format!("until {last}")).await;
+        serde_json::from_str::<Report>(&report)
+            .unwrap_or_else(|e| panic!("audit report ({e}): {report}"))
+            .clients
+    }
+}
+
+/// Publishes to `chat:frozen` from several callers, to both routing
+/// replicas, while every NATS node is frozen, and times each answer.
+struct Frozen {
+    answers: Vec<FrozenAnswer>,
+}
+
+struct FrozenAnswer {
+    n: u64,
+    status: u16,
+    retry_after: bool,
+    body: Value,
+    took: Duration,
+}
+
+impl Frozen {
+    async fn publish_while(cluster: &Cluster, outage: Duration) -> Frozen {
+        for n in 1..=3 {
+            cluster.script(&["freeze", &format!("nats-{n}")]);
+        }
+        let until = std::time::Instant::now() + outage;
+        let callers: Vec<_> = (0..4u64)
+            .map(|caller| {
+                let api = cluster.var(if caller % 2 == 0 { "HERALD_CLUSTER_API" } else { "HERALD_CLUSTER_API_2" }).to_owned();
+                let key = cluster.var("HERALD_CLUSTER_API_KEY").to_owned();
+                tokio::spawn(async move {
+                    let http = http_client();
+                    let mut answers = Vec::new();
+                    let mut pace = tokio::time::interval(Duration::from_millis(200));
+                    for i in 0.. {
+                        pace.tick().await;
+                        if std::time::Instant::now() >= until {
+                            break;
+                        }
+                        let n = caller * 1000 + i;
+                        let sent = std::time::Instant::now();
+                        let answer = http
+                            .post(format!("{api}/api/publish"))
+                            .bearer_auth(&key)
+                            .timeout(WAIT)
+                            .json(&json!({"channel": "chat:frozen", "data": {"n": n}, "idempotency_key": format!("f{n}")}))
+                            .send()
+                            .await
+                            .unwrap_or_else(|e| panic!("publish f{n} while frozen: {e}"));
+                        let took = sent.elapsed();
+                        let status = answer.status().as_u16();
+                        let retry_after = answer.headers().contains_key("retry-after");
+                        let body = answer.json().await.unwrap_or(Value::Null);
+                        answers.push(FrozenAnswer { n, status, retry_after, body, took });
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for caller in callers {
+            answers.extend(caller.await.expect("caller"));
+        }
+        for n in 1..=3 {
+            cluster.script(&["thaw", &format!("nats-{n}")]);
+        }
+        Frozen { answers }
+    }
+
+    /// Every answer came within the publish deadline + 1 s and was either
+    /// "not stored" (503 + Retry-After) or "outcome unknown" (504, code 111,
+    /// the key to retry with); after the thaw each unknown one, sent again
+    /// with its key, is stored exactly once and no refused one is stored.
+    async fn check_after_thaw(self, cluster: &Cluster) {
+        let deadline = Duration::from_millis(
+            herald_core::config::Config::default()
+                .routing
+                .publish_timeout_ms,
+        );
+        assert!(self.answers.len() >= 8, "publishes were tried while frozen");
+        let mut unknown = Vec::new();
+        for a in &self.answers {
+            assert!(
+                a.took <= deadline + Duration::from_secs(1),
+                "publish f{} answered after {:?} ({} {}), past the {deadline:?} deadline + 1 s",
+                a.n,
+                a.took,
+                a.status,
+                a.body
+            );
+            match a.status {
+                503 => assert!(a.retry_after, "503 without Retry-After: {}", a.body),
+                504 => {
+                    assert_eq!(a.body["error"]["code"], 111, "{}", a.body);
+                    assert_eq!(
+                        a.body["error"]["idempotency_key"],
+                        format!("f{}", a.n),
+                        "{}",
+                        a.body
+                    );
+                    unknown.push(a.n);
+                }
+                other => panic!(
+                    "publish f{} while JetStream was frozen: {other} {}",
+                    a.n, a.body
+                ),
+            }
+        }
+        let api = Api::with_key(
+            cluster.var("HERALD_CLUSTER_API"),
+            cluster.var("HERALD_CLUSTER_API_KEY"),
+        );
+        for n in &unknown {
+            eventually(WAIT, &format!("f{n} stored on retry"), || async {
+                let answer = api
+                    .post("/api/publish", json!({"channel": "chat:frozen", "data": {"n": n}, "idempotency_key": format!("f{n}")}))
+                    .await;
+                answer.status == 200
+            })
+            .await;
+        }
+        let history = api.get("/api/history?channel=chat:frozen&limit=1000").await;
+        assert_eq!(history.status, 200, "{}", history.body);
+        let mut stored: Vec<u64> = history.body["publications"]
+            .as_array()
+            .expect("publications")
+            .iter()
+            .map(|p| p["data"]["n"].as_u64().expect("n"))
+            .collect();
+        stored.sort_unstable();
+        unknown.sort_unstable();
+        let slowest = self.answers.iter().map(|a| a.took).max();
+        eprintln!(
+            "while frozen: {} publishes, {} outcome unknown, {} refused, slowest answer {slowest:?}",
+            self.answers.len(),
+            unknown.len(),
+            self.answers.len() - unknown.len()
+        );
+        assert_eq!(
+            stored, unknown,
+            "exactly the unknown ones stored, each once; nothing refused stored"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replica_failures() {
     let cluster = Cluster::up();
@@ -267,6 +563,12 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         client.subscribe("chat:audit").await.expect("subscribe");
         clients.push((format!("client {i} on {url}"), client));
+    }
+    // outside clients on every transport, on each edge and through nginx,
+    // resuming (on the next URL) whenever their connection ends
+    let mut audit = Audit::start(&token, &cluster.http_urls()).await;
+    for transport in ["ws", "sse", "poll"] {
+        audit.add(transport, 4).await;
     }
     let apis = [
         cluster.var("HERALD_CLUSTER_API").to_owned(),
@@ -294,36 +596,26 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
         .await;
     cluster.script(&["start", "nats-1"]);
 
+    // JetStream unreachable for 15 s: every NATS node frozen (sockets
+    // open, nothing answered) while callers keep publishing
+    let frozen = Frozen::publish_while(&cluster, Duration::from_secs(15)).await;
+    publisher.goes_on(20, "JetStream came back").await;
+    frozen.check_after_thaw(&cluster).await;
+
     let acked = publisher.finish().await;
     let last = acked
         .iter()
         .map(|(_, offset)| *offset)
         .max()
         .expect("acked");
-    let mut expected: Vec<(u64, u64)> = acked.iter().map(|(n, o)| (*o, *n)).collect();
-    expected.sort_unstable();
     let mut audit_epoch = String::new();
     for (who, client) in clients {
         let seen = received(client, last, &who).await;
         audit_epoch = seen[0].2.clone();
-        let epochs: std::collections::HashSet<&str> =
-            seen.iter().map(|(_, _, e)| e.as_str()).collect();
-        assert_eq!(epochs.len(), 1, "{who}: one epoch, nothing lost");
-        let offsets: Vec<u64> = seen.iter().map(|(o, _, _)| *o).collect();
-        let first = offsets[0];
-        assert_eq!(
-            offsets,
-            (first..=last).collect::<Vec<_>>(),
-            "{who}: every offset once, in order"
-        );
-        // every acknowledged publication, exactly once, at its offset
-        let got: Vec<(u64, u64)> = seen.iter().map(|(o, n, _)| (*o, *n)).collect();
-        let wanted: Vec<(u64, u64)> = expected
-            .iter()
-            .filter(|(o, _)| *o >= first)
-            .copied()
-            .collect();
-        assert_eq!(got, wanted, "{who}");
+        check_deliveries(&who, &seen, &acked, last);
+    }
+    for result in audit.until(last).await {
+        result.check(&acked, last);
     }
 
     // the whole NATS cluster restarts with its data gone; no Herald
@@ -391,6 +683,119 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_scaled_up_and_down_behind_nginx_lose_nothing_and_answer_health_while_draining() {
+    let cluster = Cluster::up();
+    let env = Env::default().with("HERALD_JWT_SECRET", cluster.var("HERALD_CLUSTER_SECRET"));
+    let token = mint_token(&env, "auditor", "chat:*", "");
+    let nginx = [cluster.var("HERALD_CLUSTER_URL").to_owned()];
+    let mut audit = Audit::start(&token, &nginx).await;
+    for transport in ["ws", "sse", "poll"] {
+        audit.add(transport, 3).await;
+    }
+    let apis = [
+        cluster.var("HERALD_CLUSTER_API").to_owned(),
+        cluster.var("HERALD_CLUSTER_API_2").to_owned(),
+    ];
+    let publisher = Publisher::start(apis, cluster.var("HERALD_CLUSTER_API_KEY").to_owned());
+    publisher.goes_on(20, "the start").await;
+
+    // 3 → 4: nginx sends new clients to the fourth edge too
+    cluster.script(&["scale", "4"]);
+    for transport in ["ws", "sse", "poll"] {
+        audit.add(transport, 3).await;
+    }
+    eventually(WAIT, "clients on the fourth edge", || async {
+        metrics(&cluster.edge_http(4))
+            .await
+            .get("herald_edge_connections")
+            .is_some_and(|c| *c > 0.0)
+    })
+    .await;
+    publisher.goes_on(20, "a fourth edge").await;
+
+    // 4 → 2: edges 3 and 4 leave nginx and drain while their health is
+    // probed; their clients resume on the others
+    let probes: Vec<_> = [3, 4]
+        .map(|n| {
+            tokio::spawn(probe_while_alive(
+                cluster.edge_http(n),
+                cluster.pid_of(&format!("edge-{n}")),
+            ))
+        })
+        .into();
+    let mut scale = cluster.command(&["scale", "2"]);
+    let scaled = tokio::task::spawn_blocking(move || scale.output())
+        .await
+        .expect("scale")
+        .expect("scripts/cluster.sh");
+    cluster.succeeded(&["scale", "2"], scaled);
+    for (n, probe) in [3, 4].into_iter().zip(probes) {
+        let seen = probe.await.expect("probe");
+        assert!(
+            seen.draining > 0,
+            "edge {n} answered /healthz 200 and /readyz 503 while draining: {seen:?}"
+        );
+    }
+    publisher.goes_on(20, "two edges drained").await;
+
+    let acked = publisher.finish().await;
+    let last = acked
+        .iter()
+        .map(|(_, offset)| *offset)
+        .max()
+        .expect("acked");
+    let results = audit.until(last).await;
+    for result in &results {
+        result.check(&acked, last);
+    }
+    let resumed = results.iter().filter(|r| r.sessions > 1).count();
+    assert!(
+        resumed > 0,
+        "some clients were on the drained edges and resumed elsewhere"
+    );
+}
+
+/// What a probe saw of a draining edge.
+#[derive(Debug, Default)]
+struct Probes {
+    /// /healthz 200 and /readyz 503 in the same round
+    draining: u32,
+    ready: u32,
+}
+
+/// Probes an edge's /healthz and /readyz until its process `pid` exits;
+/// panics if the edge stops answering while its process is still there
+/// (beyond the moment between closing its listener and exiting).
+async fn probe_while_alive(base: String, pid: u32) -> Probes {
+    let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let http = http_client();
+    let mut seen = Probes::default();
+    while alive() {
+        let get = |path: &str| {
+            http.get(format!("{base}{path}"))
+                .timeout(Duration::from_secs(5))
+                .send()
+        };
+        match (get("/healthz").await, get("/readyz").await) {
+            (Ok(health), Ok(ready)) => {
+                assert_eq!(health.status(), 200, "/healthz while the edge lives");
+                match ready.status().as_u16() {
+                    200 => seen.ready += 1,
+                    503 => seen.draining += 1,
+                    other => panic!("/readyz {other}"),
+                }
+            }
+            (health, ready) => {
+                // refused: only in the last moment, as the process exits
+                eventually(Duration::from_secs(10), &format!("the edge at {base} to exit once it stopped answering ({health:?}, {ready:?})"), || async { !alive() }).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
 }
 
 /// The first port of a block of 100 that nothing listens on, below the
