@@ -174,6 +174,8 @@ impl Drop for Cluster {
 /// keeps what was acknowledged: n → offset.
 struct Publisher {
     acked: Arc<Mutex<Vec<(u64, u64)>>>,
+    /// when each was acknowledged
+    times: Arc<Mutex<Vec<std::time::Instant>>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -181,9 +183,10 @@ struct Publisher {
 impl Publisher {
     fn start(apis: [String; 2], key: String) -> Publisher {
         let acked = Arc::new(Mutex::new(Vec::new()));
+        let times = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
-            let (acked, stop) = (acked.clone(), stop.clone());
+            let (acked, times, stop) = (acked.clone(), times.clone(), stop.clone());
             async move {
                 let http = http_client();
                 let api = AtomicUsize::new(0);
@@ -212,6 +215,7 @@ impl Publisher {
                         {
                             let offset = body["offset"].as_u64().expect("offset");
                             acked.lock().push((n, offset));
+                            times.lock().push(std::time::Instant::now());
                             return true;
                         }
                         // a replica down, JetStream electing: the other
@@ -223,15 +227,23 @@ impl Publisher {
                 }
             }
         });
-        Publisher { acked, stop, task }
+        Publisher {
+            acked,
+            times,
+            stop,
+            task,
+        }
     }
 
     fn count(&self) -> usize {
         self.acked.lock().len()
     }
 
-    /// Waits until `more` publications beyond now are acknowledged.
+    /// Waits until `more` publications beyond now are acknowledged, and
+    /// reports the longest pause between two acknowledgements meanwhile
+    /// (a figure for the record, not a claim: the machine is shared).
     async fn goes_on(&self, more: usize, after: &str) {
+        let from = self.count().saturating_sub(1);
         let target = self.count() + more;
         eventually(
             WAIT,
@@ -245,10 +257,19 @@ impl Publisher {
             },
         )
         .await;
+        let times = self.times.lock();
+        let longest = times[from..]
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        eprintln!("publishing after {after}: longest pause between acknowledgements {longest:?}");
     }
 
     async fn finish(self) -> Vec<(u64, u64)> {
-        let Publisher { acked, stop, task } = self;
+        let Publisher {
+            acked, stop, task, ..
+        } = self;
         stop.store(true, Ordering::Release);
         task.await.expect("publisher");
         acked.lock().clone()
