@@ -8,15 +8,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
+use herald_proto::service::{ClientSocket, SocketOffer};
 use herald_protocol::channel::Channel;
 use herald_protocol::{CloseCode, Push, StreamPosition, Unsubscribed, encode};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::{Internal, Keepalive, Out, Read, ReplyBody, Transport, WriteError};
@@ -58,9 +60,10 @@ pub(crate) async fn stream(
     State(edge): State<Arc<Edge>>,
     client: ClientAddress,
     headers: HeaderMap,
+    offer: Option<Extension<SocketOffer>>,
     Query(params): Query<Params>,
 ) -> Response {
-    match open(edge, &client, headers, params) {
+    match open(edge, &client, headers, offer.map(|Extension(o)| o), params) {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -70,6 +73,7 @@ fn open(
     edge: Arc<Edge>,
     client: &ClientAddress,
     headers: HeaderMap,
+    offer: Option<SocketOffer>,
     params: Params,
 ) -> Result<Response, Denied> {
     let permit = edge.admit(&headers, client)?;
@@ -93,13 +97,27 @@ fn open(
         permit,
     );
     conn.register(claims)?;
-    let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
     let mut first = format!("retry: {RETRY_MS}\n\n");
     for unsubscribed in &dropped {
         first.push_str(&unsubscribe_event(unsubscribed));
     }
-    // A fresh channel has room for the first chunk.
-    let _ = tx.try_send(Bytes::from(first));
+    // On a socket of its own (a fresh connection) the stream is written
+    // straight to it; behind hyper (a connection that served a request
+    // before) through a body channel.
+    let (sink, body) = match offer.as_ref().and_then(SocketOffer::take) {
+        Some(socket) => (Sink::Waiting(socket), Body::from(first)),
+        None => {
+            let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
+            // A fresh channel has room for the first chunk.
+            let _ = tx.try_send(Bytes::from(first));
+            let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+            }));
+            (Sink::Body(tx), body)
+        }
+    };
     let transport = SseTransport {
         commands: requested
             .allowed
@@ -110,18 +128,13 @@ fn open(
             })
             .collect(),
         cursor: StreamCursor::new(&requested.allowed),
-        tx,
+        sink,
         ends_at: match edge.config.edge.sse_max_duration_secs {
             0 => None,
             secs => Some(Instant::now() + Duration::from_secs(secs)),
         },
     };
     tokio::spawn(edge.connections.track_future(driver::run(conn, transport)));
-    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
-    }));
     Ok((
         [
             (
@@ -147,17 +160,63 @@ pub(crate) struct SseTransport {
     /// The stream's channels, subscribed when it starts.
     commands: VecDeque<Internal>,
     cursor: StreamCursor,
-    tx: mpsc::Sender<Bytes>,
+    sink: Sink,
     /// `sse_max_duration_secs`: the stream ends quietly then, and the
     /// client reconnects (and rebalances) with its `Last-Event-ID`.
     ends_at: Option<Instant>,
 }
 
+/// Where a stream's bytes go.
+enum Sink {
+    /// Its own socket, once the accept path has written the answer's head.
+    Waiting(oneshot::Receiver<ClientSocket>),
+    Socket(ClientSocket),
+    /// The body of an answer hyper writes.
+    Body(mpsc::Sender<Bytes>),
+}
+
+impl Sink {
+    /// The socket, waiting for the head to be written first; `None` when
+    /// the stream is a hyper body.
+    async fn socket(&mut self) -> Result<Option<&mut ClientSocket>, WriteError> {
+        if let Sink::Waiting(handed) = self {
+            let socket = handed.await.map_err(|_| WriteError::Gone)?;
+            *self = Sink::Socket(socket);
+        }
+        match self {
+            Sink::Socket(socket) => Ok(Some(socket)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Resolves when the client is gone. Cancel-safe.
+    async fn gone(&mut self) {
+        if let Sink::Body(tx) = self {
+            return tx.closed().await;
+        }
+        if let Ok(Some(socket)) = self.socket().await {
+            socket.gone().await
+        }
+    }
+}
+
 impl SseTransport {
-    async fn send(&self, chunk: Bytes) -> Result<(), WriteError> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.tx.send(chunk)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(WriteError::Gone),
+    async fn send(&mut self, chunk: Bytes) -> Result<(), WriteError> {
+        let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
+            if let Sink::Body(tx) = &self.sink {
+                return tx.send(chunk).await.map_err(|_| WriteError::Gone);
+            }
+            match self.sink.socket().await? {
+                Some(socket) => socket
+                    .write_chunk(&chunk)
+                    .await
+                    .map_err(|_| WriteError::Gone),
+                None => Err(WriteError::Gone),
+            }
+        })
+        .await;
+        match sent {
+            Ok(result) => result,
             Err(_) => Err(WriteError::Close(CloseCode::SlowConsumer)),
         }
     }
@@ -177,7 +236,7 @@ impl Transport for SseTransport {
             return Read::Command(command);
         }
         tokio::select! {
-            _ = self.tx.closed() => Read::Gone,
+            _ = self.sink.gone() => Read::Gone,
             _ = sleep_until(self.ends_at.unwrap_or_else(far_future)), if self.ends_at.is_some() => {
                 Read::Close(None)
             }
@@ -234,13 +293,15 @@ impl Transport for SseTransport {
         self.send(Bytes::from_static(b": ping\n\n")).await
     }
 
-    async fn close(self, code: Option<CloseCode>) {
-        let Some(code) = code else { return };
-        let Push::Disconnect(body) = code.disconnect_push() else {
-            return;
-        };
-        let event = format!("{}\n", sse_fields("disconnect", &encode(&body)));
-        let _ = self.send(Bytes::from(event)).await;
+    async fn close(mut self, code: Option<CloseCode>) {
+        if let Some(Push::Disconnect(body)) = code.map(|c| c.disconnect_push()) {
+            let event = format!("{}\n", sse_fields("disconnect", &encode(&body)));
+            let _ = self.send(Bytes::from(event)).await;
+        }
+        if let Sink::Socket(socket) = self.sink {
+            // the body's end, so that the client sees a whole answer
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.finish()).await;
+        }
     }
 }
 

@@ -88,7 +88,7 @@ struct Unproven {
 
 /// One socket's place in [`Sockets`]; given back when the socket closes
 /// (after a WebSocket upgrade, when the WebSocket does).
-struct Ticket {
+pub(crate) struct Ticket {
     sockets: Arc<Mutex<Sockets>>,
     id: u64,
     address: IpAddr,
@@ -98,7 +98,7 @@ struct Ticket {
 
 impl Ticket {
     /// The socket sent a request: it is no longer the first to go.
-    fn prove(&self) {
+    pub(crate) fn prove(&self) {
         if !self.proven.swap(true, Ordering::AcqRel) {
             lock(&self.sockets).unproven.remove(&self.id);
         }
@@ -254,11 +254,14 @@ const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nCont
 
 /// Serves `app` on `listener` (HTTP/1.1, with upgrades) until `stop`
 /// resolves, then lets the requests in flight finish. Requests carry the
-/// peer address as `ConnectInfo<SocketAddr>`.
+/// peer address as `ConnectInfo<SocketAddr>`. A fresh connection's `GET` of
+/// one of `stream_paths` is served without hyper, its socket offered to
+/// the handler ([`super::stream`]).
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
     limits: AcceptLimits,
+    stream_paths: &'static [&'static str],
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
     herald_core::metrics::install();
@@ -301,51 +304,78 @@ pub async fn serve_http(
             }
         };
         let ticket = Arc::new(ticket);
-        let io = TokioIo::new(Counted {
-            stream,
-            _ticket: ticket.clone(),
-        });
         let app = app.clone();
-        let service =
-            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                ticket.prove();
-                let (parts, body) = request.into_parts();
-                let (body, read) = WatchedBody::new(body);
-                let mut request = hyper::Request::from_parts(parts, axum::body::Body::new(body));
-                request.extensions_mut().insert(ConnectInfo(peer));
-                let answer = app.clone().oneshot(request);
-                async move {
-                    let mut response = answer.await?;
-                    read.mark(&mut response);
-                    Ok::<_, std::convert::Infallible>(response)
-                }
-            });
         let stopping = stopping.clone();
         let header_timeout = limits.header_timeout;
         tracker.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let connection = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(connection);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    _ = connection.as_mut() => break,
-                    _ = evicted.wait() => break,
-                    _ = stopping.wait(), if !closing => {
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
+            if !stream_paths.is_empty() {
+                let sniffed = tokio::select! {
+                    sniffed = super::stream::sniff(&stream, stream_paths, header_timeout) => sniffed,
+                    _ = evicted.wait() => return,
+                };
+                match sniffed {
+                    None => return,
+                    Some(true) => {
+                        return super::stream::serve(stream, ticket, peer, app, header_timeout).await;
                     }
+                    Some(false) => {}
                 }
             }
+            serve_with_hyper(stream, ticket, peer, app, header_timeout, evicted, stopping).await;
         });
     }
     stopping.trigger();
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// One connection served by hyper until it ends, is evicted (it never
+/// sent a request), or the listener stops (then gracefully).
+async fn serve_with_hyper(
+    stream: TcpStream,
+    ticket: Arc<Ticket>,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    evicted: Shutdown,
+    stopping: Shutdown,
+) {
+    let io = TokioIo::new(Counted {
+        stream,
+        _ticket: ticket.clone(),
+    });
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            ticket.prove();
+            let (parts, body) = request.into_parts();
+            let (body, read) = WatchedBody::new(body);
+            let mut request = hyper::Request::from_parts(parts, axum::body::Body::new(body));
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let answer = app.clone().oneshot(request);
+            async move {
+                let mut response = answer.await?;
+                read.mark(&mut response);
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => break,
+            _ = evicted.wait() => break,
+            _ = stopping.wait(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
 }
 
 async fn refuse(mut stream: TcpStream) {

@@ -10,6 +10,7 @@
 pub mod accept;
 pub mod descriptors;
 mod readiness;
+pub mod stream;
 mod unread;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use tonic::service::Routes;
 
 pub use accept::{AcceptLimits, client_address, serve_http};
 pub use readiness::Readiness;
+pub use stream::{ClientSocket, SocketOffer};
 
 /// Why a service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,7 @@ pub struct Service {
     tasks: Vec<JoinHandle<()>>,
     drain: Option<Drain>,
     limits: AcceptLimits,
+    stream_paths: &'static [&'static str],
     grace: Duration,
 }
 
@@ -87,8 +90,16 @@ impl Service {
             tasks: Vec::new(),
             drain: None,
             limits: AcceptLimits::default(),
+            stream_paths: &[],
             grace: Duration::from_secs(10),
         }
+    }
+
+    /// Paths whose `GET` is a long-lived stream: served on its own socket,
+    /// without hyper ([`stream`]).
+    pub fn stream_paths(mut self, paths: &'static [&'static str]) -> Self {
+        self.stream_paths = paths;
+        self
     }
 
     /// Serves `router` on `listener` (through the hardened accept path).
@@ -145,10 +156,13 @@ impl Service {
             http_addrs.push(addr);
             let stop = closed.clone();
             let limits = self.limits.clone();
+            let stream_paths = self.stream_paths;
             servers.push(tokio::spawn(async move {
-                serve_http(listener, router, limits, async move { stop.wait().await })
-                    .await
-                    .map_err(ServiceError::Http)
+                serve_http(listener, router, limits, stream_paths, async move {
+                    stop.wait().await
+                })
+                .await
+                .map_err(ServiceError::Http)
             }));
         }
         let mut grpc_addr = None;
