@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory per idle client connection: starts `herald standalone`, opens N
 # idle connections with `herald bench idle`, and divides the server's RSS
-# growth by N.  usage: scripts/measure-idle.sh [ws|sse] [N]
+# growth by N.  usage: scripts/measure-idle.sh [ws|sse|poll] [N]
 set -euo pipefail
 transport=${1:-ws}
 count=${2:-10000}

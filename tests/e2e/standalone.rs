@@ -166,6 +166,83 @@ fn bench_latency_reports_every_delivery() {
     assert!(p50 > 0, "{delivery}");
 }
 
+/// `herald bench idle` holds what it says on every transport: the server
+/// counts exactly that many connections (long polling: sessions) while it
+/// holds them.
+#[tokio::test]
+async fn bench_idle_holds_its_connections_on_every_transport() {
+    let env = Env::new();
+    let herald = Herald::standalone(&env);
+    let token = mint_token(&env, "bench", "bench:*", "");
+    for transport in ["ws", "sse", "poll"] {
+        let mut command = std::process::Command::new(herald_bin());
+        command
+            .args(["bench", "idle", "--url", &herald.http(), "--token", &token])
+            .args([
+                "--transport",
+                transport,
+                "--connections",
+                "20",
+                "--hold-secs",
+                "600",
+            ])
+            .stdout(std::process::Stdio::piped());
+        env.apply(&mut command);
+        let mut bench = command.spawn().expect("herald bench idle");
+        let stdout = bench.stdout.take().expect("stdout");
+        let said = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                .map(|_| line)
+        });
+        let said = within(WAIT, &format!("bench idle {transport} to open"), said)
+            .await
+            .expect("task")
+            .expect("read");
+        assert_eq!(said.trim(), "open 20 failed 0", "{transport}");
+        let stats = http_client();
+        eventually(
+            WAIT,
+            &format!("20 {transport} connections held"),
+            || async {
+                let stats: serde_json::Value = stats
+                    .get(format!("{}/stats", herald.http()))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let counted = if transport == "poll" {
+                    &stats["poll_sessions"]
+                } else {
+                    &stats["connections"]
+                };
+                (counted == 20).then_some(())
+            },
+        )
+        .await;
+        let _ = bench.kill();
+        let _ = bench.wait();
+        eventually(
+            WAIT,
+            &format!("the {transport} connections closed"),
+            || async {
+                let stats: serde_json::Value = stats
+                    .get(format!("{}/stats", herald.http()))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (stats["connections"] == 0).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 /// `herald token verify`: stdout and whether it accepted the token.
 fn verify(env: &Env, token: &str) -> (bool, String) {
     let mut command = std::process::Command::new(herald_bin());

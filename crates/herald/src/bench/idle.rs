@@ -17,6 +17,8 @@ use super::ws_subscriber;
 pub(crate) enum Transport {
     Ws,
     Sse,
+    /// A long-poll session with a poll held at all times.
+    Poll,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +67,7 @@ pub(crate) async fn idle(args: IdleArgs) -> anyhow::Result<()> {
             let result = match transport {
                 Transport::Ws => hold_ws(&url, &token, &channel, permit, &open).await,
                 Transport::Sse => hold_sse(&http, &url, &token, &channel, permit, &open).await,
+                Transport::Poll => hold_poll(&http, &url, &token, &channel, permit, &open).await,
             };
             if let Err(e) = result {
                 failed.fetch_add(1, Ordering::Relaxed);
@@ -149,4 +152,46 @@ async fn hold_sse(
         chunk?;
     }
     Ok(())
+}
+
+async fn hold_poll(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    channel: &str,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    open: &AtomicUsize,
+) -> anyhow::Result<()> {
+    let poll = |cursor: Option<String>| {
+        // a cursor is base64url: nothing to escape
+        let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+        http.get(format!("{url}/poll?channels={channel}&timeout=60{cursor}"))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(90))
+            .send()
+    };
+    // The first poll opens the session and answers at once with its cursor.
+    let first = poll(None).await?;
+    anyhow::ensure!(first.status().is_success(), "poll: {}", first.status());
+    let mut cursor = first.json::<serde_json::Value>().await?["cursor"]
+        .as_str()
+        .map(str::to_owned);
+    let mut permit = Some(permit);
+    loop {
+        let held = poll(cursor.clone());
+        if let Some(permit) = permit.take() {
+            // counted once its first held poll is on its way
+            open.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        }
+        let answer = held.await?;
+        match answer.status().as_u16() {
+            204 => {}
+            200 => {
+                let body = answer.json::<serde_json::Value>().await?;
+                cursor = body["cursor"].as_str().map(str::to_owned).or(cursor);
+            }
+            other => anyhow::bail!("poll: {other}"),
+        }
+    }
 }
