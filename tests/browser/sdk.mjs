@@ -179,16 +179,25 @@ try {
       const other = new Herald({ token: otherToken });
       const mine = [];
       const typing = [];
-      me.subscribe('sdk:room').on('publication', (p) => mine.push(p.data));
-      other.subscribe('sdk:room').on('typing', (t) => typing.push(t.user));
+      const mySub = me.subscribe('sdk:room');
+      mySub.on('publication', (p) => mine.push(p.data));
+      const otherSub = other.subscribe('sdk:room');
+      otherSub.on('typing', (t) => typing.push(t.user));
       const connected = (h) => new Promise((resolve) => h.on('connected', resolve));
+      const subscribed = (s) => new Promise((resolve) => {
+        if (s.state === 'subscribed') resolve();
+        else s.on('subscribed', resolve);
+      });
       const both = Promise.all([connected(me), connected(other)]);
       me.connect();
       other.connect();
       const [{ transport }] = await both;
+      // a publication made before the subscription stands is not this
+      // client's (it started at the channel's latest offset)
+      await Promise.all([subscribed(mySub), subscribed(otherSub)]);
       const published = await me.publish('sdk:room', { text: 'hello' });
       const wait = async (what, f) => {
-        const deadline = Date.now() + 10000;
+        const deadline = Date.now() + 30000;
         while (!f()) {
           if (Date.now() > deadline) throw new Error(`no ${what}`);
           await new Promise((r) => setTimeout(r, 50));
