@@ -312,6 +312,8 @@ pub async fn serve_http(
                 let sniffed = tokio::select! {
                     sniffed = super::stream::sniff(&stream, stream_paths, header_timeout) => sniffed,
                     _ = evicted.wait() => return,
+                    // a socket that has said nothing yet does not hold up a stop
+                    _ = stopping.wait() => return,
                 };
                 match sniffed {
                     None => return,

@@ -498,6 +498,39 @@ mod served {
     }
 
     #[tokio::test]
+    async fn a_socket_that_has_said_nothing_does_not_hold_up_a_stop() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let limits = AcceptLimits {
+            // far beyond the test's wait: only the stop can end it
+            header_timeout: Duration::from_secs(3600),
+            ..AcceptLimits::default()
+        };
+        let server = tokio::spawn(crate::service::serve_http(
+            listener,
+            Router::new(),
+            limits,
+            &["/stream"],
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let _silent = TcpStream::connect(addr).await.expect("connect");
+        // the server has taken the socket once a second one is answered
+        let answer = exchange(addr, "GET /nothing HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("the listener stops with a silent socket open")
+            .expect("task")
+            .expect("serve");
+    }
+
+    #[tokio::test]
     async fn a_stream_request_with_a_body_is_a_bad_request() {
         let addr = serving().await;
         let answer = exchange(addr, "GET /stream HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc").await;
