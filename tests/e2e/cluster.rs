@@ -122,6 +122,15 @@ impl Cluster {
         out
     }
 
+    /// A [`Publisher`] to both routing replicas.
+    fn publisher(&self) -> Publisher {
+        let apis = [
+            self.var("HERALD_CLUSTER_API").to_owned(),
+            self.var("HERALD_CLUSTER_API_2").to_owned(),
+        ];
+        Publisher::start(apis, self.var("HERALD_CLUSTER_API_KEY").to_owned())
+    }
+
     fn pid_of(&self, name: &str) -> u32 {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.pid")))
             .ok()
@@ -596,11 +605,7 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
     for transport in ["ws", "sse"] {
         audit.add(transport, 4).await;
     }
-    let apis = [
-        cluster.var("HERALD_CLUSTER_API").to_owned(),
-        cluster.var("HERALD_CLUSTER_API_2").to_owned(),
-    ];
-    let publisher = Publisher::start(apis, cluster.var("HERALD_CLUSTER_API_KEY").to_owned());
+    let publisher = cluster.publisher();
     publisher.goes_on(20, "the start").await;
 
     // the NATS node leading the history stream dies (R3: two copies left)
@@ -721,11 +726,7 @@ async fn edges_scaled_up_and_down_behind_nginx_lose_nothing_and_answer_health_wh
     for transport in ["ws", "sse", "poll"] {
         audit.add(transport, 3).await;
     }
-    let apis = [
-        cluster.var("HERALD_CLUSTER_API").to_owned(),
-        cluster.var("HERALD_CLUSTER_API_2").to_owned(),
-    ];
-    let publisher = Publisher::start(apis, cluster.var("HERALD_CLUSTER_API_KEY").to_owned());
+    let publisher = cluster.publisher();
     publisher.goes_on(20, "the start").await;
 
     // 3 → 4: nginx sends new clients to the fourth edge too
@@ -799,7 +800,10 @@ async fn probe_while_alive(base: String, pid: u32) -> Probes {
     let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
     let http = http_client();
     let mut seen = Probes::default();
+    // a probe every 100 ms, as a load balancer's health check would
+    let mut every = tokio::time::interval(Duration::from_millis(100));
     while alive() {
+        every.tick().await;
         let get = |path: &str| {
             http.get(format!("{base}{path}"))
                 .timeout(Duration::from_secs(5))
@@ -819,7 +823,6 @@ async fn probe_while_alive(base: String, pid: u32) -> Probes {
                 eventually(Duration::from_secs(10), &format!("the edge at {base} to exit once it stopped answering ({health:?}, {ready:?})"), || async { !alive() }).await;
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     seen
 }

@@ -200,19 +200,21 @@ async fn bench_idle_holds_its_connections_on_every_transport() {
             .expect("task")
             .expect("read");
         assert_eq!(said.trim(), "open 20 failed 0", "{transport}");
-        let stats = http_client();
+        let http = http_client();
+        let stats = || async {
+            http.get(format!("{}/stats", herald.http()))
+                .send()
+                .await
+                .ok()?
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+        };
         eventually(
             WAIT,
             &format!("20 {transport} connections held"),
             || async {
-                let stats: serde_json::Value = stats
-                    .get(format!("{}/stats", herald.http()))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
+                let stats = stats().await?;
                 let counted = if transport == "poll" {
                     &stats["poll_sessions"]
                 } else {
@@ -228,14 +230,7 @@ async fn bench_idle_holds_its_connections_on_every_transport() {
             WAIT,
             &format!("the {transport} connections closed"),
             || async {
-                let stats: serde_json::Value = stats
-                    .get(format!("{}/stats", herald.http()))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
+                let stats = stats().await?;
                 (stats["connections"] == 0).then_some(())
             },
         )

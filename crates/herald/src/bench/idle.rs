@@ -99,6 +99,12 @@ pub(crate) async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One more connection open; the next may start opening.
+fn opened(permit: tokio::sync::OwnedSemaphorePermit, open: &AtomicUsize) {
+    open.fetch_add(1, Ordering::Relaxed);
+    drop(permit);
+}
+
 async fn hold_ws(
     url: &str,
     token: &str,
@@ -107,8 +113,7 @@ async fn hold_ws(
     open: &AtomicUsize,
 ) -> anyhow::Result<()> {
     let mut ws = ws_subscriber(url, token, channel).await?;
-    open.fetch_add(1, Ordering::Relaxed);
-    drop(permit);
+    opened(permit, open);
     // Idle: answer pings, nothing else.
     while let Some(Ok(message)) = ws.next().await {
         if let Message::Text(t) = message
@@ -146,8 +151,7 @@ async fn hold_sse(
             None => anyhow::bail!("SSE stream ended"),
         }
     }
-    open.fetch_add(1, Ordering::Relaxed);
-    drop(permit);
+    opened(permit, open);
     while let Some(chunk) = body.next().await {
         chunk?;
     }
@@ -176,15 +180,10 @@ async fn hold_poll(
     let mut cursor = first.json::<serde_json::Value>().await?["cursor"]
         .as_str()
         .map(str::to_owned);
-    let mut permit = Some(permit);
+    // open: the session exists, and a poll is held from now on
+    opened(permit, open);
     loop {
-        let held = poll(cursor.clone());
-        if let Some(permit) = permit.take() {
-            // counted once its first held poll is on its way
-            open.fetch_add(1, Ordering::Relaxed);
-            drop(permit);
-        }
-        let answer = held.await?;
+        let answer = poll(cursor.clone()).await?;
         match answer.status().as_u16() {
             204 => {}
             200 => {

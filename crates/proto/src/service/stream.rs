@@ -48,14 +48,28 @@ pub struct ClientSocket {
 }
 
 impl ClientSocket {
-    /// Writes `data` as one chunk of the chunked body.
+    /// Writes `data` as one chunk of the chunked body: its size line, the
+    /// bytes and the line end in one vectored write, nothing copied.
     pub async fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        let mut chunk = BytesMut::with_capacity(data.len() + 20);
-        put_chunk(&mut chunk, data);
-        self.stream.write_all(&chunk).await
+        let mut size = [0u8; 18];
+        let size = chunk_size_line(data.len(), &mut size);
+        let mut parts = [
+            io::IoSlice::new(size),
+            io::IoSlice::new(data),
+            io::IoSlice::new(b"\r\n"),
+        ];
+        let mut parts = &mut parts[..];
+        while !parts.is_empty() {
+            let written = self.stream.write_vectored(parts).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut parts, written);
+        }
+        Ok(())
     }
 
     /// Ends the body (the last chunk) and closes the socket.
@@ -104,20 +118,25 @@ impl SocketOffer {
 /// Whether `peeked` (the first bytes of a fresh connection) begins a
 /// `GET` of one of `paths` over HTTP/1.1; `None` while too few bytes say.
 pub(crate) fn is_stream_request(peeked: &[u8], paths: &[&str]) -> Option<bool> {
+    // whether `peeked` agrees with `wanted` as far as both go
+    let agrees = |peeked: &[u8], wanted: &[u8]| {
+        let n = peeked.len().min(wanted.len());
+        peeked[..n] == wanted[..n]
+    };
     let mut undecided = false;
     for path in paths {
-        for end in [b'?', b' '] {
-            let mut wanted = Vec::with_capacity(path.len() + 5);
-            wanted.extend_from_slice(b"GET ");
-            wanted.extend_from_slice(path.as_bytes());
-            wanted.push(end);
-            let n = peeked.len().min(wanted.len());
-            if peeked[..n] == wanted[..n] {
-                if peeked.len() >= wanted.len() {
-                    return Some(true);
-                }
-                undecided = true;
-            }
+        let line = peeked.strip_prefix(b"GET ".as_slice());
+        let Some(rest) = line else {
+            undecided |= agrees(peeked, b"GET ");
+            continue;
+        };
+        if !agrees(rest, path.as_bytes()) {
+            continue;
+        }
+        match rest.get(path.len()) {
+            Some(b'?' | b' ') => return Some(true),
+            Some(_) => {}
+            None => undecided = true,
         }
     }
     if undecided { None } else { Some(false) }
@@ -298,9 +317,27 @@ fn put_header(out: &mut BytesMut, name: &str, value: &[u8]) {
 }
 
 fn put_chunk(out: &mut BytesMut, data: &[u8]) {
-    out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    let mut size = [0u8; 18];
+    out.put_slice(chunk_size_line(data.len(), &mut size));
     out.put_slice(data);
     out.put_slice(b"\r\n");
+}
+
+/// A chunk's size line, `<hex>\r\n`, written into `buf`.
+fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut at = buf.len() - 2;
+    buf[at..].copy_from_slice(b"\r\n");
+    let mut rest = len;
+    loop {
+        at -= 1;
+        buf[at] = HEX[rest % 16];
+        rest /= 16;
+        if rest == 0 {
+            break;
+        }
+    }
+    &buf[at..]
 }
 
 /// The head of a streamed answer, chunked, and its body so far (the
@@ -377,6 +414,18 @@ mod tests {
         assert_eq!(is_stream_request(b"GE", &paths), None);
         assert_eq!(is_stream_request(b"GET /ss", &paths), None);
         assert_eq!(is_stream_request(b"", &paths), None);
+    }
+
+    #[test]
+    fn a_chunk_size_line_is_hex() {
+        let mut buf = [0u8; 18];
+        assert_eq!(chunk_size_line(0, &mut buf), b"0\r\n");
+        assert_eq!(chunk_size_line(255, &mut buf), b"ff\r\n");
+        assert_eq!(chunk_size_line(4096, &mut buf), b"1000\r\n");
+        assert_eq!(
+            chunk_size_line(usize::MAX, &mut buf),
+            b"ffffffffffffffff\r\n"
+        );
     }
 
     #[test]
