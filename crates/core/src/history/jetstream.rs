@@ -34,6 +34,8 @@ const MSG_ID: &str = "Nats-Msg-Id";
 /// replica with a burst of appends wins repeatedly: it knows the tip), and
 /// sending again when an acknowledgement is lost.
 pub const DEFAULT_APPEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// The pause before a failed read is tried again.
+const READ_RETRY_PAUSE: Duration = Duration::from_millis(150);
 /// Channels whose last offset is remembered; beyond this the cache starts
 /// over (a miss costs one request).
 const MAX_CACHED_TIPS: usize = 100_000;
@@ -62,7 +64,12 @@ struct Tip {
 /// The [`History`](super::History) over JetStream: one stream per
 /// configured namespace, one subject per channel.
 pub struct JetStreamHistory {
+    /// Streams and reads, with NATS' own bounds.
     js: jetstream::Context,
+    /// Appends: an acknowledgement is waited for a fraction of the append
+    /// timeout, so one lost (a stream leader that died with it) is sent
+    /// again, with the same id, within the deadline.
+    appender: jetstream::Context,
     /// Appends to one channel are serialized within this process (striped by
     /// channel hash), so optimistic retries only happen between replicas.
     append_locks: Vec<tokio::sync::Mutex<()>>,
@@ -88,6 +95,15 @@ pub enum Storage {
     File,
     /// In the NATS server's memory.
     Memory,
+}
+
+/// A JetStream context whose acknowledgements are awaited a quarter of
+/// `append_timeout` (at least 250 ms): up to four sends of one append.
+fn appender(client: async_nats::Client, append_timeout: Duration) -> jetstream::Context {
+    let ack_wait = (append_timeout / 4).max(Duration::from_millis(250));
+    jetstream::context::ContextBuilder::new()
+        .timeout(ack_wait)
+        .build(client)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> HistoryError {
@@ -116,7 +132,7 @@ impl JetStreamHistory {
         storage: Storage,
         settings: StreamSettings,
     ) -> Result<Self, HistoryError> {
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let default = namespaces.get("default").cloned().unwrap_or_default();
         let mut wanted = vec![(DEFAULT_NAMESPACE_TOKEN.to_owned(), default)];
         for (name, ns) in namespaces {
@@ -156,6 +172,7 @@ impl JetStreamHistory {
         }
         Ok(JetStreamHistory {
             js,
+            appender: appender(client, DEFAULT_APPEND_TIMEOUT),
             append_locks: (0..APPEND_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -171,6 +188,7 @@ impl JetStreamHistory {
     /// (nothing stored, or an outcome unknown) instead of kept waiting.
     pub fn with_append_timeout(mut self, timeout: Duration) -> Self {
         self.append_timeout = timeout;
+        self.appender = appender(self.js.client(), timeout);
         self
     }
 
@@ -443,7 +461,7 @@ impl History for JetStreamHistory {
     }
 
     async fn position(&self, channel: &Channel) -> Result<StreamPosition, HistoryError> {
-        self.on_stream(channel, |stream, subject| async move {
+        self.reading(channel, |stream, subject| async move {
             Ok(position_of(&fetch_tip(&stream, &subject).await?))
         })
         .await
@@ -455,7 +473,7 @@ impl History for JetStreamHistory {
         since: Option<&StreamPosition>,
         limit: usize,
     ) -> Result<Recovery, HistoryError> {
-        self.on_stream(channel, |stream, subject| async move {
+        self.reading(channel, |stream, subject| async move {
             self.read_from(&stream, &subject, channel, since, limit)
                 .await
         })
@@ -464,6 +482,33 @@ impl History for JetStreamHistory {
 }
 
 impl JetStreamHistory {
+    /// Runs the read `op` (see `on_stream`), and again after a failure
+    /// while the deadline an append has is not over: a read is safe to
+    /// repeat, and a stream between leaders (an election after a node died
+    /// or froze) answers again within moments, where a caller told "try
+    /// again" would come back later. A long read is not cut short: each of
+    /// its requests has NATS' own bound.
+    async fn reading<'a, T, F, Fut>(&'a self, channel: &Channel, op: F) -> Result<T, HistoryError>
+    where
+        F: Fn(Arc<stream::Stream>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, HistoryError>> + 'a,
+    {
+        let deadline = tokio::time::Instant::now() + self.append_timeout;
+        loop {
+            match self.on_stream(channel, &op).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left <= READ_RETRY_PAUSE {
+                        return Err(e);
+                    }
+                    tracing::debug!(channel = %channel, error = %e, "history read failed; again");
+                    tokio::time::sleep(READ_RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
     /// The attempts of one append until `deadline` (see `append`).
     #[allow(clippy::too_many_arguments)]
     async fn append_until(
@@ -491,9 +536,14 @@ impl JetStreamHistory {
                     Err(e) => {
                         if self.recover(kept).await {
                             stream = kept.handle().await.map_err(unavailable)?;
-                            continue;
+                        } else {
+                            // Between leaders: read again until the
+                            // deadline answers the caller (with "outcome
+                            // unknown" if an attempt was sent).
+                            tracing::debug!(channel = %channel, error = %e, "tip unread; again");
+                            tokio::time::sleep(READ_RETRY_PAUSE).await;
                         }
-                        return Err(e);
+                        continue;
                     }
                 }
             }
@@ -510,7 +560,7 @@ impl JetStreamHistory {
             headers.insert(HEADER_EPOCH, epoch.as_str());
             headers.insert(MSG_ID, msg_id);
             let ack = match self
-                .js
+                .appender
                 .publish_with_headers(subject.to_owned(), headers, payload.clone())
                 .await
             {
@@ -569,17 +619,17 @@ impl JetStreamHistory {
                     }
                 }
                 Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                    // Nothing took it. The stream may be gone: ensure it.
+                    // Nothing took it: the stream is gone (ensured again
+                    // here) or has no leader yet (an election: sent again
+                    // after a pause, until the deadline).
                     self.remember_tip(channel, None);
+                    known = false;
                     if self.recover(kept).await {
                         stream = kept.handle().await.map_err(unavailable)?;
-                        known = false;
-                        continue;
+                    } else {
+                        tracing::debug!(channel = %channel, error = %e, "append not taken; again");
+                        tokio::time::sleep(READ_RETRY_PAUSE).await;
                     }
-                    if *sent && attempt > 1 {
-                        return Err(unknown(msg_id, e));
-                    }
-                    return Err(unavailable(e));
                 }
                 Err(e)
                     if matches!(
@@ -600,9 +650,12 @@ impl JetStreamHistory {
                 }
             }
         }
-        Err(unavailable(format!(
-            "{channel}: no append within the deadline"
-        )))
+        let why = format!("{channel}: no append within the deadline");
+        Err(if *sent {
+            unknown(msg_id, why)
+        } else {
+            unavailable(why)
+        })
     }
 
     async fn read_from(
