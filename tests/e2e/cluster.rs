@@ -168,8 +168,101 @@ impl Cluster {
     }
 }
 
+/// When a node (or none) started saying it leads the stream.
+type LeaderChange = (std::time::Instant, Option<u16>);
+
+/// Which NATS node says it leads a stream, asked every 100 ms: the
+/// figures say how much of a pause is NATS electing and how much Herald.
+struct LeaderWatch {
+    /// (when, the node that says it leads) at each change
+    changes: Arc<Mutex<Vec<LeaderChange>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaderWatch {
+    fn start(cluster: &Cluster, stream: &str) -> LeaderWatch {
+        let monitors: Vec<(u16, String)> = (1..=3).map(|n| (n, cluster.monitor(n))).collect();
+        let stream = stream.to_owned();
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let changes = changes.clone();
+            async move {
+                let http = http_client();
+                let mut every = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    every.tick().await;
+                    let mut leader = None;
+                    for (n, monitor) in &monitors {
+                        let answer = http
+                            .get(format!("{monitor}/jsz?streams=true"))
+                            .timeout(Duration::from_millis(300))
+                            .send()
+                            .await;
+                        let Ok(answer) = answer else { continue };
+                        let Ok(jsz) = answer.json::<Value>().await else {
+                            continue;
+                        };
+                        let says = jsz["account_details"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+                            .find(|s| s["name"] == stream.as_str())
+                            .and_then(|s| s["cluster"]["leader"].as_str().map(str::to_owned));
+                        if says.as_deref() == Some(format!("n{n}").as_str()) {
+                            leader = Some(*n);
+                            break;
+                        }
+                    }
+                    let mut changes = changes.lock();
+                    if changes.last().is_none_or(|(_, last)| *last != leader) {
+                        changes.push((std::time::Instant::now(), leader));
+                    }
+                }
+            }
+        });
+        LeaderWatch { changes, task }
+    }
+
+    /// When a node other than `gone` first said it leads, after `since`.
+    fn new_leader_after(
+        &self,
+        since: std::time::Instant,
+        gone: Option<u16>,
+    ) -> Option<std::time::Instant> {
+        self.changes
+            .lock()
+            .iter()
+            .find(|(at, leader)| *at >= since && leader.is_some() && *leader != gone)
+            .map(|(at, _)| *at)
+    }
+}
+
+impl Drop for LeaderWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // a failed run's logs, kept where HERALD_TEST_KEEP_LOGS says
+        if std::thread::panicking()
+            && let Some(keep) = std::env::var_os("HERALD_TEST_KEEP_LOGS")
+        {
+            let to = std::path::Path::new(&keep).join(self.base.to_string());
+            let _ = std::fs::create_dir_all(&to);
+            for entry in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if entry.path().extension().is_some_and(|e| e == "log") {
+                    let _ = std::fs::copy(entry.path(), to.join(entry.file_name()));
+                }
+            }
+            eprintln!("cluster logs kept in {}", to.display());
+        }
         let _ = Command::new(repo_root().join("scripts/cluster.sh"))
             .arg("down")
             .env("HERALD_CLUSTER_DIR", self.dir.path())
@@ -262,6 +355,34 @@ impl Publisher {
 
     fn count(&self) -> usize {
         self.acked.lock().len()
+    }
+
+    /// When the first publication after `at` was acknowledged.
+    fn first_ack_after(&self, at: std::time::Instant) -> Option<std::time::Instant> {
+        self.times.lock().iter().find(|t| **t >= at).copied()
+    }
+
+    /// How long after a NATS event (`event`, at `at`) a new stream leader
+    /// was elected, and publishing acknowledged again after that: NATS'
+    /// share of the pause and Herald's.
+    fn report_failover(
+        &self,
+        event: &str,
+        at: std::time::Instant,
+        elected: Option<std::time::Instant>,
+    ) {
+        let Some(elected) = elected else {
+            eprintln!("{event}: no new stream leader seen");
+            return;
+        };
+        let acked = self
+            .first_ack_after(elected)
+            .or_else(|| self.first_ack_after(at));
+        eprintln!(
+            "{event}: NATS had a new stream leader {:?} after it; the first acknowledgement came {:?} after that",
+            elected - at,
+            acked.map(|t| t.saturating_duration_since(elected))
+        );
     }
 
     /// Waits until `more` publications beyond now are acknowledged, and
@@ -652,8 +773,15 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
     // the NATS node leading the history stream dies (R3: two copies left)
     let stream = herald_core::subjects::Subjects::new(&cluster.prefix).stream_name("HISTORY");
     let leader = cluster.leader_of(&stream).await;
+    let leaders = LeaderWatch::start(&cluster, &stream);
+    let killed = std::time::Instant::now();
     cluster.script(&["kill", &format!("nats-{leader}")]);
     publisher.goes_on(40, "the stream leader died").await;
+    publisher.report_failover(
+        "the stream leader's SIGKILL",
+        killed,
+        leaders.new_leader_after(killed, Some(leader)),
+    );
     cluster.script(&["start", &format!("nats-{leader}")]);
 
     // a routing replica dies; the publisher finds the other
@@ -671,7 +799,10 @@ async fn an_r3_cluster_loses_no_acknowledged_publication_through_node_and_replic
     // JetStream unreachable for 15 s: every NATS node frozen (sockets
     // open, nothing answered) while callers keep publishing
     let frozen = Frozen::publish_while(&cluster, Duration::from_secs(15)).await;
+    let thawed = std::time::Instant::now();
     publisher.goes_on(20, "JetStream came back").await;
+    publisher.report_failover("the thaw", thawed, leaders.new_leader_after(thawed, None));
+    drop(leaders);
     frozen.check_after_thaw(&cluster).await;
 
     let acked = publisher.finish().await;

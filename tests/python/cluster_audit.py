@@ -19,9 +19,12 @@ usage: cluster_audit.py TOKEN CHANNEL URL...
 """
 
 import asyncio
+import base64
+import collections
 import json
 import random
 import sys
+import time
 
 import httpx
 import websockets
@@ -33,8 +36,23 @@ URLS = sys.argv[3:]
 QUIET = 40
 
 
+START = time.monotonic()
+
+
 def log(*what):
-    print(*what, file=sys.stderr, flush=True)
+    print(f"{time.monotonic() - START:8.3f}", *what, file=sys.stderr, flush=True)
+
+
+def cursor_offset(cursor):
+    """CHANNEL's offset in a poll cursor (base64 JSON), for the record."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        for channel, _, offset in json.loads(text)["p"]:
+            if channel == CHANNEL:
+                return offset
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 class Ended(Exception):
@@ -65,6 +83,8 @@ class AuditClient:
         # where to resume: WebSocket {"offset","epoch"}, SSE's last event
         # id, a poll cursor
         self.position = None
+        # the last polls, told with a loss: (when, URL, status, offsets)
+        self.recent = collections.deque(maxlen=8)
 
     def url(self):
         return URLS[self.url_index % len(URLS)]
@@ -181,14 +201,22 @@ class AuditClient:
                 params = {"channels": CHANNEL, "timeout": 5}
                 if self.position:
                     params["cursor"] = self.position
+                sent = time.monotonic() - START
                 r = await http.get(f"{self.url()}/poll", params=params, headers=headers)
+                record = [round(sent, 3), self.url(), r.status_code,
+                          cursor_offset(self.position) if self.position else None]
+                self.recent.append(record)
                 if r.status_code == 204:
                     continue
                 if r.status_code != 200:
                     raise Ended(f"poll {r.status_code}", wait=retry_after(r))
                 answer = r.json()
+                offsets = [m["pub"]["offset"] for m in answer["messages"]
+                           if "pub" in m and m["pub"]["channel"] == CHANNEL]
+                record += [offsets[:1] + offsets[-1:], cursor_offset(answer["cursor"])]
                 if CHANNEL in answer.get("unrecoverable", []):
-                    self.told_lost.append({"after": self.position})
+                    self.told_lost.append({"after": self.position, "recent": list(self.recent)})
+                    log(f"{self.name}: told unrecoverable after {list(self.recent)}")
                 ended = None
                 for m in answer["messages"]:
                     if "pub" in m:

@@ -577,6 +577,65 @@ async fn a_command_waiting_on_routing_holds_up_no_delivery_and_no_ping() {
     assert_eq!(server.edge.census().connections, 1, "still connected");
 }
 
+/// Stores `data` in `channel`'s history without its live copy reaching
+/// the edge: a publication seen on another edge, still on its way here.
+async fn stored_elsewhere(server: &Server, channel: &str, data: &str) -> StreamPosition {
+    use herald_core::history::{Appended, History, NewPublication, Retention};
+    let channel = herald_protocol::channel::Channel::new(channel).unwrap();
+    let stored = server
+        .history
+        .append(
+            &channel,
+            NewPublication {
+                data: serde_json::value::RawValue::from_string(data.into()).unwrap(),
+                from: None,
+                // now: history keeps it for its ttl
+                ts: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64,
+            },
+            Retention {
+                size: 100,
+                ttl: Duration::from_secs(60),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let Appended::New(seen) = stored else {
+        panic!("{stored:?}")
+    };
+    StreamPosition {
+        offset: seen.offset,
+        epoch: seen.epoch,
+    }
+}
+
+/// The same when this edge has seen nothing of the channel yet (it knows
+/// it as empty, in no epoch): a long-poll client through a proxy lands on
+/// another edge on every poll, and its first publication can beat the
+/// live copy to this one.
+#[tokio::test]
+async fn a_client_ahead_of_an_edge_that_has_seen_nothing_of_the_channel_resumes_without_loss() {
+    let server = Server::start(|_| {}).await;
+    let mut client = connected(&server).await;
+    let ok = client.subscribe("chat:first").await.unwrap();
+    assert_eq!(ok.offset, 0, "nothing published yet");
+    let position = stored_elsewhere(&server, "chat:first", "1").await;
+    let (mut resumed, _) = Client::connect(&server.ws, &alice()).await.unwrap();
+    let ok = resumed
+        .subscribe_since("chat:first", &position)
+        .await
+        .unwrap();
+    assert_eq!(ok.recovered, Some(true), "not a loss: {ok:?}");
+    assert_eq!((ok.offset, &ok.epoch), (1, &position.epoch));
+    server.api().publish("chat:first", json!(2)).await;
+    assert_eq!(client.next_publication().await.unwrap().offset, 1);
+    assert_eq!(client.next_publication().await.unwrap().offset, 2);
+    assert_eq!(resumed.next_publication().await.unwrap().offset, 2);
+}
+
 /// A client that comes from an edge further ahead (it saw a publication
 /// this edge has not delivered yet) resumes where it is: nothing is
 /// unrecoverable, nothing arrives twice.

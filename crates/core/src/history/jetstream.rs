@@ -79,6 +79,8 @@ pub struct JetStreamHistory {
     tips: Mutex<HashMap<Channel, Tip>>,
     /// How long an append may take, waiting its turn included.
     append_timeout: Duration,
+    /// How long one request (a read, an acknowledgement) is waited for.
+    ask_within: Duration,
     /// Recent appends' (offset, stream sequence) per channel: a resume
     /// starts reading at the first missed publication instead of the
     /// oldest kept one.
@@ -97,10 +99,15 @@ pub enum Storage {
     Memory,
 }
 
-/// A JetStream context whose acknowledgements are awaited a quarter of
-/// `append_timeout` (at least 250 ms): up to four sends of one append.
-fn appender(client: async_nats::Client, append_timeout: Duration) -> jetstream::Context {
-    let ack_wait = (append_timeout / 4).max(Duration::from_millis(250));
+/// How long one request is waited for: a quarter of `append_timeout` (at
+/// least 250 ms), so that within it one append is sent up to four times
+/// and one read asked again after a stream's election.
+fn ask_within(append_timeout: Duration) -> Duration {
+    (append_timeout / 4).max(Duration::from_millis(250))
+}
+
+/// A JetStream context whose acknowledgements are awaited `ack_wait`.
+fn appender(client: async_nats::Client, ack_wait: Duration) -> jetstream::Context {
     jetstream::context::ContextBuilder::new()
         .timeout(ack_wait)
         .build(client)
@@ -172,7 +179,8 @@ impl JetStreamHistory {
         }
         Ok(JetStreamHistory {
             js,
-            appender: appender(client, DEFAULT_APPEND_TIMEOUT),
+            appender: appender(client, ask_within(DEFAULT_APPEND_TIMEOUT)),
+            ask_within: ask_within(DEFAULT_APPEND_TIMEOUT),
             append_locks: (0..APPEND_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -188,7 +196,8 @@ impl JetStreamHistory {
     /// (nothing stored, or an outcome unknown) instead of kept waiting.
     pub fn with_append_timeout(mut self, timeout: Duration) -> Self {
         self.append_timeout = timeout;
-        self.appender = appender(self.js.client(), timeout);
+        self.ask_within = ask_within(timeout);
+        self.appender = appender(self.js.client(), self.ask_within);
         self
     }
 
@@ -231,7 +240,12 @@ impl JetStreamHistory {
     /// been lost (and is now created again, empty) forgets every position
     /// it remembered of it. Whether to try the operation again.
     async fn recover(&self, kept: &KeptStream) -> bool {
-        match kept.recheck().await {
+        // Bounded like any request: a stream between leaders does not
+        // answer for its info either.
+        let Ok(rechecked) = tokio::time::timeout(self.ask_within, kept.recheck()).await else {
+            return false;
+        };
+        match rechecked {
             Some(Ok(ensured)) => {
                 if ensured.created {
                     // Offsets start again at 1 in a new epoch.
@@ -462,7 +476,7 @@ impl History for JetStreamHistory {
 
     async fn position(&self, channel: &Channel) -> Result<StreamPosition, HistoryError> {
         self.reading(channel, |stream, subject| async move {
-            Ok(position_of(&fetch_tip(&stream, &subject).await?))
+            Ok(position_of(&self.ask(fetch_tip(&stream, &subject)).await?))
         })
         .await
     }
@@ -482,6 +496,18 @@ impl History for JetStreamHistory {
 }
 
 impl JetStreamHistory {
+    /// One request to JetStream, bounded: one made while a stream has no
+    /// leader is never answered, and NATS' own bound (10 s) would outlast
+    /// every caller's deadline — and the election it waited through.
+    async fn ask<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, HistoryError>>,
+    ) -> Result<T, HistoryError> {
+        tokio::time::timeout(self.ask_within, request)
+            .await
+            .map_err(|_| unavailable(format!("no answer within {:?}", self.ask_within)))?
+    }
+
     /// Runs the read `op` (see `on_stream`), and again after a failure
     /// while the deadline an append has is not over: a read is safe to
     /// repeat, and a stream between leaders (an election after a node died
@@ -531,7 +557,7 @@ impl JetStreamHistory {
         while tokio::time::Instant::now() < deadline {
             attempt += 1;
             if !known {
-                match fetch_tip(&stream, subject).await {
+                match self.ask(fetch_tip(&stream, subject)).await {
                     Ok(t) => tip = t,
                     Err(e) => {
                         if self.recover(kept).await {
@@ -572,10 +598,14 @@ impl JetStreamHistory {
             };
             match ack {
                 Ok(ack) if ack.duplicate => {
-                    let first = stream
-                        .get_raw_message(ack.sequence)
-                        .await
-                        .map_err(unavailable)?;
+                    let first = self
+                        .ask(async {
+                            stream
+                                .get_raw_message(ack.sequence)
+                                .await
+                                .map_err(unavailable)
+                        })
+                        .await?;
                     if attempt > 1 && *sent {
                         // Ours, from an attempt whose answer was lost.
                         let publication = publication_of(channel, &first)?;
@@ -666,7 +696,7 @@ impl JetStreamHistory {
         since: Option<&StreamPosition>,
         limit: usize,
     ) -> Result<Recovery, HistoryError> {
-        let tip = fetch_tip(stream, subject).await?;
+        let tip = self.ask(fetch_tip(stream, subject)).await?;
         let latest = position_of(&tip);
         let Some(tip) = tip else {
             return Ok(match since {
@@ -696,7 +726,7 @@ impl JetStreamHistory {
             .filter(|s| s.epoch == latest.epoch)
             .and_then(|s| self.sequence_of(channel, s.offset + 1));
         let start = match known {
-            Some(sequence) => first_kept(stream, subject, sequence).await?,
+            Some(sequence) => self.ask(first_kept(stream, subject, sequence)).await?,
             None => None,
         };
         let next = match start
@@ -704,7 +734,7 @@ impl JetStreamHistory {
         {
             Some(message) => Some(message),
             None => {
-                let first = first_kept(stream, subject, 1).await?;
+                let first = self.ask(first_kept(stream, subject, 1)).await?;
                 let first_offset = first.as_ref().map(tip_of).transpose()?.map(|t| t.offset);
                 if let Some(s) = since
                     && !recoverable(s, &latest, first_offset)
@@ -724,7 +754,9 @@ impl JetStreamHistory {
             if publication.offset > after {
                 publications.push(publication);
             }
-            next = first_kept(stream, subject, message.sequence + 1).await?;
+            next = self
+                .ask(first_kept(stream, subject, message.sequence + 1))
+                .await?;
         }
         Ok(Recovery::Recovered {
             publications,

@@ -159,13 +159,17 @@ pub(crate) async fn join(
         }));
     };
     let since = &crate::cursor::resolve(since, &latest);
-    if since.epoch == latest.epoch && since.offset > latest.offset {
-        // Ahead of this edge: routing, which gives the offsets, says
-        // whether the position is real.
+    // Ahead of this edge — in its epoch, or of a channel this edge knows
+    // only as empty (the first publication still on its way here): routing,
+    // which gives the offsets, says whether the position is real.
+    let edge_behind =
+        since.offset > latest.offset && (since.epoch == latest.epoch || latest.epoch.is_empty());
+    if edge_behind {
         let query = HistoryQuery::position_of(channel);
         match edge.routing.history(&query).await {
             Ok(recovery) => {
                 let known = recovery.latest();
+                let since = crate::cursor::resolve(since, known);
                 if known.epoch == since.epoch && since.offset <= known.offset {
                     return Ok(JoinedAt {
                         ok: SubscribeOk {
@@ -197,6 +201,9 @@ pub(crate) async fn join(
         Ok(recovered) => Ok((recovered.is_some(), recovered.unwrap_or_default())),
         Err(e) => Err(e),
     };
+    if let Ok((false, _)) = &recovered {
+        tracing::debug!(channel = %channel, since = ?since, latest = ?latest, "resume told recovered: false");
+    }
     match recovered {
         Ok((complete, publications)) => Ok(at(SubscribeOk {
             offset: latest.offset,
