@@ -23,6 +23,8 @@
 #   HERALD_CLUSTER_PREFIX  subject prefix (default cluster)
 #   HERALD_CLUSTER_DATABASE_URL  notify's PostgreSQL (default postgres://postgres@127.0.0.1:5432/postgres)
 #   HERALD_CLUSTER_SECRET / HERALD_CLUSTER_API_KEY  token secret and API key
+#   HERALD_CLUSTER_SETTINGS  a file of more HERALD_*=value lines for every Herald process
+#                          (e.g. limits raised for a benchmark)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +34,7 @@ prefix=${HERALD_CLUSTER_PREFIX:-cluster}
 database_url=${HERALD_CLUSTER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 secret=${HERALD_CLUSTER_SECRET:-cluster-secret-0123456789abcdef-0123}
 api_key=${HERALD_CLUSTER_API_KEY:-cluster-api-key}
+settings=${HERALD_CLUSTER_SETTINGS:-}
 mkdir -p "$dir"
 
 say() { echo "cluster: $*" >&2; }
@@ -157,6 +160,7 @@ HERALD_TRUSTED_PROXIES=127.0.0.1/32
 HERALD_NODE_ID=$1
 HERALD_LOG_FORMAT=json
 EOF
+  if [ -n "$settings" ]; then cat "$settings"; fi
 }
 
 start_one() { # name

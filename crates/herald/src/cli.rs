@@ -67,6 +67,8 @@ pub(crate) enum BenchCommand {
     Idle(crate::bench::IdleArgs),
     /// Publish → deliver latency under fan-out, against a running server.
     Latency(crate::bench::LatencyArgs),
+    /// The same fan-out on the NATS server alone: the baseline.
+    Nats(crate::bench::NatsArgs),
 }
 
 /// Settings that can be given as flags; only those given are serialized,

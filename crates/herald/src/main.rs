@@ -64,6 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Bench(cli::BenchCommand::Idle(args)) => bench::idle(args).await,
             Command::Bench(cli::BenchCommand::Latency(args)) => bench::latency(args).await,
+            Command::Bench(cli::BenchCommand::Nats(args)) => bench::nats(args).await,
             Command::Check(args) => {
                 let config = Config::load(args.settings.config.as_deref(), &args.settings)?;
                 match args.service {

@@ -1,23 +1,30 @@
 //! `herald bench latency`: how long a publication takes from the server API
 //! to every subscriber. `--subscribers` WebSocket clients follow one
 //! channel; a publisher posts `--rate` publications a second through the
-//! server API, each stamped with the time it was sent; every subscriber
-//! records how long each took to arrive. Prints the percentiles of those
-//! deliveries, and of the publisher's own API round trips as a baseline
-//! measured in the same run. Publisher and subscribers share this machine's
-//! clock, so run it on the machine the server runs on (or one in sync).
+//! server API — open loop: each is sent at its scheduled time whatever the
+//! answers to the earlier ones, with at most `--in-flight` unanswered —
+//! each stamped with the time it was due; every subscriber records how long
+//! each took to arrive (from when it was due, so a publisher held back by
+//! a slow server counts against the server). Prints the elapsed time and
+//! the rates achieved, the percentiles of those deliveries, of the
+//! publisher's own API round trips (a baseline measured in the same run),
+//! and for lost deliveries how the subscribers that missed them ended.
+//! Publisher and subscribers share this machine's clock, so run it on the
+//! machine the server runs on (or one in sync).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::ws_subscriber;
+use super::{now_micros, percentiles, ws_subscriber};
 
 #[derive(Args, Debug)]
 pub(crate) struct LatencyArgs {
@@ -36,25 +43,27 @@ pub(crate) struct LatencyArgs {
     pub channel: String,
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
-    /// Publications per second.
+    /// Publications per second: a target the publisher keeps to (open
+    /// loop), not one it slows down from.
     #[arg(long, default_value_t = 100)]
     pub rate: u32,
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or_default()
+    /// Bytes of padding in each publication's data (beside its stamp).
+    #[arg(long, default_value_t = 0)]
+    pub payload: usize,
+    /// Publishes sent and not yet answered, at most; past it the publisher
+    /// waits (and says how far behind its schedule it fell).
+    #[arg(long, default_value_t = 64)]
+    pub in_flight: usize,
 }
 
 #[derive(Deserialize)]
 struct Frame {
     #[serde(rename = "pub")]
     publication: Option<Stamped>,
+    disconnect: Option<Disconnect>,
 }
 
 #[derive(Deserialize)]
@@ -70,96 +79,192 @@ struct Stamp {
     stop: bool,
 }
 
+#[derive(Deserialize)]
+struct Disconnect {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+/// What one subscriber got, and how its connection ended.
+struct Heard {
+    delays: Vec<u64>,
+    ended: String,
+}
+
 pub(crate) async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.rate > 0 && args.subscribers > 0,
-        "rate and subscribers must be positive"
+        args.rate > 0 && args.subscribers > 0 && args.in_flight > 0,
+        "rate, subscribers and in-flight must be positive"
     );
-    let samples: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for _ in 0..args.subscribers {
-        let mut ws = ws_subscriber(&args.url, &args.token, &args.channel).await?;
-        let samples = samples.clone();
-        subscribers.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            while let Some(Ok(message)) = ws.next().await {
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                if text.contains("\"ping\"") {
-                    let _ = ws.send(Message::text(r#"{"pong":{}}"#)).await;
-                    continue;
-                }
-                if let Ok(Frame {
-                    publication: Some(p),
-                }) = serde_json::from_str::<Frame>(&text)
-                {
-                    if p.data.stop {
-                        break;
-                    }
-                    mine.push(now_micros().saturating_sub(p.data.sent));
-                }
-            }
-            samples.lock().extend(mine);
-        }));
+        let ws = ws_subscriber(&args.url, &args.token, &args.channel).await?;
+        subscribers.push(tokio::spawn(listen(ws)));
     }
 
     let http = reqwest::Client::new();
     let total = args.rate as u64 * args.duration;
-    let mut round_trips = Vec::with_capacity(total as usize);
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let publish = |body: serde_json::Value| {
-        http.post(format!("{}/api/publish", args.api))
-            .bearer_auth(&args.api_key)
-            .json(&body)
-            .send()
-    };
-    for _ in 0..total {
-        tick.tick().await;
-        let sent = now_micros();
-        let response =
-            publish(serde_json::json!({"channel": args.channel, "data": {"sent": sent}})).await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "publish: {}",
-            response.status()
+    let padding = "x".repeat(args.payload);
+    let round_trips = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let refused = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let in_flight = Arc::new(Semaphore::new(args.in_flight));
+    let publish = {
+        let (http, api, key, channel) = (
+            http.clone(),
+            args.api.clone(),
+            args.api_key.clone(),
+            args.channel.clone(),
         );
-        round_trips.push(now_micros().saturating_sub(sent));
+        move |data: serde_json::Value| {
+            http.post(format!("{api}/api/publish"))
+                .bearer_auth(&key)
+                .json(&serde_json::json!({"channel": channel, "data": data}))
+                .send()
+        }
+    };
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let started = Instant::now();
+    let started_micros = now_micros();
+    let mut behind = Duration::ZERO;
+    let mut sends = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        behind = behind.max(due.elapsed());
+        let sent = started_micros + (interval * i as u32).as_micros() as u64;
+        let request = publish(serde_json::json!({"sent": sent, "pad": padding}));
+        let (round_trips, refused) = (round_trips.clone(), refused.clone());
+        sends.push(tokio::spawn(async move {
+            let answer = request.await;
+            drop(permit);
+            match answer {
+                Ok(r) if r.status().is_success() => {
+                    round_trips.lock().push(now_micros().saturating_sub(sent));
+                }
+                Ok(r) => *refused.lock().entry(r.status().to_string()).or_default() += 1,
+                Err(e) => *refused.lock().entry(format!("{e}")).or_default() += 1,
+            }
+        }));
     }
+    for send in sends {
+        send.await?;
+    }
+    let publishing = started.elapsed();
     // the last word, so subscribers know the run is over
-    publish(
-        serde_json::json!({"channel": args.channel, "data": {"sent": now_micros(), "stop": true}}),
-    )
-    .await?;
+    publish(serde_json::json!({"sent": now_micros(), "stop": true})).await?;
+    let mut heard = Vec::with_capacity(subscribers.len());
     for subscriber in subscribers {
-        let _ = tokio::time::timeout(Duration::from_secs(30), subscriber).await;
+        heard.push(
+            match tokio::time::timeout(Duration::from_secs(30), subscriber).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => Heard {
+                    delays: Vec::new(),
+                    ended: format!("task failed: {e}"),
+                },
+                Err(_) => Heard {
+                    delays: Vec::new(),
+                    ended: "still waiting 30 s after the last publication".into(),
+                },
+            },
+        );
     }
+    let elapsed = started.elapsed();
 
-    let mut deliveries = std::mem::take(&mut *samples.lock());
+    let published = round_trips.lock().len() as u64;
+    let mut deliveries: Vec<u64> = heard
+        .iter()
+        .flat_map(|h| h.delays.iter().copied())
+        .collect();
     let received = deliveries.len() as u64;
-    let lost = (total * args.subscribers as u64).saturating_sub(received);
+    let lost = (published * args.subscribers as u64).saturating_sub(received);
     println!(
-        "subscribers={} publications={total} deliveries={received} lost={lost}",
+        "subscribers={} publications={published} deliveries={received} lost={lost}",
         args.subscribers
     );
+    println!(
+        "elapsed_s={:.2} publishing_s={:.2} target_rate={} publish_rate={:.1} delivery_rate={:.0} payload={} behind_schedule_ms={}",
+        elapsed.as_secs_f64(),
+        publishing.as_secs_f64(),
+        args.rate,
+        published as f64 / publishing.as_secs_f64(),
+        received as f64 / publishing.as_secs_f64(),
+        args.payload,
+        behind.as_millis()
+    );
+    let refused = std::mem::take(&mut *refused.lock());
+    if !refused.is_empty() {
+        println!("refused {refused:?}");
+    }
+    if lost > 0 {
+        println!("lost_by {}", lost_reasons(&heard, published));
+    }
     println!("delivery_us {}", percentiles(&mut deliveries));
-    println!("publish_rtt_us {}", percentiles(&mut round_trips));
+    println!(
+        "publish_rtt_us {}",
+        percentiles(&mut std::mem::take(&mut *round_trips.lock()))
+    );
     Ok(())
 }
 
-fn percentiles(samples: &mut [u64]) -> String {
-    if samples.is_empty() {
-        return "none".into();
+/// Reads one subscriber's deliveries until the last word (or its end).
+async fn listen(mut ws: super::Ws) -> Heard {
+    let mut delays = Vec::new();
+    let ended = loop {
+        let message = match ws.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => break format!("error: {e}"),
+            None => break "closed without a close frame".into(),
+        };
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Close(Some(frame)) => {
+                break format!("close {} {}", u16::from(frame.code), frame.reason);
+            }
+            Message::Close(None) => break "close without a code".into(),
+            _ => continue,
+        };
+        if text.contains("\"ping\"") {
+            let _ = ws.send(Message::text(r#"{"pong":{}}"#)).await;
+            continue;
+        }
+        match serde_json::from_str::<Frame>(&text) {
+            Ok(Frame {
+                publication: Some(p),
+                ..
+            }) => {
+                if p.data.stop {
+                    break "stayed connected to the end".into();
+                }
+                delays.push(now_micros().saturating_sub(p.data.sent));
+            }
+            Ok(Frame {
+                disconnect: Some(d),
+                ..
+            }) => break format!("disconnect {} {}", d.code, d.reason),
+            _ => {}
+        }
+    };
+    Heard { delays, ended }
+}
+
+/// "close 4001 slow consumer: 3 subscribers, 120 deliveries; …": how the
+/// subscribers that missed deliveries ended.
+fn lost_reasons(heard: &[Heard], published: u64) -> String {
+    let mut by: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for h in heard {
+        let missed = published.saturating_sub(h.delays.len() as u64);
+        if missed > 0 {
+            let entry = by.entry(h.ended.as_str()).or_default();
+            entry.0 += 1;
+            entry.1 += missed;
+        }
     }
-    samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    format!(
-        "p50={} p90={} p99={} p999={} max={}",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        at(0.999),
-        samples[samples.len() - 1]
-    )
+    by.iter()
+        .map(|(why, (subscribers, missed))| {
+            format!("{why}: {subscribers} subscribers, {missed} deliveries")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
