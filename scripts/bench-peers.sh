@@ -21,7 +21,8 @@
 # the machine's, shared; memory and CPU per delivery are the stable ones.
 #
 # Environment: BIN (herald binary; default: release build), WS_CONNECTIONS,
-# SSE_CONNECTIONS, SUBSCRIBERS, SECONDS_PER_RUN.
+# SSE_CONNECTIONS, SUBSCRIBERS, SECONDS_PER_RUN, PORT_BASE (the first of
+# 100 free ports to use; default: a random block).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,8 +64,14 @@ say() { echo "bench-peers: $*" >&2; }
 secret=bench-peers-secret-0123456789-abcdef
 api_key=bench-peers-key
 export HERALD_JWT_SECRET=$secret HERALD_API_KEYS=$api_key
-port() { echo $((20000 + RANDOM % 20000)); }
-cluster_base=$((41000 + RANDOM % 50 * 100))
+# one block of 100 ports: the cluster's (cluster.sh uses +1…+89), then the
+# single processes' (+90…+99)
+cluster_base=${PORT_BASE:-$((10000 + RANDOM % 220 * 100))}
+next_port=$((cluster_base + 90))
+take_port() { # sets `p`
+  p=$next_port
+  next_port=$(( next_port < cluster_base + 99 ? next_port + 1 : cluster_base + 90 ))
+}
 token=$("$BIN" token --user bench --channels 'bench:*' --ttl 2h)
 # limits raised: every client is one user on one address
 limits="HERALD_CONNECTION_RATE=100000 HERALD_CONNECTION_RATE_PER_IP=100000 HERALD_MAX_CONNECTIONS_PER_IP=0 HERALD_MAX_CONNECTIONS_PER_USER=1000000 HERALD_LOG_FORMAT=json"
@@ -83,12 +90,12 @@ ticks_per_second=$(getconf CLK_TCK)
 start_system() { # name
   case $1 in
     herald)
-      local p; p=$(port)
+      local p; take_port
       env $limits RUST_LOG=warn "$BIN" standalone --http "127.0.0.1:$p" --grpc 127.0.0.1:0 >"$work/herald.log" 2>&1 &
       pids+=($!); wait_http "http://127.0.0.1:$p"
       echo "http://127.0.0.1:$p http://127.0.0.1:$p $!" ;;
     node)
-      local p; p=$(port)
+      local p; take_port
       NODE_PATH=$node_modules node bench/peers/ws-server.mjs "$p" >"$work/node.log" 2>&1 &
       pids+=($!); wait_http "http://127.0.0.1:$p"
       echo "http://127.0.0.1:$p http://127.0.0.1:$p $!" ;;
@@ -158,7 +165,7 @@ fanout() { # system url api pid rate label
 }
 
 start_nats() {
-  local p; p=$(port)
+  local p; take_port
   nats-server -a 127.0.0.1 -p "$p" >"$work/nats.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done

@@ -1003,7 +1003,7 @@ async fn probe_while_alive(base: String, pid: u32) -> Probes {
 /// kernel's ephemeral range (32768 and up), so that no outgoing connection
 /// of another test can take one of them while the cluster starts (a NATS
 /// route port was seen taken that way on a busy machine).
-fn free_port_block() -> u16 {
+pub(crate) fn free_port_block() -> u16 {
     loop {
         let base = 10_000 + 100 * (rand::random::<u16>() % 220);
         let free =

@@ -2,6 +2,7 @@
 //! not ours (Python) as well as the Rust client.
 
 mod admin_page;
+mod bench_peers;
 mod browser;
 mod cluster;
 mod deploy;
