@@ -10,7 +10,8 @@
 #
 # Figures, per system:
 #   idle memory   server RSS growth ÷ connections held by `herald bench idle`
-#                 (WebSocket at WS_CONNECTIONS, SSE at SSE_CONNECTIONS)
+#                 (WebSocket at WS_CONNECTIONS, SSE and long polling at
+#                 SSE_CONNECTIONS), each in a fresh server process
 #   saturation    `herald bench latency` (or `bench nats`) with SUBSCRIBERS
 #                 subscribers, 64 B publications at a rate beyond what the
 #                 machine can deliver: deliveries/s achieved, and server
@@ -176,11 +177,18 @@ systems="herald node distributed"
 for round in $(seq 1 "$rounds"); do
   say "round $round of $rounds"
   for system in $systems; do
+    # each figure from a fresh process: memory freed by the connections
+    # of one transport stays in the process and would serve the next
+    for transport in ws sse poll; do
+      [ "$system:$transport" = node:poll ] && continue
+      [ "$transport" = ws ] && count=$WS_CONNECTIONS || count=$SSE_CONNECTIONS
+      start_system "$system" >"$work/system"
+      read -r url api pid <"$work/system"
+      idle "$system" "$url" "$pid" "$transport" "$count"
+      stop_system "$system" "$pid"
+    done
     start_system "$system" >"$work/system"
     read -r url api pid <"$work/system"
-    idle "$system" "$url" "$pid" ws "$WS_CONNECTIONS"
-    idle "$system" "$url" "$pid" sse "$SSE_CONNECTIONS"
-    [ "$system" = node ] || idle "$system" "$url" "$pid" poll "$SSE_CONNECTIONS"
     fanout "$system" "$url" "$api" "$pid" "$saturating_rate" saturation
     stop_system "$system" "$pid"
   done

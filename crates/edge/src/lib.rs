@@ -505,7 +505,7 @@ impl Edge {
         let limit = Duration::from_secs(config.edge.drain_window_secs + config.shutdown_grace_secs);
         Service::new(name, shutdown)
             .limits(self.accept_limits.clone())
-            .stream_paths(&["/sse"])
+            .stream_paths(&["/sse", "/ws"])
             .grace(Duration::from_secs(config.shutdown_grace_secs))
             .drain(async move {
                 edge.drained(limit).await;

@@ -689,3 +689,84 @@ async fn a_client_ahead_of_this_edge_resumes_without_loss_or_repeat() {
     assert_eq!(client.next_publication().await.unwrap().offset, 3);
     assert_eq!(resumed.next_publication().await.unwrap().offset, 3);
 }
+
+/// A WebSocket upgrade on a connection that already served a request (a
+/// proxy reusing an upstream connection) goes through hyper, not the
+/// bare-socket path a fresh connection takes: the protocol is the same.
+#[tokio::test]
+async fn a_websocket_upgraded_on_a_connection_that_served_a_request_speaks_the_same_protocol() {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = Server::start(|_| {}).await;
+    let address = server.http.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    socket
+        .write_all(format!("GET /readyz HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // the whole first answer, so the upgrade's 101 is what comes next
+    let mut answer = Vec::new();
+    let body_len = loop {
+        let mut byte = [0u8; 1];
+        socket.read_exact(&mut byte).await.unwrap();
+        answer.push(byte[0]);
+        if answer.ends_with(b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer).to_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            break head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .expect("a content length");
+        }
+    };
+    let mut body = vec![0u8; body_len];
+    socket.read_exact(&mut body).await.unwrap();
+
+    let mut ws = herald_testkit::raw_ws_over(socket, &server.ws, &alice(), &["chat:reused"])
+        .await
+        .expect("the upgrade on a used connection");
+    server
+        .api()
+        .publish("chat:reused", json!("over hyper"))
+        .await;
+    let publication = loop {
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a publication in time")
+            .expect("open")
+            .expect("a frame");
+        let text = frame.into_text().unwrap().to_string();
+        if text.contains("\"pub\"") {
+            break text;
+        }
+    };
+    assert!(publication.contains("over hyper"), "{publication}");
+    // a WebSocket ping is answered, a binary frame refused in words
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::Binary(b"x".to_vec().into()))
+        .await
+        .unwrap();
+    let mut ponged = false;
+    let refusal = loop {
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("answers in time")
+            .expect("open")
+            .expect("a frame");
+        match frame {
+            Message::Pong(payload) => ponged = &payload[..] == b"are you there",
+            Message::Text(text) if text.contains("\"error\"") => break text.to_string(),
+            _ => {}
+        }
+    };
+    assert!(ponged, "the ping's payload comes back in its pong");
+    assert!(
+        refusal.contains("binary frames are not supported"),
+        "{refusal}"
+    );
+}

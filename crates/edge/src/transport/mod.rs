@@ -22,7 +22,7 @@ use crate::outbox::Delivery;
 /// What a transport read from its client.
 pub(crate) enum Read {
     /// A command frame (WebSocket), as the client sent it.
-    Frame(axum::extract::ws::Utf8Bytes),
+    Frame(String),
     /// A frame the transport cannot carry as a command (binary data).
     Unsupported(&'static str),
     /// What the HTTP transports ask on their client's behalf: the channels

@@ -128,10 +128,22 @@ pub(crate) async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
     let started_micros = now_micros();
     let mut behind = Duration::ZERO;
     let mut sends = Vec::with_capacity(total as usize);
+    // The run lasts `duration`: beyond saturation, what the server could
+    // not take by then is not sent (`unsent`), so a slow server does not
+    // stretch the run.
+    let ends = started + Duration::from_secs(args.duration);
+    let mut unsent = 0;
     for i in 0..total {
         let due = started + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
-        let permit = in_flight.clone().acquire_owned().await?;
+        let permit =
+            match tokio::time::timeout_at(ends.into(), in_flight.clone().acquire_owned()).await {
+                Ok(permit) => permit?,
+                Err(_) => {
+                    unsent = total - i;
+                    break;
+                }
+            };
         behind = behind.max(due.elapsed());
         let sent = started_micros + (interval * i as u32).as_micros() as u64;
         let request = publish(serde_json::json!({"sent": sent, "pad": padding}));
@@ -184,7 +196,7 @@ pub(crate) async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
         args.subscribers
     );
     println!(
-        "elapsed_s={:.2} publishing_s={:.2} target_rate={} publish_rate={:.1} delivery_rate={:.0} payload={} behind_schedule_ms={}",
+        "elapsed_s={:.2} publishing_s={:.2} target_rate={} publish_rate={:.1} delivery_rate={:.0} payload={} behind_schedule_ms={} unsent={unsent}",
         elapsed.as_secs_f64(),
         publishing.as_secs_f64(),
         args.rate,

@@ -1,4 +1,5 @@
-//! Long-lived responses that own their socket (Server-Sent Events).
+//! Long-lived responses that own their socket (Server-Sent Events, and
+//! WebSockets: an upgrade answered `101` hands the bare socket over too).
 //!
 //! hyper keeps a whole HTTP/1 connection alive under a streaming body —
 //! 8 KB read and write buffers, the dispatcher, the body channel — for a
@@ -97,6 +98,41 @@ impl ClientSocket {
     }
 }
 
+// The raw socket, for a protocol of the handler's own (a WebSocket).
+impl tokio::io::AsyncRead for ClientSocket {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ClientSocket {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// In the extensions of a request whose socket the handler may take.
 #[derive(Clone)]
 pub struct SocketOffer(Arc<Mutex<Option<oneshot::Receiver<ClientSocket>>>>);
@@ -104,8 +140,9 @@ pub struct SocketOffer(Arc<Mutex<Option<oneshot::Receiver<ClientSocket>>>>);
 impl SocketOffer {
     /// Takes the offer: the socket arrives on the receiver once the
     /// answer's head and body (the stream's first bytes) are written. The
-    /// answer must be 200 for the socket to come; a receiver that never
-    /// gets it is told by its sender's drop.
+    /// answer must be 200 (a stream) or 101 (an upgrade, with no body) for
+    /// the socket to come; a receiver that never gets it is told by its
+    /// sender's drop.
     pub fn take(&self) -> Option<oneshot::Receiver<ClientSocket>> {
         self.0.lock().take()
     }
@@ -196,9 +233,21 @@ pub(crate) async fn serve(
     request.extensions_mut().insert(ConnectInfo(peer));
     request.extensions_mut().insert(offer.clone());
     let Ok(answer) = app.oneshot(request).await;
-    if offer.taken() && answer.status() == StatusCode::OK {
-        let written =
-            tokio::time::timeout(WRITE_TIMEOUT, write_stream_head(&mut stream, answer)).await;
+    let taken = offer.taken();
+    if taken
+        && matches!(
+            answer.status(),
+            StatusCode::OK | StatusCode::SWITCHING_PROTOCOLS
+        )
+    {
+        let head = async {
+            if answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+                write_upgrade_head(&mut stream, answer).await
+            } else {
+                write_stream_head(&mut stream, answer).await
+            }
+        };
+        let written = tokio::time::timeout(WRITE_TIMEOUT, head).await;
         if matches!(written, Ok(Ok(()))) {
             let _ = tx.send(ClientSocket {
                 stream,
@@ -355,6 +404,15 @@ async fn write_stream_head(stream: &mut TcpStream, answer: Response<Body>) -> io
     if !first.is_empty() {
         put_chunk(&mut out, &first);
     }
+    stream.write_all(&out).await
+}
+
+/// The head of an upgrade's `101`: from its last byte on, the socket
+/// speaks the new protocol.
+async fn write_upgrade_head(stream: &mut TcpStream, answer: Response<Body>) -> io::Result<()> {
+    let mut out = BytesMut::with_capacity(256);
+    put_head(&mut out, &answer, &[("connection", b"upgrade")]);
+    drop(answer);
     stream.write_all(&out).await
 }
 
