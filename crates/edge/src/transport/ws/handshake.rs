@@ -155,7 +155,8 @@ mod tests {
         );
         assert_eq!(
             Rejected::NotAnUpgrade.into_response().status(),
-            StatusCode::UPGRADE_REQUIRED
+            StatusCode::BAD_REQUEST,
+            "the documented answer (docs/openapi.json)"
         );
     }
 }
