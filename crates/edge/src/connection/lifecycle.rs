@@ -65,28 +65,38 @@ impl Lifecycle {
     /// what it learns (the drain moment) it keeps.
     pub(crate) async fn ended(&mut self) -> CloseCode {
         loop {
+            // One timer for every deadline, the earliest: each pending
+            // timer is a hundred bytes of every connection's task.
+            let next = self.next_deadline();
             tokio::select! {
                 biased;
                 _ = self.shutdown.wait(), if self.drain_at.is_none() => {
                     // Each connection leaves at its own moment of the window.
                     self.drain_at = Some(Instant::now() + self.drain_window.mul_f64(rand::random::<f64>()));
                 }
-                _ = sleep_until(self.drain_at.unwrap_or_else(far_future)), if self.drain_at.is_some() => {
-                    return CloseCode::Shutdown;
-                }
                 _ = self.overflow.wait() => return CloseCode::SlowConsumer,
                 code = self.handle.closed() => return code,
-                _ = sleep_until(self.expires.unwrap_or_else(far_future)), if self.expires.is_some() => {
-                    return CloseCode::TokenExpired;
-                }
-                _ = sleep_until(self.connect_by.unwrap_or_else(far_future)), if self.connect_by.is_some() => {
-                    return CloseCode::Unauthorized;
-                }
-                _ = sleep_until(self.retire_at.unwrap_or_else(far_future)), if self.retire_at.is_some() => {
-                    return CloseCode::Rebalance;
+                _ = sleep_until(next.map_or_else(far_future, |(at, _)| at)), if next.is_some() => {
+                    if let Some((_, code)) = next {
+                        return code;
+                    }
                 }
             }
         }
+    }
+
+    /// The earliest deadline and the code it ends the connection with (the
+    /// first listed wins a tie).
+    fn next_deadline(&self) -> Option<(Instant, CloseCode)> {
+        [
+            (self.drain_at, CloseCode::Shutdown),
+            (self.expires, CloseCode::TokenExpired),
+            (self.connect_by, CloseCode::Unauthorized),
+            (self.retire_at, CloseCode::Rebalance),
+        ]
+        .into_iter()
+        .filter_map(|(at, code)| Some((at?, code)))
+        .min_by_key(|(at, _)| *at)
     }
 }
 
