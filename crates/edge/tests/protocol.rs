@@ -695,7 +695,7 @@ async fn a_client_ahead_of_this_edge_resumes_without_loss_or_repeat() {
 /// bare-socket path a fresh connection takes: the protocol is the same.
 #[tokio::test]
 async fn a_websocket_upgraded_on_a_connection_that_served_a_request_speaks_the_same_protocol() {
-    use futures::{SinkExt, StreamExt};
+    use futures::SinkExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::Message;
 
@@ -733,12 +733,7 @@ async fn a_websocket_upgraded_on_a_connection_that_served_a_request_speaks_the_s
         .publish("chat:reused", json!("over hyper"))
         .await;
     let publication = loop {
-        let frame = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a publication in time")
-            .expect("open")
-            .expect("a frame");
-        let text = frame.into_text().unwrap().to_string();
+        let text = next_frame(&mut ws).await.into_text().unwrap().to_string();
         if text.contains("\"pub\"") {
             break text;
         }
@@ -753,12 +748,7 @@ async fn a_websocket_upgraded_on_a_connection_that_served_a_request_speaks_the_s
         .unwrap();
     let mut ponged = false;
     let refusal = loop {
-        let frame = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("answers in time")
-            .expect("open")
-            .expect("a frame");
-        match frame {
+        match next_frame(&mut ws).await {
             Message::Pong(payload) => ponged = &payload[..] == b"are you there",
             Message::Text(text) if text.contains("\"error\"") => break text.to_string(),
             _ => {}
@@ -769,4 +759,23 @@ async fn a_websocket_upgraded_on_a_connection_that_served_a_request_speaks_the_s
         refusal.contains("binary frames are not supported"),
         "{refusal}"
     );
+}
+
+/// The next frame of a raw WebSocket, within the test's deadline.
+async fn next_frame(
+    ws: &mut (
+             impl futures::Stream<
+        Item = Result<
+            tokio_tungstenite::tungstenite::Message,
+            tokio_tungstenite::tungstenite::Error,
+        >,
+    > + Unpin
+         ),
+) -> tokio_tungstenite::tungstenite::Message {
+    use futures::StreamExt;
+    tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("a frame in time")
+        .expect("open")
+        .expect("a frame")
 }
