@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh SECONDS [TARGET…]
 #
-# runs each target (all by default: command cursor channel token data; see
+# runs each target (all by default: command cursor channel token data
+# websocket; see
 # fuzz/fuzz_targets/) for SECONDS and prints one line per target: its name,
 # the seconds it ran, its executions and "no finding". A crash, a failed
 # property or a hang fails the script with the fuzzer's report and the input
@@ -21,7 +22,7 @@ usage="usage: scripts/fuzz.sh SECONDS [TARGET…]"
 seconds=${1:?$usage}
 [[ $seconds =~ ^[0-9]+$ && $seconds -gt 0 ]] || { echo "$usage" >&2; exit 2; }
 shift
-all=(command cursor channel token data)
+all=(command cursor channel token data websocket)
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${all[@]}")
 for t in "${targets[@]}"; do

@@ -18,6 +18,12 @@ mod rate;
 mod routing_client;
 mod stats;
 pub mod transport;
+
+/// The WebSocket framing, for the fuzzer (`fuzz/fuzz_targets/websocket.rs`).
+#[doc(hidden)]
+pub mod websocket {
+    pub use crate::transport::ws::frame::{Message, WebSocket, WsError};
+}
 mod web;
 
 use std::sync::Arc;

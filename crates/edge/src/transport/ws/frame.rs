@@ -32,27 +32,34 @@ const PONG: u8 = 0xA;
 /// A whole message from the client. Pings are answered and pongs dropped
 /// inside [`WebSocket::recv`].
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Message {
+pub enum Message {
+    /// A text message (checked UTF-8).
     Text(String),
+    /// A binary message (Herald takes none: its bytes are dropped).
     Binary,
     /// The client's close frame (answered already), with its code.
     Close(Option<u16>),
 }
 
+/// Why a WebSocket cannot go on.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WsError {
+pub enum WsError {
+    /// The client closed its side.
     #[error("connection closed")]
     Gone,
+    /// The socket failed.
     #[error("socket: {0}")]
     Io(#[from] io::Error),
+    /// A frame RFC 6455 forbids.
     #[error("protocol: {0}")]
     Protocol(&'static str),
+    /// A frame or message over the limit.
     #[error("message over {0} bytes")]
     TooBig(usize),
 }
 
 /// One server-side WebSocket over `io`.
-pub(crate) struct WebSocket<S> {
+pub struct WebSocket<S> {
     io: S,
     max_message: usize,
     /// Bytes read but not parsed yet: the start of a frame still arriving.
@@ -70,7 +77,7 @@ pub(crate) struct WebSocket<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `io` after the handshake; messages (and frames) over `max_message`
     /// bytes are refused.
-    pub(crate) fn new(io: S, max_message: usize) -> Self {
+    pub fn new(io: S, max_message: usize) -> Self {
         WebSocket {
             io,
             max_message,
@@ -83,7 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// The next message. Answers pings (before reading on) and a close.
-    pub(crate) async fn recv(&mut self) -> Result<Message, WsError> {
+    pub async fn recv(&mut self) -> Result<Message, WsError> {
         loop {
             if self.written < self.outbound.len() {
                 self.flush().await?;
@@ -96,12 +103,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Queues a text frame; [`flush`](Self::flush) writes it.
-    pub(crate) fn queue_text(&mut self, payload: &[u8]) {
+    pub fn queue_text(&mut self, payload: &[u8]) {
         self.queue(TEXT, payload);
     }
 
     /// Queues the close frame (once): `code` and `reason` (cut to fit).
-    pub(crate) fn queue_close(&mut self, code: u16, reason: &str) {
+    pub fn queue_close(&mut self, code: u16, reason: &str) {
         if self.close_sent {
             return;
         }
@@ -118,7 +125,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Writes what is queued. Cancel-safe: what a cancelled flush wrote is
     /// not written again.
-    pub(crate) async fn flush(&mut self) -> Result<(), WsError> {
+    pub async fn flush(&mut self) -> Result<(), WsError> {
         while self.written < self.outbound.len() {
             let n = self.io.write(&self.outbound[self.written..]).await?;
             if n == 0 {

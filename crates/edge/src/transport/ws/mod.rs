@@ -4,7 +4,7 @@
 //! path's [`SocketOffer`]); one on a connection that served a request
 //! before goes through hyper's upgrade, with the same framing.
 
-mod frame;
+pub(crate) mod frame;
 mod handshake;
 
 use std::future::Future;
