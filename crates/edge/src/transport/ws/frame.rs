@@ -123,6 +123,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.close_sent = true;
     }
 
+    /// Answers a client's close: its code back, or an empty close frame
+    /// to one that gave none.
+    fn queue_close_echo(&mut self, code: Option<u16>) {
+        match code {
+            Some(code) => self.queue_close(code, ""),
+            None => {
+                self.queue(CLOSE, &[]);
+                self.close_sent = true;
+            }
+        }
+    }
+
     /// Writes what is queued. Cancel-safe: what a cancelled flush wrote is
     /// not written again.
     pub async fn flush(&mut self) -> Result<(), WsError> {
@@ -192,13 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 (CLOSE, _) => {
                     let code = close_code(payload)?;
                     // the answer echoes the code, as the RFC asks
-                    match code {
-                        Some(code) => self.queue_close(code, ""),
-                        None => {
-                            self.queue(CLOSE, &[]);
-                            self.close_sent = true;
-                        }
-                    }
+                    self.queue_close_echo(code);
                     break Some(Message::Close(code));
                 }
                 (CONTINUATION, None) => {
